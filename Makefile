@@ -1,0 +1,45 @@
+# The entry points people type. Each installs what is missing first.
+BUILD ?= build
+JOBS  ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup build test demo bench soak fuzz format clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+build: setup $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The README's test command. CI sets CI=true, which turns warnings into errors.
+test: setup
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKAIO_WERROR=$(if $(CI),ON,OFF) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 600
+
+demo: build
+	bash scripts/demo.sh $(BUILD)
+
+bench: setup
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build build-release -j $(JOBS)
+	bash bench/run.sh build-release
+
+soak: build
+	KAIO_SOAK=1 ctest --test-dir $(BUILD) --output-on-failure -L soak --timeout 14400
+
+fuzz: setup
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DKAIO_FUZZ=ON -DKAIO_HIP=OFF -DKAIO_CUDA=OFF
+	cmake --build build-fuzz -j $(JOBS)
+	bash tests/fuzz/run.sh build-fuzz $${FUZZ_SECONDS:-30}
+
+format:
+	git ls-files '*.cpp' '*.h' '*.cu' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) build-release build-fuzz

@@ -1,0 +1,33 @@
+#include "common/fs.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace fs = std::filesystem;
+
+TEST(Fs, WritesDurablyViaATemporaryName) {
+  fs::path dir = fs::temp_directory_path() / ("kaio-fs-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  kaio::write_file_durably(dir / "a.txt", "hello");
+  std::ifstream in(dir / "a.txt");
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), "hello");
+  EXPECT_FALSE(fs::exists(dir / "a.txt.tmp"));
+  EXPECT_GE(kaio::disk_usage(dir), 4096u);  // the folder itself and one block of data
+  fs::remove_all(dir);
+}
+
+TEST(Fs, ErrorsNameThePath) {
+  try {
+    kaio::write_file_durably("/nonexistent-dir/x", "data");
+    FAIL();
+  } catch (const kaio::Error& e) {
+    EXPECT_EQ(e.kind(), kaio::ErrorKind::io);
+    EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/x"), std::string::npos);
+  }
+}

@@ -1,0 +1,24 @@
+#include "common/log.h"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <sstream>
+
+TEST(Log, RegisteredSecretsAreScrubbed) {
+  kaio::add_secret("hf_abcdefSECRET123");
+  EXPECT_EQ(kaio::redact("Authorization: Bearer hf_abcdefSECRET123 and hf_abcdefSECRET123"),
+            "Authorization: Bearer *** and ***");
+  EXPECT_EQ(kaio::redact("nothing to hide"), "nothing to hide");
+}
+
+TEST(Log, LoggerNeverPrintsASecret) {
+  kaio::add_secret("hf_tokenXYZ987");
+  testing::internal::CaptureStderr();
+  kaio::setup_logging("info", "kaio-test");
+  spdlog::info("download failed with token {}", "hf_tokenXYZ987");
+  spdlog::default_logger()->flush();
+  std::string out = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(out.find("hf_tokenXYZ987"), std::string::npos) << out;
+  EXPECT_NE(out.find("download failed with token ***"), std::string::npos) << out;
+}
