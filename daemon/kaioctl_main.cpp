@@ -1,14 +1,152 @@
-// kaioctl: the remote. A thin client of kaiod's control socket.
-#include <cstdio>
-#include <cstring>
+// kaioctl: the remote. A thin client of kaiod's control socket, plus the
+// stand-alone `fetch` and `probe` tools from the libraries.
+// Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 no daemon reachable.
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/error.h"
 #include "common/version.h"
+#include "daemon/control.h"
+#include "daemon/status.h"
+#ifdef KAIO_HAVE_FETCH
+#include "fetch/fetch_command.h"
+#endif
+#ifdef KAIO_HAVE_DECODE
+#include "decode/probe_command.h"
+#endif
+
+namespace {
+
+using nlohmann::json;
+using kaio::daemon::ControlClient;
+
+constexpr const char* kDefaultSocket = "/run/kaio/kaiod.sock";
+
+int usage() {
+  std::fputs(
+      "usage: kaioctl [--socket PATH] COMMAND\n"
+      "  status [--json] [--watch]    what kaiod is doing\n"
+      "  pause [--reason TEXT]        stop downloads, decodes and training (kept across restarts)\n"
+      "  resume                       undo pause\n"
+      "  ls [--state S] [--json]      files and clips with their state\n"
+      "  fetch --repo ORG/NAME --out DIR [--revision R] [--include G]... [--exclude G]... [--endpoint URL]\n"
+      "  probe FILE [--preview out.png]\n"
+      "  --version\n"
+      "The socket is --socket, else $KAIO_SOCKET, else /run/kaio/kaiod.sock.\n",
+      stderr);
+  return 2;
+}
+
+struct Args {
+  std::string socket;
+  std::vector<std::string> rest;
+  bool has(const char* flag) const {
+    for (const auto& a : rest)
+      if (a == flag) return true;
+    return false;
+  }
+  std::string value(const char* flag) const {
+    for (size_t i = 0; i + 1 < rest.size(); ++i)
+      if (rest[i] == flag) return rest[i + 1];
+    return "";
+  }
+};
+
+// Sends one command; prints the error and maps it to the exit code.
+int call(const Args& args, const std::string& cmd, const json& params, json* result) {
+  try {
+    ControlClient client(args.socket, std::chrono::seconds(30));
+    json reply = client.call(cmd, params);
+    if (!reply.value("ok", false)) {
+      std::fprintf(stderr, "kaioctl: kaiod refused %s: %s\n", cmd.c_str(), reply.value("error", std::string("no reason")).c_str());
+      return 1;
+    }
+    if (result) *result = reply["result"];
+    return 0;
+  } catch (const kaio::Error& e) {
+    std::fprintf(stderr, "kaioctl: %s\n", e.what());
+    return 3;
+  }
+}
+
+int status(const Args& args) {
+  bool as_json = args.has("--json"), watch = args.has("--watch");
+  for (;;) {
+    json result;
+    if (int rc = call(args, "status", json::object(), &result); rc != 0) return rc;
+    if (watch && isatty(STDOUT_FILENO)) std::fputs("\033[H\033[2J", stdout);
+    if (as_json) std::puts(result.dump(2).c_str());
+    else std::fputs(kaio::daemon::render_status(result).c_str(), stdout);
+    std::fflush(stdout);
+    if (!watch) return 0;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+}
+
+int ls(const Args& args) {
+  json params = json::object();
+  if (auto s = args.value("--state"); !s.empty()) params["state"] = s;
+  json result;
+  if (int rc = call(args, "ls", params, &result); rc != 0) return rc;
+  if (args.has("--json")) {
+    std::puts(result.dump(2).c_str());
+    return 0;
+  }
+  for (const char* kind : {"files", "clips"}) {
+    if (!result.contains(kind)) continue;
+    for (const auto& row : result[kind]) {
+      std::string reason = row.value("reason", "");
+      std::printf("%-5s %-12s %s%s%s\n", kind, row.value("state", std::string("?")).c_str(), row.value("name", std::string("?")).c_str(),
+                  reason.empty() ? "" : "  -- ", reason.c_str());
+    }
+  }
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+  Args args;
+  const char* env_socket = std::getenv("KAIO_SOCKET");
+  args.socket = env_socket && *env_socket ? env_socket : kDefaultSocket;
+  int i = 1;
+  if (i < argc && std::strcmp(argv[i], "--version") == 0) {
     std::printf("kaioctl %s\n", KAIO_VERSION);
     return 0;
   }
-  std::fputs("usage: kaioctl [--socket PATH] status|pause|resume|ls|fetch|probe ...\n       kaioctl --version\n", stderr);
-  return 2;
+  if (i + 1 < argc && std::strcmp(argv[i], "--socket") == 0) {
+    args.socket = argv[i + 1];
+    i += 2;
+  }
+  if (i >= argc) return usage();
+  std::string cmd = argv[i];
+#ifdef KAIO_HAVE_FETCH
+  if (cmd == "fetch") return kaio::fetch::run_fetch_command(argc - i, argv + i);
+#endif
+#ifdef KAIO_HAVE_DECODE
+  if (cmd == "probe") return kaio::decode::run_probe_command(argc - i, argv + i);
+#endif
+  for (int k = i + 1; k < argc; ++k) args.rest.emplace_back(argv[k]);
+  if (cmd == "status") return status(args);
+  if (cmd == "ls") return ls(args);
+  if (cmd == "pause") {
+    json params = json::object();
+    if (auto r = args.value("--reason"); !r.empty()) params["reason"] = r;
+    json result;
+    int rc = call(args, "pause", params, &result);
+    if (rc == 0) std::printf("paused%s\n", result.value("message", std::string()).empty() ? "" : (": " + result.value("message", std::string())).c_str());
+    return rc;
+  }
+  if (cmd == "resume") {
+    int rc = call(args, "resume", json::object(), nullptr);
+    if (rc == 0) std::puts("resumed");
+    return rc;
+  }
+  return usage();
 }

@@ -1,0 +1,49 @@
+#pragma once
+// What `kaioctl status --json` prints, documented field by field in the README.
+// Version 1; fields are only ever added.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace kaio::daemon {
+
+inline constexpr int kStatusVersion = 1;
+
+// starting, running, paused, waiting-network, auth-required, budget-wait, done, error
+struct ServiceStatus {
+  std::string state = "starting";
+  std::string state_detail;     // next retry time, the waiting reservation, the error
+  bool paused = false;
+  std::string pause_reason;
+  uint64_t budget_bytes = 0;
+  uint64_t disk_bytes = 0;      // measured under cache_dir + state_dir
+  uint64_t reserved_bytes = 0;  // held by reservations (>= what is on disk for them)
+  uint64_t peak_reserved_bytes = 0;
+  struct Files {
+    int64_t total = 0, done = 0, failed = 0, active = 0;
+  } files;
+  struct Clips {
+    int64_t ready = 0, consumed = 0, failed = 0, deleted = 0;
+  } clips;
+  struct Train {
+    int64_t epoch = 0, step = 0, samples = 0;
+    double loss = 0;
+    std::string backend;
+    double wait_fraction = 0;
+    int64_t checkpoint_step = -1;
+  } train;
+  struct Rates {
+    double download_bps = 0, decode_clips_per_s = 0, train_samples_per_s = 0;
+  } rates;
+  double epoch_eta_seconds = -1;  // -1 when unknown
+  std::string last_error;
+  std::string repo, revision;
+};
+
+nlohmann::json to_json(const ServiceStatus& s);
+// One line for systemd's STATUS=: state, disk/budget, step, loss, download rate.
+std::string summary_line(const ServiceStatus& s);
+// The human form `kaioctl status` prints, from the JSON object.
+std::string render_status(const nlohmann::json& status);
+
+}  // namespace kaio::daemon

@@ -1,0 +1,22 @@
+// The unit's hardening, as systemd itself scores it: 2.0 or better.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <regex>
+#include <string>
+
+TEST(SystemdUnit, ExposureScoreIsTwoOrBetter) {
+  if (std::system("command -v systemd-analyze >/dev/null 2>&1") != 0) GTEST_SKIP() << "skipped: no systemd-analyze";
+  std::string cmd = std::string("systemd-analyze security --offline=true --no-pager ") + KAIO_SOURCE_DIR + "/systemd/kaiod.service 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  ::pclose(p);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("Overall exposure level for kaiod.service: ([0-9.]+)"))) << out;
+  double score = std::stod(m[1]);
+  std::printf("systemd exposure score: %.1f\n", score);
+  EXPECT_LE(score, 2.0) << out;
+}
