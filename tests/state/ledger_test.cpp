@@ -1,0 +1,300 @@
+#include "state/ledger.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "common/error.h"
+
+namespace fs = std::filesystem;
+using namespace kaio::state;
+
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() /
+            ("kaio-ledger-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+// Reads one integer pragma through a separate raw connection.
+std::string raw_pragma(const fs::path& db_file, const std::string& pragma) {
+  sqlite3* db = nullptr;
+  sqlite3_open(db_file.c_str(), &db);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> owned(db, &sqlite3_close);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, ("PRAGMA " + pragma).c_str(), -1, &st, nullptr);
+  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> stmt(st, &sqlite3_finalize);
+  std::string out;
+  if (sqlite3_step(st) == SQLITE_ROW) out = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+  return out;
+}
+
+void raw_exec(const fs::path& db_file, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_open(db_file.c_str(), &db);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> owned(db, &sqlite3_close);
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql;
+}
+
+const std::string kRepo = "org/videos";
+
+}  // namespace
+
+TEST(Ledger, MigratesFromVersionZeroToWalDatabase) {
+  TempDir dir;
+  raw_exec(dir.path() / "kaio.db", "PRAGMA user_version = 0");
+  {
+    auto ledger = Ledger::open(dir.path());
+    EXPECT_EQ(ledger.schema_version(), Ledger::kSchemaVersion);
+    ledger.set_paused(true, "operator");  // table from migration 2
+  }
+  EXPECT_EQ(raw_pragma(dir.path() / "kaio.db", "journal_mode"), "wal");
+  EXPECT_EQ(raw_pragma(dir.path() / "kaio.db", "user_version"), std::to_string(Ledger::kSchemaVersion));
+  auto reopened = Ledger::open(dir.path());
+  EXPECT_TRUE(reopened.pause_state().paused);
+  EXPECT_EQ(reopened.pause_state().reason, "operator");
+}
+
+TEST(Ledger, RefusesANewerSchema) {
+  TempDir dir;
+  raw_exec(dir.path() / "kaio.db", "PRAGMA user_version = 99");
+  try {
+    Ledger::open(dir.path());
+    FAIL() << "opened a schema from the future";
+  } catch (const kaio::Error& e) {
+    EXPECT_EQ(e.kind(), kaio::ErrorKind::corrupt);
+    EXPECT_NE(std::string(e.what()).find("version 99"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Ledger, FileStatesMoveForwardAndCountFailures) {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path());
+  ledger.upsert_files(kRepo, {{"", "a/part-000.tar", 100, "oid-a", "sha-a"}, {"", "b.tar", 200, "oid-b", ""}});
+  auto id = file_id(kRepo, "a/part-000.tar");
+  for (auto s : {FileState::pending, FileState::downloading, FileState::downloaded, FileState::extracting,
+                 FileState::decoded, FileState::done})
+    ledger.set_file_state(id, 0, s);
+  EXPECT_EQ(ledger.file_status(id, 0)->state, FileState::done);
+  EXPECT_THROW(ledger.set_file_state(id, 0, FileState::downloading), kaio::Error);
+
+  auto other = file_id(kRepo, "b.tar");
+  ledger.set_file_state(other, 0, FileState::downloading);
+  ledger.set_file_state(other, 0, FileState::failed, "HTTP 500 on b.tar");
+  ledger.set_file_state(other, 0, FileState::pending);
+  ledger.set_file_state(other, 0, FileState::failed, "sha256 mismatch");
+  auto st = ledger.file_status(other, 0);
+  EXPECT_EQ(st->attempts, 2);
+  EXPECT_EQ(st->reason, "sha256 mismatch");
+  EXPECT_EQ(st->file.path, "b.tar");
+
+  auto counts = ledger.file_counts(0);
+  EXPECT_EQ(counts[FileState::done], 1);
+  EXPECT_EQ(counts[FileState::failed], 1);
+  EXPECT_EQ(ledger.list_files(0, FileState::failed).size(), 1u);
+  EXPECT_EQ(ledger.list_files(0).size(), 2u);
+  EXPECT_FALSE(ledger.file_status(id, 1).has_value());  // epochs are separate
+}
+
+TEST(Ledger, PinsTheCommitAcrossReopen) {
+  TempDir dir;
+  SourceRecord first{"http://127.0.0.1:1", kRepo, "main", "aaaa1111", R"({"include":["*.tar"]})"};
+  {
+    auto ledger = Ledger::open(dir.path());
+    EXPECT_EQ(ledger.pin_source(first).commit_sha, "aaaa1111");
+  }
+  auto ledger = Ledger::open(dir.path());
+  SourceRecord moved = first;
+  moved.commit_sha = "bbbb2222";  // the branch moved since
+  EXPECT_EQ(ledger.pin_source(moved).commit_sha, "aaaa1111");
+  SourceRecord other = first;
+  other.repo = "org/other";
+  try {
+    ledger.pin_source(other);
+    FAIL();
+  } catch (const kaio::Error& e) {
+    EXPECT_EQ(e.kind(), kaio::ErrorKind::config);
+    EXPECT_NE(std::string(e.what()).find("org/other"), std::string::npos);
+  }
+}
+
+TEST(Ledger, IdsAreStableAcrossRestartsAndDistinct) {
+  TempDir dir;
+  EXPECT_EQ(file_id(kRepo, "x.tar"), file_id(kRepo, "x.tar"));
+  EXPECT_NE(file_id(kRepo, "x.tar"), file_id("org/other", "x.tar"));
+  EXPECT_NE(clip_id(kRepo, "x.tar", "a.mp4"), clip_id(kRepo, "x.tar", "b.mp4"));
+  EXPECT_EQ(file_id(kRepo, "x.tar").size(), 16u);
+  {
+    auto ledger = Ledger::open(dir.path());
+    ledger.upsert_files(kRepo, {{"", "z.tar", 1, "", ""}, {"", "x.tar", 1, "", ""}});
+    ClipRecord c;
+    c.file_id = file_id(kRepo, "x.tar");
+    c.repo_path = "x.tar";
+    c.member = "a.mp4";
+    ledger.add_clips(kRepo, {c});
+  }
+  auto ledger = Ledger::open(dir.path());
+  auto files = ledger.files();
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].path, "x.tar");  // path order, not insertion order
+  EXPECT_EQ(files[0].id, file_id(kRepo, "x.tar"));
+  auto c = ledger.clip(clip_id(kRepo, "x.tar", "a.mp4"));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->repo_path, "x.tar");
+}
+
+TEST(Ledger, SecondProcessIsToldWhoHoldsTheFolder) {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path());
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    std::string msg = "opened";
+    try {
+      Ledger::open(dir.path());
+    } catch (const kaio::Error& e) {
+      msg = e.what();
+    }
+    (void)!::write(fds[1], msg.data(), msg.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string msg;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof buf)) > 0) msg.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(msg, "another kaiod (pid " + std::to_string(::getpid()) + ") is using " + dir.path().string());
+}
+
+TEST(Ledger, CommittedRowsSurviveKill9AndPartialTransactionsVanish) {
+  TempDir dir;
+  constexpr int kBatch = 20;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    auto ledger = Ledger::open(dir.path());
+    for (int batch = 0;; ++batch) {
+      ledger.transaction([&] {
+        for (int i = 0; i < kBatch; ++i) {
+          ledger.add_counter("batch" + std::to_string(batch), 1);
+          if (batch == 40 && i == kBatch / 2) ::raise(SIGKILL);  // dies inside a transaction
+        }
+      });
+      (void)!::write(fds[1], &batch, sizeof batch);  // only after COMMIT returned
+    }
+  }
+  ::close(fds[1]);
+  int last = -1, v;
+  while (::read(fds[0], &v, sizeof v) == sizeof v) last = v;
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGKILL);
+  EXPECT_EQ(last, 39);
+
+  auto ledger = Ledger::open(dir.path());  // the lock died with the child
+  auto counters = ledger.counters();
+  for (int b = 0; b <= last; ++b) EXPECT_EQ(counters["batch" + std::to_string(b)], kBatch) << "batch " << b;
+  EXPECT_EQ(counters.count("batch40"), 0u);
+  EXPECT_EQ(counters.size(), static_cast<size_t>(last + 1));
+}
+
+TEST(Ledger, TransactionRollsBackWhenTheBodyThrows) {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path());
+  EXPECT_THROW(ledger.transaction([&] {
+    ledger.add_counter("clips_decoded", 5);
+    throw std::runtime_error("decode failed");
+  }),
+               std::runtime_error);
+  EXPECT_EQ(ledger.counter("clips_decoded"), 0);
+  ledger.add_counter("clips_decoded", 2);
+  EXPECT_EQ(ledger.counter("clips_decoded"), 2);
+}
+
+TEST(Ledger, ConcurrentThreadsAllLand) {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 100; ++i) ledger.transaction([&] { ledger.add_counter("windows_trained", 1); });
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ledger.counter("windows_trained"), 400);
+}
+
+TEST(Ledger, ClipsCheckpointsAndPositionRoundTrip) {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path());
+  ledger.upsert_files(kRepo, {{"", "a.tar", 10, "", ""}});
+  auto fid = file_id(kRepo, "a.tar");
+  std::vector<ClipRecord> clips;
+  for (int i = 0; i < 3; ++i) {
+    ClipRecord c;
+    c.file_id = fid;
+    c.repo_path = "a.tar";
+    c.member = "clip" + std::to_string(i) + ".mp4";
+    c.member_index = 2 - i;  // archive order differs from name order
+    c.windows = 4;
+    c.shard_path = dir.path() / ("s" + std::to_string(i));
+    c.shard_bytes = 1000;
+    c.caption = "a cat";
+    clips.push_back(c);
+  }
+  ledger.add_clips(kRepo, clips);
+  auto listed = ledger.clips_of_file(fid);
+  ASSERT_EQ(listed.size(), 3u);
+  EXPECT_EQ(listed[0].member, "clip2.mp4");  // member order within the archive
+  ledger.set_clip_state(listed[0].id, ClipState::failed, "truncated moov atom");
+  EXPECT_EQ(ledger.clip(listed[0].id)->reason, "truncated moov atom");
+  EXPECT_EQ(ledger.clip_counts()[ClipState::ready], 2);
+  EXPECT_EQ(ledger.list_clips(ClipState::failed).size(), 1u);
+  EXPECT_EQ(ledger.list_clips(std::nullopt, 2).size(), 2u);
+  EXPECT_THROW(ledger.set_clip_state("0000000000000000", ClipState::consumed), kaio::Error);
+
+  ledger.assign_chunk({listed[1].id}, 0, 0);
+  ledger.assign_chunk({listed[2].id}, 0, 1);
+  EXPECT_EQ(ledger.clips_before(0, 1).size(), 1u);
+  EXPECT_EQ(ledger.clips_before(1, 0).size(), 2u);
+
+  ledger.save_position({1, 500, 4000, "cursor-text"});
+  EXPECT_EQ(ledger.position().step, 500);
+  EXPECT_EQ(ledger.position().cursor, "cursor-text");
+  ledger.add_checkpoint({200, dir.path() / "ckpt-200", 5000, 1, "c200"});
+  ledger.add_checkpoint({100, dir.path() / "ckpt-100", 5000, 1, "c100"});
+  EXPECT_EQ(ledger.checkpoints().front().step, 100);
+  ledger.remove_checkpoint(dir.path() / "ckpt-100");
+  EXPECT_EQ(ledger.checkpoints().size(), 1u);
+
+  ledger.set_file_local_path(fid, 0, dir.path() / "dl/a.tar");
+  auto known = ledger.known_paths();
+  EXPECT_EQ(known.shards.size(), 2u);  // the failed clip's shard is not vouched for
+  EXPECT_EQ(known.checkpoints.size(), 1u);
+  ASSERT_EQ(known.downloads.size(), 1u);
+  EXPECT_EQ(known.downloads[0], dir.path() / "dl/a.tar");
+}
