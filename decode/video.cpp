@@ -1,0 +1,429 @@
+#include "decode/video.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <vector>
+
+extern "C" {
+#include <libavutil/display.h>
+#include <libavutil/pixdesc.h>
+}
+
+#include "common/error.h"
+#include "decode/av_util.h"
+#include "decode/shard.h"
+
+namespace kaio::decode {
+namespace {
+
+// Claimed sizes above this are refused before any decoder allocates for them.
+constexpr int kMaxSide = 16384;
+constexpr int64_t kMaxPixels = int64_t{8192} * 8192;
+
+struct VideoStream {
+  int index = -1;
+  AVStream* stream = nullptr;
+  const AVCodec* codec = nullptr;
+};
+
+VideoStream find_video(AVFormatContext* fmt, const std::string& what) {
+  VideoStream v;
+  v.index = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &v.codec, 0);
+  if (v.index == AVERROR_STREAM_NOT_FOUND) throw Error(ErrorKind::corrupt, what + ": not a video (no video stream)");
+  if (v.index < 0 || !v.codec) throw Error(ErrorKind::corrupt, what + ": unsupported codec: " + av::message(v.index));
+  v.stream = fmt->streams[v.index];
+  const auto* par = v.stream->codecpar;
+  if (par->width <= 0 || par->height <= 0) throw Error(ErrorKind::corrupt, what + ": video stream has no size");
+  if (par->width > kMaxSide || par->height > kMaxSide || int64_t{par->width} * par->height > kMaxPixels) {
+    throw Error(ErrorKind::rejected, what + ": claimed resolution " + std::to_string(par->width) + "x" +
+                                         std::to_string(par->height) + " is over the limit");
+  }
+  return v;
+}
+
+// Degrees clockwise that make the picture upright (what ffmpeg's autorotate does).
+int rotation_of(const AVStream* s) {
+  const auto* matrix = reinterpret_cast<const int32_t*>(av_stream_get_side_data(s, AV_PKT_DATA_DISPLAYMATRIX, nullptr));
+  if (!matrix) return 0;
+  double ccw = av_display_rotation_get(matrix);
+  if (std::isnan(ccw)) return 0;
+  int cw = static_cast<int>(std::lround(-ccw / 90.0)) * 90 % 360;
+  return cw < 0 ? cw + 360 : cw;
+}
+
+double stream_duration(const AVFormatContext* fmt, const AVStream* s) {
+  if (s->duration != AV_NOPTS_VALUE && s->duration > 0) return static_cast<double>(s->duration) * av_q2d(s->time_base);
+  if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0) return static_cast<double>(fmt->duration) / AV_TIME_BASE;
+  return 0;
+}
+
+int64_t samples_before(double end_seconds, double fps) {
+  if (end_seconds <= 0) return 0;
+  return static_cast<int64_t>(std::ceil(end_seconds * fps - 1e-6));
+}
+
+void rotate_square(const uint8_t* in, uint8_t* out, int n, int degrees_cw) {
+  for (int y = 0; y < n; ++y) {
+    for (int x = 0; x < n; ++x) {
+      int sy = y, sx = x;
+      if (degrees_cw == 90) {
+        sy = n - 1 - x;
+        sx = y;
+      } else if (degrees_cw == 180) {
+        sy = n - 1 - y;
+        sx = n - 1 - x;
+      } else if (degrees_cw == 270) {
+        sy = x;
+        sx = n - 1 - y;
+      }
+      std::memcpy(out + (static_cast<size_t>(y) * n + x) * 3, in + (static_cast<size_t>(sy) * n + sx) * 3, 3);
+    }
+  }
+}
+
+// Turns decoded frames into size x size RGB: crop/pad/stretch, then rotation.
+class FrameConverter {
+ public:
+  FrameConverter(const WindowSpec& spec, int rotation, std::string what)
+      : spec_(spec), rotation_(rotation), what_(std::move(what)), work_(av::make_frame()) {}
+
+  void convert(const AVFrame* frame, uint8_t* out) {
+    const int n = spec_.size;
+    if (av_frame_ref(work_.get(), frame) < 0) throw Error(ErrorKind::internal, what_ + ": av_frame_ref failed");
+    int src_w = frame->width, src_h = frame->height;
+    int dst_w = n, dst_h = n, dst_x = 0, dst_y = 0;
+    if (spec_.resize == ResizeMode::crop) {
+      int side = std::min(src_w, src_h);
+      work_->crop_left = static_cast<size_t>((src_w - side) / 2);
+      work_->crop_right = static_cast<size_t>(src_w - side) - work_->crop_left;
+      work_->crop_top = static_cast<size_t>((src_h - side) / 2);
+      work_->crop_bottom = static_cast<size_t>(src_h - side) - work_->crop_top;
+      if (av_frame_apply_cropping(work_.get(), AV_FRAME_CROP_UNALIGNED) < 0) {
+        throw Error(ErrorKind::corrupt, what_ + ": cannot crop frame");
+      }
+    } else if (spec_.resize == ResizeMode::pad) {
+      if (src_w >= src_h) {
+        dst_h = std::max(1, static_cast<int>(std::lround(static_cast<double>(n) * src_h / src_w)));
+        dst_y = (n - dst_h) / 2;
+      } else {
+        dst_w = std::max(1, static_cast<int>(std::lround(static_cast<double>(n) * src_w / src_h)));
+        dst_x = (n - dst_w) / 2;
+      }
+    }
+    sws_.reset(sws_getCachedContext(sws_.release(), work_->width, work_->height,
+                                    static_cast<AVPixelFormat>(work_->format), dst_w, dst_h, AV_PIX_FMT_RGB24,
+                                    SWS_BILINEAR, nullptr, nullptr, nullptr));
+    if (!sws_) {
+      av_frame_unref(work_.get());
+      throw Error(ErrorKind::corrupt, what_ + ": unsupported pixel format " +
+                                          std::string(av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) ?: "?"));
+    }
+    uint8_t* target = rotation_ ? scratch(n) : out;
+    if (spec_.resize == ResizeMode::pad) std::memset(target, 0, static_cast<size_t>(n) * n * 3);
+    uint8_t* dst[4] = {target + (static_cast<size_t>(dst_y) * n + dst_x) * 3, nullptr, nullptr, nullptr};
+    int dst_stride[4] = {n * 3, 0, 0, 0};
+    sws_scale(sws_.get(), work_->data, work_->linesize, 0, work_->height, dst, dst_stride);
+    av_frame_unref(work_.get());
+    if (rotation_) rotate_square(target, out, n, rotation_);
+  }
+
+ private:
+  uint8_t* scratch(int n) {
+    rotated_.resize(static_cast<size_t>(n) * n * 3);
+    return rotated_.data();
+  }
+
+  WindowSpec spec_;
+  int rotation_;
+  std::string what_;
+  av::FramePtr work_;
+  av::SwsPtr sws_;
+  std::vector<uint8_t> rotated_;
+};
+
+// Groups sampled frames into windows of T every S and hands them to the shard.
+class WindowAssembler {
+ public:
+  WindowAssembler(const WindowSpec& spec, const ClipOrigin& origin, ShardWriter& shard)
+      : spec_(spec), origin_(origin), shard_(shard), frame_bytes_(static_cast<size_t>(spec.size) * spec.size * 3) {}
+
+  // A buffer for the next sampled frame, or nullptr when no window will use it.
+  uint8_t* slot_for_next() {
+    if (next_ < window_start()) return nullptr;
+    std::vector<uint8_t> buf;
+    if (!free_.empty()) {
+      buf = std::move(free_.back());
+      free_.pop_back();
+    }
+    buf.resize(frame_bytes_);
+    held_.push_back({std::move(buf), 0});
+    return held_.back().rgb.data();
+  }
+
+  // Records that sample `next_` (written to the slot, if any) shows time `t`.
+  void commit(double t) {
+    if (next_ >= window_start()) held_.back().time = t;
+    ++next_;
+    if (next_ == window_start() + spec_.frames) emit_window();
+  }
+
+  // Repeats the last sample until one window is complete (pad_short).
+  void pad_to_one_window() {
+    if (next_ == 0 || next_ >= spec_.frames) return;
+    while (next_ < spec_.frames) {
+      auto last = held_.back();
+      held_.push_back(std::move(last));
+      ++next_;
+    }
+    emit_window();
+  }
+
+  int64_t sampled() const { return next_; }
+
+ private:
+  struct Held {
+    std::vector<uint8_t> rgb;
+    double time;
+  };
+
+  int64_t window_start() const { return windows_ * spec_.stride; }
+
+  void emit_window() {
+    window_.resize(frame_bytes_ * spec_.frames);
+    for (int i = 0; i < spec_.frames; ++i) {
+      std::memcpy(window_.data() + frame_bytes_ * i, held_[static_cast<size_t>(i)].rgb.data(), frame_bytes_);
+    }
+    shard_.add_window(window_, WindowInfo{held_.front().time, origin_.source_file, origin_.member, origin_.caption});
+    ++windows_;
+    // Keep only the samples the next window starts from.
+    int64_t drop = std::min<int64_t>(spec_.stride, static_cast<int64_t>(held_.size()));
+    for (int64_t i = 0; i < drop; ++i) {
+      free_.push_back(std::move(held_.front().rgb));
+      held_.pop_front();
+    }
+  }
+
+  const WindowSpec& spec_;
+  const ClipOrigin& origin_;
+  ShardWriter& shard_;
+  size_t frame_bytes_;
+  int64_t next_ = 0;     // index of the next sample
+  int64_t windows_ = 0;  // windows emitted
+  std::deque<Held> held_;
+  std::vector<std::vector<uint8_t>> free_;
+  std::vector<uint8_t> window_;
+};
+
+// Chooses, for each sample time k/fps, the last frame shown at or before it.
+class Sampler {
+ public:
+  Sampler(const WindowSpec& spec, FrameConverter& converter, WindowAssembler& windows)
+      : spec_(spec), converter_(converter), windows_(windows), prev_(av::make_frame()) {}
+
+  void on_frame(AVFrame* frame, double t, double duration) {
+    if (have_prev_ && t <= prev_time_) return;  // out-of-order or repeated timestamp
+    if (have_prev_) emit_until(t);
+    av_frame_unref(prev_.get());
+    av_frame_move_ref(prev_.get(), frame);
+    have_prev_ = true;
+    prev_time_ = t;
+    prev_duration_ = duration;
+    ++prev_serial_;
+  }
+
+  void finish() {
+    if (have_prev_) emit_until(prev_time_ + prev_duration_);
+  }
+
+  bool saw_frames() const { return have_prev_; }
+
+ private:
+  void emit_until(double end) {
+    while (static_cast<double>(k_) / spec_.fps < end - 1e-9) {
+      uint8_t* slot = windows_.slot_for_next();
+      if (slot) {
+        if (converted_serial_ != prev_serial_) {
+          converted_.resize(static_cast<size_t>(spec_.size) * spec_.size * 3);
+          converter_.convert(prev_.get(), converted_.data());
+          converted_serial_ = prev_serial_;
+        }
+        std::memcpy(slot, converted_.data(), converted_.size());
+      }
+      windows_.commit(prev_time_);
+      ++k_;
+    }
+  }
+
+  const WindowSpec& spec_;
+  FrameConverter& converter_;
+  WindowAssembler& windows_;
+  av::FramePtr prev_;
+  bool have_prev_ = false;
+  double prev_time_ = 0, prev_duration_ = 0;
+  int64_t prev_serial_ = 0, converted_serial_ = -1;
+  int64_t k_ = 0;
+  std::vector<uint8_t> converted_;
+};
+
+av::CodecPtr open_decoder(const VideoStream& v, int threads, const std::string& what) {
+  av::CodecPtr ctx(avcodec_alloc_context3(v.codec));
+  if (!ctx) throw Error(ErrorKind::internal, what + ": avcodec_alloc_context3 failed");
+  int rc = avcodec_parameters_to_context(ctx.get(), v.stream->codecpar);
+  if (rc < 0) throw Error(ErrorKind::corrupt, what + ": bad codec parameters: " + av::message(rc));
+  ctx->thread_count = threads;
+  ctx->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+  ctx->pkt_timebase = v.stream->time_base;
+  rc = avcodec_open2(ctx.get(), v.codec, nullptr);
+  if (rc < 0) throw Error(ErrorKind::corrupt, what + ": cannot open " + v.codec->name + " decoder: " + av::message(rc));
+  return ctx;
+}
+
+std::string describe(const std::filesystem::path& clip, const ClipOrigin& origin) {
+  return "clip " + clip.string() + " (member " + origin.member + " of " + origin.source_file + ")";
+}
+
+}  // namespace
+
+WindowSpec from_config(const kaio::DecodeConfig& c) {
+  WindowSpec s;
+  s.frames = c.frames;
+  s.stride = c.stride;
+  s.fps = c.fps;
+  s.size = c.size;
+  s.pad_short = c.pad_short;
+  if (c.resize == "crop") {
+    s.resize = ResizeMode::crop;
+  } else if (c.resize == "pad") {
+    s.resize = ResizeMode::pad;
+  } else if (c.resize == "stretch") {
+    s.resize = ResizeMode::stretch;
+  } else {
+    throw Error(ErrorKind::config, "decode.resize: unknown mode \"" + c.resize + "\" (crop, pad or stretch)");
+  }
+  if (s.frames < 1 || s.stride < 1 || s.size < 8 || !(s.fps > 0)) {
+    throw Error(ErrorKind::config, "decode.frames, decode.stride, decode.size and decode.fps must be positive");
+  }
+  return s;
+}
+
+int window_count(const WindowSpec& spec, int64_t sampled) {
+  if (sampled <= 0) return 0;
+  if (sampled < spec.frames) return spec.pad_short ? 1 : 0;
+  return static_cast<int>((sampled - spec.frames) / spec.stride + 1);
+}
+
+ClipProbe probe_clip(const std::filesystem::path& clip, const WindowSpec& spec) {
+  av::Interrupt interrupt;
+  interrupt.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::string what = "clip " + clip.string();
+  auto fmt = av::open_input(clip, &interrupt, what);
+  auto v = find_video(fmt.get(), what);
+  ClipProbe p;
+  p.duration = stream_duration(fmt.get(), v.stream);
+  AVRational rate = av_guess_frame_rate(fmt.get(), v.stream, nullptr);
+  p.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0;
+  p.width = v.stream->codecpar->width;
+  p.height = v.stream->codecpar->height;
+  p.rotation = rotation_of(v.stream);
+  p.codec = v.codec->name;
+  p.sampled_frames = samples_before(p.duration, spec.fps);
+  p.expected_windows = window_count(spec, p.sampled_frames);
+  p.shard_bytes = shard_bytes(spec, p.expected_windows + 1, 0);
+  return p;
+}
+
+ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& origin, const WindowSpec& spec,
+                         const std::filesystem::path& shard_out, const DecodeOptions& opts) {
+  const std::string what = describe(clip, origin);
+  av::Interrupt interrupt;
+  interrupt.deadline = std::chrono::steady_clock::now() + opts.timeout;
+  interrupt.stop = opts.stop;
+  auto check_bounds = [&] {
+    if (interrupt.stop.stop_requested()) throw Error(ErrorKind::cancelled, what + ": decode cancelled");
+    if (interrupt.expired()) {
+      throw Error(ErrorKind::corrupt, what + ": decode took longer than " +
+                                          std::to_string(opts.timeout.count() / 1000) + "s (decode.timeout)");
+    }
+  };
+
+  auto fmt = av::open_input(clip, &interrupt, what);
+  check_bounds();
+  auto v = find_video(fmt.get(), what);
+  auto codec = open_decoder(v, opts.codec_threads, what);
+  const double tb = av_q2d(v.stream->time_base);
+  AVRational rate = av_guess_frame_rate(fmt.get(), v.stream, nullptr);
+  const double nominal_duration = rate.num > 0 && rate.den > 0 ? av_q2d(av_inv_q(rate)) : 1.0 / 30;
+  const int64_t start = v.stream->start_time != AV_NOPTS_VALUE ? v.stream->start_time : 0;
+
+  ShardWriter shard(shard_out, spec);
+  FrameConverter converter(spec, rotation_of(v.stream), what);
+  WindowAssembler windows(spec, origin, shard);
+  Sampler sampler(spec, converter, windows);
+
+  auto packet = av::make_packet();
+  auto frame = av::make_frame();
+  double last_time = -1;
+  std::string last_error;
+  auto drain = [&] {
+    while (true) {
+      int rc = avcodec_receive_frame(codec.get(), frame.get());
+      if (rc == AVERROR(EAGAIN) || rc == AVERROR_EOF) return;
+      if (rc < 0) throw Error(ErrorKind::corrupt, what + ": decode failed: " + av::message(rc));
+      int64_t ts = frame->best_effort_timestamp;
+      double t = ts != AV_NOPTS_VALUE ? static_cast<double>(ts - start) * tb : last_time + nominal_duration;
+      double dur = frame->pkt_duration > 0 ? static_cast<double>(frame->pkt_duration) * tb : nominal_duration;
+      last_time = t;
+      sampler.on_frame(frame.get(), t, dur);
+      av_frame_unref(frame.get());
+    }
+  };
+
+  bool flushing = false;
+  while (!flushing) {
+    check_bounds();
+    int rc = av_read_frame(fmt.get(), packet.get());
+    if (rc == AVERROR_EOF) {
+      flushing = true;
+      rc = avcodec_send_packet(codec.get(), nullptr);
+    } else if (rc < 0) {
+      check_bounds();
+      throw Error(ErrorKind::corrupt, what + ": read failed (truncated or corrupt): " + av::message(rc));
+    } else if (packet->stream_index != v.index) {
+      av_packet_unref(packet.get());
+      continue;
+    } else {
+      rc = avcodec_send_packet(codec.get(), packet.get());
+      av_packet_unref(packet.get());
+    }
+    if (rc < 0 && rc != AVERROR(EAGAIN)) {
+      last_error = av::message(rc);  // a damaged packet: keep going like ffmpeg does
+      spdlog::debug("{}: packet rejected by decoder: {}", what, last_error);
+    }
+    drain();
+  }
+  sampler.finish();
+  if (!sampler.saw_frames()) {
+    throw Error(ErrorKind::corrupt,
+                what + ": zero frames decoded" + (last_error.empty() ? std::string() : ": " + last_error));
+  }
+  if (spec.pad_short) windows.pad_to_one_window();
+
+  ShardSummary summary;
+  summary.sampled_frames = windows.sampled();
+  summary.windows = shard.windows();
+  if (summary.windows == 0) {
+    summary.skipped_reason = "only " + std::to_string(summary.sampled_frames) + " frames at " +
+                             std::to_string(spec.fps) + " fps, fewer than a window of " +
+                             std::to_string(spec.frames) + " (decode.pad_short is off)";
+    spdlog::info("{}: skipped: {}", what, summary.skipped_reason);
+    return summary;  // the writer's destructor removes the temporary file
+  }
+  summary.bytes = shard.finish();
+  spdlog::info("{}: {} windows, {} bytes in {}", what, summary.windows, summary.bytes, shard_out.string());
+  return summary;
+}
+
+}  // namespace kaio::decode
