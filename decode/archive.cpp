@@ -342,6 +342,7 @@ void ArchiveReader::extract_to(const std::filesystem::path& dest, kaio::SpaceCla
   impl_->extract_to(dest, claim);
 }
 bool ArchiveReader::broken() const { return impl_->broken != nullptr; }
+std::string ArchiveReader::member_path() const { return impl_->current; }
 int ArchiveReader::skipped() const { return impl_->skipped; }
 std::string ArchiveReader::describe() const { return impl_->name; }
 uint64_t ArchiveReader::bytes_in() const { return impl_->in; }

@@ -58,6 +58,7 @@ class ArchiveReader {
   void extract_to(const std::filesystem::path& dest, kaio::SpaceClaim* claim);
 
   bool broken() const;
+  std::string member_path() const;  // the entry last read, a rejected one included
   int skipped() const;            // members not matching the globs
   std::string describe() const;   // the source's name
   uint64_t bytes_in() const;      // compressed bytes read so far

@@ -1,0 +1,56 @@
+#pragma once
+// The decode stage the daemon runs on each archive: stream it, extract each
+// matching member, decode it into a shard on a bounded pool of workers, and
+// hand every result over in archive order.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <string>
+
+#include "common/config.h"
+#include "common/io.h"
+#include "decode/archive.h"
+#include "decode/captions.h"
+#include "decode/video.h"
+
+namespace kaio::decode {
+
+struct ClipResult {
+  std::string source_file;   // the archive in the repo
+  std::string member;        // the member inside it
+  std::string clip_id;       // member_id(source_file, member); names the shard
+  std::filesystem::path shard;  // empty when there is no shard
+  int windows = 0;
+  uint64_t shard_bytes = 0;
+  std::unique_ptr<kaio::SpaceClaim> claim;  // holds the shard's bytes; now the caller's
+  std::string caption;
+  std::string error;         // empty when ok; else why there is no shard
+  int index = 0;             // position of the member in archive order (rejected ones included)
+};
+
+class ArchiveDecoder {
+ public:
+  // Temporaries (extracted members) and shards go to work_dir.
+  ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem::path work_dir, kaio::SpaceReserver& reserver);
+
+  // Returns once every member is delivered. One member's failure is delivered
+  // as a ClipResult with an error and the archive goes on; a broken stream or
+  // a bomb throws after delivering every member before it. A stop request
+  // throws Error(cancelled) and drops results not yet delivered (their shards
+  // are removed). on_clip runs on a worker thread, one call at a time.
+  void run(std::unique_ptr<kaio::ByteSource> archive, const std::string& source_file, const CaptionMap* captions,
+           std::function<void(ClipResult)> on_clip, std::stop_token stop);
+
+ private:
+  WindowSpec spec_;
+  ArchiveLimits limits_;
+  int workers_;
+  int codec_threads_;
+  std::chrono::milliseconds timeout_;
+  std::filesystem::path work_dir_;
+  kaio::SpaceReserver& reserver_;
+};
+
+}  // namespace kaio::decode
