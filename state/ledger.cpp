@@ -719,7 +719,8 @@ KnownPaths Ledger::known_paths() {
   s = impl_->query("SELECT path FROM checkpoints");
   while (impl_->step(s)) out.checkpoints.emplace_back(Impl::text(s, 0));
   sqlite3_reset(s);
-  s = impl_->query("SELECT DISTINCT local_path FROM file_states WHERE local_path != ''");
+  s = impl_->query("SELECT DISTINCT local_path FROM file_states WHERE local_path != '' "
+      "AND state IN ('pending', 'downloading', 'downloaded', 'extracting')");
   while (impl_->step(s)) out.downloads.emplace_back(Impl::text(s, 0));
   sqlite3_reset(s);
   return out;

@@ -108,7 +108,9 @@ struct KnownPaths {
   };
   std::vector<Shard> shards;                        // clips not yet deleted or failed
   std::vector<std::filesystem::path> checkpoints;
-  std::vector<std::filesystem::path> downloads;     // local_path of files in flight or downloaded
+  // local_path of files not yet extracted (pending, downloading, downloaded,
+  // extracting); their ".part" siblings are vouched for too.
+  std::vector<std::filesystem::path> downloads;
 };
 
 struct LedgerOptions {

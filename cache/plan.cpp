@@ -1,0 +1,164 @@
+#include "cache/plan.h"
+
+#include <charconv>
+#include <utility>
+
+#include "common/error.h"
+
+namespace kaio::cache {
+namespace {
+
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// SplitMix64: a tiny generator whose output is fixed by its seed on every platform.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t next() { return mix64(state_ += 0x9e3779b97f4a7c15ull); }
+  // Uniform in [0, n) by rejection, so no modulo bias.
+  uint64_t below(uint64_t n) {
+    uint64_t threshold = (0 - n) % n;
+    for (;;) {
+      uint64_t r = next();
+      if (r >= threshold) return r % n;
+    }
+  }
+
+ private:
+  uint64_t state_;
+};
+
+// One independent stream per (seed, purpose, values...).
+SplitMix64 stream(uint64_t seed, std::initializer_list<uint64_t> values) {
+  uint64_t s = mix64(seed + 0x6a09e667f3bcc909ull);
+  for (uint64_t v : values) s = mix64(s ^ mix64(v + 0x9e3779b97f4a7c15ull));
+  return SplitMix64(s);
+}
+
+template <typename T>
+void fisher_yates(std::vector<T>& items, SplitMix64& rng) {
+  for (size_t i = items.size(); i > 1; --i) std::swap(items[i - 1], items[rng.below(i)]);
+}
+
+constexpr uint64_t kFileOrder = 1;
+constexpr uint64_t kChunkWindows = 2;
+
+}  // namespace
+
+std::vector<size_t> file_order(uint64_t seed, int epoch, size_t n_files) {
+  std::vector<size_t> order(n_files);
+  for (size_t i = 0; i < n_files; ++i) order[i] = i;
+  auto rng = stream(seed, {kFileOrder, static_cast<uint64_t>(epoch)});
+  fisher_yates(order, rng);
+  return order;
+}
+
+std::vector<WindowRef> chunk_windows(uint64_t seed, int epoch, int64_t chunk_index, int pass,
+                                     const std::vector<ClipWindows>& clips) {
+  std::vector<WindowRef> windows;
+  for (const auto& c : clips)
+    for (int64_t w = 0; w < c.windows; ++w) windows.push_back({c.clip, w});
+  auto rng = stream(seed, {kChunkWindows, static_cast<uint64_t>(epoch), static_cast<uint64_t>(chunk_index),
+                           static_cast<uint64_t>(pass)});
+  fisher_yates(windows, rng);
+  return windows;
+}
+
+// ---------------------------------------------------------------- cursor text
+
+std::string PlanCursor::to_string() const {
+  return "v1 epoch=" + std::to_string(epoch) + " file=" + std::to_string(file_pos) +
+         " chunk=" + std::to_string(chunk_index) + " window=" + std::to_string(window_pos) +
+         " pass=" + std::to_string(pass);
+}
+
+namespace {
+
+template <typename T>
+void parse_field(std::string_view& rest, std::string_view key, T& out, std::string_view whole) {
+  auto bad = [&] { throw Error(ErrorKind::corrupt, "plan cursor '" + std::string(whole) + "': bad " + std::string(key)); };
+  if (rest.substr(0, 1) != " ") bad();
+  rest.remove_prefix(1);
+  if (rest.substr(0, key.size()) != key || rest.substr(key.size(), 1) != "=") bad();
+  rest.remove_prefix(key.size() + 1);
+  auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), out);
+  if (ec != std::errc() || out < 0) bad();
+  rest.remove_prefix(static_cast<size_t>(end - rest.data()));
+}
+
+}  // namespace
+
+PlanCursor PlanCursor::parse(std::string_view text) {
+  std::string_view rest = text;
+  if (rest.substr(0, 2) != "v1") throw Error(ErrorKind::corrupt, "plan cursor '" + std::string(text) + "': not v1");
+  rest.remove_prefix(2);
+  PlanCursor c;
+  parse_field(rest, "epoch", c.epoch, text);
+  parse_field(rest, "file", c.file_pos, text);
+  parse_field(rest, "chunk", c.chunk_index, text);
+  parse_field(rest, "window", c.window_pos, text);
+  parse_field(rest, "pass", c.pass, text);
+  if (!rest.empty()) throw Error(ErrorKind::corrupt, "plan cursor '" + std::string(text) + "': trailing text");
+  return c;
+}
+
+// ---------------------------------------------------------------- window sequence
+
+WindowSequence::WindowSequence(uint64_t seed, int shuffle_clips, int repeat, PlanCursor start)
+    : seed_(seed),
+      shuffle_clips_(static_cast<size_t>(shuffle_clips > 0 ? shuffle_clips : 1)),
+      repeat_(repeat > 0 ? repeat : 1),
+      cursor_(start),
+      clips_added_(start.chunk_index * static_cast<int64_t>(shuffle_clips_)) {}
+
+int64_t WindowSequence::add_clip(ClipWindows clip) {
+  pending_.push_back(std::move(clip));
+  return clips_added_++ / static_cast<int64_t>(shuffle_clips_);
+}
+
+void WindowSequence::finish_epoch() { finished_ = true; }
+
+bool WindowSequence::epoch_done() const { return finished_ && pending_.empty() && chunk_.empty(); }
+
+bool WindowSequence::form_chunk() {
+  if (pending_.size() < shuffle_clips_ && !(finished_ && !pending_.empty())) return false;
+  size_t n = std::min(shuffle_clips_, pending_.size());
+  chunk_.assign(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
+  cursor_.file_pos = chunk_.front().file_pos;
+  order_ = chunk_windows(seed_, cursor_.epoch, cursor_.chunk_index, cursor_.pass, chunk_);
+  return true;
+}
+
+// Moves the cursor past a finished pass (and a finished chunk), so a cursor saved
+// after the last window of a chunk already points at the next chunk.
+void WindowSequence::advance_if_pass_done() {
+  while (!chunk_.empty() && cursor_.window_pos >= static_cast<int64_t>(order_.size())) {
+    cursor_.window_pos = 0;
+    if (++cursor_.pass >= repeat_) {
+      cursor_.pass = 0;
+      ++cursor_.chunk_index;
+      chunk_.clear();
+      order_.clear();
+    } else {
+      order_ = chunk_windows(seed_, cursor_.epoch, cursor_.chunk_index, cursor_.pass, chunk_);
+    }
+  }
+}
+
+std::optional<WindowRef> WindowSequence::next() {
+  for (;;) {
+    if (chunk_.empty() && !form_chunk()) return std::nullopt;
+    advance_if_pass_done();  // a chunk without windows, or a resumed cursor at a pass end
+    if (chunk_.empty()) continue;
+    WindowRef w = order_[static_cast<size_t>(cursor_.window_pos++)];
+    advance_if_pass_done();
+    return w;
+  }
+}
+
+}  // namespace kaio::cache
