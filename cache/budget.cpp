@@ -110,7 +110,7 @@ struct Budget::Core {
         return false;
       }
       if (!logged) {
-        spdlog::info("budget: {} waits for {} ({} of {} in use{})", what, format_size(need), format_size(total()),
+        spdlog::debug("budget: {} waits for {} ({} of {} in use{})", what, format_size(need), format_size(total()),
                      format_size(opt.budget), floor_blocks ? ", free disk floor reached" : "");
         logged = true;
       }
