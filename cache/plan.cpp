@@ -108,19 +108,50 @@ PlanCursor PlanCursor::parse(std::string_view text) {
 
 // ---------------------------------------------------------------- window sequence
 
-WindowSequence::WindowSequence(uint64_t seed, int shuffle_clips, int repeat, PlanCursor start)
+WindowSequence::WindowSequence(uint64_t seed, int shuffle_clips, int repeat, PlanCursor start, ChunkListener on_chunk)
     : seed_(seed),
       shuffle_clips_(static_cast<size_t>(shuffle_clips > 0 ? shuffle_clips : 1)),
       repeat_(repeat > 0 ? repeat : 1),
       cursor_(start),
-      clips_added_(start.chunk_index * static_cast<int64_t>(shuffle_clips_)) {}
+      on_chunk_(std::move(on_chunk)),
+      skip_below_(start.chunk_index * static_cast<int64_t>(shuffle_clips_)) {}
 
-int64_t WindowSequence::add_clip(ClipWindows clip) {
-  pending_.push_back(std::move(clip));
-  return clips_added_++ / static_cast<int64_t>(shuffle_clips_);
+void WindowSequence::release(ClipWindows clip) {
+  if (released_++ >= skip_below_) pending_.push_back(std::move(clip));
 }
 
-void WindowSequence::finish_epoch() { finished_ = true; }
+void WindowSequence::add_clip(ClipWindows clip) {
+  if (clip.file_pos < next_file_ || complete_.count(clip.file_pos))
+    throw Error(ErrorKind::internal, "plan: clip " + clip.clip + " arrived after its file (position " +
+                                         std::to_string(clip.file_pos) + ") was complete");
+  if (clip.file_pos == next_file_) release(std::move(clip));
+  else waiting_[clip.file_pos].push_back(std::move(clip));
+}
+
+void WindowSequence::file_complete(size_t file_pos) {
+  complete_.insert(file_pos);
+  release_completed_files();
+}
+
+// Moves the plan forward over every complete file, releasing the clips of the
+// file that becomes first.
+void WindowSequence::release_completed_files() {
+  while (complete_.count(next_file_)) {
+    complete_.erase(next_file_);
+    ++next_file_;
+    auto it = waiting_.find(next_file_);
+    if (it == waiting_.end()) continue;
+    for (auto& c : it->second) release(std::move(c));
+    waiting_.erase(it);
+  }
+}
+
+void WindowSequence::finish_epoch() {
+  finished_ = true;
+  for (auto& [pos, clips] : waiting_)
+    for (auto& c : clips) release(std::move(c));
+  waiting_.clear();
+}
 
 bool WindowSequence::epoch_done() const { return finished_ && pending_.empty() && chunk_.empty(); }
 
@@ -131,6 +162,7 @@ bool WindowSequence::form_chunk() {
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
   cursor_.file_pos = chunk_.front().file_pos;
   order_ = chunk_windows(seed_, cursor_.epoch, cursor_.chunk_index, cursor_.pass, chunk_);
+  if (on_chunk_) on_chunk_(cursor_.epoch, cursor_.chunk_index, chunk_);
   return true;
 }
 

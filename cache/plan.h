@@ -12,12 +12,16 @@
 // its own seeded permutation (chunk_windows), before the next chunk starts.
 //
 // Resume: a run killed after saving PlanCursor C and restarted with
-// WindowSequence(seed, K, repeat, C), fed the same clips from clip number
-// C.chunk_index * K on, trains exactly the suffix an uninterrupted run would.
+// WindowSequence(seed, K, repeat, C), fed the same clips of the epoch (the
+// ledger keeps every clip's id and window count, even once its shard is gone),
+// trains exactly the suffix an uninterrupted run would.
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,26 +59,37 @@ std::vector<size_t> file_order(uint64_t seed, int epoch, size_t n_files);
 std::vector<WindowRef> chunk_windows(uint64_t seed, int epoch, int64_t chunk_index, int pass,
                                      const std::vector<ClipWindows>& clips);
 
-// Feeds the trainer one window at a time as clips become ready. Not thread-safe:
-// one owner (the trainer loop).
+// Feeds the trainer one window at a time as clips become ready. Clips may arrive
+// out of plan order across files (parallel downloads and decodes): they wait
+// here until every earlier file is complete. Not thread-safe: one owner.
 class WindowSequence {
  public:
-  WindowSequence(uint64_t seed, int shuffle_clips, int repeat, PlanCursor start);
+  // Called when a chunk is formed (for ShardRetention::chunk_formed); again for
+  // the same chunk after a resume.
+  using ChunkListener = std::function<void(int epoch, int64_t chunk_index, const std::vector<ClipWindows>& clips)>;
 
-  // The epoch's clips in plan order, starting with clip number start.chunk_index * K.
-  // Returns the chunk the clip belongs to (for ShardRetention::chunk_formed).
-  int64_t add_clip(ClipWindows clip);
-  // No more clips this epoch: the last chunk may be shorter than K.
+  // Resume: feed the epoch from its start as usual; clips numbered below
+  // start.chunk_index * K (already trained) are skipped.
+  WindowSequence(uint64_t seed, int shuffle_clips, int repeat, PlanCursor start, ChunkListener on_chunk = {});
+
+  // Clips of one file arrive in member order; clip.file_pos places the file.
+  // Throws Error(internal) for a file already marked complete.
+  void add_clip(ClipWindows clip);
+  // Every clip of the file at `file_pos` was added (none for a failed file).
+  void file_complete(size_t file_pos);
+  // No more clips this epoch: every file is complete; the last chunk may be short.
   void finish_epoch();
 
   // The next window; nullopt while the current chunk is incomplete or the epoch is over.
   std::optional<WindowRef> next();
   PlanCursor cursor() const { return cursor_; }
   bool epoch_done() const;
-  // Clips of the chunk being trained (empty until it is complete).
+  // Clips of the chunk being trained (empty between chunks).
   const std::vector<ClipWindows>& current_chunk() const { return chunk_; }
 
  private:
+  void release(ClipWindows clip);
+  void release_completed_files();
   bool form_chunk();
   void advance_if_pass_done();
 
@@ -82,9 +97,14 @@ class WindowSequence {
   size_t shuffle_clips_;
   int repeat_;
   PlanCursor cursor_;
+  ChunkListener on_chunk_;
+  int64_t skip_below_;           // clip number of the first untrained chunk's first clip
+  int64_t released_ = 0;         // clips released in plan order so far this epoch
+  size_t next_file_ = 0;         // plan position of the first incomplete file
+  std::map<size_t, std::vector<ClipWindows>> waiting_;  // clips of later files
+  std::set<size_t> complete_;
   bool finished_ = false;
-  int64_t clips_added_;  // clip number of the next add_clip in the epoch
-  std::deque<ClipWindows> pending_;
+  std::deque<ClipWindows> pending_;  // released, not yet in a chunk
   std::vector<ClipWindows> chunk_;
   std::vector<WindowRef> order_;  // permutation of the current pass
 };

@@ -10,8 +10,10 @@
 
 namespace kaio::cache {
 
-void ShardRetention::chunk_formed(int epoch, int64_t chunk_index, const std::vector<state::ClipId>& clips) {
-  ledger_.assign_chunk(clips, epoch, chunk_index);
+void ShardRetention::chunk_formed(int epoch, int64_t chunk_index, const std::vector<ClipWindows>& clips) {
+  std::vector<state::ClipId> ids;
+  for (const auto& c : clips) ids.push_back(c.clip);
+  ledger_.assign_chunk(ids, epoch, chunk_index);
 }
 
 void ShardRetention::consumed(const std::vector<state::ClipId>& clips) {

@@ -23,8 +23,9 @@ class ShardRetention {
  public:
   explicit ShardRetention(state::Ledger& ledger) : ledger_(ledger) {}
 
-  // Records which chunk a clip is trained in (WindowSequence::add_clip's answer).
-  void chunk_formed(int epoch, int64_t chunk_index, const std::vector<state::ClipId>& clips);
+  // Records which chunk the clips are trained in: wire it as the
+  // WindowSequence's ChunkListener.
+  void chunk_formed(int epoch, int64_t chunk_index, const std::vector<ClipWindows>& clips);
   // The trainer started on these clips.
   void consumed(const std::vector<state::ClipId>& clips);
 

@@ -83,17 +83,18 @@ TEST(Budget, ConcurrentWritersNeverExceedItOnDisk) {
     writers.emplace_back([&, t] {
       std::deque<std::pair<fs::path, std::unique_ptr<kaio::SpaceClaim>>> held;
       uint64_t x = 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(t + 1);
-      for (int i = 0; i < 150; ++i) {
+      for (int i = 0; i < 3000 && (i < 150 || samples < 50); ++i) {  // enough work for 50 samples
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         uint64_t size = 10 * KiB + x % (990 * KiB);
         if (held.size() > 1) {  // hold at most one file while waiting, so some waiter always fits
           fs::remove(held.front().first);  // unlink first, then drop the claim
           held.pop_front();
         }
-        auto claim = budget.reserve(2 * size, "shard " + std::to_string(t) + "/" + std::to_string(i));
+        bool estimate = i % 2 == 1;  // half the time the size is only estimated (x2) up front
+        auto claim = budget.reserve(estimate ? 2 * size : size, "shard " + std::to_string(t) + "/" + std::to_string(i));
         fs::path file = f.cache / ("w" + std::to_string(t) + "-" + std::to_string(i));
         write_bytes(file, size);
-        claim->resize(size);  // the real size is known now: give the rest back
+        if (estimate) claim->resize(size);  // the real size is known now: give the rest back
         held.emplace_back(file, std::move(claim));
       }
       while (!held.empty()) {

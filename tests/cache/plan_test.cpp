@@ -97,21 +97,47 @@ TEST(Plan, ChunksAreTrainedRepeatTimesBeforeTheNextStarts) {
 }
 
 TEST(Plan, WaitsForAFullChunkUnlessTheEpochIsOver) {
-  WindowSequence seq(1, 3, 1, {});
-  EXPECT_EQ(seq.add_clip({"a", 2, 0}), 0);
-  EXPECT_EQ(seq.add_clip({"b", 2, 0}), 0);
+  std::vector<int64_t> formed;
+  WindowSequence seq(1, 3, 1, {}, [&](int, int64_t chunk, const std::vector<ClipWindows>&) { formed.push_back(chunk); });
+  seq.add_clip({"a", 2, 0});
+  seq.add_clip({"b", 2, 0});
   EXPECT_FALSE(seq.next().has_value());
-  EXPECT_EQ(seq.add_clip({"c", 2, 1}), 0);
-  EXPECT_EQ(seq.add_clip({"d", 2, 4}), 1);
+  seq.add_clip({"c", 2, 1});
+  EXPECT_FALSE(seq.next().has_value());  // file 0 may still have clips before c
+  seq.file_complete(0);
+  seq.add_clip({"d", 2, 4});
   for (int i = 0; i < 6; ++i) ASSERT_TRUE(seq.next().has_value());
+  EXPECT_EQ(formed, (std::vector<int64_t>{0}));
   EXPECT_EQ(seq.cursor().chunk_index, 1);  // moved on at the last window of chunk 0
   EXPECT_FALSE(seq.next().has_value());    // chunk 1 has one clip of three
+  EXPECT_THROW(seq.add_clip({"late", 1, 0}), kaio::Error);
   seq.finish_epoch();
   EXPECT_EQ(seq.next()->clip, "d");
   EXPECT_EQ(seq.cursor().file_pos, 4u);
   EXPECT_TRUE(seq.next().has_value());
   EXPECT_FALSE(seq.next().has_value());
   EXPECT_TRUE(seq.epoch_done());
+  EXPECT_EQ(formed, (std::vector<int64_t>{0, 1}));
+}
+
+TEST(Plan, ClipsArrivingOutOfOrderAcrossFilesTrainInPlanOrder) {
+  auto clips = sample_clips(12);  // three clips per file, files 0..3
+  auto in_order = full_run(5, 4, 1, clips);
+  WindowSequence seq(5, 4, 1, {});
+  std::vector<WindowRef> got;
+  auto drain = [&] {
+    while (auto w = seq.next()) got.push_back(*w);
+  };
+  for (size_t file : {2, 0, 3, 1}) {  // decoded in this order
+    for (const auto& c : clips)
+      if (c.file_pos == file) seq.add_clip(c);
+    seq.file_complete(file);
+    drain();
+  }
+  seq.finish_epoch();
+  drain();
+  ASSERT_EQ(got.size(), in_order.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], in_order[i].window) << i;
 }
 
 TEST(Plan, CursorRoundTripsThroughText) {
@@ -137,7 +163,7 @@ TEST(Plan, ResumingFromASavedCursorTrainsTheSameSuffix) {
   for (size_t kill_at = 0; kill_at < steps.size(); ++kill_at) {
     auto restored = PlanCursor::parse(steps[kill_at].before.to_string());  // as read back from the ledger
     WindowSequence resumed(99, k, repeat, restored);
-    for (size_t i = static_cast<size_t>(restored.chunk_index) * k; i < clips.size(); ++i) resumed.add_clip(clips[i]);
+    for (const auto& c : clips) resumed.add_clip(c);  // the whole epoch again, from the ledger
     resumed.finish_epoch();
     std::vector<WindowRef> suffix;
     while (auto w = resumed.next()) suffix.push_back(*w);

@@ -49,8 +49,10 @@ struct Fixture {
   }
 
   WindowSequence sequence(int repeat) {
-    WindowSequence seq(5, 3, repeat, {});
-    for (const auto& c : clips) retention.chunk_formed(0, seq.add_clip(c), {c.clip});
+    WindowSequence seq(5, 3, repeat, {}, [this](int epoch, int64_t chunk, const std::vector<ClipWindows>& formed) {
+      retention.chunk_formed(epoch, chunk, formed);
+    });
+    for (const auto& c : clips) seq.add_clip(c);
     seq.finish_epoch();
     return seq;
   }
