@@ -164,6 +164,11 @@ Budget::Budget(const BudgetOptions& options) : core_(std::make_shared<Core>()) {
   if (options.block_size == 0) throw Error(ErrorKind::internal, "budget: block_size must be positive");
   const auto& cache = options.cache_dir;
   const auto& state = options.state_dir;
+  for (const auto& dir : {cache, state}) {
+    std::error_code ec;
+    if (!dir.empty()) fs::create_directories(dir, ec);
+    if (ec) throw Error(ErrorKind::io, "budget: create " + dir.string() + ": " + ec.message());
+  }
   uint64_t fixed = options.ledger_allowance;
   if (!state.empty() && is_within(state, cache)) {
     core_->baseline = disk_usage(cache);

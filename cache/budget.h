@@ -59,7 +59,7 @@ struct BudgetStatus {
 
 class Budget : public SpaceReserver {
  public:
-  // Measures the baseline; throws Error(budget) when baseline + ledger_allowance
+  // Creates the folders if needed and measures the baseline; throws Error(budget) when baseline + ledger_allowance
   // is already over the budget (naming both folders and the sizes).
   explicit Budget(const BudgetOptions& options);
   ~Budget() override;

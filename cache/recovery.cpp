@@ -14,7 +14,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string normal(const fs::path& p) { return fs::absolute(p).lexically_normal().string(); }
+// One spelling per path: absolute, no "." or "..", no trailing separator.
+std::string normal(const fs::path& p) {
+  auto n = fs::absolute(p).lexically_normal();
+  if (!n.has_filename() && n != n.root_path()) n = n.parent_path();
+  return n.string();
+}
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -114,7 +119,7 @@ RecoveryReport recover(state::Ledger& ledger, const fs::path& cache_dir, const f
   walker.add_root(cache_dir);
   walker.add_root(state_dir);
   walker.sweep(cache_dir);
-  walker.sweep(state_dir);
+  if (normal(state_dir) != normal(cache_dir)) walker.sweep(state_dir);
 
   std::vector<state::ClipId> missing;
   for (const auto& s : known.shards)

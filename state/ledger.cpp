@@ -398,6 +398,17 @@ Ledger Ledger::open(const fs::path& state_dir, const LedgerOptions& options) {
 
 fs::path Ledger::db_path() const { return impl_->db_file; }
 
+uint64_t Ledger::disk_bytes() const {
+  uint64_t total = 0;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    fs::path p = impl_->db_file;
+    p += suffix;
+    struct stat st {};
+    if (::stat(p.c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
 int Ledger::schema_version() {
   std::lock_guard lock(impl_->mu);
   return impl_->user_version();

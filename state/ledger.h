@@ -134,6 +134,8 @@ class Ledger {
   ~Ledger();
 
   std::filesystem::path db_path() const;
+  // Bytes on disk (st_blocks) of kaio.db, its WAL and SHM: for status and the budget.
+  uint64_t disk_bytes() const;
   int schema_version();
 
   // Runs `body` in one IMMEDIATE transaction; rolls back and rethrows if it

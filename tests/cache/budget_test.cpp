@@ -300,6 +300,7 @@ TEST(Budget, LedgerWalStaysInsideItsStandingClaim) {
     if (::stat((f.state / "kaio.db-wal").c_str(), &st) == 0)
       peak_wal = std::max(peak_wal, static_cast<uint64_t>(st.st_size));
     ASSERT_LE(db_files(), start + allowance) << "after commit " << i;
+    ASSERT_EQ(ledger.disk_bytes(), db_files());
   }
   std::printf("ledger files: %llu at start, %llu after 2000 commits, WAL peak %llu\n",
               static_cast<unsigned long long>(start), static_cast<unsigned long long>(db_files()),

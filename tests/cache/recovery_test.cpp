@@ -160,3 +160,22 @@ TEST(Recovery, HundredThousandClipsInOneTransaction) {
   EXPECT_EQ(ledger.clip_counts()[ClipState::ready], kFiles * kClipsPerFile - 10);
   EXPECT_EQ(ledger.file_status(file_id(kRepo, "part-107.tar"), 0)->state, FileState::pending);
 }
+
+TEST(Recovery, StateFolderInsideOrEqualToTheCacheKeepsTheLedger) {
+  for (const char* state_sub : {"state", ""}) {
+    TempDir root("recovery-nested");
+    fs::path cache = root.path() / "cache", state = cache / state_sub;
+    auto ledger = Ledger::open(state);
+    ledger.upsert_files(kRepo, {{"", "a.tar", 1, "", ""}});
+    ledger.set_file_state(file_id(kRepo, "a.tar"), 0, FileState::downloading);
+    ledger.set_file_local_path(file_id(kRepo, "a.tar"), 0, cache / "a.tar");
+    write_bytes(cache / "a.tar.part", 100);
+    write_bytes(cache / "junk", 100);
+    auto report = recover(ledger, cache, state);
+    EXPECT_EQ(report.orphans_deleted, 1) << state_sub;
+    EXPECT_EQ(report.parts_kept, 1) << state_sub;
+    EXPECT_TRUE(fs::exists(state / "kaio.db"));
+    EXPECT_TRUE(fs::exists(state / "lock"));
+    EXPECT_EQ(ledger.counter("anything"), 0);  // the ledger still works
+  }
+}

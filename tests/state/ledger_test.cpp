@@ -298,3 +298,52 @@ TEST(Ledger, ClipsCheckpointsAndPositionRoundTrip) {
   ASSERT_EQ(known.downloads.size(), 1u);
   EXPECT_EQ(known.downloads[0], dir.path() / "dl/a.tar");
 }
+
+// Killed from outside at arbitrary points, five times over the same folder:
+// every batch the child reported committed is there in full, nothing partial.
+TEST(Ledger, SurvivesRepeatedKill9FromOutside) {
+  TempDir dir;
+  constexpr int kBatch = 10;
+  int committed_total = 0;
+  for (int round = 0; round < 5; ++round) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(fds[0]);
+      auto ledger = Ledger::open(dir.path());
+      for (int batch = committed_total;; ++batch) {
+        ledger.transaction([&] {
+          for (int i = 0; i < kBatch; ++i) ledger.add_counter("batch" + std::to_string(batch), 1);
+        });
+        (void)!::write(fds[1], &batch, sizeof batch);
+      }
+    }
+    ::close(fds[1]);
+    int last = -1, v;
+    int stop_after = 5 + round * 7;  // different kill points each round
+    while (::read(fds[0], &v, sizeof v) == sizeof v) {
+      last = v;
+      if (v >= committed_total + stop_after) {
+        ::kill(child, SIGKILL);
+        break;
+      }
+    }
+    while (::read(fds[0], &v, sizeof v) == sizeof v) last = v;  // reported before it died
+    ::close(fds[0]);
+    ::waitpid(child, nullptr, 0);
+    ASSERT_GE(last, committed_total);
+
+    auto ledger = Ledger::open(dir.path());
+    auto counters = ledger.counters();
+    for (int b = 0; b <= last; ++b) ASSERT_EQ(counters["batch" + std::to_string(b)], kBatch) << "batch " << b;
+    // At most one batch past the last report: committed, killed before it could say so.
+    for (const auto& [name, value] : counters) {
+      int b = std::stoi(name.substr(5));
+      EXPECT_LE(b, last + 1);
+      EXPECT_EQ(value, kBatch) << name << " is partial";
+    }
+    committed_total = static_cast<int>(counters.size());
+  }
+}
