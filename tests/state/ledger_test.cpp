@@ -70,6 +70,45 @@ TEST(Ledger, MigratesFromVersionZeroToWalDatabase) {
   EXPECT_EQ(reopened.pause_state().reason, "operator");
 }
 
+// A folder written by schema version 1 (before plan chunks and the pause flag)
+// is migrated in place and keeps its rows.
+TEST(Ledger, MigratesAVersionOneDatabaseKeepingItsRows) {
+  TempDir dir;
+  raw_exec(dir.path() / "kaio.db", R"sql(
+CREATE TABLE source(id INTEGER PRIMARY KEY CHECK (id = 1), endpoint TEXT NOT NULL, repo TEXT NOT NULL,
+                    revision TEXT NOT NULL, commit_sha TEXT NOT NULL, selection TEXT NOT NULL);
+CREATE TABLE files(id TEXT PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+                   git_oid TEXT NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE file_states(file_id TEXT NOT NULL REFERENCES files(id), epoch INTEGER NOT NULL,
+                         state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,
+                         local_path TEXT NOT NULL DEFAULT '', updated INTEGER NOT NULL,
+                         PRIMARY KEY (file_id, epoch));
+CREATE TABLE clips(id TEXT PRIMARY KEY, file_id TEXT NOT NULL, member TEXT NOT NULL, member_index INTEGER NOT NULL,
+                   caption TEXT NOT NULL, windows INTEGER NOT NULL, shard_path TEXT NOT NULL,
+                   shard_bytes INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '');
+CREATE INDEX clips_by_state ON clips(state);
+CREATE INDEX clips_by_file ON clips(file_id, member_index);
+CREATE TABLE position(id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+                      samples INTEGER NOT NULL, cursor TEXT NOT NULL);
+CREATE TABLE checkpoints(path TEXT PRIMARY KEY, step INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                         created INTEGER NOT NULL, cursor TEXT NOT NULL);
+CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO clips VALUES ('00000000000000aa', 'f', 'a.mp4', 0, 'a dog', 4, '/c/a', 10, 'ready', '');
+INSERT INTO position VALUES (1, 2, 700, 5600, 'v1 epoch=2 file=0 chunk=3 window=0 pass=0');
+PRAGMA user_version = 1;
+)sql");
+  auto ledger = Ledger::open(dir.path());
+  EXPECT_EQ(ledger.schema_version(), Ledger::kSchemaVersion);
+  auto clip = ledger.clip("00000000000000aa");
+  ASSERT_TRUE(clip.has_value());
+  EXPECT_EQ(clip->caption, "a dog");
+  EXPECT_FALSE(clip->plan_chunk.has_value());
+  EXPECT_EQ(ledger.position().step, 700);
+  ledger.assign_chunk({clip->id}, 2, 1);
+  EXPECT_EQ(ledger.clips_before(2, 3).size(), 1u);
+  EXPECT_FALSE(ledger.pause_state().paused);
+}
+
 TEST(Ledger, RefusesANewerSchema) {
   TempDir dir;
   raw_exec(dir.path() / "kaio.db", "PRAGMA user_version = 99");
