@@ -106,7 +106,8 @@ struct ArchiveReader::Impl {
   std::string name;
   Kind kind = Kind::archive;
   ArchivePtr ar;
-  std::vector<std::byte> buffer = std::vector<std::byte>(kBlock);
+  std::vector<std::byte> buffer = std::vector<std::byte>(kBlock);  // input blocks lent to libarchive
+  std::vector<std::byte> data = std::vector<std::byte>(kBlock);    // member data read out of it
   std::string sniffed;          // first bytes, replayed before the rest of the source
   size_t sniffed_pos = 0;
   std::exception_ptr source_error;  // what the source threw inside libarchive's callback
@@ -202,12 +203,12 @@ struct ArchiveReader::Impl {
   void read_data(Sink&& sink) {
     pending_data = false;
     while (true) {
-      la_ssize_t n = archive_read_data(ar.get(), buffer.data(), buffer.size());
+      la_ssize_t n = archive_read_data(ar.get(), data.data(), data.size());
       if (n == 0) return;
       if (n < 0) stream_failed("in member " + current);
       data_out += static_cast<uint64_t>(n);
       check_ratio();
-      sink(buffer.data(), static_cast<size_t>(n));
+      sink(data.data(), static_cast<size_t>(n));
     }
   }
 
@@ -311,7 +312,7 @@ struct ArchiveReader::Impl {
   template <typename Sink>
   void copy_media(Sink&& sink) {
     pending_data = false;
-    while (size_t n = pull(buffer.data(), buffer.size())) sink(buffer.data(), n);
+    while (size_t n = pull(data.data(), data.size())) sink(data.data(), n);
   }
 
   static void write_all(int fd, const std::byte* data, size_t n, const std::filesystem::path& path) {

@@ -132,6 +132,9 @@ class Run {
       }
     } catch (const Error& e) {
       r.error = e.what();
+      if (r.error.find(job.member) == std::string::npos) {
+        r.error = "member " + job.member + " of " + source_file_ + ": " + r.error;
+      }
       spdlog::warn("decode {}: member {} failed: {}", source_file_, job.member, r.error);
     }
     std::error_code ec;

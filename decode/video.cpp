@@ -349,8 +349,13 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
     }
   };
 
-  auto fmt = av::open_input(clip, &interrupt, what);
-  check_bounds();
+  av::FormatPtr fmt;
+  try {
+    fmt = av::open_input(clip, &interrupt, what);
+  } catch (const Error&) {
+    check_bounds();  // an interrupted open says why: stop or timeout
+    throw;
+  }
   auto v = find_video(fmt.get(), what);
   auto codec = open_decoder(v, opts.codec_threads, what);
   const double tb = av_q2d(v.stream->time_base);
