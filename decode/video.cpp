@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <limits>
+#include <set>
 #include <vector>
 
 extern "C" {
@@ -268,6 +270,55 @@ class Sampler {
   std::vector<uint8_t> converted_;
 };
 
+// Lets the decoder drop frames no sample shows. A frame is shown for sample k
+// when its pts is the last at or before k/fps, so it is unneeded when no k/fps
+// falls between its pts and the next larger pts. That next pts is known once
+// kLookahead more packets are read (B-frame reordering is far shallower).
+// Only frames nothing refers to may be dropped (AVDISCARD_NONREF), so every
+// kept frame decodes exactly as it would otherwise. Margins err towards keeping.
+class PacketLookahead {
+ public:
+  PacketLookahead(double fps, double time_base, int64_t start) : fps_(fps), tb_(time_base), start_(start) {}
+
+  void push(av::PacketPtr p) {
+    if (p->pts != AV_NOPTS_VALUE) seen_.insert(p->pts);
+    queue_.push_back(std::move(p));
+  }
+  bool ready(bool eof) const { return !queue_.empty() && (eof || queue_.size() > kLookahead); }
+
+  // The oldest packet, and whether a sample will show its frame.
+  av::PacketPtr pop(bool& needed) {
+    av::PacketPtr p = std::move(queue_.front());
+    queue_.pop_front();
+    needed = is_needed(p->pts);
+    int64_t oldest_pending = std::numeric_limits<int64_t>::max();
+    for (const auto& q : queue_) {
+      if (q->pts != AV_NOPTS_VALUE) oldest_pending = std::min(oldest_pending, q->pts);
+    }
+    while (!seen_.empty() && *seen_.begin() < oldest_pending && *seen_.begin() <= p->pts) seen_.erase(seen_.begin());
+    return p;
+  }
+
+ private:
+  static constexpr size_t kLookahead = 16;
+  static constexpr double kMargin = 1e-3;  // seconds
+
+  bool is_needed(int64_t pts) const {
+    if (pts == AV_NOPTS_VALUE) return true;
+    auto next = seen_.upper_bound(pts);
+    if (next == seen_.end()) return true;
+    double from = static_cast<double>(pts - start_) * tb_;
+    double to = static_cast<double>(*next - start_) * tb_;
+    double k = std::max(0.0, std::ceil((from - kMargin) * fps_));
+    return k / fps_ < to + kMargin;
+  }
+
+  double fps_, tb_;
+  int64_t start_;
+  std::deque<av::PacketPtr> queue_;
+  std::set<int64_t> seen_;
+};
+
 av::CodecPtr open_decoder(const VideoStream& v, int threads, const std::string& what) {
   av::CodecPtr ctx(avcodec_alloc_context3(v.codec));
   if (!ctx) throw Error(ErrorKind::internal, what + ": avcodec_alloc_context3 failed");
@@ -386,13 +437,21 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
     }
   };
 
-  bool flushing = false;
-  while (!flushing) {
+  PacketLookahead lookahead(spec.fps, tb, start);
+  auto send = [&](AVPacket* p) {
+    int rc = avcodec_send_packet(codec.get(), p);
+    if (rc < 0 && rc != AVERROR(EAGAIN) && rc != AVERROR_EOF) {
+      last_error = av::message(rc);  // a damaged packet: keep going like ffmpeg does
+      spdlog::debug("{}: packet rejected by decoder: {}", what, last_error);
+    }
+    drain();
+  };
+  bool eof = false;
+  while (!eof) {
     check_bounds();
     int rc = av_read_frame(fmt.get(), packet.get());
     if (rc == AVERROR_EOF) {
-      flushing = true;
-      rc = avcodec_send_packet(codec.get(), nullptr);
+      eof = true;
     } else if (rc < 0) {
       check_bounds();
       throw Error(ErrorKind::corrupt, what + ": read failed (truncated or corrupt): " + av::message(rc));
@@ -400,15 +459,17 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
       av_packet_unref(packet.get());
       continue;
     } else {
-      rc = avcodec_send_packet(codec.get(), packet.get());
-      av_packet_unref(packet.get());
+      lookahead.push(std::exchange(packet, av::make_packet()));
     }
-    if (rc < 0 && rc != AVERROR(EAGAIN)) {
-      last_error = av::message(rc);  // a damaged packet: keep going like ffmpeg does
-      spdlog::debug("{}: packet rejected by decoder: {}", what, last_error);
+    while (lookahead.ready(eof)) {
+      bool needed = true;
+      auto next = lookahead.pop(needed);
+      codec->skip_frame = needed ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
+      send(next.get());
     }
-    drain();
   }
+  codec->skip_frame = AVDISCARD_DEFAULT;
+  send(nullptr);
   sampler.finish();
   if (!sampler.saw_frames()) {
     throw Error(ErrorKind::corrupt,

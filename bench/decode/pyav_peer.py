@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""The PyAV peer: the same decode, fps sampling, center crop, resize to SIZE
+and rgb24 output, done the way a PyAV user would. Prints frames and seconds."""
+import json
+import sys
+import time
+
+import av
+import numpy as np
+
+
+def run(paths, fps, size, threads):
+    frames = 0
+    for path in paths:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = threads
+            rate = fps if fps else float(stream.average_rate)
+            next_t = 0.0
+            for frame in container.decode(stream):
+                t = frame.time or 0.0
+                if t + 1e-9 < next_t:
+                    continue
+                while next_t <= t + 1e-9:
+                    next_t += 1.0 / rate
+                w, h = frame.width, frame.height
+                if w >= h:
+                    sw, sh = round(w * size / h), size
+                else:
+                    sw, sh = size, round(h * size / w)
+                rgb = frame.to_ndarray(width=sw, height=sh, format="rgb24")
+                x, y = (sw - size) // 2, (sh - size) // 2
+                window_frame = np.ascontiguousarray(rgb[y:y + size, x:x + size])
+                frames += window_frame.shape[0] > 0
+    return frames
+
+
+def main():
+    fps = 0.0 if sys.argv[1] == "native" else float(sys.argv[1])
+    size, threads, paths = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+    start = time.monotonic()
+    frames = run(paths, fps, size, threads)
+    print(json.dumps({"frames": frames, "seconds": round(time.monotonic() - start, 4)}))
+
+
+if __name__ == "__main__":
+    main()
