@@ -199,6 +199,64 @@ TEST(DecodeVideo, PadAndStretchModesKeepTheOutputSize) {
   }
 }
 
+// Sampling 30 fps down to 4 lets the decoder drop unshown non-reference
+// frames; every kept frame must still be byte-identical to a full decode's.
+TEST(DecodeVideo, SparseSamplingMatchesFullDecodeExactly) {
+  ScratchDir dir;
+  auto clip = dir / "b.mp4";
+  make_clip(clip, "160x120", 30, 4, "-c:v libx264 -preset veryfast -bf 3 -b_strategy 0 -pix_fmt yuv420p");
+  auto full = small_spec();
+  full.fps = 30;
+  full.frames = 1;
+  full.stride = 1;
+  auto sparse = small_spec();
+  sparse.frames = 1;
+  sparse.stride = 1;
+  decode_clip(clip, ClipOrigin{"r", "b.mp4", ""}, full, dir / "full.shard", DecodeOptions{});
+  decode_clip(clip, ClipOrigin{"r", "b.mp4", ""}, sparse, dir / "sparse.shard", DecodeOptions{});
+  ShardReader all(dir / "full.shard"), some(dir / "sparse.shard");
+  ASSERT_EQ(all.windows(), 120);
+  ASSERT_EQ(some.windows(), 16);
+  for (int k = 0; k < some.windows(); ++k) {
+    int index = static_cast<int>(std::floor(k * 30.0 / 4 + 1e-9));  // the last frame at or before k/4 s
+    EXPECT_EQ(some.info(k).first_time, all.info(index).first_time) << k;
+    EXPECT_EQ(0, std::memcmp(some.window(k), all.window(index), some.frame_bytes())) << "sample " << k;
+  }
+}
+
+TEST(DecodeErrors, HugeClaimedResolutionIsRejected) {
+  ScratchDir dir;
+  auto clip = dir / "huge.mov";
+  std::string log;
+  ASSERT_EQ(testing::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i color=size=17000x2:d=1:r=1 "
+                                 "-c:v png '" + clip.string() + "' 2>&1",
+                                 &log),
+            0)
+      << log;
+  try {
+    decode_clip(clip, ClipOrigin{"r", "huge.mov", ""}, small_spec(), dir / "h.shard", DecodeOptions{});
+    FAIL() << "not rejected";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::rejected) << e.what();
+    EXPECT_NE(std::string(e.what()).find("17000x2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DecodeErrors, TimeoutIsAnErrorNamingTheSetting) {
+  ScratchDir dir;
+  auto clip = dir / "c.mp4";
+  make_clip(clip, "160x120", 30, 1, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
+  DecodeOptions opts;
+  opts.timeout = std::chrono::milliseconds(0);
+  try {
+    decode_clip(clip, ClipOrigin{"r", "c.mp4", ""}, small_spec(), dir / "c.shard", opts);
+    FAIL() << "no timeout";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::corrupt) << e.what();
+    EXPECT_NE(std::string(e.what()).find("decode.timeout"), std::string::npos) << e.what();
+  }
+}
+
 TEST(DecodeErrors, TruncatedClipNamesFileAndMember) {
   ScratchDir dir;
   auto clip = dir / "trunc.mp4";
