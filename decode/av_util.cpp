@@ -9,6 +9,13 @@ int interrupt_callback(void* opaque) { return static_cast<const Interrupt*>(opaq
 
 }  // namespace
 
+void check_resolution(int width, int height, const std::string& what) {
+  if (width > kMaxSide || height > kMaxSide || int64_t{width} * height > kMaxPixels) {
+    throw Error(ErrorKind::rejected, what + ": claimed resolution " + std::to_string(width) + "x" +
+                                         std::to_string(height) + " is over the limit");
+  }
+}
+
 FramePtr make_frame() {
   FramePtr f(av_frame_alloc());
   if (!f) throw Error(ErrorKind::internal, "av_frame_alloc: out of memory");
@@ -35,6 +42,12 @@ FormatPtr open_input(const std::filesystem::path& file, Interrupt* interrupt, co
   int rc = avformat_open_input(&raw, file.c_str(), nullptr, nullptr);  // frees raw on failure
   if (rc < 0) throw Error(ErrorKind::corrupt, what + ": cannot open as video: " + message(rc));
   FormatPtr fmt(raw);
+  // Refuse absurd sizes from the container header before any decoder runs
+  // (avformat_find_stream_info decodes frames, allocating for the claimed size).
+  for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+    const auto* par = fmt->streams[i]->codecpar;
+    if (par->codec_type == AVMEDIA_TYPE_VIDEO) check_resolution(par->width, par->height, what);
+  }
   rc = avformat_find_stream_info(fmt.get(), nullptr);
   if (rc < 0) throw Error(ErrorKind::corrupt, what + ": cannot read stream info: " + message(rc));
   return fmt;

@@ -2,6 +2,7 @@
 // Owners and helpers for FFmpeg objects, shared by the decoder, the probe
 // command and the PNG writer. Internal to kaio_decode.
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <stop_token>
@@ -53,8 +54,15 @@ struct Interrupt {
   bool should_stop() const { return stop.stop_requested() || expired(); }
 };
 
-// Opens a container with `interrupt` bounding every blocking call, and reads
-// its stream info. Throws Error(corrupt) naming `what` with FFmpeg's message.
+// Claimed sizes above these are refused before any decoder allocates for them.
+inline constexpr int kMaxSide = 16384;
+inline constexpr int64_t kMaxPixels = int64_t{8192} * 8192;
+// Throws Error(rejected) naming `what` when the size is over the limits.
+void check_resolution(int width, int height, const std::string& what);
+
+// Opens a container with `interrupt` bounding every blocking call, checks the
+// claimed video sizes, and reads its stream info. Throws Error(corrupt) naming
+// `what` with FFmpeg's message, Error(rejected) for a huge claimed size.
 FormatPtr open_input(const std::filesystem::path& file, Interrupt* interrupt, const std::string& what);
 
 }  // namespace kaio::decode::av

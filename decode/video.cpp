@@ -21,10 +21,6 @@ extern "C" {
 namespace kaio::decode {
 namespace {
 
-// Claimed sizes above this are refused before any decoder allocates for them.
-constexpr int kMaxSide = 16384;
-constexpr int64_t kMaxPixels = int64_t{8192} * 8192;
-
 struct VideoStream {
   int index = -1;
   AVStream* stream = nullptr;
@@ -39,10 +35,7 @@ VideoStream find_video(AVFormatContext* fmt, const std::string& what) {
   v.stream = fmt->streams[v.index];
   const auto* par = v.stream->codecpar;
   if (par->width <= 0 || par->height <= 0) throw Error(ErrorKind::corrupt, what + ": video stream has no size");
-  if (par->width > kMaxSide || par->height > kMaxSide || int64_t{par->width} * par->height > kMaxPixels) {
-    throw Error(ErrorKind::rejected, what + ": claimed resolution " + std::to_string(par->width) + "x" +
-                                         std::to_string(par->height) + " is over the limit");
-  }
+  av::check_resolution(par->width, par->height, what);
   return v;
 }
 

@@ -252,6 +252,7 @@ class ArchiveOut {
     if (layout == Layout::llava) {
       archive_write_set_format_pax_restricted(a_.get());
       archive_write_add_filter_gzip(a_.get());
+      archive_write_set_filter_option(a_.get(), "gzip", "timestamp", nullptr);  // reproducible bytes
     } else {
       archive_write_set_format_zip(a_.get());
       archive_write_zip_set_compression_store(a_.get());
@@ -365,7 +366,10 @@ DatasetSummary write_dataset(const DatasetSpec& spec) {
   std::filesystem::remove(tmp);
   if (spec.layout == Layout::llava) {
     summary.captions = std::filesystem::path(kSubset) / (std::string(kSubset) + "_cap_processed.json");
-    std::ofstream(spec.out / summary.captions) << captions.dump(1) << "\n";
+    auto path = spec.out / summary.captions;
+    std::ofstream out(path);
+    out << captions.dump(1) << "\n";
+    if (!out.flush()) throw Error(ErrorKind::io, "write " + path.string() + " failed");
   }
   spdlog::info("kaio-mkdata: {} clips in {} archives, {} bytes of video, encoder {}", summary.clips,
                summary.archives.size(), summary.bytes, summary.encoder);
