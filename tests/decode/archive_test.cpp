@@ -4,6 +4,7 @@
 #include <sys/sysmacros.h>
 
 #include "archive_builder.h"
+#include "counting_reserver.h"
 #include "common/error.h"
 #include "decode/archive.h"
 #include "decode/file_source.h"
@@ -192,6 +193,21 @@ INSTANTIATE_TEST_SUITE_P(Archive, ArchiveBombs, ::testing::Values(Format::tar_gz
                          [](const ::testing::TestParamInfo<Format>& i) {
                            return std::string(i.param == Format::tar_gz ? "tar_gz" : "zip");
                          });
+
+// A member larger than its claim (zip sizes can be unknown up front) grows it.
+TEST(ArchiveClaims, ExtractGrowsAnUndersizedClaim) {
+  ScratchDir dir;
+  auto path = dir / "a.tar";
+  testing::write_archive(path, Format::tar, {{"a.mp4", testing::noise(300000)}});
+  testing::CountingReserver reserver(1ull << 30);
+  auto claim = reserver.reserve(1000, "test");
+  auto reader = open(path);
+  Member m;
+  ASSERT_TRUE(reader.next(m));
+  reader.extract_to(dir / "a", claim.get());
+  EXPECT_GE(claim->bytes(), 300000u);
+  EXPECT_EQ(reserver.held(), claim->bytes());
+}
 
 TEST(ArchivePlainMedia, MediaFileIsOneMemberNamedAfterTheFile) {
   ScratchDir dir;

@@ -205,18 +205,24 @@ TEST(DecodePipeline, HundredClipsDecodeAndReleaseEverything) {
   config.workers = 3;
   ArchiveDecoder decoder(config, dir / "data", reserver);
   int delivered = 0, windows = 0;
+  uint64_t largest_claim = 0;
   decoder.run(
       std::make_unique<FileSource>(dir / "data" / summary.archives.at(0)), "chunk.zip", nullptr,
       [&](ClipResult r) {
         EXPECT_EQ(r.index, delivered);
         ++delivered;
         windows += r.windows;
+        largest_claim = std::max(largest_claim, r.claim ? r.claim->bytes() : 0);
         std::filesystem::remove(r.shard);
       },
       {});
   EXPECT_EQ(delivered, 100);
   EXPECT_EQ(windows, 100);
   EXPECT_EQ(reserver.held(), 0u);
+  // At most 2*workers+1 members are in flight, each holding its member and
+  // its shard estimate: the peak stays far below 100 clips' worth.
+  uint64_t per_clip = largest_claim * 3 + 64 * 1024;
+  EXPECT_LT(reserver.peak(), per_clip * 10);
 }
 
 TEST(DecodePipeline, StopRequestCancelsTheRun) {
