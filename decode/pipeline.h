@@ -39,7 +39,8 @@ class ArchiveDecoder {
   // as a ClipResult with an error and the archive goes on; a broken stream or
   // a bomb throws after delivering every member before it. A stop request
   // throws Error(cancelled) and drops results not yet delivered (their shards
-  // are removed). on_clip runs on a worker thread, one call at a time.
+  // are removed). on_clip runs on a worker thread (or, for a member that
+  // failed before decoding, the calling thread), one call at a time.
   void run(std::unique_ptr<kaio::ByteSource> archive, const std::string& source_file, const CaptionMap* captions,
            std::function<void(ClipResult)> on_clip, std::stop_token stop);
 
