@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "archive_builder.h"
 #include "counting_reserver.h"
 #include "common/error.h"
@@ -207,6 +210,39 @@ TEST(ArchiveClaims, ExtractGrowsAnUndersizedClaim) {
   reader.extract_to(dir / "a", claim.get());
   EXPECT_GE(claim->bytes(), 300000u);
   EXPECT_EQ(reserver.held(), claim->bytes());
+}
+
+// A download in progress hands out a few bytes at a time.
+class TrickleSource : public kaio::ByteSource {
+ public:
+  explicit TrickleSource(std::string data) : data_(std::move(data)) {}
+  size_t read(std::span<std::byte> out) override {
+    size_t n = std::min({out.size(), data_.size() - pos_, size_t{7}});
+    std::memcpy(out.data(), data_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+  std::string describe() const override { return "trickle"; }
+
+ private:
+  std::string data_;
+  size_t pos_ = 0;
+};
+
+TEST_P(ArchiveFormats, ShortReadsFromTheSourceAreFine) {
+  ScratchDir dir;
+  auto path = dir / (std::string("t") + extension(GetParam()));
+  std::string big = testing::noise(100000);
+  testing::write_archive(path, GetParam(), {{"a.mp4", big}, {"b.mp4", "second"}});
+  ArchiveReader reader(std::make_unique<TrickleSource>(testing::read_file(path)), ArchiveLimits{});
+  Member m;
+  ASSERT_TRUE(reader.next(m));
+  reader.extract_to(dir / "a", nullptr);
+  EXPECT_EQ(testing::read_file(dir / "a"), big);
+  ASSERT_TRUE(reader.next(m));
+  reader.extract_to(dir / "b", nullptr);
+  EXPECT_EQ(testing::read_file(dir / "b"), "second");
+  EXPECT_FALSE(reader.next(m));
 }
 
 TEST(ArchivePlainMedia, MediaFileIsOneMemberNamedAfterTheFile) {

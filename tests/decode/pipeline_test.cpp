@@ -177,6 +177,20 @@ TEST(DecodePipeline, BrokenStreamThrowsAfterDeliveringEarlierClips) {
   EXPECT_TRUE(got.results[0].error.empty()) << got.results[0].error;
 }
 
+TEST(DecodePipeline, PlainVideoFileIsOneClip) {
+  ScratchDir dir;
+  auto clip = dir / "solo.mp4";
+  mkdata::encode_clip(clip, {64, 48, 8, 2, 1, ""});
+  CountingReserver reserver(1ull << 30);
+  ArchiveDecoder decoder(small_config(), dir.path(), reserver);
+  Collected got;
+  decoder.run(std::make_unique<FileSource>(clip), "videos/solo.mp4", nullptr, std::ref(got), {});
+  ASSERT_EQ(got.results.size(), 1u);
+  EXPECT_EQ(got.results[0].member, "solo.mp4");
+  EXPECT_EQ(got.results[0].windows, 2);
+  EXPECT_TRUE(got.results[0].error.empty()) << got.results[0].error;
+}
+
 TEST(DecodePipeline, BudgetTooSmallFailsMembersNotTheRun) {
   ScratchDir dir;
   auto clip = dir / "good.mp4";
