@@ -1,6 +1,11 @@
 #pragma once
 // The C entry points of the kernel library, one set per vendor
 // (kaio_hip_* and kaio_cuda_*), callable from plain C++ without GPU headers.
+// Pointers in KaioGpuOps are device pointers; every op runs on the library's
+// compute stream and returns 0 or a negative error code (message via last_error).
+#include <stddef.h>
+#include <stdint.h>
+
 #if defined(KAIO_VENDOR_HIP)
 #define KAIO_GPU_FN(name) kaio_hip_##name
 #elif defined(KAIO_VENDOR_CUDA)
@@ -10,10 +15,59 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+typedef struct KaioGpuGrid {
+  int frames, size, tubelet_frames, tubelet_size;
+} KaioGpuGrid;
+
+typedef struct KaioGpuOps {
+  const char* (*last_error)(void);
+  int (*init)(void);  // picks device 0, creates the compute and copy streams
+  void* (*malloc_device)(size_t bytes);
+  void (*free_device)(void* ptr);
+  void* (*malloc_pinned)(size_t bytes);
+  void (*free_pinned)(void* ptr);
+  int (*to_device)(void* dst, const void* src, size_t bytes);
+  int (*to_host)(void* dst, const void* src, size_t bytes);
+  int (*zero)(void* dst, size_t bytes);
+  // Async copy from pinned memory on the copy stream; the compute stream waits for it.
+  int (*upload_pinned)(void* dst, const void* pinned_src, size_t bytes);
+  int (*synchronize)(void);
+  int (*patchify)(float* patches, const uint8_t* windows, int batch, KaioGpuGrid g);
+  int (*embed_combine_forward)(float* x, const float* emb, const float* mask_token, const float* pos,
+                               const uint8_t* mask, int batch, int tokens, int dim);
+  int (*embed_combine_backward)(float* demb, float* dmask_token, float* dpos, const float* dx,
+                                const uint8_t* mask, int batch, int tokens, int dim);
+  int (*linear_forward)(float* out, const float* in, const float* weight, const float* bias, int rows,
+                        int in_dim, int out_dim, int bf16);
+  int (*linear_backward)(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                         const float* weight, int rows, int in_dim, int out_dim, int bf16);
+  int (*layernorm_forward)(float* out, float* mean, float* rstd, const float* in, const float* weight,
+                           const float* bias, int rows, int dim);
+  int (*layernorm_backward)(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                            const float* weight, const float* mean, const float* rstd, int rows, int dim);
+  int (*attention_forward)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads,
+                           int head_dim, int bf16);
+  int (*attention_backward)(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
+                            int batch, int tokens, int heads, int head_dim, int bf16);
+  int (*gelu_forward)(float* out, const float* in, size_t n);
+  int (*gelu_backward)(float* din, const float* dout, const float* in, size_t n);
+  int (*add)(float* out, const float* a, const float* b, size_t n);
+  int (*masked_mse)(double* loss_host, float* dpred, const float* pred, const float* patches,
+                    const uint8_t* mask, int rows, int patch_dim);
+  int (*sum_squares)(double* result_host, const float* x, size_t n);
+  int (*adamw)(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1,
+               float beta2, float eps, float weight_decay, float grad_scale, float bias_correction1,
+               float bias_correction2_sqrt);
+} KaioGpuOps;
+
 int kaio_hip_device_count(void);
 int kaio_hip_axpy_host(int n, float a, const float* x, float* y);
+const KaioGpuOps* kaio_hip_ops(void);
 int kaio_cuda_device_count(void);
 int kaio_cuda_axpy_host(int n, float a, const float* x, float* y);
+const KaioGpuOps* kaio_cuda_ops(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,90 @@
+#pragma once
+// One interface for the cpu, hip and cuda backends: memory plus the model's
+// ops on backend pointers (host memory for cpu, device memory for GPUs). The
+// model is written once against it; layers/ is the cpu implementation and
+// gpu/*.cu the GPU one. Conventions follow the layers: parameter gradients
+// accumulate, LayerNorm's input gradient accumulates, other input gradients
+// are overwritten.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "train/layers/adamw.h"
+#include "train/layers/attention.h"
+#include "train/layers/tubelet_embed.h"
+
+namespace kaio::train {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* ptr) noexcept = 0;
+  virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* dst, size_t bytes) = 0;
+  // Copies one batch of windows and masks into backend memory; GPUs go through
+  // pinned host buffers on a separate copy stream.
+  virtual void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes,
+                            uint8_t* mask_dst, const uint8_t* mask, size_t mask_bytes) = 0;
+
+  virtual void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) = 0;
+  virtual void embed_combine_forward(float* x, const float* emb, const float* mask_token,
+                                     const float* pos, const uint8_t* mask, int batch, int tokens,
+                                     int dim) = 0;
+  virtual void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx,
+                                      const uint8_t* mask, int batch, int tokens, int dim) = 0;
+  virtual void linear_forward(float* out, const float* in, const float* weight, const float* bias,
+                              int rows, int in_dim, int out_dim) = 0;
+  virtual void linear_backward(float* din, float* dweight, float* dbias, const float* dout,
+                               const float* in, const float* weight, int rows, int in_dim,
+                               int out_dim) = 0;
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* in,
+                                 const float* weight, const float* bias, int rows, int dim) = 0;
+  virtual void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout,
+                                  const float* in, const float* weight, const float* mean,
+                                  const float* rstd, int rows, int dim) = 0;
+  virtual void attention_forward(float* out, float* probs, const float* qkv,
+                                 const cpu::AttentionShape& s) = 0;
+  virtual void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv,
+                                  const float* probs, const cpu::AttentionShape& s) = 0;
+  virtual void gelu_forward(float* out, const float* in, size_t n) = 0;
+  virtual void gelu_backward(float* din, const float* dout, const float* in, size_t n) = 0;
+  virtual void add(float* out, const float* a, const float* b, size_t n) = 0;
+  virtual double masked_mse(float* dpred, const float* pred, const float* patches,
+                            const uint8_t* mask, int rows, int patch_dim) = 0;
+  virtual double sum_squares(const float* x, size_t n) = 0;
+  virtual void adamw(float* param, const float* grad, float* m, float* v, size_t n,
+                     const AdamWStep& s) = 0;
+  virtual void synchronize() = 0;
+};
+
+// Owns backend memory; frees it through the backend that allocated it.
+class BackendDeleter {
+ public:
+  explicit BackendDeleter(Backend* backend = nullptr) : backend_(backend) {}
+  void operator()(void* ptr) const noexcept {
+    if (backend_ && ptr) backend_->release(ptr);
+  }
+
+ private:
+  Backend* backend_;
+};
+template <typename T>
+using BackendBuffer = std::unique_ptr<T[], BackendDeleter>;
+
+template <typename T>
+BackendBuffer<T> allocate_buffer(Backend& backend, size_t count) {
+  return BackendBuffer<T>(static_cast<T*>(backend.allocate(count * sizeof(T))), BackendDeleter(&backend));
+}
+
+// threads = 0 uses every core.
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+// Returns null with a reason in `why_not` when the vendor's backend is not
+// built or no device is present.
+std::unique_ptr<Backend> make_gpu_backend(const std::string& vendor, bool bf16, std::string& why_not);
+
+}  // namespace kaio::train

@@ -1,0 +1,148 @@
+// The hip and cuda backends: host code that drives the kernel library of
+// train/gpu/ through its C table (gpu_api.h), so it compiles without GPU headers.
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+#include "gpu_api.h"
+#include "train/backend.h"
+
+namespace kaio::train {
+namespace {
+
+class GpuBackend final : public Backend {
+ public:
+  GpuBackend(std::string vendor, const KaioGpuOps* ops, bool bf16) : vendor_(std::move(vendor)), ops_(ops), bf16_(bf16) {
+    check(ops_->init(), "init");
+  }
+  ~GpuBackend() override {
+    for (auto& staging : staging_)
+      if (staging.ptr) ops_->free_pinned(staging.ptr);
+  }
+  std::string name() const override { return vendor_; }
+
+  void* allocate(size_t bytes) override {
+    void* ptr = ops_->malloc_device(bytes);
+    if (!ptr) throw Error(ErrorKind::io, vendor_ + ": out of device memory allocating " + std::to_string(bytes) + " bytes");
+    return ptr;
+  }
+  void release(void* ptr) noexcept override { ops_->free_device(ptr); }
+  void to_device(void* dst, const void* src, size_t bytes) override { check(ops_->to_device(dst, src, bytes), "to_device"); }
+  void to_host(void* dst, const void* src, size_t bytes) override { check(ops_->to_host(dst, src, bytes), "to_host"); }
+  void zero(void* dst, size_t bytes) override { check(ops_->zero(dst, bytes), "zero"); }
+
+  // Two pinned staging buffers used in turn: the copy of batch n+1 goes into
+  // the buffer batch n is not using, on the copy stream.
+  void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes, uint8_t* mask_dst,
+                    const uint8_t* mask, size_t mask_bytes) override {
+    Staging& s = staging_[turn_++ % 2];
+    const size_t need = window_bytes + mask_bytes;
+    if (s.bytes < need) {
+      if (s.ptr) ops_->free_pinned(s.ptr);
+      s.ptr = static_cast<uint8_t*>(ops_->malloc_pinned(need));
+      s.bytes = s.ptr ? need : 0;
+      if (!s.ptr) throw Error(ErrorKind::io, vendor_ + ": cannot allocate " + std::to_string(need) + " pinned bytes");
+    }
+    std::memcpy(s.ptr, windows, window_bytes);
+    std::memcpy(s.ptr + window_bytes, mask, mask_bytes);
+    check(ops_->upload_pinned(windows_dst, s.ptr, window_bytes), "upload windows");
+    check(ops_->upload_pinned(mask_dst, s.ptr + window_bytes, mask_bytes), "upload mask");
+  }
+
+  void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
+    check(ops_->patchify(patches, windows, batch, {g.frames, g.size, g.tubelet_frames, g.tubelet_size}), "patchify");
+  }
+  void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
+                             const uint8_t* mask, int batch, int tokens, int dim) override {
+    check(ops_->embed_combine_forward(x, emb, mask_token, pos, mask, batch, tokens, dim), "embed_combine_forward");
+  }
+  void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
+                              int batch, int tokens, int dim) override {
+    check(ops_->embed_combine_backward(demb, dmask_token, dpos, dx, mask, batch, tokens, dim), "embed_combine_backward");
+  }
+  void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
+                      int out_dim) override {
+    check(ops_->linear_forward(out, in, weight, bias, rows, in_dim, out_dim, bf16_), "linear_forward");
+  }
+  void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                       const float* weight, int rows, int in_dim, int out_dim) override {
+    check(ops_->linear_backward(din, dweight, dbias, dout, in, weight, rows, in_dim, out_dim, bf16_), "linear_backward");
+  }
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight,
+                         const float* bias, int rows, int dim) override {
+    check(ops_->layernorm_forward(out, mean, rstd, in, weight, bias, rows, dim), "layernorm_forward");
+  }
+  void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                          const float* weight, const float* mean, const float* rstd, int rows, int dim) override {
+    check(ops_->layernorm_backward(din, dweight, dbias, dout, in, weight, mean, rstd, rows, dim), "layernorm_backward");
+  }
+  void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) override {
+    check(ops_->attention_forward(out, probs, qkv, s.batch, s.tokens, s.heads, s.head_dim, bf16_), "attention_forward");
+  }
+  void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
+                          const cpu::AttentionShape& s) override {
+    check(ops_->attention_backward(dqkv, dprobs, dout, qkv, probs, s.batch, s.tokens, s.heads, s.head_dim, bf16_),
+          "attention_backward");
+  }
+  void gelu_forward(float* out, const float* in, size_t n) override { check(ops_->gelu_forward(out, in, n), "gelu_forward"); }
+  void gelu_backward(float* din, const float* dout, const float* in, size_t n) override {
+    check(ops_->gelu_backward(din, dout, in, n), "gelu_backward");
+  }
+  void add(float* out, const float* a, const float* b, size_t n) override { check(ops_->add(out, a, b, n), "add"); }
+  double masked_mse(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
+                    int patch_dim) override {
+    double loss = 0;
+    check(ops_->masked_mse(&loss, dpred, pred, patches, mask, rows, patch_dim), "masked_mse");
+    return loss;
+  }
+  double sum_squares(const float* x, size_t n) override {
+    double sum = 0;
+    check(ops_->sum_squares(&sum, x, n), "sum_squares");
+    return sum;
+  }
+  void adamw(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s) override {
+    const double bc1 = 1.0 - std::pow(double(s.beta1), double(s.step));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(double(s.beta2), double(s.step)));
+    check(ops_->adamw(param, grad, m, v, n, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_scale,
+                      static_cast<float>(bc1), static_cast<float>(bc2_sqrt)),
+          "adamw");
+  }
+  void synchronize() override { check(ops_->synchronize(), "synchronize"); }
+
+ private:
+  struct Staging {
+    uint8_t* ptr = nullptr;
+    size_t bytes = 0;
+  };
+  void check(int rc, const char* op) const {
+    if (rc != 0) throw Error(ErrorKind::internal, vendor_ + " " + op + " failed: " + ops_->last_error());
+  }
+
+  std::string vendor_;
+  const KaioGpuOps* ops_;
+  int bf16_;
+  Staging staging_[2];
+  unsigned turn_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_gpu_backend(const std::string& vendor, bool bf16, std::string& why_not) {
+#ifdef KAIO_HAVE_HIP
+  if (vendor == "hip") {
+    if (kaio_hip_device_count() == 0) return why_not = "no HIP device", nullptr;
+    return std::make_unique<GpuBackend>(vendor, kaio_hip_ops(), bf16);
+  }
+#endif
+#ifdef KAIO_HAVE_CUDA
+  if (vendor == "cuda") {
+    if (kaio_cuda_device_count() == 0) return why_not = "no CUDA device", nullptr;
+    return std::make_unique<GpuBackend>(vendor, kaio_cuda_ops(), bf16);
+  }
+#endif
+  (void)bf16;
+  why_not = "built without " + vendor;
+  return nullptr;
+}
+
+}  // namespace kaio::train

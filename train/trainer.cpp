@@ -1,0 +1,204 @@
+#include "train/trainer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include "train/backend.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "train/model.h"
+#include "train/safetensors.h"
+#include "train/trainer_internal.h"
+
+namespace kaio::train {
+namespace {
+
+constexpr char kCheckpointMagic[8] = {'K', 'A', 'I', 'O', 'C', 'K', 'P', '1'};
+constexpr int kHeaderWords = 9;  // dim depth heads tubelet_frames tubelet_size frames size params step
+
+// Order-dependent 64-bit checksum over whole words, cheap enough for 100s of MB.
+uint64_t checksum(const std::string& data, size_t end) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  size_t i = 0;
+  for (; i + 8 <= end; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, data.data() + i, 8);
+    h = (h ^ w) * 0x100000001b3ULL;
+    h ^= h >> 29;
+  }
+  for (; i < end; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 0x100000001b3ULL;
+  return h;
+}
+
+void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+uint64_t get_u64(const std::string& in, size_t at) {
+  uint64_t v;
+  std::memcpy(&v, in.data() + at, 8);
+  return v;
+}
+
+std::unique_ptr<Backend> pick_backend(const TrainConfig& config, std::string& note) {
+  const std::string& wanted = config.backend;
+  const int threads = config.threads;
+  if (wanted == "cpu") return make_cpu_backend(threads);
+  if (wanted == "hip" || wanted == "cuda") {
+    std::string why;
+    auto backend = make_gpu_backend(wanted, config.bf16, why);
+    if (!backend) throw Error(ErrorKind::config, "train.backend: '" + wanted + "' is unavailable: " + why);
+    return backend;
+  }
+  if (wanted != "auto") throw Error(ErrorKind::config, "train.backend: unknown backend '" + wanted + "' (auto, hip, cuda, cpu)");
+  std::string why_hip, why_cuda;
+  if (auto hip = make_gpu_backend("hip", config.bf16, why_hip)) return hip;
+  if (auto cuda = make_gpu_backend("cuda", config.bf16, why_cuda)) return cuda;
+  note = "no GPU found: using cpu backend (hip: " + why_hip + "; cuda: " + why_cuda + ")";
+  return make_cpu_backend(threads);
+}
+
+class ModelTrainer final : public Trainer, public TrainerInternals {
+ public:
+  ModelTrainer(const TrainConfig& config, int frames, int size)
+      : config_(config),
+        backend_(pick_backend(config, note_)),
+        model_(*backend_, model_spec(config.model), make_grid(model_spec(config.model), frames, size),
+               config.batch_size) {
+    if (config.batch_size <= 0) throw Error(ErrorKind::config, "train.batch_size must be positive");
+    model_.init_weights(config.seed);
+    spdlog::info("trainer: model {} ({} parameters), window {}x{}x{}, {} tokens, backend {}{}", config.model,
+                 model_.param_count(), frames, size, size, model_.grid().tokens(), backend_->name(),
+                 note_.empty() ? "" : " (" + note_ + ")");
+  }
+
+  std::string backend() const override { return backend_->name(); }
+  std::string backend_note() const override { return note_; }
+  int64_t steps_done() const override { return steps_; }
+  Model& model() override { return model_; }
+
+  StepResult step(const uint8_t* windows, int batch) override {
+    const auto start = std::chrono::steady_clock::now();
+    const auto mask = tube_mask(model_.grid(), batch, config_.mask_ratio, config_.seed, steps_);
+    const double loss = model_.forward_backward(windows, mask.data(), batch);
+    const double norm = model_.grad_norm();
+    if (!std::isfinite(loss) || !std::isfinite(norm))
+      throw Error(ErrorKind::internal, "step " + std::to_string(steps_) + ": loss or gradient is not finite");
+    const double clip = config_.grad_clip > 0 && norm > config_.grad_clip ? config_.grad_clip / (norm + 1e-6) : 1.0;
+    const double lr = learning_rate(config_, steps_);
+    model_.adamw_step(static_cast<float>(lr), static_cast<float>(config_.weight_decay), static_cast<float>(clip),
+                      steps_ + 1);
+    backend_->synchronize();
+    ++steps_;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    compute_seconds_ += seconds;
+    return {loss, lr, norm, seconds};
+  }
+
+  uint64_t checkpoint_bytes() const override {
+    return sizeof(kCheckpointMagic) + 8 * kHeaderWords + 3 * 4 * model_.param_count() + 8 + 8;
+  }
+
+  void save_checkpoint(const std::filesystem::path& path, const std::string& extra) override {
+    const size_t n = model_.param_count();
+    std::vector<float> params(n), m(n), v(n);
+    model_.read_params(params.data());
+    model_.read_moments(m.data(), v.data());
+    std::string out(kCheckpointMagic, sizeof(kCheckpointMagic));
+    out.reserve(checkpoint_bytes() + extra.size());
+    for (uint64_t word : header_words()) put_u64(out, word);
+    for (const auto* buf : {&params, &m, &v}) out.append(reinterpret_cast<const char*>(buf->data()), n * 4);
+    put_u64(out, checksum(out, out.size()));
+    put_u64(out, extra.size());
+    out += extra;
+    write_file_durably(path, out);
+    spdlog::info("trainer: checkpoint {} at step {} ({} bytes)", path.string(), steps_, out.size());
+  }
+
+  std::string load_checkpoint(const std::filesystem::path& path) override {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(ErrorKind::io, "cannot open checkpoint " + path.string());
+    const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t base = checkpoint_bytes();
+    const size_t n = model_.param_count(), payload_end = base - 16;
+    if (data.size() < base || std::memcmp(data.data(), kCheckpointMagic, 8) != 0)
+      throw Error(ErrorKind::corrupt, "checkpoint " + path.string() + ": not a kaio checkpoint of this model size");
+    const auto want = header_words();
+    for (int i = 0; i < kHeaderWords - 1; ++i)
+      if (get_u64(data, 8 + 8 * i) != want[i])
+        throw Error(ErrorKind::corrupt, "checkpoint " + path.string() + ": written for another model or window size");
+    if (get_u64(data, payload_end) != checksum(data, payload_end))
+      throw Error(ErrorKind::corrupt, "checkpoint " + path.string() + ": checksum mismatch");
+    const uint64_t extra_size = get_u64(data, payload_end + 8);
+    if (data.size() != base + extra_size)
+      throw Error(ErrorKind::corrupt, "checkpoint " + path.string() + ": size does not match its extra length");
+    const char* floats = data.data() + 8 + 8 * kHeaderWords;
+    std::vector<float> params(n), m(n), v(n);
+    std::memcpy(params.data(), floats, n * 4);
+    std::memcpy(m.data(), floats + n * 4, n * 4);
+    std::memcpy(v.data(), floats + 2 * n * 4, n * 4);
+    model_.write_params(params.data());
+    model_.write_moments(m.data(), v.data());
+    steps_ = static_cast<int64_t>(get_u64(data, 8 + 8 * (kHeaderWords - 1)));
+    spdlog::info("trainer: loaded checkpoint {} at step {} ({} bytes)", path.string(), steps_, data.size());
+    return data.substr(base);
+  }
+
+  void export_safetensors(const std::filesystem::path& path) const override {
+    std::vector<float> params(model_.param_count());
+    model_.read_params(params.data());
+    TensorMap tensors;
+    for (const ParamInfo& info : model_.params())
+      tensors.emplace(info.name, f32_tensor(params.data() + info.offset, info.shape));
+    const auto& s = model_.spec();
+    const auto& g = model_.grid();
+    const std::map<std::string, std::string> meta{
+        {"model", s.name}, {"dim", std::to_string(s.dim)}, {"depth", std::to_string(s.depth)},
+        {"heads", std::to_string(s.heads)}, {"tubelet", std::to_string(s.tubelet_frames) + "x" + std::to_string(s.tubelet_size)},
+        {"frames", std::to_string(g.frames)}, {"size", std::to_string(g.size)}, {"step", std::to_string(steps_)}};
+    write_file_durably(path, encode_safetensors(tensors, meta));
+    spdlog::info("trainer: exported weights to {} at step {}", path.string(), steps_);
+  }
+
+  double data_wait_fraction() const override {
+    const double total = wait_seconds_ + compute_seconds_;
+    return total > 0 ? wait_seconds_ / total : 0.0;
+  }
+  void note_data_wait(double seconds) override { wait_seconds_ += seconds; }
+
+ private:
+  std::array<uint64_t, kHeaderWords> header_words() const {
+    const auto& s = model_.spec();
+    const auto& g = model_.grid();
+    return {uint64_t(s.dim), uint64_t(s.depth), uint64_t(s.heads), uint64_t(s.tubelet_frames),
+            uint64_t(s.tubelet_size), uint64_t(g.frames), uint64_t(g.size), model_.param_count(), uint64_t(steps_)};
+  }
+
+  TrainConfig config_;
+  std::string note_;
+  std::unique_ptr<Backend> backend_;
+  Model model_;
+  int64_t steps_ = 0;
+  double compute_seconds_ = 0, wait_seconds_ = 0;
+};
+
+}  // namespace
+
+double learning_rate(const TrainConfig& config, int64_t step) {
+  if (step < config.warmup_steps) return config.lr * static_cast<double>(step + 1) / config.warmup_steps;
+  if (config.max_steps <= 0) return config.lr;
+  const double span = std::max<double>(1.0, static_cast<double>(config.max_steps - config.warmup_steps));
+  const double progress = std::min(1.0, static_cast<double>(step - config.warmup_steps) / span);
+  return 0.5 * config.lr * (1.0 + std::cos(3.141592653589793 * progress));
+}
+
+std::unique_ptr<Trainer> Trainer::create(const TrainConfig& config, int frames, int size) {
+  return std::make_unique<ModelTrainer>(config, frames, size);
+}
+
+TrainerInternals& internals(Trainer& trainer) { return dynamic_cast<TrainerInternals&>(trainer); }
+
+}  // namespace kaio::train

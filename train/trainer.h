@@ -1,0 +1,51 @@
+#pragma once
+// The trainer kaiod drives: one optimizer step per batch of windows,
+// checkpoints that include the caller's plan cursor, and weight export.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "common/config.h"
+
+namespace kaio::train {
+
+struct StepResult {
+  double loss;
+  double lr;
+  double grad_norm;        // before clipping
+  double compute_seconds;
+};
+
+class Trainer {
+ public:
+  // backend "auto" picks hip, then cuda, then cpu; with no GPU it picks cpu and
+  // backend_note() says why ("no GPU found: using cpu backend").
+  static std::unique_ptr<Trainer> create(const kaio::TrainConfig& config, int frames, int size);
+
+  virtual std::string backend() const = 0;
+  virtual std::string backend_note() const = 0;
+  // One optimizer step on `batch` windows of frames x size x size x 3 bytes; batch <= batch_size.
+  virtual StepResult step(const uint8_t* windows, int batch) = 0;
+  virtual int64_t steps_done() const = 0;
+
+  // Size of the checkpoint file with an empty `extra`; the file is exactly
+  // checkpoint_bytes() + extra.size() bytes.
+  virtual uint64_t checkpoint_bytes() const = 0;
+  // Model, AdamW state, step and `extra`, written durably (tmp, fsync, rename).
+  virtual void save_checkpoint(const std::filesystem::path& path, const std::string& extra) = 0;
+  // Throws kaio::Error(corrupt) naming the file when it is damaged or for another model.
+  virtual std::string load_checkpoint(const std::filesystem::path& path) = 0;
+  // Weights as .safetensors, named like the PyTorch module in tests/train/make_reference.py.
+  virtual void export_safetensors(const std::filesystem::path& path) const = 0;
+
+  virtual double data_wait_fraction() const = 0;
+  virtual void note_data_wait(double seconds) = 0;
+  virtual ~Trainer() = default;
+};
+
+// Learning rate at 0-based `step`: linear warmup to `lr`, then cosine decay to
+// zero at max_steps; with max_steps == 0 it stays at `lr` after warmup.
+double learning_rate(const kaio::TrainConfig& config, int64_t step);
+
+}  // namespace kaio::train
