@@ -234,6 +234,7 @@ class Sampler {
   }
 
   bool saw_frames() const { return have_prev_; }
+  double end_time() const { return prev_time_ + prev_duration_; }
 
  private:
   void emit_until(double end) {
@@ -420,7 +421,10 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
     while (true) {
       int rc = avcodec_receive_frame(codec.get(), frame.get());
       if (rc == AVERROR(EAGAIN) || rc == AVERROR_EOF) return;
-      if (rc < 0) throw Error(ErrorKind::corrupt, what + ": decode failed: " + av::message(rc));
+      if (rc < 0) {  // one damaged frame: note it and go on, like ffmpeg does
+        last_error = av::message(rc);
+        return;
+      }
       int64_t ts = frame->best_effort_timestamp;
       double t = ts != AV_NOPTS_VALUE ? static_cast<double>(ts - start) * tb : last_time + nominal_duration;
       double dur = frame->pkt_duration > 0 ? static_cast<double>(frame->pkt_duration) * tb : nominal_duration;
@@ -467,6 +471,14 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
   if (!sampler.saw_frames()) {
     throw Error(ErrorKind::corrupt,
                 what + ": zero frames decoded" + (last_error.empty() ? std::string() : ": " + last_error));
+  }
+  // A file cut short inside its media data (moov at the front) reads to a
+  // quiet EOF; the container's duration tells.
+  const double claimed = stream_duration(fmt.get(), v.stream);
+  if (claimed > 0 && sampler.end_time() < claimed - std::max(1.0, 0.1 * claimed)) {
+    throw Error(ErrorKind::corrupt, what + ": truncated: frames end at " + std::to_string(sampler.end_time()) +
+                                        " s of " + std::to_string(claimed) + " s" +
+                                        (last_error.empty() ? std::string() : " (" + last_error + ")"));
   }
   if (spec.pad_short) windows.pad_to_one_window();
 

@@ -274,6 +274,21 @@ TEST(DecodeErrors, TruncatedClipNamesFileAndMember) {
   EXPECT_FALSE(std::filesystem::exists(dir / "t.shard.tmp"));
 }
 
+// With the index at the front, a cut file reads to a quiet EOF halfway.
+TEST(DecodeErrors, TruncatedFaststartClipIsCorrupt) {
+  ScratchDir dir;
+  auto clip = dir / "fs.mp4";
+  make_clip(clip, "320x240", 30, 4, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p -movflags +faststart");
+  std::filesystem::resize_file(clip, std::filesystem::file_size(clip) / 2);
+  try {
+    decode_clip(clip, ClipOrigin{"repo/a.tar", "fs.mp4", ""}, small_spec(), dir / "f.shard", DecodeOptions{});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::corrupt);
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+}
+
 TEST(DecodeErrors, ZeroByteAndNonVideoFilesAreCorrupt) {
   ScratchDir dir;
   std::ofstream(dir / "empty.mp4").close();
