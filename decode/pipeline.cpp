@@ -206,6 +206,26 @@ class Run {
 
 }  // namespace
 
+int remove_stale_temporaries(const std::filesystem::path& work_dir) {
+  auto is_member_temp = [](const std::filesystem::path& p) {
+    std::string stem = p.stem().string();
+    return p.extension() == ".mp4" && stem.size() == 32 &&
+           stem.find_first_not_of("0123456789abcdef") == std::string::npos;
+  };
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(work_dir, ec)) {
+    const auto& p = entry.path();
+    if (!entry.is_regular_file(ec) || !(p.extension() == ".tmp" || is_member_temp(p))) continue;
+    if (std::filesystem::remove(p, ec)) {
+      spdlog::info("decode: removed stale temporary {} ({} bytes, left by an interrupted run)", p.string(),
+                   entry.file_size(ec));
+      ++removed;
+    }
+  }
+  return removed;
+}
+
 ArchiveDecoder::ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem::path work_dir,
                                kaio::SpaceReserver& reserver)
     : spec_(from_config(config)),

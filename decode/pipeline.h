@@ -30,6 +30,11 @@ struct ClipResult {
   int index = 0;             // position of the member in archive order (rejected ones included)
 };
 
+// After a crash: removes what a run leaves in work_dir only while it runs
+// (extracted members "<clip_id>.mp4" and "*.tmp" files), keeping finished
+// shards. Returns the number of files removed.
+int remove_stale_temporaries(const std::filesystem::path& work_dir);
+
 class ArchiveDecoder {
  public:
   // Temporaries (extracted members) and shards go to work_dir.

@@ -239,6 +239,18 @@ TEST(DecodePipeline, HundredClipsDecodeAndReleaseEverything) {
   EXPECT_LT(reserver.peak(), per_clip * 10);
 }
 
+TEST(DecodePipeline, StaleTemporariesAreRemovedShardsKept) {
+  ScratchDir dir;
+  std::string id = member_id("a.tar", "x.mp4");
+  for (const auto& name : {id + ".mp4", id + ".mp4.tmp", id + ".shard.tmp", id + ".shard", std::string("notes.mp4")}) {
+    std::ofstream(dir / name) << "x";
+  }
+  EXPECT_EQ(remove_stale_temporaries(dir.path()), 3);
+  EXPECT_TRUE(std::filesystem::exists(dir / (id + ".shard")));
+  EXPECT_TRUE(std::filesystem::exists(dir / "notes.mp4"));
+  EXPECT_FALSE(std::filesystem::exists(dir / (id + ".mp4")));
+}
+
 TEST(DecodePipeline, StopRequestCancelsTheRun) {
   ScratchDir dir;
   auto summary = mkdata::write_dataset(dataset(dir / "data", mkdata::Layout::llava, 4));
