@@ -1,0 +1,185 @@
+#include "fetch/http.h"
+
+#include <algorithm>
+#include <cctype>
+#include <mutex>
+#include <random>
+#include <regex>
+#include <thread>
+
+namespace kaio::fetch::http {
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+namespace {
+
+std::string encode(std::string_view text, bool keep_slash) {
+  static const char* digits = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += '%';
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+}  // namespace
+
+std::string encode_path(std::string_view path) { return encode(path, true); }
+std::string encode_component(std::string_view text) { return encode(text, false); }
+
+std::string resolve_url(const std::string& endpoint, const std::string& repo, const std::string& revision, const std::string& path) {
+  return endpoint + "/datasets/" + repo + "/resolve/" + encode_component(revision) + "/" + encode_path(path);
+}
+
+std::string api_url(const std::string& endpoint, const std::string& repo, const std::string& what, const std::string& revision) {
+  return endpoint + "/api/datasets/" + repo + "/" + what + "/" + encode_component(revision);
+}
+
+std::string origin_of(std::string_view url) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return "";
+  size_t host_end = url.find_first_of("/?#", scheme_end + 3);
+  return lower(std::string(url.substr(0, host_end)));
+}
+
+std::string join_location(const std::string& base, const std::string& location) {
+  if (!origin_of(location).empty()) return location;
+  if (location.starts_with("/")) return origin_of(base) + location;
+  size_t q = base.find('?');
+  std::string dir = base.substr(0, base.rfind('/', q) + 1);
+  return dir + location;
+}
+
+std::string Headers::get(const std::string& name) const {
+  auto it = values.find(name);
+  return it == values.end() ? "" : it->second;
+}
+
+size_t collect_header(char* data, size_t size, size_t count, void* userdata) {
+  auto* headers = static_cast<Headers*>(userdata);
+  std::string_view line(data, size * count);
+  if (line.starts_with("HTTP/")) {
+    headers->values.clear();
+    size_t sp = line.find(' ');
+    headers->status = sp == std::string_view::npos ? 0 : std::atol(std::string(line.substr(sp + 1, 3)).c_str());
+  } else if (size_t colon = line.find(':'); colon != std::string_view::npos) {
+    headers->values[lower(std::string(line.substr(0, colon)))] = trim(line.substr(colon + 1));
+  }
+  return size * count;
+}
+
+void apply_common_options(CURL* h, std::chrono::milliseconds connect_timeout) {
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);  // we follow redirects ourselves to control Authorization
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect_timeout.count()));
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(h, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "kaio/0.1");
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+}
+
+Slist request_headers(const std::string& url, const std::string& endpoint, const std::optional<std::string>& token,
+                      const std::string& range, const std::string& if_range) {
+  Slist list;
+  auto add = [&](const std::string& h) { list.reset(curl_slist_append(list.release(), h.c_str())); };
+  add("Accept-Encoding: identity");
+  if (token && origin_of(url) == origin_of(endpoint)) add("Authorization: Bearer " + *token);
+  if (!range.empty()) add("Range: " + range);
+  if (!if_range.empty()) add("If-Range: " + if_range);
+  return list;
+}
+
+bool is_redirect(long status) { return status == 301 || status == 302 || status == 303 || status == 307 || status == 308; }
+
+bool is_transient_status(long status) {
+  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+bool is_transient_curl(CURLcode code) {
+  switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_ABORTED_BY_CALLBACK:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Error status_error(const Headers& headers, const std::string& what) {
+  std::string code = headers.get("x-error-code");
+  std::string message = headers.get("x-error-message");
+  std::string text = what + ": HTTP " + std::to_string(headers.status) + (code.empty() ? "" : " " + code) +
+                     (message.empty() ? "" : ": " + message);
+  if (code == "GatedRepo" || headers.status == 401 || headers.status == 403) {
+    return Error(ErrorKind::auth, text + " (gated dataset: accept its terms on the Hub, then set HF_TOKEN or source.token_file)");
+  }
+  if (headers.status == 404) return Error(ErrorKind::not_found, text);
+  if (is_transient_status(headers.status)) return Error(ErrorKind::transient, text);
+  return Error(ErrorKind::rejected, text);  // another 4xx: retrying will not help
+}
+
+std::optional<std::chrono::milliseconds> server_delay(const Headers& headers) {
+  std::string retry_after = headers.get("retry-after");
+  if (!retry_after.empty() && std::all_of(retry_after.begin(), retry_after.end(), ::isdigit))
+    return std::chrono::seconds(std::stol(retry_after) + 1);
+  static const std::regex rate_limit(R"(;\s*r=0\s*;\s*t=(\d+))");
+  std::smatch m;
+  std::string rl = headers.get("ratelimit");
+  if (std::regex_search(rl, m, rate_limit)) return std::chrono::seconds(std::stol(m[1].str()) + 1);
+  return std::nullopt;
+}
+
+void sleep_unless_cancelled(std::chrono::milliseconds delay, const std::atomic<bool>& cancelled, const std::string& what) {
+  auto until = std::chrono::steady_clock::now() + delay;
+  while (std::chrono::steady_clock::now() < until) {
+    if (cancelled) throw Error(ErrorKind::cancelled, what + ": cancelled");
+    auto left = until - std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(50), left));
+  }
+  if (cancelled) throw Error(ErrorKind::cancelled, what + ": cancelled");
+}
+
+std::chrono::milliseconds Backoff::next() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  int64_t base = 500LL << std::min(attempt_, 20);
+  ++attempt_;
+  base = std::min<int64_t>(base, cap_.count());
+  int64_t jitter = std::uniform_int_distribution<int64_t>(0, base / 2)(rng);
+  return std::chrono::milliseconds(base / 2 + jitter);
+}
+
+}  // namespace kaio::fetch::http
