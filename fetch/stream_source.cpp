@@ -32,7 +32,7 @@ size_t on_body(char* data, size_t size, size_t count, void* userdata) {
   size_t n = size * count;
   if (a->headers.status != 200 && a->headers.status != 206) return n;  // an error or redirect body
   size_t offset = 0;
-  if (a->skip > 0) {
+  if (a->headers.status == 200 && a->skip > 0) {  // the server ignored our Range
     offset = static_cast<size_t>(std::min<uint64_t>(a->skip, n));
     a->skip -= offset;
   }
@@ -152,7 +152,6 @@ void StreamSource::produce() {
         curl_easy_setopt(easy.get(), CURLOPT_XFERINFODATA, &a);
         a.last_byte = std::chrono::steady_clock::now();
         rc = curl_easy_perform(easy.get());
-        if (a.headers.status == 206) a.skip = 0;
         if (rc != CURLE_OK || !http::is_redirect(a.headers.status)) break;
         url = http::join_location(url, a.headers.get("location"));
       }
