@@ -1,7 +1,13 @@
-// kaiod: the service. A thin shell over the engine: parse arguments, load the
-// config, set up logging, run.
+// kaiod: the service. A thin shell over the engine: arguments, config,
+// logging, signals, the control socket and systemd notifications.
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "common/config.h"
@@ -9,6 +15,10 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "common/version.h"
+#include "daemon/control.h"
+#include "daemon/engine.h"
+#include "daemon/notify.h"
+#include "daemon/status.h"
 
 namespace {
 
@@ -29,6 +39,70 @@ int check_config(const char* file) {
   return 0;
 }
 
+// SIGTERM, SIGINT and SIGHUP arrive on a file descriptor the main loop polls.
+int block_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread starts, so all inherit it
+  ::signal(SIGPIPE, SIG_IGN);
+  int fd = ::signalfd(-1, &set, SFD_CLOEXEC);
+  if (fd < 0) kaio::throw_errno("signalfd", "kaiod");
+  return fd;
+}
+
+int run(const char* config_file) {
+  kaio::Config config = kaio::load_config(config_file);
+  kaio::setup_logging(config.log.level, "kaiod");
+  int signals = block_signals();
+  kaio::daemon::SystemdNotifier systemd;
+  systemd.status("starting: recovery");
+  spdlog::info("kaiod {} starting with {}", KAIO_VERSION, config_file);
+
+  kaio::daemon::Engine engine(config);
+  kaio::daemon::ControlServer control(config.control.socket, config.control.admin_group,
+                                      [&engine](const std::string& cmd, const nlohmann::json& args, const kaio::daemon::Peer& peer) {
+                                        return engine.handle_control(cmd, args, peer);
+                                      });
+  engine.start();
+  systemd.status(kaio::daemon::summary_line(engine.status()));
+  systemd.ready();
+  spdlog::info("kaiod ready: control socket {}", control.path().string());
+
+  int poll_ms = 1000;
+  if (auto w = systemd.watchdog_interval()) poll_ms = std::min<int>(poll_ms, static_cast<int>(w->count() / 2000));
+  bool stopping = false;
+  while (!stopping && !engine.finished()) {
+    pollfd p{signals, POLLIN, 0};
+    if (::poll(&p, 1, std::max(poll_ms, 10)) > 0) {
+      signalfd_siginfo info{};
+      if (::read(signals, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+        if (info.ssi_signo == SIGHUP) {
+          try {
+            engine.reload(kaio::load_config(config_file));
+          } catch (const kaio::Error& e) {
+            spdlog::error("reload of {} refused, keeping the running config: {}", config_file, e.what());
+          }
+        } else {
+          spdlog::info("kaiod stopping on signal {}", strsignal(static_cast<int>(info.ssi_signo)));
+          stopping = true;
+        }
+      }
+    }
+    systemd.watchdog_tick();
+    systemd.status(kaio::daemon::summary_line(engine.status()));
+  }
+  systemd.stopping();
+  systemd.extend_timeout(std::chrono::seconds(90));
+  engine.stop();
+  auto final_status = engine.status();
+  spdlog::info("kaiod stopped: {}", kaio::daemon::summary_line(final_status));
+  ::close(signals);
+  return final_status.state == "error" ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -38,10 +112,13 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (argc == 3 && std::strcmp(argv[1], "--check-config") == 0) return check_config(argv[2]);
+    if (argc == 3 && std::strcmp(argv[1], "--config") == 0) return run(argv[2]);
     usage(stderr);
     return 2;
   } catch (const kaio::Error& e) {
-    std::fprintf(stderr, "kaiod: %s\n", kaio::redact(e.what()).c_str());
+    std::string msg = kaio::redact(e.what());
+    std::fprintf(stderr, "kaiod: %s\n", msg.c_str());
+    if (spdlog::default_logger()) spdlog::critical("kaiod cannot run: {}", msg);
     return 1;
   }
 }

@@ -1,0 +1,685 @@
+#include "daemon/engine.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <map>
+#include <optional>
+#include <spdlog/spdlog.h>
+#include <stop_token>
+
+#include "cache/budget.h"
+#include "cache/plan.h"
+#include "cache/recovery.h"
+#include "cache/resume.h"
+#include "cache/retention.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "decode/file_source.h"
+#include "decode/pipeline.h"
+#include "decode/shard.h"
+#include "decode/video.h"
+#include "fetch/downloader.h"
+#include "fetch/hub.h"
+#include "state/ledger.h"
+#include "train/trainer.h"
+
+namespace kaio::daemon {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Bytes per second over the last minute or so, from a growing counter.
+class Rate {
+ public:
+  void sample(double total) {
+    auto now = Clock::now();
+    points_.push_back({now, total});
+    while (points_.size() > 2 && now - points_.front().first > std::chrono::seconds(30)) points_.pop_front();
+  }
+  double per_second() const {
+    if (points_.size() < 2) return 0;
+    double dt = std::chrono::duration<double>(points_.back().first - points_.front().first).count();
+    return dt > 0 ? (points_.back().second - points_.front().second) / dt : 0;
+  }
+
+ private:
+  std::deque<std::pair<Clock::time_point, double>> points_;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  Config config;
+  WindowObserver* observer;
+  fs::path work_dir, download_dir, checkpoint_dir;
+  state::Ledger ledger;
+  std::unique_ptr<cache::Budget> budget;
+  std::unique_ptr<fetch::HubClient> hub;
+  std::unique_ptr<fetch::Downloader> downloader;
+  std::unique_ptr<train::Trainer> trainer;
+  cache::ShardRetention retention{ledger};
+  std::string commit_sha;
+  std::vector<state::FileRecord> files;
+
+  // Shared between the stages, guarded by `mutex`.
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::unique_ptr<cache::WindowSequence> sequence;
+  std::map<std::string, std::unique_ptr<SpaceClaim>> shard_claims;  // by ledger clip id
+  std::map<std::string, fs::path> shard_paths;
+  std::vector<std::pair<fs::path, std::unique_ptr<SpaceClaim>>> checkpoint_claims;  // oldest first
+  std::unique_ptr<SpaceClaim> spare_checkpoint_claim;
+  bool paused = false, pause_acknowledged = false;
+  std::string pause_reason;
+  std::string state = "starting", state_detail, last_error;
+  bool done = false, failed = false;
+  int epoch = 0;
+  double last_loss = 0;
+  int64_t samples = 0;
+  int64_t checkpoint_step = -1;
+  double decoded_clips = 0;
+  Rate download_rate, decode_rate, train_rate;
+
+  std::stop_source stop;
+  std::thread producer, trainer_thread;
+
+  Impl(Config c, WindowObserver* o)
+      : config(std::move(c)), observer(o), work_dir(config.storage.cache_dir / "work"),
+        download_dir(config.storage.cache_dir / "downloads"), checkpoint_dir(config.storage.state_dir / "checkpoints"),
+        ledger(open_ledger(config)) {}
+
+  static state::Ledger open_ledger(const Config& c) {
+    fs::create_directories(c.storage.state_dir);
+    fs::create_directories(c.storage.cache_dir);
+    return state::Ledger::open(c.storage.state_dir);
+  }
+
+  void fail(const std::string& message) {
+    std::lock_guard lock(mutex);
+    last_error = redact(message);
+    spdlog::error("{}", last_error);
+  }
+
+  // ---------- start-up ----------
+
+  void recover_and_budget() {
+    auto report = cache::recover(ledger, config.storage.cache_dir, config.storage.state_dir);
+    int stale = decode::remove_stale_temporaries(work_dir);
+    spdlog::info("{}; {} decode temporaries removed", report.summary(), stale);
+    for (const auto& d : {work_dir, download_dir, checkpoint_dir}) fs::create_directories(d);
+    cache::BudgetOptions options;
+    options.budget = config.storage.budget;
+    options.free_disk_floor = config.storage.free_disk_floor;
+    options.cache_dir = config.storage.cache_dir;
+    options.state_dir = config.storage.state_dir;
+    options.ledger_allowance = std::min<uint64_t>(16u << 20, config.storage.budget / 8);
+    budget = std::make_unique<cache::Budget>(options);
+    auto known = ledger.known_paths();
+    for (const auto& shard : known.shards) {
+      if (!fs::exists(shard.path)) continue;
+      shard_claims[shard.clip] = budget->adopt_existing(shard.path);
+      shard_paths[shard.clip] = shard.path;
+    }
+    for (const auto& record : ledger.checkpoints())
+      if (fs::exists(record.path)) checkpoint_claims.emplace_back(record.path, budget->adopt_existing(record.path));
+  }
+
+  void pin_and_list() {
+    std::string endpoint = fetch::resolve_endpoint(config.source);
+    if (endpoint.rfind("http://", 0) == 0) spdlog::warn("endpoint {} is plain http: traffic is not encrypted", endpoint);
+    auto token = fetch::resolve_token(config.source);
+    hub = std::make_unique<fetch::HubClient>(endpoint, token, config.fetch);
+    downloader = std::make_unique<fetch::Downloader>(endpoint, token, config.fetch);
+    auto pinned = ledger.source();
+    if (pinned && pinned->repo == config.source.repo && pinned->revision == config.source.revision && !ledger.files().empty()) {
+      commit_sha = pinned->commit_sha;
+      files = ledger.files();
+      spdlog::info("source {}@{} pinned at {}: {} files (listing cached)", config.source.repo, config.source.revision, commit_sha,
+                   files.size());
+      return;
+    }
+    std::string sha = hub->resolve_revision(config.source.repo, config.source.revision);
+    json selection = {{"include", config.source.include}, {"exclude", config.source.exclude}};
+    auto record = ledger.pin_source({endpoint, config.source.repo, config.source.revision, sha, selection.dump()});
+    commit_sha = record.commit_sha;
+    std::vector<state::FileRecord> listed;
+    for (const auto& f : hub->list_files(config.source.repo, commit_sha, config.source.include, config.source.exclude))
+      listed.push_back({"", f.path, f.size, f.git_oid, f.sha256});
+    ledger.upsert_files(config.source.repo, std::move(listed));
+    files = ledger.files();
+    spdlog::info("source {}@{} pinned at {}: {} files selected", config.source.repo, config.source.revision, commit_sha, files.size());
+    if (files.empty()) throw Error(ErrorKind::config, "source.include selects no file of " + config.source.repo);
+  }
+
+  void create_trainer() {
+    trainer = train::Trainer::create(config.train, config.decode.frames, config.decode.size);
+    if (!trainer->backend_note().empty()) spdlog::info("trainer: {}", trainer->backend_note());
+    cache::PlanCursor cursor;
+    auto checkpoints = ledger.checkpoints();
+    if (!checkpoints.empty()) {
+      const auto& latest = checkpoints.back();
+      cursor = cache::PlanCursor::parse(trainer->load_checkpoint(latest.path));
+      checkpoint_step = latest.step;
+      spdlog::info("resumed from checkpoint {} at step {} ({})", latest.path.string(), latest.step, cursor.to_string());
+    }
+    auto position = ledger.position();
+    samples = position.samples;
+    epoch = cursor.epoch;
+    new_sequence(cursor);
+    // Checkpoints write into a standing claim so that freeing space never waits for space.
+    uint64_t bytes = checkpoint_file_bytes();
+    cache::check_budget_fits(config.storage.budget, budget->on_disk_bytes(bytes) * (config.train.keep_checkpoints + 1),
+                             std::to_string(config.train.keep_checkpoints + 1) + " checkpoints of " + format_size(bytes));
+    spare_checkpoint_claim = budget->reserve(bytes, "spare checkpoint");
+    while (static_cast<int>(checkpoint_claims.size()) < config.train.keep_checkpoints)
+      checkpoint_claims.emplace_back(fs::path(), budget->reserve(bytes, "checkpoint"));
+  }
+
+  uint64_t checkpoint_file_bytes() const { return trainer->checkpoint_bytes() + 256; }
+
+  void new_sequence(const cache::PlanCursor& start) {
+    sequence = std::make_unique<cache::WindowSequence>(
+        config.train.seed, config.train.shuffle_clips, config.train.repeat, start,
+        [this](int e, int64_t chunk, const std::vector<cache::ClipWindows>& clips) { retention.chunk_formed(e, chunk, clips); });
+  }
+
+  // ---------- producer: files in plan order -> download -> decode -> clips ----------
+
+  void wait_while_paused(std::stop_token st) {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return !paused || st.stop_requested(); });
+  }
+
+  void produce(std::stop_token st) {
+    try {
+      while (!st.stop_requested()) {
+        int e;
+        {
+          std::lock_guard lock(mutex);
+          e = epoch;
+        }
+        produce_epoch(e, st);
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return st.stop_requested() || done || epoch != e; });
+        if (done) return;
+      }
+    } catch (const Error& err) {
+      if (err.kind() != ErrorKind::cancelled) {
+        fail("producer stopped: " + std::string(err.what()));
+        std::lock_guard lock(mutex);
+        failed = true;
+      }
+    }
+    changed.notify_all();
+  }
+
+  void produce_epoch(int e, std::stop_token st) {
+    auto order = cache::file_order(config.train.seed, e, files.size());
+    std::vector<size_t> fed;
+    {
+      std::lock_guard lock(mutex);
+      fed = cache::feed_decoded_files(ledger, e, order, *sequence);
+    }
+    changed.notify_all();
+    std::set<size_t> skip(fed.begin(), fed.end());
+    for (size_t pos = 0; pos < order.size() && !st.stop_requested(); ++pos) {
+      if (skip.count(pos)) continue;
+      wait_while_paused(st);
+      const auto& file = files[order[pos]];
+      auto status = ledger.file_status(file.id, e);
+      if (!(status && status->state == state::FileState::failed)) process_file(file, pos, e, st);
+      {
+        std::lock_guard lock(mutex);
+        sequence->file_complete(pos);
+      }
+      changed.notify_all();
+    }
+    if (st.stop_requested()) return;
+    {
+      std::lock_guard lock(mutex);
+      sequence->finish_epoch();
+    }
+    changed.notify_all();
+  }
+
+  std::unique_ptr<ByteSource> fetch_file(const state::FileRecord& file, int e, std::stop_token st,
+                                         std::unique_ptr<SpaceClaim>& claim, fs::path& local) {
+    fetch::RepoFile repo_file{file.path, file.size, file.git_oid, file.sha256};
+    uint64_t threshold = config.storage.stream_threshold ? config.storage.stream_threshold : config.storage.budget / 4;
+    if (file.size > threshold) {
+      spdlog::info("streaming {} ({}) through decode: larger than {}", file.path, format_size(file.size), format_size(threshold));
+      return hub->open_stream(config.source.repo, commit_sha, repo_file);
+    }
+    local = download_dir / file.id;
+    ledger.set_file_local_path(file.id, e, local);
+    claim = budget->reserve(file.size, "download " + file.path);
+    ledger.set_file_state(file.id, e, state::FileState::downloading);
+    std::promise<fetch::DownloadResult> result;
+    auto future = result.get_future();
+    downloader->submit({config.source.repo, commit_sha, repo_file, local},
+                       [&result](const fetch::DownloadResult& r) { result.set_value(r); });
+    while (future.wait_for(std::chrono::milliseconds(200)) != std::future_status::ready)
+      if (st.stop_requested()) {
+        downloader->stop();  // keeps the .part for the next run
+        future.wait();
+        throw Error(ErrorKind::cancelled, "stopping");
+      }
+    auto r = future.get();
+    if (!r.ok) throw Error(r.kind, r.message);
+    ledger.set_file_state(file.id, e, state::FileState::downloaded);
+    ledger.add_counter("bytes_downloaded", static_cast<int64_t>(file.size));
+    return std::make_unique<decode::FileSource>(local);
+  }
+
+  void process_file(const state::FileRecord& file, size_t pos, int e, std::stop_token st) {
+    std::unique_ptr<SpaceClaim> download_claim;
+    fs::path local;
+    try {
+      auto source = fetch_file(file, e, st, download_claim, local);
+      ledger.set_file_state(file.id, e, state::FileState::extracting);
+      decode::ArchiveDecoder decoder(config.decode, work_dir, *budget);
+      decoder.run(std::move(source), file.path, nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
+      ledger.set_file_state(file.id, e, state::FileState::decoded);
+      spdlog::info("decoded {} ({})", file.path, format_size(file.size));
+    } catch (const Error& err) {
+      if (err.kind() == ErrorKind::cancelled) throw;
+      if (err.kind() == ErrorKind::budget) throw;  // cannot ever fit: the operator must act
+      ledger.set_file_state(file.id, e, state::FileState::failed, err.what());
+      fail("file " + file.path + " failed: " + err.what());
+    }
+    if (!local.empty()) {
+      fs::remove(local);  // unlink first, then give the bytes back
+      download_claim.reset();
+    }
+  }
+
+  void on_clip(const state::FileRecord& file, size_t pos, decode::ClipResult r, std::stop_token st) {
+    wait_while_paused(st);
+    state::ClipRecord rec;
+    rec.file_id = file.id;
+    rec.repo_path = file.path;
+    rec.member = r.member;
+    rec.member_index = r.index;
+    rec.caption = r.caption;
+    rec.windows = r.windows;
+    rec.shard_path = r.shard;
+    rec.shard_bytes = r.shard_bytes;
+    rec.id = state::clip_id(config.source.repo, file.path, r.member);
+    if (!r.error.empty() || r.windows == 0) {
+      rec.state = state::ClipState::failed;
+      rec.reason = r.error.empty() ? "no windows" : r.error;
+      ledger.add_clips(config.source.repo, {rec});
+      spdlog::warn("clip {} in {} skipped: {}", r.member, file.path, rec.reason);
+      return;
+    }
+    ledger.add_clips(config.source.repo, {rec});
+    ledger.add_counter("clips_decoded", 1);
+    {
+      std::lock_guard lock(mutex);
+      shard_claims[rec.id] = std::move(r.claim);
+      shard_paths[rec.id] = r.shard;
+      sequence->add_clip({rec.id, rec.windows, pos});
+      decoded_clips += 1;
+    }
+    changed.notify_all();
+  }
+
+  // ---------- trainer: windows in plan order -> steps -> checkpoints -> deletion ----------
+
+  bool limits_reached() const { return config.train.max_steps > 0 && trainer->steps_done() >= config.train.max_steps; }
+
+  // Next batch in plan order; empty when the epoch is over or stopping.
+  std::vector<cache::WindowRef> next_batch(std::stop_token st, double& waited) {
+    std::vector<cache::WindowRef> batch;
+    auto start = Clock::now();
+    std::unique_lock lock(mutex);
+    while (static_cast<int>(batch.size()) < config.train.batch_size && !st.stop_requested()) {
+      if (paused) break;
+      if (auto w = sequence->next()) {
+        batch.push_back(*w);
+        continue;
+      }
+      if (sequence->epoch_done() || failed) break;
+      if (!batch.empty() && !sequence->current_chunk().empty()) {}  // keep filling from the next chunk
+      changed.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    waited = std::chrono::duration<double>(Clock::now() - start).count();
+    return batch;
+  }
+
+  void train_loop(std::stop_token st) {
+    std::map<std::string, std::unique_ptr<decode::ShardReader>> readers;
+    size_t window_bytes = static_cast<size_t>(config.decode.frames) * config.decode.size * config.decode.size * 3;
+    std::vector<uint8_t> batch_bytes(window_bytes * static_cast<size_t>(config.train.batch_size));
+    int64_t since_checkpoint = 0;
+    try {
+      while (!st.stop_requested()) {
+        if (check_pause()) continue;
+        double waited = 0;
+        auto batch = next_batch(st, waited);
+        if (batch.empty()) {
+          if (st.stop_requested() || failed) break;
+          std::unique_lock lock(mutex);
+          if (paused) continue;
+          if (!sequence->epoch_done()) continue;
+          lock.unlock();
+          if (finish_epoch()) break;
+          continue;
+        }
+        trainer->note_data_wait(waited);
+        for (size_t i = 0; i < batch.size(); ++i) {
+          auto& reader = readers[batch[i].clip];
+          if (!reader) {
+            std::lock_guard lock(mutex);
+            reader = std::make_unique<decode::ShardReader>(shard_paths.at(batch[i].clip));
+          }
+          std::memcpy(batch_bytes.data() + i * window_bytes, reader->window(static_cast<int>(batch[i].window)), window_bytes);
+        }
+        auto result = trainer->step(batch_bytes.data(), static_cast<int>(batch.size()));
+        int64_t step = trainer->steps_done();
+        {
+          std::lock_guard lock(mutex);
+          last_loss = result.loss;
+          samples += static_cast<int64_t>(batch.size());
+          train_rate.sample(static_cast<double>(samples));
+        }
+        if (observer) {
+          for (const auto& w : batch) observer->on_window(epoch, step, w.clip, static_cast<int>(w.window));
+          observer->on_step(step, result.loss);
+        }
+        ++since_checkpoint;
+        if (since_checkpoint >= config.train.checkpoint_every || early_checkpoint_needed() || limits_reached()) {
+          checkpoint(readers);
+          since_checkpoint = 0;
+        }
+        if (limits_reached()) {
+          finish(readers);
+          break;
+        }
+      }
+      if (st.stop_requested() && trainer->steps_done() != checkpoint_step) checkpoint(readers);
+    } catch (const Error& err) {
+      fail("trainer stopped: " + std::string(err.what()));
+      std::lock_guard lock(mutex);
+      failed = true;
+    }
+    changed.notify_all();
+  }
+
+  // Training stops at a step boundary; the pause is acknowledged once a checkpoint is durable.
+  bool check_pause() {
+    std::unique_lock lock(mutex);
+    if (!paused) return false;
+    if (!pause_acknowledged) {
+      lock.unlock();
+      std::map<std::string, std::unique_ptr<decode::ShardReader>> none;
+      if (trainer->steps_done() != checkpoint_step) checkpoint(none);
+      lock.lock();
+      pause_acknowledged = true;
+      changed.notify_all();
+    }
+    changed.wait_for(lock, std::chrono::milliseconds(200));
+    return true;
+  }
+
+  bool early_checkpoint_needed() {
+    auto status = budget->status();
+    if (status.waiting == 0) return false;
+    cache::PlanCursor cursor;
+    {
+      std::lock_guard lock(mutex);
+      cursor = sequence->cursor();
+    }
+    uint64_t freeable = retention.freeable_bytes(cursor, *budget);
+    return cache::should_checkpoint_early(status, status.oldest_waiting_bytes, freeable);
+  }
+
+  void checkpoint(std::map<std::string, std::unique_ptr<decode::ShardReader>>& readers) {
+    cache::PlanCursor cursor;
+    {
+      std::lock_guard lock(mutex);
+      cursor = sequence->cursor();
+    }
+    int64_t step = trainer->steps_done();
+    fs::path path = checkpoint_dir / ("step-" + std::to_string(step) + ".kaiockpt");
+    std::string extra = cursor.to_string();
+    if (trainer->checkpoint_bytes() + extra.size() > checkpoint_file_bytes())
+      throw Error(ErrorKind::internal, "checkpoint larger than its claim");
+    trainer->save_checkpoint(path, extra);
+    ledger.transaction([&] {
+      ledger.add_checkpoint({step, path, trainer->checkpoint_bytes() + extra.size(), static_cast<int64_t>(::time(nullptr)), extra});
+      ledger.save_position({cursor.epoch, step, samples, extra});
+    });
+    {
+      std::lock_guard lock(mutex);
+      checkpoint_claims.emplace_back(path, std::move(spare_checkpoint_claim));
+      auto oldest = std::move(checkpoint_claims.front());
+      checkpoint_claims.erase(checkpoint_claims.begin());
+      if (!oldest.first.empty()) {
+        ledger.remove_checkpoint(oldest.first);
+        fs::remove(oldest.first);
+      }
+      spare_checkpoint_claim = std::move(oldest.second);
+      checkpoint_step = step;
+    }
+    auto released = retention.release_after_checkpoint(cursor);
+    {
+      std::lock_guard lock(mutex);
+      for (const auto& id : released.clips) {
+        readers.erase(id);
+        shard_claims.erase(id);  // the shard is already unlinked
+        shard_paths.erase(id);
+      }
+    }
+    spdlog::info("checkpoint step {} durable ({}), {} clips deleted ({})", step, cursor.to_string(), released.clips.size(),
+                 format_size(released.shard_bytes));
+    changed.notify_all();
+  }
+
+  // Returns true when training is over.
+  bool finish_epoch() {
+    std::map<std::string, std::unique_ptr<decode::ShardReader>> none;
+    int next;
+    {
+      std::lock_guard lock(mutex);
+      next = epoch + 1;
+    }
+    if (next >= config.train.epochs) {
+      finish(none);
+      return true;
+    }
+    checkpoint(none);
+    {
+      std::lock_guard lock(mutex);
+      epoch = next;
+      new_sequence(cache::PlanCursor{next, 0, 0, 0, 0});
+    }
+    spdlog::info("epoch {} starts", next);
+    changed.notify_all();
+    return false;
+  }
+
+  void finish(std::map<std::string, std::unique_ptr<decode::ShardReader>>& readers) {
+    checkpoint(readers);
+    std::lock_guard lock(mutex);
+    done = true;
+    spdlog::info("training done: step {}, loss {:.4f}", trainer->steps_done(), last_loss);
+    changed.notify_all();
+  }
+};
+
+Engine::Engine(Config config, WindowObserver* observer) : impl_(std::make_unique<Impl>(std::move(config), observer)) {
+  auto& m = *impl_;
+  m.recover_and_budget();
+  auto pause = m.ledger.pause_state();
+  m.paused = pause.paused;
+  m.pause_reason = pause.reason;
+  m.pin_and_list();
+  m.create_trainer();
+}
+
+Engine::~Engine() { stop(); }
+
+void Engine::start() {
+  auto& m = *impl_;
+  if (m.paused) m.downloader->pause();
+  m.producer = std::thread([&m] { m.produce(m.stop.get_token()); });
+  m.trainer_thread = std::thread([&m] { m.train_loop(m.stop.get_token()); });
+}
+
+void Engine::stop() {
+  auto& m = *impl_;
+  if (!m.producer.joinable() && !m.trainer_thread.joinable()) return;
+  m.stop.request_stop();
+  m.changed.notify_all();
+  if (m.trainer_thread.joinable()) m.trainer_thread.join();  // writes the last checkpoint
+  m.hub->cancel();
+  m.downloader->stop();
+  m.budget->cancel();
+  if (m.producer.joinable()) m.producer.join();
+}
+
+bool Engine::finished() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->done || impl_->failed;
+}
+
+void Engine::reload(const Config& changed) {
+  spdlog::info("reload: budget {} (was {}); changes to the budget and parallelism take effect at the next start",
+               format_size(changed.storage.budget), format_size(impl_->config.storage.budget));
+}
+
+ServiceStatus Engine::status() {
+  auto& m = *impl_;
+  ServiceStatus s;
+  auto b = m.budget->status();
+  auto progress = m.downloader ? m.downloader->progress() : fetch::Progress{};
+  auto net = m.downloader ? m.downloader->network_status() : fetch::NetworkStatus{};
+  auto hub_net = m.hub ? m.hub->network_status() : fetch::NetworkStatus{};
+  if (hub_net.state != fetch::NetworkStatus::State::ok) net = hub_net;
+  std::lock_guard lock(m.mutex);
+  s.repo = m.config.source.repo;
+  s.revision = m.commit_sha;
+  s.paused = m.paused;
+  s.pause_reason = m.pause_reason;
+  s.budget_bytes = m.config.storage.budget;
+  s.disk_bytes = disk_usage(m.config.storage.cache_dir) +
+                 (m.config.storage.state_dir == m.config.storage.cache_dir ? 0 : disk_usage(m.config.storage.state_dir));
+  s.reserved_bytes = b.total;
+  s.peak_reserved_bytes = b.peak_total;
+  auto fc = m.ledger.file_counts(m.epoch);
+  s.files.total = static_cast<int64_t>(m.files.size());
+  s.files.done = fc[state::FileState::decoded] + fc[state::FileState::done];
+  s.files.failed = fc[state::FileState::failed];
+  s.files.active = fc[state::FileState::downloading] + fc[state::FileState::extracting];
+  auto cc = m.ledger.clip_counts();
+  s.clips.ready = cc[state::ClipState::ready];
+  s.clips.consumed = cc[state::ClipState::consumed] + cc[state::ClipState::committed];
+  s.clips.failed = cc[state::ClipState::failed];
+  s.clips.deleted = cc[state::ClipState::deleted];
+  s.train.epoch = m.epoch;
+  s.train.step = m.trainer ? m.trainer->steps_done() : 0;
+  s.train.samples = m.samples;
+  s.train.loss = m.last_loss;
+  s.train.backend = m.trainer ? m.trainer->backend() : "";
+  s.train.wait_fraction = m.trainer ? m.trainer->data_wait_fraction() : 0;
+  s.train.checkpoint_step = m.checkpoint_step;
+  m.download_rate.sample(static_cast<double>(progress.done));
+  m.decode_rate.sample(m.decoded_clips);
+  s.rates.download_bps = m.download_rate.per_second();
+  s.rates.decode_clips_per_s = m.decode_rate.per_second();
+  s.rates.train_samples_per_s = m.train_rate.per_second();
+  s.last_error = m.last_error;
+  if (m.failed) {
+    s.state = "error";
+    s.state_detail = m.last_error;
+  } else if (m.done) {
+    s.state = "done";
+  } else if (m.paused) {
+    s.state = "paused";
+  } else if (net.state == fetch::NetworkStatus::State::auth_required) {
+    s.state = "auth-required";
+    s.state_detail = net.reason;
+  } else if (net.state == fetch::NetworkStatus::State::waiting_network) {
+    s.state = "waiting-network";
+    auto t = std::chrono::system_clock::to_time_t(net.next_retry);
+    char when[32];
+    std::strftime(when, sizeof when, "%H:%M:%S", std::localtime(&t));
+    s.state_detail = net.reason + ", next try at " + when;
+  } else if (b.waiting > 0) {
+    s.state = "budget-wait";
+    s.state_detail = b.oldest_waiting_what + " (" + format_size(b.oldest_waiting_bytes) + ")";
+  } else {
+    s.state = "running";
+  }
+  return s;
+}
+
+json Engine::handle_control(const std::string& cmd, const json& args, const Peer& peer) {
+  auto& m = *impl_;
+  if (cmd == "status") return to_json(status());
+  if (cmd == "ls") {
+    std::optional<state::ClipState> clip_filter;
+    std::optional<state::FileState> file_filter;
+    std::string wanted = args.value("state", "");
+    json out = {{"files", json::array()}, {"clips", json::array()}};
+    bool files_ok = true, clips_ok = true;
+    if (!wanted.empty()) {
+      try {
+        file_filter = state::parse_file_state(wanted);
+      } catch (const Error&) {
+        files_ok = false;
+      }
+      try {
+        clip_filter = state::parse_clip_state(wanted);
+      } catch (const Error&) {
+        clips_ok = false;
+      }
+      if (!files_ok && !clips_ok) throw Error(ErrorKind::usage, "unknown state \"" + wanted + "\"");
+    }
+    int e;
+    {
+      std::lock_guard lock(m.mutex);
+      e = m.epoch;
+    }
+    if (files_ok)
+      for (const auto& f : m.ledger.list_files(e, file_filter))
+        out["files"].push_back({{"name", f.file.path}, {"state", state::to_string(f.state)}, {"reason", f.reason},
+                                {"size", f.file.size}, {"attempts", f.attempts}});
+    if (clips_ok)
+      for (const auto& c : m.ledger.list_clips(clip_filter, 1000))
+        out["clips"].push_back({{"name", c.repo_path + ":" + c.member}, {"state", state::to_string(c.state)},
+                                {"reason", c.reason}, {"windows", c.windows}});
+    return out;
+  }
+  if (cmd == "pause" || cmd == "resume") {
+    if (!peer.admin)
+      throw Error(ErrorKind::usage, cmd + " needs root, the daemon's user or a member of group " + m.config.control.admin_group);
+    bool pausing = cmd == "pause";
+    std::string reason = args.value("reason", std::string(pausing ? "paused by uid " + std::to_string(peer.uid) : ""));
+    spdlog::info("control: {} by uid {} pid {}{}", cmd, peer.uid, peer.pid, reason.empty() ? "" : ": " + reason);
+    m.ledger.set_paused(pausing, reason);
+    pausing ? m.downloader->pause() : m.downloader->resume();
+    std::unique_lock lock(m.mutex);
+    m.paused = pausing;
+    m.pause_reason = pausing ? reason : "";
+    m.pause_acknowledged = false;
+    m.changed.notify_all();
+    if (pausing && m.trainer_thread.joinable() && !m.done && !m.failed) {
+      bool ok = m.changed.wait_for(lock, std::chrono::seconds(60), [&] { return m.pause_acknowledged || m.done || m.failed; });
+      if (!ok) throw Error(ErrorKind::transient, "pause stored, but the trainer did not reach a step boundary within 60 s");
+    }
+    return {{"paused", pausing}, {"message", m.pause_reason}};
+  }
+  throw Error(ErrorKind::usage, "unknown command \"" + cmd + "\" (status, ls, pause, resume)");
+}
+
+}  // namespace kaio::daemon
