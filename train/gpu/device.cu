@@ -1,9 +1,17 @@
-// Device discovery and a smoke kernel, so the build proves each vendor's
-// toolchain works and a test can run something real on a GPU.
-#include "vendor.h"
-#include "gpu_api.h"
+// Device discovery, streams, memory, and the vendor's op table; plus a smoke
+// kernel so the build proves each vendor's toolchain works.
+#include <string>
 
+#include "kernels.h"
+
+namespace kaio_gpu {
 namespace {
+
+std::string g_last_error;
+gpuStream_t g_compute = nullptr, g_copy = nullptr;
+gpuEvent_t g_uploaded = nullptr;
+float* g_scratch = nullptr;
+size_t g_scratch_count = 0;
 
 __global__ void axpy_kernel(int n, float a, const float* x, float* y) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -11,6 +19,86 @@ __global__ void axpy_kernel(int n, float a, const float* x, float* y) {
 }
 
 }  // namespace
+
+gpuStream_t compute_stream() { return g_compute; }
+gpuStream_t copy_stream() { return g_copy; }
+
+int check(gpuError_t err, const char* what) {
+  if (err == gpuSuccess) return 0;
+  g_last_error = std::string(what) + ": " + gpuGetErrorString(err);
+  return -1;
+}
+
+int check_launch(const char* what) { return check(gpuGetLastError(), what); }
+
+float* scratch(size_t count) {
+  if (count <= g_scratch_count) return g_scratch;
+  if (g_scratch) (void)gpuFree(g_scratch);
+  g_scratch = nullptr;
+  g_scratch_count = 0;
+  if (check(gpuMalloc(&g_scratch, count * sizeof(float)), "scratch allocation")) return nullptr;
+  g_scratch_count = count;
+  return g_scratch;
+}
+
+}  // namespace kaio_gpu
+
+using namespace kaio_gpu;
+
+namespace {
+
+const char* last_error() { return g_last_error.c_str(); }
+
+int init() {
+  if (g_compute) return 0;
+  if (check(gpuSetDevice(0), "set device 0") || check(gpuStreamCreate(&g_compute), "create compute stream") ||
+      check(gpuStreamCreate(&g_copy), "create copy stream") || check(gpuEventCreate(&g_uploaded), "create event"))
+    return -1;
+  return 0;
+}
+
+void* malloc_device(size_t bytes) {
+  void* ptr = nullptr;
+  return check(gpuMalloc(&ptr, bytes), "device allocation") ? nullptr : ptr;
+}
+void free_device(void* ptr) { (void)gpuFree(ptr); }
+void* malloc_pinned(size_t bytes) {
+  void* ptr = nullptr;
+  return check(gpuMallocHost(&ptr, bytes), "pinned allocation") ? nullptr : ptr;
+}
+void free_pinned(void* ptr) { (void)gpuFreeHost(ptr); }
+
+// Host-side copies order themselves after queued compute work.
+int to_device(void* dst, const void* src, size_t bytes) {
+  if (check(gpuMemcpyAsync(dst, src, bytes, gpuMemcpyHostToDevice, g_compute), "copy to device")) return -1;
+  return check(gpuStreamSynchronize(g_compute), "copy to device");
+}
+int to_host(void* dst, const void* src, size_t bytes) {
+  if (check(gpuMemcpyAsync(dst, src, bytes, gpuMemcpyDeviceToHost, g_compute), "copy to host")) return -1;
+  return check(gpuStreamSynchronize(g_compute), "copy to host");
+}
+int zero(void* dst, size_t bytes) { return check(gpuMemsetAsync(dst, 0, bytes, g_compute), "memset"); }
+
+int upload_pinned(void* dst, const void* pinned_src, size_t bytes) {
+  if (check(gpuMemcpyAsync(dst, pinned_src, bytes, gpuMemcpyHostToDevice, g_copy), "batch upload") ||
+      check(gpuEventRecord(g_uploaded, g_copy), "batch upload event"))
+    return -1;
+  return check(gpuStreamWaitEvent(g_compute, g_uploaded, 0), "wait for batch upload");
+}
+
+int synchronize() { return check(gpuStreamSynchronize(g_compute), "synchronize"); }
+
+const KaioGpuOps kOps = {
+    last_error, init, malloc_device, free_device, malloc_pinned, free_pinned, to_device, to_host, zero,
+    upload_pinned, synchronize, KAIO_GPU_FN(patchify), KAIO_GPU_FN(embed_combine_forward),
+    KAIO_GPU_FN(embed_combine_backward), KAIO_GPU_FN(linear_forward), KAIO_GPU_FN(linear_backward),
+    KAIO_GPU_FN(layernorm_forward), KAIO_GPU_FN(layernorm_backward), KAIO_GPU_FN(attention_forward),
+    KAIO_GPU_FN(attention_backward), KAIO_GPU_FN(gelu_forward), KAIO_GPU_FN(gelu_backward), KAIO_GPU_FN(add),
+    KAIO_GPU_FN(masked_mse), KAIO_GPU_FN(sum_squares), KAIO_GPU_FN(adamw)};
+
+}  // namespace
+
+extern "C" const KaioGpuOps* KAIO_GPU_FN(ops)() { return &kOps; }
 
 extern "C" int KAIO_GPU_FN(device_count)() {
   int n = 0;
@@ -23,14 +111,14 @@ extern "C" int KAIO_GPU_FN(axpy_host)(int n, float a, const float* x, float* y) 
   size_t bytes = static_cast<size_t>(n) * sizeof(float);
   if (gpuMalloc(&dx, bytes) != gpuSuccess) return -1;
   if (gpuMalloc(&dy, bytes) != gpuSuccess) {
-    gpuFree(dx);
+    (void)gpuFree(dx);
     return -1;
   }
-  gpuMemcpy(dx, x, bytes, gpuMemcpyHostToDevice);
-  gpuMemcpy(dy, y, bytes, gpuMemcpyHostToDevice);
+  (void)gpuMemcpy(dx, x, bytes, gpuMemcpyHostToDevice);
+  (void)gpuMemcpy(dy, y, bytes, gpuMemcpyHostToDevice);
   axpy_kernel<<<(n + 255) / 256, 256>>>(n, a, dx, dy);
   gpuError_t err = gpuMemcpy(y, dy, bytes, gpuMemcpyDeviceToHost);
-  gpuFree(dx);
-  gpuFree(dy);
+  (void)gpuFree(dx);
+  (void)gpuFree(dy);
   return err == gpuSuccess ? 0 : -1;
 }

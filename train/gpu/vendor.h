@@ -34,6 +34,7 @@
 #define gpuEventElapsedTime hipEventElapsedTime
 #define gpuDeviceSynchronize hipDeviceSynchronize
 #define gpuGetLastError hipGetLastError
+#define gpuShflDown(v, offset) __shfl_down(v, offset)
 #define KAIO_VENDOR_NAME "hip"
 #elif defined(KAIO_VENDOR_CUDA)
 #include <cuda_runtime.h>
@@ -68,6 +69,7 @@
 #define gpuEventElapsedTime cudaEventElapsedTime
 #define gpuDeviceSynchronize cudaDeviceSynchronize
 #define gpuGetLastError cudaGetLastError
+#define gpuShflDown(v, offset) __shfl_down_sync(0xffffffffu, v, offset)
 #define KAIO_VENDOR_NAME "cuda"
 #else
 #error "define KAIO_VENDOR_HIP or KAIO_VENDOR_CUDA"

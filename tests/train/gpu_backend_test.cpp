@@ -1,0 +1,215 @@
+// The hip and cuda backends against the cpu backend on the same inputs: every
+// op forward and backward, and whole training steps. fp32 must agree to 1e-4
+// (max abs error relative to the largest cpu value); bf16 steps to 3e-2 on the
+// loss. Each check prints its max abs/rel error. Skips where no GPU is present.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "train/backend.h"
+#include "train/model.h"
+#include "train/trainer.h"
+#include "train/trainer_internal.h"
+
+using namespace kaio::train;
+
+namespace {
+
+std::vector<float> random_vector(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// Mirrors host vectors on one backend and reads them back.
+class Mirror {
+ public:
+  explicit Mirror(Backend& b) : b_(b) {}
+  template <typename T>
+  T* put(const std::vector<T>& host) {
+    buffers_.emplace_back(b_.allocate(host.size() * sizeof(T)), BackendDeleter(&b_));
+    b_.to_device(buffers_.back().get(), host.data(), host.size() * sizeof(T));
+    return static_cast<T*>(buffers_.back().get());
+  }
+  template <typename T>
+  std::vector<T> get(const T* ptr, size_t n) {
+    std::vector<T> out(n);
+    b_.to_host(out.data(), ptr, n * sizeof(T));
+    return out;
+  }
+
+ private:
+  Backend& b_;
+  std::vector<std::unique_ptr<void, BackendDeleter>> buffers_;
+};
+
+void expect_close(const char* what, const std::vector<float>& cpu, const std::vector<float>& gpu, double tol = 1e-4) {
+  ASSERT_EQ(cpu.size(), gpu.size());
+  double max_abs = 0, max_ref = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    max_abs = std::max(max_abs, std::abs(double(cpu[i]) - gpu[i]));
+    max_ref = std::max(max_ref, std::abs(double(cpu[i])));
+  }
+  const double rel = max_abs / std::max(max_ref, 1e-12);
+  std::printf("%-26s max abs error %.3g, max rel error %.3g\n", what, max_abs, rel);
+  EXPECT_LT(rel, tol) << what;
+}
+
+class GpuBackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    gpu_ = make_gpu_backend(GetParam(), false, why);
+    if (!gpu_) GTEST_SKIP() << "skipped: no GPU (" << why << ")";
+    cpu_ = make_cpu_backend(0);
+  }
+  std::unique_ptr<Backend> cpu_, gpu_;
+};
+
+}  // namespace
+
+TEST_P(GpuBackendTest, LinearForwardBackward) {
+  const int rows = 77, in = 45, out = 33;
+  const auto x = random_vector(rows * in, 1), w = random_vector(out * in, 2), b = random_vector(out, 3);
+  const auto dy = random_vector(rows * out, 4);
+  std::vector<float> zeros_w(out * in, 0.f), zeros_b(out, 0.f), y(rows * out), dx(rows * in);
+  std::vector<std::vector<float>> results[2];
+  Backend* backends[2] = {cpu_.get(), gpu_.get()};
+  for (int k = 0; k < 2; ++k) {
+    Mirror m(*backends[k]);
+    float *px = m.put(x), *pw = m.put(w), *pb = m.put(b), *pdy = m.put(dy), *py = m.put(y), *pdx = m.put(dx);
+    float *pdw = m.put(zeros_w), *pdb = m.put(zeros_b);
+    backends[k]->linear_forward(py, px, pw, pb, rows, in, out);
+    backends[k]->linear_backward(pdx, pdw, pdb, pdy, px, pw, rows, in, out);
+    results[k] = {m.get(py, y.size()), m.get(pdx, dx.size()), m.get(pdw, zeros_w.size()), m.get(pdb, out)};
+  }
+  const char* names[] = {"linear.out", "linear.din", "linear.dweight", "linear.dbias"};
+  for (int i = 0; i < 4; ++i) expect_close(names[i], results[0][i], results[1][i]);
+}
+
+TEST_P(GpuBackendTest, LayerNormForwardBackward) {
+  const int rows = 50, dim = 96;
+  const auto x = random_vector(rows * dim, 5), w = random_vector(dim, 6), b = random_vector(dim, 7), dy = random_vector(rows * dim, 8);
+  const auto din0 = random_vector(rows * dim, 9);
+  std::vector<float> zeros(dim, 0.f), rowbuf(rows), y(rows * dim);
+  std::vector<std::vector<float>> results[2];
+  Backend* backends[2] = {cpu_.get(), gpu_.get()};
+  for (int k = 0; k < 2; ++k) {
+    Mirror m(*backends[k]);
+    float *px = m.put(x), *pw = m.put(w), *pb = m.put(b), *pdy = m.put(dy), *py = m.put(y), *pdin = m.put(din0);
+    float *pmean = m.put(rowbuf), *prstd = m.put(rowbuf), *pdw = m.put(zeros), *pdb = m.put(zeros);
+    backends[k]->layernorm_forward(py, pmean, prstd, px, pw, pb, rows, dim);
+    backends[k]->layernorm_backward(pdin, pdw, pdb, pdy, px, pw, pmean, prstd, rows, dim);
+    results[k] = {m.get(py, y.size()), m.get(pdin, din0.size()), m.get(pdw, dim), m.get(pdb, dim)};
+  }
+  const char* names[] = {"layernorm.out", "layernorm.din", "layernorm.dweight", "layernorm.dbias"};
+  for (int i = 0; i < 4; ++i) expect_close(names[i], results[0][i], results[1][i]);
+}
+
+TEST_P(GpuBackendTest, AttentionForwardBackward) {
+  const cpu::AttentionShape s{2, 37, 3, 16};
+  const size_t qkv_n = s.batch * s.tokens * 3 * s.dim(), out_n = s.batch * s.tokens * s.dim();
+  const size_t probs_n = static_cast<size_t>(s.batch) * s.heads * s.tokens * s.tokens;
+  const auto qkv = random_vector(qkv_n, 10), dout = random_vector(out_n, 11);
+  std::vector<float> out(out_n), probs(probs_n), dqkv(qkv_n);
+  std::vector<std::vector<float>> results[2];
+  Backend* backends[2] = {cpu_.get(), gpu_.get()};
+  for (int k = 0; k < 2; ++k) {
+    Mirror m(*backends[k]);
+    float *pq = m.put(qkv), *pdo = m.put(dout), *po = m.put(out), *pp = m.put(probs), *pdp = m.put(probs), *pdq = m.put(dqkv);
+    backends[k]->attention_forward(po, pp, pq, s);
+    backends[k]->attention_backward(pdq, pdp, pdo, pq, pp, s);
+    results[k] = {m.get(po, out_n), m.get(pp, probs_n), m.get(pdq, qkv_n)};
+  }
+  expect_close("attention.out", results[0][0], results[1][0]);
+  expect_close("attention.probs", results[0][1], results[1][1]);
+  expect_close("attention.dqkv", results[0][2], results[1][2]);
+}
+
+TEST_P(GpuBackendTest, ElementwiseLossEmbedAndAdamW) {
+  const size_t n = 3000;
+  const auto x = random_vector(n, 12), dy = random_vector(n, 13);
+  const int rows = 40, pd = 75;
+  const auto pred = random_vector(rows * pd, 14), patches = random_vector(rows * pd, 15);
+  std::vector<uint8_t> mask(rows);
+  for (int r = 0; r < rows; ++r) mask[r] = r % 3 != 0;
+  const int batch = 2, tokens = 20, dim = 8;
+  const auto emb = random_vector(batch * tokens * dim, 16), pos = random_vector(tokens * dim, 17), tok = random_vector(dim, 18);
+  const TubeletGrid grid{4, 16, 2, 8};
+  std::vector<uint8_t> windows(batch * grid.window_bytes());
+  for (size_t i = 0; i < windows.size(); ++i) windows[i] = static_cast<uint8_t>(i * 13 % 256);
+  std::vector<std::vector<float>> results[2];
+  double losses[2], sums[2];
+  Backend* backends[2] = {cpu_.get(), gpu_.get()};
+  for (int k = 0; k < 2; ++k) {
+    Backend& be = *backends[k];
+    Mirror m(be);
+    std::vector<float> buf(n), zeros(tokens * dim, 0.f), ztok(dim, 0.f);
+    float *px = m.put(x), *pdy = m.put(dy), *py = m.put(buf), *pdx = m.put(buf), *psum = m.put(buf);
+    be.gelu_forward(py, px, n);
+    be.gelu_backward(pdx, pdy, px, n);
+    be.add(psum, px, pdy, n);
+    float *ppred = m.put(pred), *ppatch = m.put(patches), *pdpred = m.put(pred);
+    uint8_t* pmask = m.put(mask);
+    losses[k] = be.masked_mse(pdpred, ppred, ppatch, pmask, rows, pd);
+    sums[k] = be.sum_squares(px, n);
+    std::vector<uint8_t> emask(batch * tokens);
+    for (size_t i = 0; i < emask.size(); ++i) emask[i] = i % 4 == 1;
+    float *pemb = m.put(emb), *ppos = m.put(pos), *ptok = m.put(tok), *pxe = m.put(emb), *pdemb = m.put(emb);
+    float *pdpos = m.put(zeros), *pdtok = m.put(ztok);
+    uint8_t* pem = m.put(emask);
+    be.embed_combine_forward(pxe, pemb, ptok, ppos, pem, batch, tokens, dim);
+    be.embed_combine_backward(pdemb, pdtok, pdpos, pemb, pem, batch, tokens, dim);
+    uint8_t* pwin = m.put(windows);
+    std::vector<float> pbuf(batch * grid.tokens() * grid.patch_dim());
+    float* ppatches = m.put(pbuf);
+    be.patchify(ppatches, pwin, batch, grid);
+    float *pp = m.put(x), *pm = m.put(buf), *pv = m.put(buf);
+    for (int step = 1; step <= 3; ++step) be.adamw(pp, pdy, pm, pv, n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.05f, 0.5f, step});
+    results[k] = {m.get(py, n), m.get(pdx, n), m.get(psum, n), m.get(pdpred, pred.size()), m.get(pxe, emb.size()),
+                  m.get(pdemb, emb.size()), m.get(pdpos, zeros.size()), m.get(pdtok, dim), m.get(ppatches, pbuf.size()),
+                  m.get(pp, n)};
+  }
+  const char* names[] = {"gelu.out", "gelu.din", "add", "masked_mse.dpred", "embed.x", "embed.demb", "embed.dpos",
+                         "embed.dmask_token", "patchify", "adamw.param"};
+  for (int i = 0; i < 10; ++i) expect_close(names[i], results[0][i], results[1][i]);
+  std::printf("masked_mse loss: cpu %.8f, gpu %.8f; sum_squares: cpu %.6f, gpu %.6f\n", losses[0], losses[1], sums[0], sums[1]);
+  EXPECT_LT(std::abs(losses[0] - losses[1]) / losses[0], 1e-5);
+  EXPECT_LT(std::abs(sums[0] - sums[1]) / sums[0], 1e-5);
+}
+
+TEST_P(GpuBackendTest, WholeStepsMatchCpuInFp32AndBf16) {
+  kaio::TrainConfig config;
+  config.model = "tiny";
+  config.batch_size = 2;
+  config.lr = 1e-3;
+  config.warmup_steps = 2;
+  std::vector<uint8_t> windows(2 * 8 * 32 * 32 * 3);
+  for (size_t i = 0; i < windows.size(); ++i) windows[i] = static_cast<uint8_t>((i * 31 + i / 97) % 256);
+  config.backend = "cpu";
+  auto cpu = Trainer::create(config, 8, 32);
+  config.backend = GetParam();
+  auto gpu = Trainer::create(config, 8, 32);
+  config.bf16 = true;
+  auto gpu_bf16 = Trainer::create(config, 8, 32);
+  for (int s = 0; s < 3; ++s) {
+    const double want = cpu->step(windows.data(), 2).loss;
+    const double got = gpu->step(windows.data(), 2).loss, got_bf16 = gpu_bf16->step(windows.data(), 2).loss;
+    std::printf("step %d loss: cpu %.7f, %s fp32 %.7f (rel %.3g), bf16 %.7f (rel %.3g)\n", s, want, GetParam().c_str(), got,
+                std::abs(got - want) / want, got_bf16, std::abs(got_bf16 - want) / want);
+    EXPECT_LT(std::abs(got - want) / want, 1e-4) << "fp32 step " << s;
+    EXPECT_LT(std::abs(got_bf16 - want) / want, 3e-2) << "bf16 step " << s;
+  }
+  const Model& a = internals(*cpu).model();
+  const Model& b = internals(*gpu).model();
+  std::vector<float> pa(a.param_count()), pb(b.param_count());
+  a.read_params(pa.data());
+  b.read_params(pb.data());
+  expect_close("params after 3 steps", pa, pb);
+}
+
+INSTANTIATE_TEST_SUITE_P(Gpu, GpuBackendTest, ::testing::Values("hip", "cuda"),
+                         [](const auto& info) { return info.param; });

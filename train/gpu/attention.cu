@@ -1,0 +1,87 @@
+// Multi-head attention core: batched GEMMs over every (sample, head) plus a
+// row softmax, forward and backward; layout as train/layers/attention.h.
+#include <math.h>
+
+#include "kernels.h"
+
+namespace kaio_gpu {
+namespace {
+
+__global__ void softmax_rows_kernel(float* p, int cols) {
+  float* row = p + (long)blockIdx.x * cols;
+  float top = -INFINITY;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) top = fmaxf(top, row[c]);
+  // Tree max in shared memory (blockDim.x is a power of two, at most 256).
+  __shared__ float tops[256];
+  tops[threadIdx.x] = top;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) tops[threadIdx.x] = fmaxf(tops[threadIdx.x], tops[threadIdx.x + stride]);
+    __syncthreads();
+  }
+  top = tops[0];
+  float sum = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float e = expf(row[c] - top);
+    row[c] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / block_sum(sum);
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) row[c] *= inv;
+}
+
+__global__ void softmax_backward_rows_kernel(float* dp, const float* p, int cols) {
+  float* d = dp + (long)blockIdx.x * cols;
+  const float* y = p + (long)blockIdx.x * cols;
+  float dot = 0.0f;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) dot += d[c] * y[c];
+  dot = block_sum(dot);
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = y[c] * (d[c] - dot);
+}
+
+GemmBatch batch(int count, int inner, long ao, long ai, long bo, long bi, long co, long ci) {
+  GemmBatch g;
+  g.count = count;
+  g.inner = inner;
+  g.a_outer = ao, g.a_inner = ai, g.b_outer = bo, g.b_inner = bi, g.c_outer = co, g.c_inner = ci;
+  return g;
+}
+
+// At least 64 so a block is never narrower than a CDNA wavefront.
+unsigned row_threads(int cols) { return cols >= 256 ? 256 : 64; }
+
+}  // namespace
+}  // namespace kaio_gpu
+
+using namespace kaio_gpu;
+
+extern "C" int KAIO_GPU_FN(attention_forward)(float* out, float* probs, const float* qkv, int b, int n, int h, int hd,
+                                              int bf16) {
+  const int d = h * hd, ld = 3 * d, bh = b * h;
+  const long qo = (long)n * ld, po = (long)h * n * n, pi = (long)n * n, oo = (long)n * d;
+  const float scale = 1.0f / sqrtf((float)hd);
+  if (gemm(false, true, n, n, hd, scale, qkv, ld, qkv + d, ld, 0.0f, probs, n, batch(bh, h, qo, hd, qo, hd, po, pi), bf16))
+    return -1;
+  softmax_rows_kernel<<<bh * n, row_threads(n), 0, compute_stream()>>>(probs, n);
+  if (check_launch("softmax")) return -1;
+  return gemm(false, false, n, hd, n, 1.0f, probs, n, qkv + 2 * d, ld, 0.0f, out, d,
+              batch(bh, h, po, pi, qo, hd, oo, hd), bf16);
+}
+
+extern "C" int KAIO_GPU_FN(attention_backward)(float* dqkv, float* dprobs, const float* dout, const float* qkv,
+                                               const float* probs, int b, int n, int h, int hd, int bf16) {
+  const int d = h * hd, ld = 3 * d, bh = b * h;
+  const long qo = (long)n * ld, po = (long)h * n * n, pi = (long)n * n, oo = (long)n * d;
+  const float scale = 1.0f / sqrtf((float)hd);
+  // dP = dO V^T ; dV = P^T dO
+  if (gemm(false, true, n, n, hd, 1.0f, dout, d, qkv + 2 * d, ld, 0.0f, dprobs, n, batch(bh, h, oo, hd, qo, hd, po, pi), bf16))
+    return -1;
+  if (gemm(true, false, n, hd, n, 1.0f, probs, n, dout, d, 0.0f, dqkv + 2 * d, ld, batch(bh, h, po, pi, oo, hd, qo, hd), bf16))
+    return -1;
+  softmax_backward_rows_kernel<<<bh * n, row_threads(n), 0, compute_stream()>>>(dprobs, probs, n);
+  if (check_launch("softmax_backward")) return -1;
+  // dQ = scale dS K ; dK = scale dS^T Q
+  if (gemm(false, false, n, hd, n, scale, dprobs, n, qkv + d, ld, 0.0f, dqkv, ld, batch(bh, h, po, pi, qo, hd, qo, hd), bf16))
+    return -1;
+  return gemm(true, false, n, hd, n, scale, dprobs, n, qkv, ld, 0.0f, dqkv + d, ld, batch(bh, h, po, pi, qo, hd, qo, hd), bf16);
+}

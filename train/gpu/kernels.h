@@ -1,0 +1,89 @@
+#pragma once
+// Shared by the kernel sources (device side only): the library's streams, error
+// recording, launch helpers, block reductions sized by warpSize, and the batched
+// tiled GEMM every matrix product goes through.
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gpu_api.h"
+#include "vendor.h"
+
+// Each vendor's library gets its own namespace so both can link into one program.
+#if defined(KAIO_VENDOR_HIP)
+#define kaio_gpu kaio_gpu_hip
+#else
+#define kaio_gpu kaio_gpu_cuda
+#endif
+
+namespace kaio_gpu {
+
+gpuStream_t compute_stream();
+gpuStream_t copy_stream();
+// Records the error text for last_error() and returns -1; 0 on success.
+int check(gpuError_t err, const char* what);
+int check_launch(const char* what);
+// A device buffer of at least `count` floats, grown on demand, for partial sums.
+float* scratch(size_t count);
+
+inline unsigned blocks_for(size_t n, unsigned threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+
+// Sum over the block, returned to every thread. Works for any warpSize (32 on
+// NVIDIA, 64 on CDNA) and blockDim.x up to 1024.
+__device__ inline float block_sum(float v) {
+  __shared__ float partial[32];
+  __shared__ float total;
+  for (int offset = warpSize / 2; offset > 0; offset >>= 1) v += gpuShflDown(v, offset);
+  const int lane = threadIdx.x % warpSize, warp = threadIdx.x / warpSize;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = (blockDim.x + warpSize - 1) / warpSize;
+    v = lane < warps ? partial[lane] : 0.0f;
+    for (int offset = warpSize / 2; offset > 0; offset >>= 1) v += gpuShflDown(v, offset);
+    if (lane == 0) total = v;
+  }
+  __syncthreads();
+  return total;
+}
+
+// Rounds to the nearest bf16 (ties to even), kept in a float: bf16 compute
+// with fp32 accumulation.
+__device__ inline float round_bf16(float x) {
+  unsigned u = __float_as_uint(x);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return __uint_as_float(u & 0xffff0000u);
+}
+
+// Batch z of a GEMM starts at (z / inner) * outer + (z % inner) * inner_stride
+// in each matrix: one launch covers every (sample, head) of attention.
+struct GemmBatch {
+  int count = 1, inner = 1;
+  long a_outer = 0, a_inner = 0, b_outer = 0, b_inner = 0, c_outer = 0, c_inner = 0;
+};
+
+// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading dimensions.
+int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+         int ldb, float beta, float* c, int ldc, const GemmBatch& batch, bool bf16);
+
+}  // namespace kaio_gpu
+
+// Per-op entry points, assembled into the vendor's KaioGpuOps table in device.cu.
+extern "C" {
+int KAIO_GPU_FN(patchify)(float*, const uint8_t*, int, KaioGpuGrid);
+int KAIO_GPU_FN(embed_combine_forward)(float*, const float*, const float*, const float*, const uint8_t*, int, int, int);
+int KAIO_GPU_FN(embed_combine_backward)(float*, float*, float*, const float*, const uint8_t*, int, int, int);
+int KAIO_GPU_FN(linear_forward)(float*, const float*, const float*, const float*, int, int, int, int);
+int KAIO_GPU_FN(linear_backward)(float*, float*, float*, const float*, const float*, const float*, int, int, int, int);
+int KAIO_GPU_FN(layernorm_forward)(float*, float*, float*, const float*, const float*, const float*, int, int);
+int KAIO_GPU_FN(layernorm_backward)(float*, float*, float*, const float*, const float*, const float*, const float*,
+                                    const float*, int, int);
+int KAIO_GPU_FN(attention_forward)(float*, float*, const float*, int, int, int, int, int);
+int KAIO_GPU_FN(attention_backward)(float*, float*, const float*, const float*, const float*, int, int, int, int, int);
+int KAIO_GPU_FN(gelu_forward)(float*, const float*, size_t);
+int KAIO_GPU_FN(gelu_backward)(float*, const float*, const float*, size_t);
+int KAIO_GPU_FN(add)(float*, const float*, const float*, size_t);
+int KAIO_GPU_FN(masked_mse)(double*, float*, const float*, const float*, const uint8_t*, int, int);
+int KAIO_GPU_FN(sum_squares)(double*, const float*, size_t);
+int KAIO_GPU_FN(adamw)(float*, const float*, float*, float*, size_t, float, float, float, float, float, float, float,
+                       float);
+}
