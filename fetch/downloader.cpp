@@ -95,9 +95,10 @@ struct Task {
   bool split = false;
   std::string etag;
   std::string cdn_url;                 // last cross-origin redirect target, reused by parts
-  std::optional<Digest> digest;        // running hash while the file arrives in order from byte 0
+  std::optional<Digest> digest;  // hash of the .part's bytes [0, hashed)
+  uint64_t hashed = 0;
+  std::future<uint64_t> hashing;  // extends `hashed` on another thread, from the page cache
   int corrupt_retries = 0;
-  std::future<std::string> verifying;  // hash of the finished .part
   bool verify_started = false;
   uint64_t done_bytes() const {
     uint64_t d = 0;
@@ -148,6 +149,8 @@ struct Downloader::Impl {
   void maybe_complete(Task& t);
   void restart_from_zero(Task& t, const std::string& reason);
   void save_ranges(Task& t);
+  void advance_hash(Task& t);
+  void wait_hashing(Task& t);
   void update_progress();
   void remove_finished_tasks();
   static size_t on_body(char* data, size_t size, size_t count, void* userdata);
@@ -258,15 +261,17 @@ void Downloader::Impl::run() {
       on_transfer_done(x, msg->data.result);
     }
     check_stalls();
-    for (auto& t : tasks)
+    for (auto& t : tasks) {
+      if (t->on_done) advance_hash(*t);
       if (t->on_done) maybe_complete(*t);
+    }
     remove_finished_tasks();
     update_progress();
     curl_multi_poll(multi.get(), nullptr, 0, 100, nullptr);
   }
   abort_transfers(nullptr);
   for (auto& t : tasks) {
-    if (t->verifying.valid()) t->verifying.wait();
+    if (t->hashing.valid()) t->hashing.wait();
     if (t->split && t->fd.get() >= 0) save_ranges(*t);
     if (t->on_done) finish_task(*t, false, ErrorKind::cancelled, "download " + t->name + ": the downloader stopped");
   }
@@ -276,6 +281,9 @@ void Downloader::Impl::run() {
 void Downloader::Impl::plan_parts(Task& t, uint64_t existing) {
   const uint64_t size = t.job.file.size;
   t.parts.clear();
+  t.digest.emplace(t.job.file.sha256.empty() ? HashKind::sha1 : HashKind::sha256);
+  if (t.job.file.sha256.empty()) t.digest->update(git_blob_header(size));
+  t.hashed = 0;
   t.split = config.split > 1 && size >= config.split_min_size && size >= static_cast<uint64_t>(config.split);
   auto add = [&](uint64_t start, uint64_t pos, uint64_t end) {
     auto p = std::make_unique<Part>();
@@ -287,8 +295,6 @@ void Downloader::Impl::plan_parts(Task& t, uint64_t existing) {
   };
   if (!t.split) {
     add(0, existing, size);
-    if (existing == 0) t.digest.emplace(t.job.file.sha256.empty() ? HashKind::sha1 : HashKind::sha256);
-    if (t.digest && t.job.file.sha256.empty()) t.digest->update(git_blob_header(size));
     return;
   }
   // Split: the sidecar lists each part's progress; without one, an existing .part
@@ -433,7 +439,6 @@ size_t Downloader::Impl::on_body(char* data, size_t size, size_t count, void* us
     at += w;
     left -= static_cast<size_t>(w);
   }
-  if (t.digest) t.digest->update(data, n);
   p.pos += n;
   x->received += n;
   x->last_byte = Clock::now();
@@ -542,11 +547,60 @@ void Downloader::Impl::restart_from_zero(Task& t, const std::string& reason) {
   std::error_code ec;
   fs::remove(ranges_path(t.job.dest), ec);
   if (::ftruncate(t.fd.get(), 0) != 0) return finish_task(t, false, ErrorKind::io, "download " + t.name + ": truncate failed");
+  wait_hashing(t);
   t.etag.clear();
   t.cdn_url.clear();
-  t.digest.reset();
   t.verify_started = false;
   plan_parts(t, 0);
+}
+
+// End of the bytes [0, n) that are all written: parts are in start order.
+uint64_t contiguous_prefix(const Task& t) {
+  uint64_t prefix = 0;
+  for (const auto& p : t.parts) {
+    if (p->start != prefix) break;
+    prefix = p->pos;
+    if (!p->done()) break;
+  }
+  return prefix;
+}
+
+// Hashes what has arrived in order, behind the transfers, so the check at the
+// end has little left to read; also starts writeback of those bytes early.
+void Downloader::Impl::advance_hash(Task& t) {
+  if (!t.started || t.fd.get() < 0) return;
+  if (t.hashing.valid()) {
+    if (t.hashing.wait_for(0s) != std::future_status::ready) return;
+    try {
+      t.hashed = t.hashing.get();
+    } catch (const std::exception& e) {
+      return finish_task(t, false, ErrorKind::io, "download " + t.name + ": reading back " + part_path(t.job.dest).string() + ": " + e.what());
+    }
+  }
+  uint64_t to = contiguous_prefix(t);
+  if (to <= t.hashed) return;
+  t.hashing = std::async(std::launch::async, [fd = t.fd.get(), digest = &*t.digest, from = t.hashed, to] {
+    std::vector<char> buf(1 << 20);
+    for (uint64_t at = from; at < to;) {
+      ssize_t n = ::pread(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(buf.size(), to - at)), static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw std::runtime_error(n == 0 ? "unexpected end of file" : std::strerror(errno));
+      digest->update(buf.data(), static_cast<size_t>(n));
+      at += static_cast<uint64_t>(n);
+    }
+    ::sync_file_range(fd, static_cast<off_t>(from), static_cast<off_t>(to - from), SYNC_FILE_RANGE_WRITE);
+    return to;
+  });
+}
+
+void Downloader::Impl::wait_hashing(Task& t) {
+  if (!t.hashing.valid()) return;
+  t.hashing.wait();
+  try {
+    t.hashed = t.hashing.get();
+  } catch (const std::exception&) {
+    t.hashed = 0;  // the caller starts over or gives up
+  }
 }
 
 void Downloader::Impl::maybe_complete(Task& t) {
@@ -558,22 +612,9 @@ void Downloader::Impl::maybe_complete(Task& t) {
   if (!t.verify_started) {
     t.verify_started = true;
     if (::fsync(t.fd.get()) != 0) return finish_task(t, false, ErrorKind::io, "download " + t.name + ": fsync of " + part.string() + " failed");
-    if (t.digest) {
-      std::promise<std::string> ready;
-      ready.set_value(t.digest->hex());
-      t.verifying = ready.get_future();
-    } else {
-      // Hash off the download thread so other transfers keep moving.
-      t.verifying = std::async(std::launch::async, [part, lfs] { return hash_file(part, lfs ? HashKind::sha256 : HashKind::sha1, !lfs); });
-    }
   }
-  if (t.verifying.wait_for(0s) != std::future_status::ready) return;
-  std::string got;
-  try {
-    got = t.verifying.get();
-  } catch (const Error& e) {
-    return finish_task(t, false, ErrorKind::io, "download " + t.name + ": " + e.what());
-  }
+  if (t.hashed < f.size || t.hashing.valid()) return;  // advance_hash is still reading
+  std::string got = t.digest->hex();
   const std::string want = lfs ? f.sha256 : f.git_oid;
   struct stat st {};
   ::fstat(t.fd.get(), &st);
@@ -599,6 +640,7 @@ void Downloader::Impl::maybe_complete(Task& t) {
 
 void Downloader::Impl::finish_task(Task& t, bool ok, ErrorKind kind, const std::string& message) {
   if (!t.on_done) return;
+  wait_hashing(t);
   abort_transfers(&t);
   t.fd = Fd();
   if (ok) {
@@ -615,7 +657,7 @@ void Downloader::Impl::finish_task(Task& t, bool ok, ErrorKind kind, const std::
 }
 
 void Downloader::Impl::remove_finished_tasks() {
-  tasks.remove_if([](auto& t) { return !t->on_done && (!t->verifying.valid() || t->verifying.wait_for(0s) == std::future_status::ready); });
+  tasks.remove_if([](auto& t) { return !t->on_done; });
 }
 
 void Downloader::Impl::update_progress() {

@@ -174,6 +174,8 @@ struct FaultCase {
   const char* counter;
 };
 
+void PrintTo(const FaultCase& c, std::ostream* os) { *os << c.name; }
+
 class FetchFaults : public HubFixture, public ::testing::WithParamInterface<FaultCase> {};
 
 TEST_P(FetchFaults, EveryFileArrivesIntact) {
@@ -278,6 +280,41 @@ TEST_F(HubFixture, PinnedRevisionAndResumeFromPart) {
   EXPECT_GE(stats["range_requests"].get<int>(), 1);
   EXPECT_EQ(stats["bytes_sent"].get<uint64_t>(), 2'000'000u);  // only the missing two thirds
   EXPECT_FALSE(std::filesystem::exists(out_ / "big.bin.part"));
+}
+
+TEST_F(HubFixture, DownloaderPausesKeepsPartsAndResumesSplit) {
+  HubProcess hub(root_, {"--faults", R"({"throttle_bps": 400000})"});
+  ASSERT_TRUE(hub.ok());
+  fetch::HubClient client(hub.url(), std::nullopt, FetchConfig{});
+  std::string sha = client.resolve_revision("org/ds", "main");
+  auto files = client.list_files("org/ds", sha, {"big.bin"}, {});
+  ASSERT_EQ(files.size(), 1u);
+  FetchConfig config;
+  config.split = 3;
+  config.split_min_size = 1'000'000;
+  config.stall_timeout = std::chrono::milliseconds(2000);
+  fetch::Downloader downloader(hub.url(), std::nullopt, config);
+  std::promise<fetch::DownloadResult> done;
+  downloader.submit({"org/ds", sha, files[0], out_ / "big.bin"}, [&](const fetch::DownloadResult& r) { done.set_value(r); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  downloader.pause();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto paused = downloader.progress();
+  EXPECT_TRUE(std::filesystem::exists(out_ / "big.bin.part"));
+  EXPECT_TRUE(std::filesystem::exists(out_ / "big.bin.part.ranges"));
+  EXPECT_EQ(paused.total, 3'000'000u);
+  EXPECT_GT(paused.done, 0u);
+  EXPECT_LT(paused.done, 3'000'000u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(downloader.progress().done, paused.done);  // nothing moves while paused
+  downloader.resume();
+  auto future = done.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  auto result = future.get();
+  EXPECT_TRUE(result.ok) << result.message;
+  EXPECT_EQ(sha256_of(out_ / "big.bin"), sha256_of(repo_dir_ / "big.bin"));
+  EXPECT_FALSE(std::filesystem::exists(out_ / "big.bin.part.ranges"));
+  EXPECT_GE(hub.stats()["range_requests"].get<int>(), 6);  // 3 parts, each started twice
 }
 
 }  // namespace
