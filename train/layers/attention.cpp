@@ -8,8 +8,8 @@
 namespace kaio::train::cpu {
 namespace {
 
+// Serial: attention parallelises over (sample, head) around these.
 void softmax_rows(float* p, int rows, int cols) {
-#pragma omp parallel for
   for (int r = 0; r < rows; ++r) {
     float* row = p + static_cast<long>(r) * cols;
     const float top = *std::max_element(row, row + cols);
@@ -25,7 +25,6 @@ void softmax_rows(float* p, int rows, int cols) {
 
 // dS = P * (dP - rowsum(dP * P)), in place in dp.
 void softmax_backward_rows(float* dp, const float* p, int rows, int cols) {
-#pragma omp parallel for
   for (int r = 0; r < rows; ++r) {
     float* d = dp + static_cast<long>(r) * cols;
     const float* y = p + static_cast<long>(r) * cols;
@@ -41,8 +40,10 @@ void softmax_backward_rows(float* dp, const float* p, int rows, int cols) {
 void attention_forward(float* out, float* probs, const float* qkv, const AttentionShape& s) {
   const int n = s.tokens, hd = s.head_dim, d = s.dim(), ld = 3 * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (int b = 0; b < s.batch; ++b) {
-    for (int h = 0; h < s.heads; ++h) {
+#pragma omp parallel for
+  for (int bh = 0; bh < s.batch * s.heads; ++bh) {
+    const int b = bh / s.heads, h = bh % s.heads;
+    {
       const float* q = qkv + static_cast<long>(b) * n * ld + h * hd;
       const float* k = q + d;
       const float* v = q + 2 * d;
@@ -59,8 +60,10 @@ void attention_backward(float* dqkv, float* dprobs, const float* dout, const flo
                         const float* probs, const AttentionShape& s) {
   const int n = s.tokens, hd = s.head_dim, d = s.dim(), ld = 3 * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (int b = 0; b < s.batch; ++b) {
-    for (int h = 0; h < s.heads; ++h) {
+#pragma omp parallel for
+  for (int bh = 0; bh < s.batch * s.heads; ++bh) {
+    const int b = bh / s.heads, h = bh % s.heads;
+    {
       const long qkv_at = static_cast<long>(b) * n * ld + h * hd;
       const float* q = qkv + qkv_at;
       const float* k = q + d;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Trainer step time, kaio's cpu backend vs PyTorch CPU on the same model,
+# batch and thread count, in the same run; plus a GPU figure when one is present.
+# Usage: bench/train.sh BUILD_DIR   -> bench/results/train.json
+set -euo pipefail
+build="${1:-build-release}"
+cd "$(dirname "$0")/.."
+bin="$build/bench/train/kaio_train_bench"
+[ -x "$bin" ] || cmake --build "$build" --target kaio_train_bench >/dev/null
+mkdir -p bench/results
+threads="${KAIO_BENCH_THREADS:-$(nproc)}"
+py="${KAIO_BENCH_PYTHON:-/usr/bin/python3}"
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+results=()
+
+# name model frames size batch steps
+cases=("train_step_tiny tiny 8 64 4 10" "train_step_small small 8 112 2 4")
+if ! "$py" -c "import torch" 2>/dev/null; then
+  echo "skipped: no PyTorch"
+else
+  for c in "${cases[@]}"; do
+    read -r name model frames size batch steps <<<"$c"
+    kaio=$(field "$("$bin" "$model" "$frames" "$size" "$batch" "$steps" "$threads" cpu)" ms)
+    peer=$(field "$("$py" bench/train/torch_peer.py "$model" "$frames" "$size" "$batch" "$steps" "$threads")" ms)
+    ratio=$(python3 -c "print(round($kaio / $peer, 3))")
+    echo "$name: kaio $kaio ms, peer $peer ms, ratio $ratio (batch $batch, window ${frames}x${size}, $threads threads, goal <= 1.0)"
+    results+=("{\"name\":\"$name\",\"kaio\":$kaio,\"peer\":$peer,\"ratio\":$ratio,\"goal\":1.0}")
+  done
+fi
+
+# GPU: samples/s and MFU against the device's dense bf16 peak.
+gpu_name=""
+command -v nvidia-smi >/dev/null && gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+[ -z "$gpu_name" ] && command -v rocm-smi >/dev/null && gpu_name=$(rocm-smi --showproductname 2>/dev/null | grep -o 'MI[0-9A-Z]*' | head -1 || true)
+if [ -n "$gpu_name" ]; then
+  peak=$(python3 -c "
+import sys; n=sys.argv[1]
+table={'H100':989e12,'H200':989e12,'MI300X':1307e12,'A100':312e12,'MI250':383e12}
+print(next((v for k,v in table.items() if k in n), 0))" "$gpu_name")
+  for precision in fp32 bf16; do
+    out=$("$bin" small 16 224 8 10 0 auto "$precision")
+    tflops=$(field "$out" tflops); sps=$(field "$out" samples_per_s)
+    mfu=$(python3 -c "print(round($tflops*1e12/$peak, 4) if $peak else 0)")
+    echo "train_gpu_small_$precision ($gpu_name): $sps samples/s, $tflops TFLOP/s, MFU $mfu of dense bf16 peak"
+    results+=("{\"name\":\"train_gpu_small_${precision}_samples_per_s\",\"kaio\":$sps,\"peer\":null,\"ratio\":null,\"goal\":null,\"mfu\":$mfu}")
+  done
+fi
+(IFS=,; echo "[${results[*]:-}]") > bench/results/train.json
