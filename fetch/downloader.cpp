@@ -480,7 +480,7 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   bool moved = x->received > 0;
   if (rc != CURLE_OK) {
     if (!http::is_transient_curl(rc))
-      return finish_task(t, false, ErrorKind::transient, "download " + t.name + ": " + curl_easy_strerror(rc));
+      return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": " + curl_easy_strerror(rc));
     t.cdn_url.clear();  // a signed URL may have expired: ask the Hub again
     return retry_part(t, p, p.backoff.next(), curl_easy_strerror(rc), moved);
   }

@@ -228,7 +228,7 @@ std::string HubClient::get_json(const std::string& first_url, const std::string&
     std::chrono::milliseconds delay{0};
     std::string reason;
     if (rc != CURLE_OK) {
-      if (!http::is_transient_curl(rc)) throw Error(ErrorKind::transient, what + ": " + curl_easy_strerror(rc));
+      if (!http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, what + ": " + curl_easy_strerror(rc));
       reason = what + ": " + curl_easy_strerror(rc);
       delay = backoff.next();
     } else if (http::is_redirect(headers.status) && !headers.get("location").empty() && ++redirects <= 10) {

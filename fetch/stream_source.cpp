@@ -173,7 +173,7 @@ void StreamSource::produce() {
       std::string reason;
       std::chrono::milliseconds delay = backoff.next();
       if (rc != CURLE_OK) {
-        if (!a.stalled && !http::is_transient_curl(rc)) throw Error(ErrorKind::transient, target_.name + ": " + curl_easy_strerror(rc));
+        if (!a.stalled && !http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, target_.name + ": " + curl_easy_strerror(rc));
         reason = a.stalled ? "no byte for " + format_duration(config_.stall_timeout) : curl_easy_strerror(rc);
       } else if (a.headers.status == 200 || a.headers.status == 206) {
         reason = "body ended after " + std::to_string(delivered) + " of " + std::to_string(file.size) + " bytes";
