@@ -317,5 +317,28 @@ TEST_F(HubFixture, DownloaderPausesKeepsPartsAndResumesSplit) {
   EXPECT_GE(hub.stats()["range_requests"].get<int>(), 6);  // 3 parts, each started twice
 }
 
+TEST_F(HubFixture, OutageShowsAsWaitingAndCancelStopsRetries) {
+  HubProcess hub(root_, {"--faults", R"({"outage_ms": 60000})"});
+  ASSERT_TRUE(hub.ok());
+  FetchConfig config;
+  config.max_backoff = std::chrono::milliseconds(1000);
+  fetch::HubClient client(hub.url(), std::nullopt, config);
+  EXPECT_EQ(client.network_status().state, fetch::NetworkStatus::State::ok);
+  auto resolving = std::async(std::launch::async, [&] { return client.resolve_revision("org/ds", "main"); });
+  for (int i = 0; i < 100 && client.network_status().state == fetch::NetworkStatus::State::ok; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto status = client.network_status();
+  EXPECT_EQ(status.state, fetch::NetworkStatus::State::waiting_network);
+  EXPECT_NE(status.reason.find("org/ds"), std::string::npos) << status.reason;
+  client.cancel();
+  ASSERT_EQ(resolving.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  try {
+    resolving.get();
+    FAIL() << "resolved during an outage";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::cancelled);
+  }
+}
+
 }  // namespace
 }  // namespace kaio::test
