@@ -259,6 +259,11 @@ struct Engine::Impl {
       return hub->open_stream(config.source.repo, commit_sha, repo_file);
     }
     local = download_dir / file.id;
+    auto status = ledger.file_status(file.id, e);
+    if (status && status->state == state::FileState::downloaded && fs::exists(local)) {
+      claim = budget->adopt_existing(local);  // verified before the crash; recovery kept it
+      return std::make_unique<decode::FileSource>(local);
+    }
     ledger.set_file_local_path(file.id, e, local);
     claim = budget->reserve(file.size, "download " + file.path);
     ledger.set_file_state(file.id, e, state::FileState::downloading);
@@ -313,6 +318,15 @@ struct Engine::Impl {
     rec.shard_path = r.shard;
     rec.shard_bytes = r.shard_bytes;
     rec.id = state::clip_id(config.source.repo, file.path, r.member);
+    if (auto known = ledger.clip(rec.id); known && (known->state == state::ClipState::committed || known->state == state::ClipState::deleted)) {
+      // Trained and covered by a checkpoint before a restart: the plan still
+      // counts it, but its shard is not needed again.
+      if (!r.shard.empty()) fs::remove(r.shard);
+      r.claim.reset();
+      std::lock_guard lock(mutex);
+      sequence->add_clip({rec.id, known->windows, pos});
+      return;
+    }
     if (!r.error.empty() || r.windows == 0) {
       rec.state = state::ClipState::failed;
       rec.reason = r.error.empty() ? "no windows" : r.error;
@@ -623,8 +637,9 @@ ServiceStatus Engine::status() {
   return s;
 }
 
-json Engine::handle_control(const std::string& cmd, const json& args, const Peer& peer) {
+json Engine::handle_control(const std::string& cmd, const json& given_args, const Peer& peer) {
   auto& m = *impl_;
+  const json args = given_args.is_object() ? given_args : json::object();
   if (cmd == "status") return to_json(status());
   if (cmd == "ls") {
     std::optional<state::ClipState> clip_filter;

@@ -1,0 +1,341 @@
+// The whole pipeline for real: kaio-mkdata writes a LLaVA-style dataset,
+// kaio-hub serves it on loopback, the engine fetches, decodes, trains (tiny
+// model, cpu backend) and deletes, while a sampler watches the disk.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "daemon/engine.h"
+
+namespace fs = std::filesystem;
+using namespace kaio;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kBuild = KAIO_BUILD_DIR;
+
+int run(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// A dataset and a kaio-hub serving it, shared by the tests of this file.
+class Hub {
+ public:
+  static Hub& get() {
+    static Hub hub;
+    return hub;
+  }
+  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  ~Hub() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    fs::remove_all(root_);
+  }
+
+ private:
+  Hub() {
+    root_ = fs::temp_directory_path() / ("kaio-pipeline-hub-" + std::to_string(::getpid()));
+    fs::remove_all(root_);
+    fs::create_directories(root_ / "repos" / "kaio-test");
+    EXPECT_EQ(run(kBuild + "/tools/kaio-mkdata/kaio-mkdata --layout llava --out " + (root_ / "repos/kaio-test/llava").string() +
+                  " --seed 7 --clips 36 --clips-per-archive 6 --seconds 4 --width 320 --height 240 --fps 15 >/dev/null 2>&1"),
+              0);
+    fs::path port_file = root_ / "port";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::string hub = kBuild + "/tools/kaio-hub/kaio-hub";
+      ::execl(hub.c_str(), hub.c_str(), "--root", (root_ / "repos").c_str(), "--port", "0", "--port-file", port_file.c_str(),
+              "--cdn-port", "0", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 100 && port_ == 0; ++i) {
+      std::this_thread::sleep_for(50ms);
+      std::ifstream in(port_file);
+      in >> port_;
+    }
+    EXPECT_NE(port_, 0) << "kaio-hub did not start";
+  }
+  fs::path root_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+struct Trace : daemon::WindowObserver {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, int>> windows;
+  std::map<int64_t, double> losses;
+  void on_window(int, int64_t, const std::string& clip, int window) override {
+    std::lock_guard lock(mutex);
+    windows.emplace_back(clip, window);
+  }
+  void on_step(int64_t step, double loss) override {
+    std::lock_guard lock(mutex);
+    losses[step] = loss;
+  }
+};
+
+// Measures the bytes under the folders every 20 ms, as an operator's `du` would.
+class DiskSampler {
+ public:
+  explicit DiskSampler(std::vector<fs::path> dirs) : dirs_(std::move(dirs)) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        uint64_t total = 0;
+        for (const auto& d : dirs_)
+          if (fs::exists(d)) total += disk_usage(d);
+        peak_ = std::max(peak_.load(), total);
+        ++samples_;
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  }
+  ~DiskSampler() { finish(); }
+  void finish() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  uint64_t peak() const { return peak_; }
+  int samples() const { return samples_; }
+
+ private:
+  std::vector<fs::path> dirs_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> peak_{0};
+  std::atomic<int> samples_{0};
+  std::thread thread_;
+};
+
+struct Pipeline : testing::Test {
+  fs::path dir = fs::temp_directory_path() / ("kaio-pipeline-" + std::to_string(::getpid()) + "-" +
+                                              testing::UnitTest::GetInstance()->current_test_info()->name());
+  void SetUp() override {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  void TearDown() override { fs::remove_all(dir); }
+
+  Config config(const std::string& budget = "12MB", const std::string& extra_train = "") {
+    std::string json = R"({"source": {"endpoint": ")" + Hub::get().endpoint() + R"(", "repo": "kaio-test/llava", "include": ["**/*.tar.gz"]},
+      "storage": {"cache_dir": ")" + (dir / "cache").string() + R"(", "state_dir": ")" + (dir / "state").string() +
+                       R"(", "budget": ")" + budget + R"(", "free_disk_floor": "10MB"},
+      "decode": {"frames": 8, "stride": 8, "fps": 4, "size": 32, "workers": 2},
+      "train": {"backend": "cpu", "model": "tiny", "batch_size": 4, "checkpoint_every": 4, "shuffle_clips": 4,
+                "lr": 0.001, "warmup_steps": 2, "threads": 1, "seed": 3)" + extra_train + R"(},
+      "control": {"socket": ")" + (dir / "kaiod.sock").string() + R"("}})";
+    return parse_config(json, "pipeline-test.json");
+  }
+
+  static void wait_finished(daemon::Engine& engine, std::chrono::seconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!engine.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+  }
+};
+
+size_t count_files(const fs::path& dir) {
+  size_t n = 0;
+  if (!fs::exists(dir)) return 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_F(Pipeline, BudgetHeldAndEveryWindowTrainedOnce) {
+  Config c = config();
+  Trace trace;
+  DiskSampler sampler({dir / "cache", dir / "state"});
+  {
+    daemon::Engine engine(c, &trace);
+    engine.start();
+    wait_finished(engine, 240s);
+    auto s = engine.status();
+    EXPECT_EQ(s.state, "done") << s.last_error;
+    EXPECT_EQ(s.files.total, 6);
+    EXPECT_EQ(s.files.failed, 0);
+    EXPECT_EQ(s.clips.ready, 0);
+    EXPECT_EQ(s.clips.deleted, 36);  // every clip deleted after the checkpoint covering it
+    EXPECT_EQ(s.train.backend, "cpu");
+    EXPECT_GT(s.train.step, 0);
+    EXPECT_EQ(s.train.samples, static_cast<int64_t>(trace.windows.size()));
+    EXPECT_LE(s.peak_reserved_bytes, c.storage.budget);
+  }
+  sampler.finish();
+  std::set<std::pair<std::string, int>> unique(trace.windows.begin(), trace.windows.end());
+  EXPECT_EQ(unique.size(), trace.windows.size()) << "a window was trained twice";
+  EXPECT_EQ(trace.windows.size(), 36u * 2) << "36 clips of 4 s at 4 fps give 2 windows of 8 frames each";
+  std::printf("pipeline: %zu windows, peak disk %llu / budget %llu over %d samples\n", trace.windows.size(),
+              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), sampler.samples());
+  EXPECT_LE(sampler.peak(), c.storage.budget);
+  EXPECT_EQ(count_files(dir / "cache"), 0u) << "shards, downloads and temporaries are all gone";
+}
+
+TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
+  // Reference: one uninterrupted run.
+  Trace reference;
+  {
+    daemon::Engine engine(config(), &reference);
+    engine.start();
+    wait_finished(engine, 240s);
+    ASSERT_EQ(engine.status().state, "done");
+  }
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+
+  // The same run in a child process that is killed with SIGKILL at random moments.
+  fs::path trace_file = dir / "trace.txt";
+  std::mt19937 rng(12345);
+  int kills = 0;
+  const int max_kills = 5;
+  for (int round = 0; round < 40; ++round) {
+    pid_t child = ::fork();
+    if (child == 0) {
+      struct FileTrace : daemon::WindowObserver {
+        FILE* out;
+        int64_t step_ = 0;
+        std::string pending;
+        void on_window(int, int64_t step, const std::string& clip, int window) override {
+          step_ = step;
+          pending += std::to_string(step) + " " + clip + " " + std::to_string(window) + "\n";
+        }
+        void on_step(int64_t step, double loss) override {
+          std::fprintf(out, "%sloss %lld %.9g\n", pending.c_str(), static_cast<long long>(step), loss);
+          std::fflush(out);
+          pending.clear();
+        }
+      } trace;
+      trace.out = std::fopen(trace_file.c_str(), "a");
+      try {
+        daemon::Engine engine(config(), &trace);
+        engine.start();
+        wait_finished(engine, 240s);
+        ::_exit(engine.status().state == "done" ? 0 : 3);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child: %s\n", e.what());
+        ::_exit(4);
+      }
+    }
+    bool kill_now = kills < max_kills;
+    int status = 0;
+    if (kill_now) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(150, 900)(rng)));
+      if (::waitpid(child, &status, WNOHANG) == 0) {
+        ::kill(child, SIGKILL);
+        ::waitpid(child, &status, 0);
+        ++kills;
+        continue;
+      }
+    } else {
+      ::waitpid(child, &status, 0);
+    }
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    break;
+  }
+  // Steps after the last checkpoint are trained again after a kill; the last
+  // word on each step must equal the uninterrupted run's.
+  std::map<int64_t, std::vector<std::pair<std::string, int>>> by_step;
+  std::map<int64_t, double> losses;
+  std::map<int64_t, std::vector<std::pair<std::string, int>>> current;
+  std::ifstream in(trace_file);
+  std::string word;
+  while (in >> word) {
+    if (word == "loss") {
+      long long step;
+      double loss;
+      in >> step >> loss;
+      by_step[step] = current[step];
+      current.erase(step);
+      losses[step] = loss;
+    } else {
+      std::string clip;
+      int window;
+      in >> clip >> window;
+      current[std::stoll(word)].emplace_back(clip, window);
+    }
+  }
+  std::vector<std::pair<std::string, int>> resumed;
+  for (auto& [step, windows] : by_step) resumed.insert(resumed.end(), windows.begin(), windows.end());
+  size_t first_diff = 0;
+  while (first_diff < std::min(resumed.size(), reference.windows.size()) && resumed[first_diff] == reference.windows[first_diff]) ++first_diff;
+  EXPECT_EQ(resumed, reference.windows) << "the window sequence differs from the uninterrupted run at window " << first_diff
+                                        << " of " << reference.windows.size() << " (resumed has " << resumed.size() << ")";
+  std::printf("steps in trace: %zu, reference steps %zu\n", by_step.size(), reference.losses.size());
+  int64_t loss_mismatches = 0;
+  for (auto& [step, loss] : reference.losses)
+    if (std::abs(losses[step] - loss) > 1e-5 * std::max(1.0, std::abs(loss))) ++loss_mismatches;
+  std::set<std::pair<std::string, int>> unique(resumed.begin(), resumed.end());
+  std::printf("kills survived %d, windows lost %zd, repeated %zd, loss mismatches %lld\n", kills,
+              static_cast<ssize_t>(reference.windows.size()) - static_cast<ssize_t>(unique.size()),
+              static_cast<ssize_t>(resumed.size() - unique.size()), static_cast<long long>(loss_mismatches));
+  EXPECT_EQ(loss_mismatches, 0);
+  EXPECT_GE(kills, 3) << "the run ended before the kills could land";
+  EXPECT_EQ(count_files(dir / "cache"), 0u) << "no orphan file";
+}
+
+TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
+  daemon::Peer admin{::getpid(), 0, 0, true};
+  daemon::Peer stranger{::getpid(), 65534, 65534, false};
+  {
+    daemon::Engine engine(config("12MB", R"(, "checkpoint_every": 100)"));
+    engine.start();
+    EXPECT_THROW(engine.handle_control("pause", {}, stranger), Error);
+    auto reply = engine.handle_control("pause", {{"reason", "test"}}, admin);
+    EXPECT_TRUE(reply["paused"].get<bool>());
+    auto s1 = engine.status();
+    EXPECT_EQ(s1.state, "paused");
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_EQ(engine.status().train.step, s1.train.step) << "no step while paused";
+    EXPECT_EQ(engine.status().train.checkpoint_step, s1.train.step) << "pause writes a checkpoint";
+  }
+  {
+    daemon::Engine engine(config());
+    engine.start();
+    auto s = engine.status();
+    EXPECT_TRUE(s.paused);
+    EXPECT_EQ(s.pause_reason, "test");
+    engine.handle_control("resume", {}, admin);
+    wait_finished(engine, 240s);
+    EXPECT_EQ(engine.status().state, "done");
+    auto ls = engine.handle_control("ls", {{"state", "deleted"}}, stranger);
+    EXPECT_EQ(ls["clips"].size(), 36u);
+    EXPECT_THROW(engine.handle_control("ls", {{"state", "bogus"}}, stranger), Error);
+  }
+}
+
+TEST_F(Pipeline, TooSmallBudgetAndSecondDaemonAreRefusedClearly) {
+  try {
+    daemon::Engine engine(config("4MB"));
+    FAIL() << "a 4MB budget cannot hold three checkpoints of the tiny model";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::budget);
+    EXPECT_NE(std::string(e.what()).find("needs at least"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+  daemon::Engine first(config());
+  try {
+    daemon::Engine second(config());
+    FAIL() << "two daemons on the same folders";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another kaiod"), std::string::npos) << e.what();
+  }
+}
