@@ -61,14 +61,19 @@ std::unique_ptr<Backend> pick_backend(const TrainConfig& config, std::string& no
   return make_cpu_backend(threads);
 }
 
+int checked_batch_size(const TrainConfig& config) {
+  if (config.batch_size <= 0)
+    throw Error(ErrorKind::config, "train.batch_size must be positive, got " + std::to_string(config.batch_size));
+  return config.batch_size;
+}
+
 class ModelTrainer final : public Trainer, public TrainerInternals {
  public:
   ModelTrainer(const TrainConfig& config, int frames, int size)
       : config_(config),
         backend_(pick_backend(config, note_)),
         model_(*backend_, model_spec(config.model), make_grid(model_spec(config.model), frames, size),
-               config.batch_size) {
-    if (config.batch_size <= 0) throw Error(ErrorKind::config, "train.batch_size must be positive");
+               checked_batch_size(config)) {
     model_.init_weights(config.seed);
     spdlog::info("trainer: model {} ({} parameters), window {}x{}x{}, {} tokens, backend {}{}", config.model,
                  model_.param_count(), frames, size, size, model_.grid().tokens(), backend_->name(),
