@@ -493,7 +493,7 @@ struct Engine::Impl {
         shard_paths.erase(id);
       }
     }
-    spdlog::info("checkpoint step {} durable ({}), {} clips deleted ({})", step, cursor.to_string(), released.clips.size(),
+    spdlog::info("checkpoint step {} durable ({}), loss {:.4f}, {} clips deleted ({})", step, cursor.to_string(), last_loss, released.clips.size(),
                  format_size(released.shard_bytes));
     changed.notify_all();
   }
