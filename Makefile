@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build test demo bench soak fuzz format clean
+.PHONY: all setup build test demo bench format clean
 
 all: build
 
@@ -30,16 +30,8 @@ bench: setup
 	cmake --build build-release -j $(JOBS)
 	bash bench/run.sh build-release
 
-soak: build
-	KAIO_SOAK=1 ctest --test-dir $(BUILD) --output-on-failure -L soak --timeout 14400
-
-fuzz: setup
-	CC=clang CXX=clang++ cmake -S . -B build-fuzz -DKAIO_FUZZ=ON -DKAIO_HIP=OFF -DKAIO_CUDA=OFF
-	cmake --build build-fuzz -j $(JOBS)
-	bash tests/fuzz/run.sh build-fuzz $${FUZZ_SECONDS:-30}
-
 format:
 	git ls-files '*.cpp' '*.h' '*.cu' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) build-release build-fuzz
+	rm -rf $(BUILD) build-release demo-run

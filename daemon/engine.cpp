@@ -265,7 +265,16 @@ struct Engine::Impl {
       return std::make_unique<decode::FileSource>(local);
     }
     ledger.set_file_local_path(file.id, e, local);
-    claim = budget->reserve(file.size, "download " + file.path);
+    fs::path part = local;
+    part += ".part";
+    if (fs::exists(part)) {
+      // Bytes kept from before a restart are already on disk: they join this
+      // download's claim instead of being reserved a second time.
+      claim = budget->adopt_existing(part);
+      claim->resize(file.size);
+    } else {
+      claim = budget->reserve(file.size, "download " + file.path);
+    }
     ledger.set_file_state(file.id, e, state::FileState::downloading);
     std::promise<fetch::DownloadResult> result;
     auto future = result.get_future();

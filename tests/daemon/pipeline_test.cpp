@@ -29,6 +29,7 @@ using namespace std::chrono_literals;
 namespace {
 
 const std::string kBuild = KAIO_BUILD_DIR;
+constexpr int kClips = 60;  // 6 per archive, 10 archives, about 18 MB: more than the 16 MB budget
 
 int run(const std::string& cmd) {
   int rc = std::system(cmd.c_str());
@@ -57,7 +58,7 @@ class Hub {
     fs::remove_all(root_);
     fs::create_directories(root_ / "repos" / "kaio-test");
     EXPECT_EQ(run(kBuild + "/tools/kaio-mkdata/kaio-mkdata --layout llava --out " + (root_ / "repos/kaio-test/llava").string() +
-                  " --seed 7 --clips 36 --clips-per-archive 6 --seconds 4 --width 320 --height 240 --fps 15 >/dev/null 2>&1"),
+                  " --seed 7 --clips " + std::to_string(kClips) + " --clips-per-archive 6 --seconds 4 --width 640 --height 360 --fps 30 >/dev/null 2>&1"),
               0);
     fs::path port_file = root_ / "port";
     pid_ = ::fork();
@@ -133,7 +134,7 @@ struct Pipeline : testing::Test {
   }
   void TearDown() override { fs::remove_all(dir); }
 
-  Config config(const std::string& budget = "12MB", const std::string& extra_train = "") {
+  Config config(const std::string& budget = "16MB", const std::string& extra_train = "") {
     std::string json = R"({"source": {"endpoint": ")" + Hub::get().endpoint() + R"(", "repo": "kaio-test/llava", "include": ["**/*.tar.gz"]},
       "storage": {"cache_dir": ")" + (dir / "cache").string() + R"(", "state_dir": ")" + (dir / "state").string() +
                        R"(", "budget": ")" + budget + R"(", "free_disk_floor": "10MB"},
@@ -170,10 +171,10 @@ TEST_F(Pipeline, BudgetHeldAndEveryWindowTrainedOnce) {
     wait_finished(engine, 240s);
     auto s = engine.status();
     EXPECT_EQ(s.state, "done") << s.last_error;
-    EXPECT_EQ(s.files.total, 6);
+    EXPECT_EQ(s.files.total, kClips / 6);
     EXPECT_EQ(s.files.failed, 0);
     EXPECT_EQ(s.clips.ready, 0);
-    EXPECT_EQ(s.clips.deleted, 36);  // every clip deleted after the checkpoint covering it
+    EXPECT_EQ(s.clips.deleted, kClips);  // every clip deleted after the checkpoint covering it
     EXPECT_EQ(s.train.backend, "cpu");
     EXPECT_GT(s.train.step, 0);
     EXPECT_EQ(s.train.samples, static_cast<int64_t>(trace.windows.size()));
@@ -182,8 +183,12 @@ TEST_F(Pipeline, BudgetHeldAndEveryWindowTrainedOnce) {
   sampler.finish();
   std::set<std::pair<std::string, int>> unique(trace.windows.begin(), trace.windows.end());
   EXPECT_EQ(unique.size(), trace.windows.size()) << "a window was trained twice";
-  EXPECT_EQ(trace.windows.size(), 36u * 2) << "36 clips of 4 s at 4 fps give 2 windows of 8 frames each";
-  std::printf("pipeline: %zu windows, peak disk %llu / budget %llu over %d samples\n", trace.windows.size(),
+  EXPECT_EQ(trace.windows.size(), kClips * 2u) << "clips of 4 s at 4 fps give 2 windows of 8 frames each";
+  uint64_t dataset = 0;
+  for (const auto& e : fs::recursive_directory_iterator(fs::temp_directory_path() / ("kaio-pipeline-hub-" + std::to_string(::getpid()))))
+    if (e.is_regular_file() && e.path().extension() == ".gz") dataset += e.file_size();
+  EXPECT_GT(dataset, c.storage.budget) << "the dataset must be larger than the budget";
+  std::printf("pipeline: dataset %llu bytes, %zu windows, peak disk %llu / budget %llu over %d samples\n", static_cast<unsigned long long>(dataset), trace.windows.size(),
               static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), sampler.samples());
   EXPECT_LE(sampler.peak(), c.storage.budget);
   EXPECT_EQ(count_files(dir / "cache"), 0u) << "shards, downloads and temporaries are all gone";
@@ -237,7 +242,7 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
     bool kill_now = kills < max_kills;
     int status = 0;
     if (kill_now) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(150, 900)(rng)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 800)(rng)));
       if (::waitpid(child, &status, WNOHANG) == 0) {
         ::kill(child, SIGKILL);
         ::waitpid(child, &status, 0);
@@ -296,7 +301,7 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
   daemon::Peer admin{::getpid(), 0, 0, true};
   daemon::Peer stranger{::getpid(), 65534, 65534, false};
   {
-    daemon::Engine engine(config("12MB", R"(, "checkpoint_every": 100)"));
+    daemon::Engine engine(config("16MB", R"(, "checkpoint_every": 100)"));
     engine.start();
     EXPECT_THROW(engine.handle_control("pause", {}, stranger), Error);
     auto reply = engine.handle_control("pause", {{"reason", "test"}}, admin);
@@ -317,7 +322,7 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
     wait_finished(engine, 240s);
     EXPECT_EQ(engine.status().state, "done");
     auto ls = engine.handle_control("ls", {{"state", "deleted"}}, stranger);
-    EXPECT_EQ(ls["clips"].size(), 36u);
+    EXPECT_EQ(ls["clips"].size(), static_cast<size_t>(kClips));
     EXPECT_THROW(engine.handle_control("ls", {{"state", "bogus"}}, stranger), Error);
   }
 }
