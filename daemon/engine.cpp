@@ -371,7 +371,6 @@ struct Engine::Impl {
         continue;
       }
       if (sequence->epoch_done() || failed) break;
-      if (!batch.empty() && !sequence->current_chunk().empty()) {}  // keep filling from the next chunk
       changed.wait_for(lock, std::chrono::milliseconds(100));
     }
     waited = std::chrono::duration<double>(Clock::now() - start).count();
