@@ -8,41 +8,32 @@
 #include <system_error>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 namespace kaio {
-namespace {
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-}  // namespace
 
 void fsync_path(const std::filesystem::path& path) {
-  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (f.fd < 0) throw_errno("open for fsync", path.string());
-  if (::fsync(f.fd) != 0) throw_errno("fsync", path.string());
+  Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (f.get() < 0) throw_errno("open for fsync", path.string());
+  if (::fsync(f.get()) != 0) throw_errno("fsync", path.string());
 }
 
 void write_file_durably(const std::filesystem::path& path, std::string_view data) {
   auto tmp = path;
   tmp += ".tmp";
   {
-    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-    if (f.fd < 0) throw_errno("create", tmp.string());
+    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (f.get() < 0) throw_errno("create", tmp.string());
     size_t done = 0;
     while (done < data.size()) {
-      ssize_t n = ::write(f.fd, data.data() + done, data.size() - done);
+      ssize_t n = ::write(f.get(), data.data() + done, data.size() - done);
       if (n < 0) {
         if (errno == EINTR) continue;
         throw_errno("write", tmp.string());
       }
       done += static_cast<size_t>(n);
     }
-    if (::fsync(f.fd) != 0) throw_errno("fsync", tmp.string());
+    if (::fsync(f.get()) != 0) throw_errno("fsync", tmp.string());
   }
   rename_durably(tmp, path);
 }

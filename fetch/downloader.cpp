@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/fd.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/units.h"
@@ -35,23 +36,7 @@ namespace fs = std::filesystem;
 constexpr int kMaxRedirects = 10;
 constexpr int kMaxCorruptRetries = 3;
 
-// Owns a file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    std::swap(fd_, o.fd_);
-    return *this;
-  }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using kaio::Fd;
 
 fs::path part_path(const fs::path& dest) { return fs::path(dest.string() + ".part"); }
 fs::path ranges_path(const fs::path& dest) { return fs::path(dest.string() + ".part.ranges"); }

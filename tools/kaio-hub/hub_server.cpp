@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fd.h"
 #include "tools/kaio-hub/repo_index.h"
 
 namespace kaio::hub {
@@ -29,23 +30,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-// Owns a socket or file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    std::swap(fd_, o.fd_);
-    return *this;
-  }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using kaio::Fd;
 
 // Faults in force; every key of POST /_kaio/faults maps to one member.
 struct Faults {
