@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build test demo bench format clean
+.PHONY: all setup build test demo bench fuzz sanitize soak format clean
 
 all: build
 
@@ -21,6 +21,7 @@ test: setup
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKAIO_WERROR=$(if $(CI),ON,OFF) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 600
+	bash scripts/test-extra.sh $(BUILD)
 
 demo: build
 	bash scripts/demo.sh $(BUILD)
@@ -29,6 +30,19 @@ bench: setup
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 	cmake --build build-release -j $(JOBS)
 	bash bench/run.sh build-release
+
+# libFuzzer targets, each for FUZZ_SECONDS (make test runs them for 30 s each).
+FUZZ_SECONDS ?= 3600
+fuzz: setup
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The test suite under ASan+UBSan, and the concurrent parts under TSan.
+sanitize: setup
+	bash scripts/sanitize.sh
+
+# The long forms of the reliability tests (kills, outages, full-scale budget run).
+soak: build
+	bash scripts/soak.sh $(BUILD)
 
 format:
 	git ls-files '*.cpp' '*.h' '*.cu' | xargs clang-format -i
