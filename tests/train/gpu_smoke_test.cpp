@@ -8,7 +8,7 @@
 
 namespace {
 
-void check_axpy(int (*axpy)(int, float, const float*, float*)) {
+[[maybe_unused]] void check_axpy(int (*axpy)(int, float, const float*, float*)) {
   std::vector<float> x(1000), y(1000), want(1000);
   for (int i = 0; i < 1000; ++i) {
     x[i] = 0.5f * i;
