@@ -73,7 +73,7 @@ class Budget : public SpaceReserver {
   std::unique_ptr<SpaceClaim> reserve(uint64_t bytes, const std::string& what,
                                       std::chrono::steady_clock::time_point deadline);
   // Never waits: nullptr unless the bytes fit now and nobody is queued.
-  std::unique_ptr<SpaceClaim> try_reserve(uint64_t bytes, const std::string& what);
+  std::unique_ptr<SpaceClaim> try_reserve(uint64_t bytes, const std::string& what) override;
   // Moves a file that was on disk at start (its st_blocks) from the baseline into
   // a claim (never waits); drop the claim after unlinking the file.
   std::unique_ptr<SpaceClaim> adopt_existing(const std::filesystem::path& file);

@@ -38,6 +38,8 @@ class SpaceReserver {
   // the work for status ("download foo.tar.gz"). Throws kaio::Error(budget)
   // if it can never fit, kaio::Error(cancelled) if the service is stopping.
   virtual std::unique_ptr<SpaceClaim> reserve(uint64_t bytes, const std::string& what) = 0;
+  // Never waits: nullptr unless the bytes fit now and nobody is queued.
+  virtual std::unique_ptr<SpaceClaim> try_reserve(uint64_t bytes, const std::string& what) = 0;
 };
 
 }  // namespace kaio

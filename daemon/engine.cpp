@@ -85,6 +85,7 @@ struct Engine::Impl {
   double last_loss = 0;
   int64_t samples = 0;
   int64_t checkpoint_step = -1;
+  uint64_t standing_bytes = 0;  // check_working_set()
   double decoded_clips = 0;
   Rate download_rate, decode_rate, train_rate;
 
@@ -96,10 +97,16 @@ struct Engine::Impl {
         download_dir(config.storage.cache_dir / "downloads"), checkpoint_dir(config.storage.state_dir / "checkpoints"),
         ledger(open_ledger(config)) {}
 
+  // The standing claim for the database's growth; its WAL is truncated at half
+  // of it so that db + WAL + SHM stay inside.
+  static uint64_t ledger_allowance(const Config& c) { return std::min<uint64_t>(16u << 20, c.storage.budget / 8); }
+
   static state::Ledger open_ledger(const Config& c) {
     fs::create_directories(c.storage.state_dir);
     fs::create_directories(c.storage.cache_dir);
-    return state::Ledger::open(c.storage.state_dir);
+    state::LedgerOptions options;
+    options.wal_limit_bytes = ledger_allowance(c) / 2;
+    return state::Ledger::open(c.storage.state_dir, options);
   }
 
   void fail(const std::string& message) {
@@ -120,7 +127,7 @@ struct Engine::Impl {
     options.free_disk_floor = config.storage.free_disk_floor;
     options.cache_dir = config.storage.cache_dir;
     options.state_dir = config.storage.state_dir;
-    options.ledger_allowance = std::min<uint64_t>(16u << 20, config.storage.budget / 8);
+    options.ledger_allowance = ledger_allowance(config);
     budget = std::make_unique<cache::Budget>(options);
     auto known = ledger.known_paths();
     for (const auto& shard : known.shards) {
@@ -174,13 +181,44 @@ struct Engine::Impl {
     samples = position.samples;
     epoch = cursor.epoch;
     new_sequence(cursor);
+    check_working_set();
     // Checkpoints write into a standing claim so that freeing space never waits for space.
     uint64_t bytes = checkpoint_file_bytes();
-    cache::check_budget_fits(config.storage.budget, budget->on_disk_bytes(bytes) * (config.train.keep_checkpoints + 1),
-                             std::to_string(config.train.keep_checkpoints + 1) + " checkpoints of " + format_size(bytes));
     spare_checkpoint_claim = budget->reserve(bytes, "spare checkpoint");
     while (static_cast<int>(checkpoint_claims.size()) < config.train.keep_checkpoints)
       checkpoint_claims.emplace_back(fs::path(), budget->reserve(bytes, "checkpoint"));
+  }
+
+  // The least the budget must hold for training to move: what stays for good
+  // (files found at start, the ledger allowance, keep+1 checkpoints) and a chunk
+  // of K clips with one window each. Below it the pipeline could only wait, so
+  // start-up refuses with the parts named. Files that do not fit beside it are
+  // decoded while they stream (download_limit).
+  void check_working_set() {
+    auto b = budget->status();
+    uint64_t held = b.baseline + b.ledger_allowance;
+    uint64_t adopted = 0;
+    for (const auto& [path, claim] : checkpoint_claims) adopted += claim->bytes();
+    for (const auto& [id, claim] : shard_claims) adopted += claim->bytes();
+    int slots = config.train.keep_checkpoints + 1;
+    uint64_t checkpoints = budget->on_disk_bytes(checkpoint_file_bytes()) * static_cast<uint64_t>(slots);
+    uint64_t chunk = budget->on_disk_bytes(decode::shard_bytes(decode::from_config(config.decode), 1, 256)) *
+                     static_cast<uint64_t>(std::max(1, config.train.shuffle_clips));
+    standing_bytes = held + checkpoints + chunk;
+    cache::check_budget_fits(config.storage.budget, standing_bytes + adopted,
+                             format_size(held) + " already on disk and kept for the ledger, " + std::to_string(slots) +
+                                 " checkpoints of " + format_size(checkpoint_file_bytes()) + ", and " +
+                                 std::to_string(config.train.shuffle_clips) + " clips' shards (train.shuffle_clips)" +
+                                 (adopted ? " besides " + format_size(adopted) + " of shards and checkpoints kept from the last run" : ""));
+  }
+
+  // Files up to this size are downloaded whole; larger ones are decoded while
+  // they stream. Downloaded, a file and one member extracted from it must fit
+  // beside the standing working set.
+  uint64_t download_limit() const {
+    uint64_t threshold = config.storage.stream_threshold ? config.storage.stream_threshold : config.storage.budget / 4;
+    uint64_t room = config.storage.budget > standing_bytes ? config.storage.budget - standing_bytes : 0;
+    return std::min(threshold, room / 2);
   }
 
   uint64_t checkpoint_file_bytes() const { return trainer->checkpoint_bytes() + 256; }
@@ -253,7 +291,7 @@ struct Engine::Impl {
   std::unique_ptr<ByteSource> fetch_file(const state::FileRecord& file, int e, std::stop_token st,
                                          std::unique_ptr<SpaceClaim>& claim, fs::path& local) {
     fetch::RepoFile repo_file{file.path, file.size, file.git_oid, file.sha256};
-    uint64_t threshold = config.storage.stream_threshold ? config.storage.stream_threshold : config.storage.budget / 4;
+    uint64_t threshold = download_limit();
     if (file.size > threshold) {
       spdlog::info("streaming {} ({}) through decode: larger than {}", file.path, format_size(file.size), format_size(threshold));
       return hub->open_stream(config.source.repo, commit_sha, repo_file);
@@ -371,10 +409,25 @@ struct Engine::Impl {
         continue;
       }
       if (sequence->epoch_done() || failed) break;
+      lock.unlock();
+      check_waiter_can_fit();
+      lock.lock();
+      if (failed) break;
       changed.wait_for(lock, std::chrono::milliseconds(100));
     }
     waited = std::chrono::duration<double>(Clock::now() - start).count();
     return batch;
+  }
+
+  // A reservation larger than what the standing working set leaves free would
+  // wait forever (a member bigger than the start-up check could know of): stop
+  // with the sizes instead of sitting in budget-wait.
+  void check_waiter_can_fit() {
+    auto b = budget->status();
+    if (b.waiting == 0 || b.oldest_waiting_bytes + standing_bytes <= config.storage.budget) return;
+    std::string what = b.oldest_waiting_what;
+    cache::check_budget_fits(config.storage.budget, b.oldest_waiting_bytes + standing_bytes,
+                             what + " (" + format_size(b.oldest_waiting_bytes) + ") beside the working set of " + format_size(standing_bytes));
   }
 
   void train_loop(std::stop_token st) {

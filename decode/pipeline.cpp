@@ -60,6 +60,30 @@ class Run {
 
   int take_index() { return next_index_++; }
 
+  // A member extracted ahead must neither queue in front of the shard
+  // reservations of members already extracted (reservations are first come
+  // first served, so it would wait for space only their delivery frees, and
+  // they for it) nor take the space their shards need. So while others are in
+  // flight it takes space only if a shard's worth per member in flight stays
+  // free beside it; once none is, it queues like any reservation.
+  std::unique_ptr<kaio::SpaceClaim> reserve_member(uint64_t bytes, const std::string& what) {
+    while (true) {
+      std::unique_lock lock(mu_);
+      int others = next_index_ - delivered_ - 1;
+      if (others <= 0) break;
+      uint64_t shard = shard_estimate_ ? shard_estimate_ : bytes;
+      lock.unlock();
+      if (auto claim = reserver_.try_reserve(bytes + shard * static_cast<uint64_t>(others + 1), what)) {
+        claim->resize(bytes);
+        return claim;
+      }
+      lock.lock();
+      room_.wait_for(lock, stop(), std::chrono::milliseconds(50), [&] { return next_index_ - delivered_ - 1 < others; });
+      if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
+    }
+    return reserver_.reserve(bytes, what);
+  }
+
   void submit(Job job) {
     std::lock_guard lock(mu_);
     jobs_.push_back(std::move(job));
@@ -117,7 +141,12 @@ class Run {
     try {
       auto probe = probe_clip(job.temp, spec_);
       size_t meta = source_file_.size() + job.member.size() + job.caption.size();
-      auto claim = reserver_.reserve(shard_bytes(spec_, probe.expected_windows + 1, meta), "decode " + job.member);
+      uint64_t bytes = shard_bytes(spec_, probe.expected_windows + 1, meta);
+      {
+        std::lock_guard lock(mu_);
+        shard_estimate_ = std::max(shard_estimate_, bytes);
+      }
+      auto claim = reserver_.reserve(bytes, "decode " + job.member);
       auto shard = work_dir_ / (job.clip_id + ".shard");
       DecodeOptions opts{codec_threads_, timeout_, stop()};
       auto summary = decode_clip(job.temp, ClipOrigin{source_file_, job.member, job.caption}, spec_, shard, opts);
@@ -198,6 +227,7 @@ class Run {
   bool closed_ = false;
   int next_index_ = 0;
   int delivered_ = 0;
+  uint64_t shard_estimate_ = 0;  // the largest shard reserved so far in this archive
   std::map<int, ClipResult> parked_;
   std::exception_ptr callback_error_;
   std::mutex deliver_mu_;
@@ -265,7 +295,7 @@ void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::s
       }
       try {
         uint64_t hold = m.size >= 0 ? static_cast<uint64_t>(m.size) : kUnknownMemberReserve;
-        job.member_claim = reserver_.reserve(hold, "extract " + m.path + " from " + source_file);
+        job.member_claim = run.reserve_member(hold, "extract " + m.path + " from " + source_file);
         reader.extract_to(job.temp, job.member_claim.get());
       } catch (const Error& e) {
         if (reader.broken() || e.kind() == ErrorKind::cancelled) throw;

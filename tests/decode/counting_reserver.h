@@ -25,6 +25,14 @@ class CountingReserver : public kaio::SpaceReserver {
     return std::make_unique<Claim>(*this, bytes);
   }
 
+  std::unique_ptr<kaio::SpaceClaim> try_reserve(uint64_t bytes, const std::string& what) override {
+    {
+      std::lock_guard lock(mu_);
+      if (held_ + bytes > budget_) return nullptr;
+    }
+    return reserve(bytes, what);
+  }
+
   uint64_t held() const {
     std::lock_guard lock(mu_);
     return held_;
