@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -19,6 +20,7 @@
 #include "daemon/engine.h"
 #include "daemon/notify.h"
 #include "daemon/status.h"
+#include "daemon/window_trace.h"
 
 namespace {
 
@@ -37,6 +39,14 @@ int check_config(const char* file) {
               c.storage.cache_dir.c_str(), c.storage.state_dir.c_str(), c.train.model.c_str(), c.train.backend.c_str(),
               c.decode.frames, c.decode.size, c.decode.size, c.decode.fps);
   return 0;
+}
+
+// STATUS= is one line: an error text with newlines or control characters
+// (a hostile file name, a server's message) must not add lines to it.
+std::string one_line(std::string text) {
+  for (auto& c : text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+  return text;
 }
 
 // SIGTERM, SIGINT and SIGHUP arrive on a file descriptor the main loop polls.
@@ -61,13 +71,19 @@ int run(const char* config_file) {
   systemd.status("starting: recovery");
   spdlog::info("kaiod {} starting with {}", KAIO_VERSION, config_file);
 
-  kaio::daemon::Engine engine(config);
+  // KAIO_WINDOW_TRACE=FILE: an audit trail of every window trained (see README, Troubleshooting).
+  std::unique_ptr<kaio::daemon::WindowTrace> trace;
+  if (const char* trace_file = std::getenv("KAIO_WINDOW_TRACE"); trace_file && *trace_file) {
+    trace = std::make_unique<kaio::daemon::WindowTrace>(trace_file);
+    spdlog::info("window trace appended to {}", trace_file);
+  }
+  kaio::daemon::Engine engine(config, trace.get());
   kaio::daemon::ControlServer control(config.control.socket, config.control.admin_group,
                                       [&engine](const std::string& cmd, const nlohmann::json& args, const kaio::daemon::Peer& peer) {
                                         return engine.handle_control(cmd, args, peer);
                                       });
   engine.start();
-  systemd.status(kaio::daemon::summary_line(engine.status()));
+  systemd.status(one_line(kaio::daemon::summary_line(engine.status())));
   systemd.ready();
   spdlog::info("kaiod ready: control socket {}", control.path().string());
 
@@ -82,7 +98,7 @@ int run(const char* config_file) {
         if (info.ssi_signo == SIGHUP) {
           try {
             engine.reload(kaio::load_config(config_file));
-          } catch (const kaio::Error& e) {
+          } catch (const std::exception& e) {
             spdlog::error("reload of {} refused, keeping the running config: {}", config_file, e.what());
           }
         } else {
@@ -92,7 +108,7 @@ int run(const char* config_file) {
       }
     }
     systemd.watchdog_tick();
-    systemd.status(kaio::daemon::summary_line(engine.status()));
+    systemd.status(one_line(kaio::daemon::summary_line(engine.status())));
   }
   systemd.stopping();
   systemd.extend_timeout(std::chrono::seconds(90));
@@ -115,7 +131,7 @@ int main(int argc, char** argv) {
     if (argc == 3 && std::strcmp(argv[1], "--config") == 0) return run(argv[2]);
     usage(stderr);
     return 2;
-  } catch (const kaio::Error& e) {
+  } catch (const std::exception& e) {  // kaio::Error, and anything a library throws (std::bad_alloc, filesystem errors)
     std::string msg = kaio::redact(e.what());
     std::fprintf(stderr, "kaiod: %s\n", msg.c_str());
     if (spdlog::default_logger()) spdlog::critical("kaiod cannot run: {}", msg);

@@ -45,8 +45,22 @@ struct Faults {
   bool corrupt_first = false;  // flip one byte in the first full download of each file
   uint64_t throttle_bps = 0;   // per connection
   Clock::time_point outage_until{};
+  // Hostile-server faults. The string ones apply to requests whose path
+  // contains the string ("" is off; "/" is every request).
+  bool tree_malformed = false;        // the tree listing is cut mid-JSON
+  std::string wrong_length;           // Content-Length off by wrong_length_delta, then the connection closes
+  int64_t wrong_length_delta = 1000;
+  std::string endless_headers;        // header lines without end
+  std::string endless_body;           // a 200 with no length and a body without end
+  bool control_names = false;         // the listing also names files with control characters
 
   void merge(const json& j) {
+    if (j.contains("tree_malformed")) tree_malformed = j["tree_malformed"];
+    if (j.contains("wrong_length")) wrong_length = j["wrong_length"];
+    if (j.contains("wrong_length_delta")) wrong_length_delta = j["wrong_length_delta"];
+    if (j.contains("endless_headers")) endless_headers = j["endless_headers"];
+    if (j.contains("endless_body")) endless_body = j["endless_body"];
+    if (j.contains("control_names")) control_names = j["control_names"];
     if (j.contains("drop_after")) drop_after = j["drop_after"];
     if (j.contains("drop_count")) drop_count = j["drop_count"];
     if (j.contains("rate_429")) rate_429 = j["rate_429"];
@@ -64,6 +78,7 @@ struct Faults {
 struct Stats {
   std::atomic<uint64_t> requests{0}, cdn_requests{0}, cdn_requests_with_authorization{0}, bytes_sent{0};
   std::atomic<uint64_t> drops{0}, status_429{0}, status_5xx{0}, stalls{0}, corruptions{0}, outage_closes{0}, range_requests{0};
+  std::atomic<uint64_t> malformed_trees{0}, wrong_lengths{0}, endless_headers{0}, endless_bodies{0}, control_names{0};
   json to_json() const {
     return {{"requests", requests.load()},
             {"cdn_requests", cdn_requests.load()},
@@ -76,7 +91,12 @@ struct Stats {
               {"5xx", status_5xx.load()},
               {"stall", stalls.load()},
               {"corrupt", corruptions.load()},
-              {"outage_close", outage_closes.load()}}}};
+              {"outage_close", outage_closes.load()},
+              {"tree_malformed", malformed_trees.load()},
+              {"wrong_length", wrong_lengths.load()},
+              {"endless_headers", endless_headers.load()},
+              {"endless_body", endless_bodies.load()},
+              {"control_names", control_names.load()}}}};
   }
 };
 
@@ -304,6 +324,8 @@ struct HubServer::State {
   // Returns false when the connection must close.
   bool respond(int fd, const Request& req, bool cdn);
   bool send_simple(int fd, const Request& req, const Response& r);
+  // Endless headers or body, when a fault asks for them; true when it did (the connection then closes).
+  bool endless(int fd, const Request& req);
   bool send_file(int fd, const Request& req, const HubRepo& repo, const HubFile& file, Response r, const std::string& etag);
   bool injected_status(int fd, const Request& req);
   Response control(const Request& req);
@@ -395,6 +417,7 @@ bool HubServer::State::injected_status(int fd, const Request& req) {
 bool HubServer::State::respond(int fd, const Request& req, bool cdn) {
   if (req.path.starts_with("/_kaio/")) return send_simple(fd, req, control(req));
   if (injected_status(fd, req)) return true;
+  if (endless(fd, req)) return false;
   auto parts = split(req.path, '/');  // parts[0] is empty
   if (cdn) {
     // /cdn/{org}/{name}/{sha}/{path...}
@@ -513,7 +536,19 @@ Response HubServer::State::tree(const HubRepo& repo, const std::string& rev, con
                        "&expand=false&cursor=" + std::to_string(cursor + page);
     r.headers.emplace_back("Link", "<" + next + ">; rel=\"next\"");
   }
+  Faults f = snapshot();
+  if (f.control_names && cursor == 0) {
+    // Names a careless client would echo into a terminal or a log line.
+    for (const char* name : {"ctl/bell\a\b\x7f.tar.gz", "ctl/esc\x1b[31mred\x1b[0m.tar.gz", "ctl/new\nline\r.tar.gz"}) {
+      body.push_back({{"type", "file"}, {"oid", std::string(40, 'e')}, {"size", 1234}, {"path", prefix + name}});
+      stats.control_names++;
+    }
+  }
   r.body = body.dump();
+  if (f.tree_malformed) {
+    r.body = r.body.substr(0, r.body.size() / 2) + "\x01{\"";
+    stats.malformed_trees++;
+  }
   return r;
 }
 
@@ -556,11 +591,17 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
     r.headers.emplace_back("Content-Range", "bytes " + std::to_string(range.start) + "-" + std::to_string(range.start + range.length - 1) +
                                                 "/" + std::to_string(file.size));
   }
-  std::string head = head_text(r, range.length, req.keep_alive);
-  if (!send_all(fd, head.data(), head.size())) return false;
-  if (req.method == "HEAD") return true;
-
   Faults f = snapshot();
+  bool wrong = !f.wrong_length.empty() && req.path.find(f.wrong_length) != std::string::npos;
+  uint64_t declared = range.length;
+  if (wrong) {
+    declared = static_cast<uint64_t>(std::max<int64_t>(0, static_cast<int64_t>(range.length) + f.wrong_length_delta));
+    stats.wrong_lengths++;
+  }
+  std::string head = head_text(r, declared, req.keep_alive && !wrong);
+  if (!send_all(fd, head.data(), head.size())) return false;
+  if (req.method == "HEAD") return !wrong;
+
   int64_t drop_at = -1, stall_at = -1, flip_at = -1;
   {
     std::lock_guard lock(mutex);
@@ -615,6 +656,22 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
       std::this_thread::sleep_until(due);
     }
   }
+  return !wrong;  // a wrong length leaves the connection unusable
+}
+
+bool HubServer::State::endless(int fd, const Request& req) {
+  Faults f = snapshot();
+  bool headers = !f.endless_headers.empty() && req.path.find(f.endless_headers) != std::string::npos;
+  bool body = !f.endless_body.empty() && req.path.find(f.endless_body) != std::string::npos;
+  if (!headers && !body) return false;
+  (headers ? stats.endless_headers : stats.endless_bodies)++;
+  std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n";
+  if (!headers) head += "\r\n";
+  if (!send_all(fd, head.data(), head.size())) return true;
+  std::string chunk = headers ? "X-Kaio-Endless: " + std::string(4000, 'h') + "\r\n" : std::string(64 * 1024, '[');
+  // Until the client gives up (or 10 minutes, so the thread ends some day).
+  auto until = Clock::now() + std::chrono::minutes(10);
+  while (Clock::now() < until && send_all(fd, chunk.data(), chunk.size())) stats.bytes_sent += chunk.size();
   return true;
 }
 

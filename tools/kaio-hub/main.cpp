@@ -15,6 +15,9 @@ const char* kUsage =
     "                [--port-file F] [--lfs-threshold BYTES] [--page-size N] [--token T] [--seed N]\n"
     "                [--faults JSON]   keys: drop_after drop_count rate_429 retry_after rate_5xx stall_after\n"
     "                                  stall_ms stall_count corrupt_first throttle_bps outage_ms\n"
+    "                                  hostile server: tree_malformed control_names (bools),\n"
+    "                                  wrong_length wrong_length_delta endless_headers endless_body\n"
+    "                                  (strings: requests whose path contains it; \"/\" for all)\n"
     "Faults change while running: POST /_kaio/faults with the same JSON. Counters: GET /_kaio/stats.\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
