@@ -213,7 +213,6 @@ void ControlServer::serve_client(int fd) {
   peer.admin = cred.uid == 0 || cred.uid == ::geteuid() || in_group(cred.uid, cred.gid, admin_gid_);
   std::string buffer, line;
   for (;;) {
-    json reply;
     try {
       if (!read_line(fd, buffer, line, Clock::now() + client_timeout_)) return;
     } catch (const std::exception& e) {
@@ -221,22 +220,27 @@ void ControlServer::serve_client(int fd) {
       write_all(fd, error_reply(e.what()).dump() + "\n", Clock::now() + client_timeout_);
       return;
     }
-    try {
-      json request = json::parse(line);
-      if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string())
-        throw Error(ErrorKind::usage, "request must be a JSON object with a string \"cmd\"");
-      int version = request.value("v", kProtocolVersion);
-      if (version != kProtocolVersion)
-        throw Error(ErrorKind::usage, "protocol version " + std::to_string(version) + " is not supported (this kaiod speaks 1)");
-      json args = request.value("args", json::object());
-      reply = {{"v", kProtocolVersion}, {"ok", true}, {"result", handler_(request["cmd"].get<std::string>(), args, peer)}};
-    } catch (const json::exception& e) {
-      reply = error_reply(std::string("malformed request: ") + e.what());
-    } catch (const std::exception& e) {
-      reply = error_reply(redact(e.what()));
-    }
-    write_all(fd, reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", Clock::now() + client_timeout_);
+    write_all(fd, reply_to_request(line, peer, handler_) + "\n", Clock::now() + client_timeout_);
   }
+}
+
+std::string reply_to_request(const std::string& line, const Peer& peer, const ControlHandler& handler) {
+  json reply;
+  try {
+    json request = json::parse(line);
+    if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string())
+      throw Error(ErrorKind::usage, "request must be a JSON object with a string \"cmd\"");
+    int version = request.value("v", kProtocolVersion);
+    if (version != kProtocolVersion)
+      throw Error(ErrorKind::usage, "protocol version " + std::to_string(version) + " is not supported (this kaiod speaks 1)");
+    json args = request.value("args", json::object());
+    reply = {{"v", kProtocolVersion}, {"ok", true}, {"result", handler(request["cmd"].get<std::string>(), args, peer)}};
+  } catch (const json::exception& e) {
+    reply = error_reply(std::string("malformed request: ") + e.what());
+  } catch (const std::exception& e) {
+    reply = error_reply(redact(e.what()));
+  }
+  return reply.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 ControlClient::ControlClient(std::filesystem::path socket_path, std::chrono::milliseconds timeout)

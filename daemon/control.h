@@ -28,6 +28,10 @@ struct Peer {
 // Handles one parsed request; throws kaio::Error to send an error reply.
 using ControlHandler = std::function<nlohmann::json(const std::string& cmd, const nlohmann::json& args, const Peer& peer)>;
 
+// One request line (without its '\n') to the reply line the server sends.
+// Never throws: malformed requests and handler errors become error replies.
+std::string reply_to_request(const std::string& line, const Peer& peer, const ControlHandler& handler);
+
 class ControlServer {
  public:
   // Binds `socket_path` (mode 0660, group `admin_group` when it exists) and

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "fetch/http.h"
+#include "fetch/hub_parse.h"
 #include "fetch/stream_source.h"
 
 namespace kaio::fetch {
@@ -193,14 +194,14 @@ int api_progress(void* userdata, curl_off_t, curl_off_t now_bytes, curl_off_t, c
   return *check->cancelled || now - check->last_progress > check->stall_timeout ? 1 : 0;
 }
 
+}  // namespace
+
 std::optional<std::string> next_link(const std::string& link) {
   static const std::regex next(R"(<([^>]+)>\s*;\s*rel="next")");
   std::smatch m;
   if (std::regex_search(link, m, next)) return m[1].str();
   return std::nullopt;
 }
-
-}  // namespace
 
 std::string HubClient::get_json(const std::string& first_url, const std::string& what, std::string* next) {
   http::Backoff backoff(config_.max_backoff);
@@ -256,10 +257,7 @@ std::string HubClient::get_json(const std::string& first_url, const std::string&
 
 std::string HubClient::resolve_revision(const std::string& repo, const std::string& revision) {
   std::string what = "revision " + revision + " of dataset " + repo;
-  auto info = nlohmann::json::parse(get_json(http::api_url(endpoint_, repo, "revision", revision), what, nullptr), nullptr, false);
-  if (info.is_discarded() || !info.contains("sha") || !info["sha"].is_string())
-    throw Error(ErrorKind::corrupt, what + ": the Hub's answer has no commit sha");
-  std::string sha = info["sha"];
+  std::string sha = parse_revision(get_json(http::api_url(endpoint_, repo, "revision", revision), what, nullptr), what);
   spdlog::info("dataset {} revision {} is commit {}", repo, revision, sha);
   return sha;
 }
@@ -272,25 +270,40 @@ std::vector<RepoFile> HubClient::list_files(const std::string& repo, const std::
   while (!url.empty()) {
     std::string what = "file list of dataset " + repo + "@" + sha + " (page " + std::to_string(++pages) + ")";
     std::string next;
-    auto page = nlohmann::json::parse(get_json(url, what, &next), nullptr, false);
-    if (page.is_discarded() || !page.is_array()) throw Error(ErrorKind::corrupt, what + ": not a JSON array");
-    for (const auto& entry : page) {
-      if (entry.value("type", "") != "file") continue;
-      RepoFile f;
-      f.path = entry.value("path", "");
-      f.size = entry.value("size", uint64_t{0});
-      f.git_oid = entry.value("oid", "");
-      if (entry.contains("lfs") && entry["lfs"].is_object()) {
-        f.sha256 = entry["lfs"].value("oid", "");
-        f.size = entry["lfs"].value("size", f.size);
-      }
-      if (f.path.empty()) throw Error(ErrorKind::corrupt, what + ": an entry has no path");
-      if (selected(include, exclude, f.path)) files.push_back(std::move(f));
-    }
+    auto page = parse_tree_page(get_json(url, what, &next), what, include, exclude);
+    files.insert(files.end(), std::make_move_iterator(page.begin()), std::make_move_iterator(page.end()));
     url = next;
   }
   std::sort(files.begin(), files.end(), [](const RepoFile& a, const RepoFile& b) { return a.path < b.path; });
   spdlog::info("dataset {}@{}: {} files selected ({} pages)", repo, sha, files.size(), pages);
+  return files;
+}
+
+std::string parse_revision(const std::string& body, const std::string& what) {
+  auto info = nlohmann::json::parse(body, nullptr, false);
+  if (info.is_discarded() || !info.contains("sha") || !info["sha"].is_string())
+    throw Error(ErrorKind::corrupt, what + ": the Hub's answer has no commit sha");
+  return info["sha"];
+}
+
+std::vector<RepoFile> parse_tree_page(const std::string& body, const std::string& what,
+                                      const std::vector<std::string>& include, const std::vector<std::string>& exclude) {
+  std::vector<RepoFile> files;
+  auto page = nlohmann::json::parse(body, nullptr, false);
+  if (page.is_discarded() || !page.is_array()) throw Error(ErrorKind::corrupt, what + ": not a JSON array");
+  for (const auto& entry : page) {
+    if (entry.value("type", "") != "file") continue;
+    RepoFile f;
+    f.path = entry.value("path", "");
+    f.size = entry.value("size", uint64_t{0});
+    f.git_oid = entry.value("oid", "");
+    if (entry.contains("lfs") && entry["lfs"].is_object()) {
+      f.sha256 = entry["lfs"].value("oid", "");
+      f.size = entry["lfs"].value("size", f.size);
+    }
+    if (f.path.empty()) throw Error(ErrorKind::corrupt, what + ": an entry has no path");
+    if (selected(include, exclude, f.path)) files.push_back(std::move(f));
+  }
   return files;
 }
 
