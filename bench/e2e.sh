@@ -55,7 +55,7 @@ full_bytes=$((base * max_scale))
 full="$data/full-$full_bytes"
 if [ ! -f "$full/.complete" ]; then
   echo "e2e: generating $((full_bytes / 1000000)) MB of H.264 clips with kaio-mkdata (once; kept in $data)"
-  rm -rf "$data"
+  rm -rf "$full"
   mkdir -p "$data"
   "$mkdata" --layout llava --out "$full" --seed 1 --clips-per-archive 4 --seconds 8 \
     --width 640 --height 360 --fps 30 --target-bytes "$full_bytes" > "$data/mkdata.log" 2>&1 \

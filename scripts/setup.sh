@@ -15,7 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev
   hipcc libamdhip64-dev
-  curl python3 python3-numpy python3-av
+  curl python3 python3-numpy python3-av python3-matplotlib
   nodejs npm
 )
 

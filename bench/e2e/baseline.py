@@ -84,7 +84,8 @@ def decode_clip(path, spec):
             if prev is not None:
                 emit_until(t)
             prev, prev_t, converted = frame, t, None
-            prev_dur = float(frame.duration * tb) if frame.duration else nominal
+            duration = getattr(frame, "duration", None)  # PyAV 10 has no frame.duration
+            prev_dur = float(duration * tb) if duration else nominal
         if prev is not None:
             emit_until(prev_t + prev_dur)
     count = 0 if len(samples) < frames else (len(samples) - frames) // stride + 1
