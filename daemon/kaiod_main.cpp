@@ -2,9 +2,10 @@
 // logging, signals, the control socket and systemd notifications.
 #include <poll.h>
 #include <signal.h>
-#include <sys/signalfd.h>
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,24 +50,37 @@ std::string one_line(std::string text) {
   return text;
 }
 
-// SIGTERM, SIGINT and SIGHUP arrive on a file descriptor the main loop polls.
-int block_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread starts, so all inherit it
+// SIGTERM, SIGINT and SIGHUP arrive as bytes on a pipe the main loop polls.
+// A handler, not a blocked mask with signalfd: libraries start threads before
+// main (OpenBLAS's pool does, at load time) and those threads do not inherit a
+// mask set later, so a process-directed SIGTERM could land on one of them and
+// take the default action (die without the stop checkpoint). A handler is
+// process-wide, whichever thread runs it.
+int g_signal_pipe[2] = {-1, -1};
+
+void on_signal(int signo) {
+  int saved = errno;
+  unsigned char byte = static_cast<unsigned char>(signo);
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+int install_signal_handlers() {
+  if (::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) kaio::throw_errno("pipe for signals", "kaiod");
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (int signo : {SIGTERM, SIGINT, SIGHUP})
+    if (::sigaction(signo, &action, nullptr) != 0) kaio::throw_errno("sigaction", "kaiod");
   ::signal(SIGPIPE, SIG_IGN);
-  int fd = ::signalfd(-1, &set, SFD_CLOEXEC);
-  if (fd < 0) kaio::throw_errno("signalfd", "kaiod");
-  return fd;
+  return g_signal_pipe[0];
 }
 
 int run(const char* config_file) {
+  int signals = install_signal_handlers();
   kaio::Config config = kaio::load_config(config_file);
   kaio::setup_logging(config.log.level, "kaiod");
-  int signals = block_signals();
   kaio::daemon::SystemdNotifier systemd;
   systemd.status("starting: recovery");
   spdlog::info("kaiod {} starting with {}", KAIO_VERSION, config_file);
@@ -93,16 +107,16 @@ int run(const char* config_file) {
   while (!stopping && !engine.finished()) {
     pollfd p{signals, POLLIN, 0};
     if (::poll(&p, 1, std::max(poll_ms, 10)) > 0) {
-      signalfd_siginfo info{};
-      if (::read(signals, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-        if (info.ssi_signo == SIGHUP) {
+      unsigned char signo = 0;
+      if (::read(signals, &signo, 1) == 1) {
+        if (signo == SIGHUP) {
           try {
             engine.reload(kaio::load_config(config_file));
           } catch (const std::exception& e) {
             spdlog::error("reload of {} refused, keeping the running config: {}", config_file, e.what());
           }
         } else {
-          spdlog::info("kaiod stopping on signal {}", strsignal(static_cast<int>(info.ssi_signo)));
+          spdlog::info("kaiod stopping on signal {}", strsignal(signo));
           stopping = true;
         }
       }

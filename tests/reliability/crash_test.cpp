@@ -1,0 +1,215 @@
+// Crash harness (issue #8; issue #5's full-scale form as a soak parameterisation):
+// kaiod, the real binary, on a kaio-mkdata dataset served by kaio-hub, killed
+// with SIGKILL at random moments and restarted, against an uninterrupted run.
+//
+// Parameters (environment): KAIO_KILLS (10; soak 200), KAIO_DATASET_BYTES
+// (0: 36 clips of 640x360, about 11 MB), KAIO_BUDGET (8MB), KAIO_SEED (kill
+// moments, 1). scripts/soak.sh runs the long forms.
+#include "tests/reliability/harness.h"
+
+using namespace kaio::reliability;
+
+namespace {
+
+struct RunFigures {
+  std::vector<TraceLine> trace;
+  uint64_t peak = 0;
+  int64_t samples = 0;
+  double seconds = 0;
+};
+
+DatasetSpec spec_from_env() {
+  DatasetSpec spec;
+  spec.clips = 36;
+  spec.clips_per_archive = 6;
+  spec.width = 640;
+  spec.height = 360;
+  spec.target_bytes = static_cast<uint64_t>(env_int("KAIO_DATASET_BYTES", 0));
+  if (spec.target_bytes) {
+    spec.clips = 0;
+    spec.clips_per_archive = 8;
+  }
+  return spec;
+}
+
+// Checks what every finished run must hold: no file left in the cache, and
+// only the ledger and the checkpoints it lists in the state folder.
+void expect_no_orphans(const DaemonSetup& s) {
+  EXPECT_EQ(count_files(s.cache()), 0u) << "orphan files in the cache";
+  std::set<std::string> listed;
+  std::istringstream rows(sql(s.db(), "select path from checkpoints"));
+  for (std::string row; std::getline(rows, row);) listed.insert(fs::path(row).filename().string());
+  for (const auto& e : fs::recursive_directory_iterator(s.state())) {
+    if (!e.is_regular_file()) continue;
+    std::string name = e.path().filename().string();
+    if (name.starts_with("kaio.db") || name == "lock") continue;  // the ledger and its flock file
+    EXPECT_TRUE(listed.count(name)) << "orphan file in the state folder: " << e.path();
+  }
+}
+
+}  // namespace
+
+TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
+  const int kills_wanted = static_cast<int>(env_int("KAIO_KILLS", 10));
+  const std::string budget = std::getenv("KAIO_BUDGET") && *std::getenv("KAIO_BUDGET") ? std::getenv("KAIO_BUDGET") : "8MB";
+  std::mt19937 rng(static_cast<unsigned>(env_int("KAIO_SEED", 1)));
+  DatasetSpec spec = spec_from_env();
+
+  fs::path dir = make_temp_dir("crash");
+  fs::create_directories(dir / "repos/kaio-test");
+  fs::path data = dataset(spec);
+  fs::create_directory_symlink(data, dir / "repos/kaio-test/llava");
+  uint64_t dataset_bytes = repo_bytes(data);
+  Hub hub(dir / "repos", dir / "hub.log");
+  ASSERT_TRUE(hub.ok()) << read_text(dir / "hub.log");
+
+  auto setup = [&](const std::string& name) {
+    DaemonSetup s;
+    s.dir = dir / name;
+    fs::create_directories(s.dir);
+    s.endpoint = hub.url();
+    s.budget = budget;
+    s.write_config();
+    return s;
+  };
+  const auto run_limit = std::chrono::seconds(env_int("KAIO_RUN_LIMIT_S", spec.target_bytes ? 3600 : 240));
+
+  // The uninterrupted run.
+  DaemonSetup ref = setup("reference");
+  RunFigures reference;
+  {
+    DiskSampler sampler({ref.cache(), ref.state()});
+    auto t0 = Clock::now();
+    Child kaiod;
+    start_kaiod(kaiod, ref);
+    auto st = kaiod.wait_for(run_limit);
+    ASSERT_TRUE(st.has_value()) << "the uninterrupted run did not finish within " << run_limit.count() << " s\n" << tail(read_text(ref.log()));
+    ASSERT_EQ(kaiod.exit_code(), 0) << tail(read_text(ref.log()));
+    reference.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    sampler.finish();
+    reference.peak = sampler.peak();
+    reference.samples = sampler.samples();
+    reference.trace = read_trace(ref.trace());
+    expect_no_orphans(ref);
+  }
+  ASSERT_FALSE(reference.trace.empty());
+  std::set<std::pair<std::string, int>> ref_windows;
+  for (const auto& l : reference.trace) ref_windows.emplace(l.clip, l.window);
+  EXPECT_EQ(ref_windows.size(), reference.trace.size()) << "the uninterrupted run trained a window twice";
+
+  // The same run killed with SIGKILL at random moments and restarted each time.
+  DaemonSetup crash = setup("crash");
+  int kills = 0, restarts = 0, kills_while_training = 0;
+  size_t replayed_lines = 0;
+  int64_t resume_mismatches = 0;
+  std::map<std::string, int> kill_phase;
+  DiskSampler sampler({crash.cache(), crash.state()});
+  auto t0 = Clock::now();
+  // Spread the kills over the run: on average 1.5x the uninterrupted time
+  // divided among them, so most of each life's progress is kept.
+  const int max_delay_ms = std::max(300, static_cast<int>(reference.seconds * 1500 / std::max(1, kills_wanted)));
+  bool finished = false;
+  std::string last_log_line;
+  while (!finished) {
+    ASSERT_LT(Clock::now() - t0, run_limit * 3) << "the killed run did not finish";
+    // Restart: drop the trace past the last durable checkpoint, as kaiod resumes there.
+    int64_t durable = last_durable_checkpoint(crash.db());
+    replayed_lines += truncate_trace(crash.trace(), durable);
+    size_t kept = read_trace(crash.trace()).size();
+    Child kaiod;
+    start_kaiod(kaiod, crash);
+    ++restarts;
+    if (kills < kills_wanted) {
+      int delay = std::uniform_int_distribution<int>(50, max_delay_ms)(rng);
+      if (!kaiod.wait_for(std::chrono::milliseconds(delay))) {
+        // What kaiod was doing, by its last log line.
+        std::string log = read_text(crash.log());
+        auto nl = log.rfind('\n', log.size() >= 2 ? log.size() - 2 : 0);
+        last_log_line = nl == std::string::npos ? log : log.substr(nl + 1);
+        auto has = [&](const char* w) { return last_log_line.find(w) != std::string::npos; };
+        std::string phase = has("checkpoint")                                       ? "checkpoint write/commit"
+                            : has("retention") || has("deleted")                    ? "deletion"
+                            : has("archive read") || has("extract")                 ? "extraction"
+                            : has("clip ") || has("decod")                          ? "decode"
+                            : has("download") || has("sha256") || has("verified")   ? "download"
+                            : has("ready") || has("resumed") || has("recover") || has("starting") || has("pinned") || has("selected")
+                                ? "start-up/recovery"
+                                : "other";
+        kaiod.kill_and_reap();
+        ++kills;
+        kill_phase[phase]++;
+        // The steps trained after the restart must start right after the checkpoint.
+        auto after = read_trace(crash.trace());
+        if (after.size() > kept) ++kills_while_training;
+        if (after.size() > kept && after[kept].step != durable + 1) ++resume_mismatches;
+        continue;
+      }
+    } else {
+      kaiod.wait_for(run_limit);
+    }
+    ASSERT_FALSE(kaiod.running()) << "the last run did not finish within " << run_limit.count() << " s";
+    ASSERT_EQ(kaiod.exit_code(), 0) << tail(read_text(crash.log()));
+    finished = true;
+  }
+  sampler.finish();
+  double crash_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  auto resumed = read_trace(crash.trace());
+  std::multiset<std::pair<std::string, int>> seen;
+  for (const auto& l : resumed) seen.emplace(l.clip, l.window);
+  int64_t lost = 0, repeated = 0, loss_mismatches = 0, order_mismatches = 0;
+  for (const auto& w : ref_windows)
+    if (!seen.count(w)) ++lost;
+  for (auto it = seen.begin(); it != seen.end(); it = seen.upper_bound(*it)) repeated += static_cast<int64_t>(seen.count(*it)) - 1;
+  for (size_t i = 0; i < std::min(resumed.size(), reference.trace.size()); ++i) {
+    const auto& a = resumed[i];
+    const auto& b = reference.trace[i];
+    if (a.epoch != b.epoch || a.step != b.step || a.clip != b.clip || a.window != b.window) ++order_mismatches;
+    double la = std::stod(a.loss), lb = std::stod(b.loss);
+    if (std::abs(la - lb) > 1e-6 * std::max(1.0, std::abs(lb))) ++loss_mismatches;
+  }
+  uint64_t peak = std::max(reference.peak, sampler.peak());
+  std::string phases;
+  for (const auto& [p, n] : kill_phase) phases += (phases.empty() ? "" : ", ") + p + " " + std::to_string(n);
+
+  json cfg = json::parse(read_text(crash.config_file()));
+  std::string budget_text = cfg["storage"]["budget"];
+  std::printf("crash: dataset %llu bytes, %zu windows, %zu steps; uninterrupted run %.1f s, killed run %.1f s, %d starts, %zu trace lines replayed\n",
+              static_cast<unsigned long long>(dataset_bytes), reference.trace.size(), static_cast<size_t>(reference.trace.back().step),
+              reference.seconds, crash_seconds, restarts, replayed_lines);
+  std::printf("crash: kills by what kaiod was logging last: %s; %d kills in lives that had trained steps\n", phases.c_str(),
+              kills_while_training);
+  std::printf("kills survived %d, windows lost %lld, repeated %lld, peak disk %llu / budget %s (%lld samples every 20 ms), "
+              "order mismatches %lld, loss mismatches %lld\n",
+              kills, static_cast<long long>(lost), static_cast<long long>(repeated), static_cast<unsigned long long>(peak), budget_text.c_str(),
+              static_cast<long long>(reference.samples + sampler.samples()), static_cast<long long>(order_mismatches),
+              static_cast<long long>(loss_mismatches));
+  std::fflush(stdout);
+
+  EXPECT_GT(dataset_bytes, 0u);
+  EXPECT_EQ(kills, kills_wanted) << "the run ended before every kill landed";
+  EXPECT_EQ(lost, 0);
+  EXPECT_EQ(repeated, 0);
+  EXPECT_EQ(resumed.size(), reference.trace.size());
+  EXPECT_EQ(order_mismatches, 0) << "the window sequence differs from the uninterrupted run";
+  EXPECT_EQ(loss_mismatches, 0) << "the loss differs from the uninterrupted run";
+  EXPECT_EQ(resume_mismatches, 0) << "a restart did not resume right after the last durable checkpoint";
+  expect_no_orphans(crash);
+  uint64_t budget_limit = 0;
+  {
+    // The budget as kaiod reads it: sizes in powers of 1000 or 1024.
+    std::string b = budget_text;
+    double n = std::stod(b);
+    uint64_t unit = b.find("GiB") != std::string::npos ? 1ull << 30
+                    : b.find("MiB") != std::string::npos ? 1ull << 20
+                    : b.find("GB") != std::string::npos  ? 1000000000ull
+                    : b.find("MB") != std::string::npos  ? 1000000ull
+                                                          : 1ull;
+    budget_limit = static_cast<uint64_t>(n * static_cast<double>(unit));
+  }
+  EXPECT_LE(peak, budget_limit) << "the disk sampler saw more than the budget";
+  if (spec.target_bytes) {
+    EXPECT_GT(dataset_bytes, budget_limit) << "the full-scale form needs a dataset larger than the budget";
+  }
+  if (!HasFailure()) fs::remove_all(dir);
+}

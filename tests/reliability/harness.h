@@ -1,0 +1,408 @@
+#pragma once
+// Process-level harness: the real kaiod, kaioctl, kaio-hub and kaio-mkdata
+// binaries as child processes on loopback, each in its own temp folder. Every
+// child is killed and reaped when its object goes away; every wait is bounded.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fs.h"
+
+namespace kaio::reliability {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+inline fs::path build_dir() { return KAIO_BUILD_DIR; }
+inline fs::path tool(const std::string& name) { return build_dir() / "tools" / name / name; }
+inline fs::path kaiod_bin() { return build_dir() / "daemon" / "kaiod"; }
+inline fs::path kaioctl_bin() { return build_dir() / "daemon" / "kaioctl"; }
+
+// KAIO_SOAK=1 selects the long forms; each figure can also be set on its own.
+inline bool soak() {
+  const char* v = std::getenv("KAIO_SOAK");
+  return v && *v && std::string(v) != "0";
+}
+inline int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::stoll(v) : fallback;
+}
+
+inline std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+inline std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Runs a command line through the shell with a time bound; stdout+stderr captured.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+inline CommandResult run_command(const std::string& cmd, int timeout_s = 60) {
+  CommandResult r;
+  std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " " + cmd + " 2>&1";
+  FILE* p = ::popen(full.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+inline fs::path make_temp_dir(const std::string& tag) {
+  fs::path dir = fs::temp_directory_path() /
+                 ("kaio-rel-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(Clock::now().time_since_epoch().count() % 1000000007));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// A child process with stdout and stderr appended to a log file.
+class Child {
+ public:
+  Child() = default;
+  Child(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {},
+        const std::vector<std::string>& unset = {}) {
+    start(args, log, env, unset);
+  }
+  ~Child() { kill_and_reap(); }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  void start(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {},
+             const std::vector<std::string>& unset = {}) {
+    kill_and_reap();
+    exit_status_.reset();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      for (const auto& name : unset) ::unsetenv(name.c_str());
+      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+      std::vector<char*> argv;
+      std::vector<std::string> copy = args;
+      for (auto& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  bool running() {
+    poll();
+    return pid_ > 0 && !exit_status_;
+  }
+  void signal(int sig) {
+    if (running()) ::kill(pid_, sig);
+  }
+  // Waits up to `limit` for the child to exit; the raw wait status, or nullopt.
+  std::optional<int> wait_for(std::chrono::milliseconds limit) {
+    auto deadline = Clock::now() + limit;
+    while (running() && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+    return exit_status_;
+  }
+  // Exit code, or 128+signal; -1 while running.
+  int exit_code() {
+    poll();
+    if (!exit_status_) return -1;
+    return WIFEXITED(*exit_status_) ? WEXITSTATUS(*exit_status_) : 128 + WTERMSIG(*exit_status_);
+  }
+  void kill_and_reap() {
+    if (pid_ > 0 && !exit_status_) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      exit_status_ = status;
+    }
+  }
+
+ private:
+  void poll() {
+    if (pid_ <= 0 || exit_status_) return;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) exit_status_ = status;
+  }
+  pid_t pid_ = -1;
+  std::optional<int> exit_status_;
+};
+
+// A dataset from kaio-mkdata, made once per parameter set under the build
+// folder (kaio-mkdata is deterministic for a seed), then copied as a repo.
+struct DatasetSpec {
+  int clips = 24;
+  int clips_per_archive = 6;
+  double seconds = 4;
+  int width = 320, height = 180;
+  int fps = 30;
+  uint64_t target_bytes = 0;  // > 0: kaio-mkdata --target-bytes instead of --clips
+  int seed = 7;
+  std::string key() const {
+    return "c" + std::to_string(clips) + "-a" + std::to_string(clips_per_archive) + "-s" + std::to_string(static_cast<int>(seconds * 10)) + "-" +
+           std::to_string(width) + "x" + std::to_string(height) + "-f" + std::to_string(fps) + "-t" + std::to_string(target_bytes) + "-r" +
+           std::to_string(seed);
+  }
+};
+
+inline fs::path dataset(const DatasetSpec& spec) {
+  fs::path cache = build_dir() / "reliability-data" / spec.key();
+  if (fs::exists(cache / ".complete")) return cache;
+  fs::path tmp = cache.string() + ".tmp-" + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  std::string cmd = shell_quote(tool("kaio-mkdata").string()) + " --layout llava --out " + shell_quote(tmp.string()) + " --seed " +
+                    std::to_string(spec.seed) + " --clips-per-archive " + std::to_string(spec.clips_per_archive) + " --seconds " +
+                    std::to_string(spec.seconds) + " --width " + std::to_string(spec.width) + " --height " + std::to_string(spec.height) +
+                    " --fps " + std::to_string(spec.fps) +
+                    (spec.target_bytes ? " --target-bytes " + std::to_string(spec.target_bytes) : " --clips " + std::to_string(spec.clips));
+  auto r = run_command(cmd, 1800);
+  if (r.exit_code != 0) throw std::runtime_error("kaio-mkdata failed: " + r.output);
+  std::ofstream(tmp / ".complete") << r.output;
+  std::error_code ec;
+  fs::rename(tmp, cache, ec);
+  if (ec) fs::remove_all(tmp);  // another test made it first
+  return cache;
+}
+
+// Files of a dataset repo (no dot files), and their total size.
+inline uint64_t repo_bytes(const fs::path& repo) {
+  uint64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(repo))
+    if (e.is_regular_file() && e.path().filename().string()[0] != '.') n += e.file_size();
+  return n;
+}
+
+// kaio-hub serving root/<org>/<name>.
+class Hub {
+ public:
+  Hub(const fs::path& root, const fs::path& log, std::vector<std::string> extra = {}) : port_file_(root.string() + ".port") {
+    fs::remove(port_file_);
+    std::vector<std::string> args = {tool("kaio-hub").string(), "--root", root.string(), "--port", "0", "--cdn-port", "0", "--port-file",
+                                     port_file_.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    child_.start(args, log);
+    for (int i = 0; i < 600 && !fs::exists(port_file_) && child_.running(); ++i) std::this_thread::sleep_for(50ms);
+    std::ifstream(port_file_) >> port_ >> cdn_port_;
+  }
+  bool ok() const { return port_ > 0; }
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  void faults(const json& j) const {
+    auto r = run_command("curl -s -f -m 10 -X POST --data-binary " + shell_quote(j.dump()) + " " + url() + "/_kaio/faults", 20);
+    if (r.exit_code != 0) throw std::runtime_error("cannot set faults: " + r.output);
+  }
+  json stats() const {
+    auto r = run_command("curl -s -m 10 " + url() + "/_kaio/stats", 20);
+    return json::parse(r.output, nullptr, false);
+  }
+
+ private:
+  fs::path port_file_;
+  Child child_;
+  int port_ = 0, cdn_port_ = 0;
+};
+
+// One kaiod run's folders and config.
+struct DaemonSetup {
+  fs::path dir;                  // the test's folder; cache/ and state/ are what the budget covers
+  std::string endpoint, repo = "kaio-test/llava";
+  std::string budget = "16MB";
+  json source_extra = json::object(), fetch = json::object(), decode = json::object(), train = json::object();
+  fs::path cache() const { return dir / "cache"; }
+  fs::path state() const { return dir / "state"; }
+  fs::path socket() const { return dir / "kaiod.sock"; }
+  fs::path config_file() const { return dir / "kaiod.json"; }
+  fs::path log() const { return dir / "kaiod.log"; }
+  fs::path trace() const { return dir / "trace.txt"; }
+  fs::path db() const { return state() / "kaio.db"; }
+
+  void write_config() const {
+    json c;
+    c["source"] = {{"endpoint", endpoint}, {"repo", repo}, {"include", {"**/*.tar.gz"}}};
+    c["source"].update(source_extra);
+    c["storage"] = {{"cache_dir", cache().string()}, {"state_dir", state().string()}, {"budget", budget}, {"free_disk_floor", "10MB"}};
+    c["fetch"] = {{"max_backoff", "2s"}, {"stall_timeout", "5s"}, {"connect_timeout", "5s"}};
+    c["fetch"].update(fetch);
+    c["decode"] = {{"frames", 8}, {"stride", 8}, {"fps", 4}, {"size", 32}, {"workers", 2}};
+    c["decode"].update(decode);
+    c["train"] = {{"backend", "cpu"},       {"model", "tiny"}, {"batch_size", 4}, {"checkpoint_every", 4}, {"shuffle_clips", 4},
+                  {"lr", 0.001},            {"warmup_steps", 2}, {"threads", 1},  {"seed", 3}};
+    c["train"].update(train);
+    c["control"] = {{"socket", socket().string()}};
+    c["log"] = {{"level", "info"}};
+    std::ofstream(config_file()) << c.dump(2);
+  }
+};
+
+// kaiod with its log; the trace is on when `trace` is set.
+inline void start_kaiod(Child& child, const DaemonSetup& s, bool trace = true, std::map<std::string, std::string> env = {},
+                        std::vector<std::string> unset = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT",
+                                                          "HF_TOKEN_PATH", "JOURNAL_STREAM"}) {
+  if (trace) env["KAIO_WINDOW_TRACE"] = s.trace().string();
+  if (!env.count("HOME")) env["HOME"] = s.dir.string();  // no ~/.cache/huggingface/token of the machine
+  child.start({kaiod_bin().string(), "--config", s.config_file().string()}, s.log(), env, unset);
+}
+
+inline CommandResult kaioctl(const DaemonSetup& s, const std::string& args, int timeout_s = 20) {
+  return run_command(shell_quote(kaioctl_bin().string()) + " --socket " + shell_quote(s.socket().string()) + " " + args, timeout_s);
+}
+
+inline std::optional<json> status(const DaemonSetup& s) {
+  auto r = kaioctl(s, "status --json");
+  if (r.exit_code != 0) return std::nullopt;
+  auto j = json::parse(r.output, nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
+// The ledger, read with the sqlite3 shell (read-only).
+inline std::string sql(const fs::path& db, const std::string& query) {
+  if (!fs::exists(db)) return "";
+  auto r = run_command("sqlite3 -readonly " + shell_quote(db.string()) + " " + shell_quote(query), 30);
+  std::string out = r.output;
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+inline int64_t last_durable_checkpoint(const fs::path& db) {
+  std::string s = sql(db, "select coalesce(max(step), 0) from checkpoints");
+  try {
+    return s.empty() ? 0 : std::stoll(s);
+  } catch (...) {
+    ADD_FAILURE() << "ledger query failed: " << s;
+    return 0;
+  }
+}
+
+// The trace: "epoch step clip window loss" lines.
+struct TraceLine {
+  int epoch = 0;
+  int64_t step = 0;
+  std::string clip;
+  int window = 0;
+  std::string loss;
+  bool operator==(const TraceLine&) const = default;
+};
+inline std::vector<TraceLine> read_trace(const fs::path& file) {
+  std::vector<TraceLine> lines;
+  std::ifstream in(file);
+  std::string text;
+  while (std::getline(in, text)) {
+    std::istringstream ss(text);
+    TraceLine l;
+    if (ss >> l.epoch >> l.step >> l.clip >> l.window >> l.loss) lines.push_back(l);
+  }
+  return lines;
+}
+// Keeps the steps a durable checkpoint covers; returns the lines dropped.
+inline size_t truncate_trace(const fs::path& file, int64_t checkpoint_step) {
+  auto lines = read_trace(file);
+  std::string kept;
+  size_t dropped = 0;
+  for (const auto& l : lines) {
+    if (l.step > checkpoint_step) {
+      ++dropped;
+      continue;
+    }
+    kept += std::to_string(l.epoch) + " " + std::to_string(l.step) + " " + l.clip + " " + std::to_string(l.window) + " " + l.loss + "\n";
+  }
+  std::ofstream(file, std::ios::trunc) << kept;
+  return dropped;
+}
+
+// Bytes under the folders every 20 ms, as an operator's `du` would see them.
+class DiskSampler {
+ public:
+  explicit DiskSampler(std::vector<fs::path> dirs) : dirs_(std::move(dirs)) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        uint64_t total = 0;
+        for (const auto& d : dirs_) {
+          std::error_code ec;
+          if (fs::exists(d, ec)) {
+            try {
+              total += disk_usage(d);
+            } catch (...) {  // a file vanished under the walk: sample again
+              continue;
+            }
+          }
+        }
+        peak_ = std::max(peak_.load(), total);
+        ++samples_;
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+  }
+  ~DiskSampler() { finish(); }
+  void finish() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  uint64_t peak() const { return peak_; }
+  int64_t samples() const { return samples_; }
+
+ private:
+  std::vector<fs::path> dirs_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> peak_{0};
+  std::atomic<int64_t> samples_{0};
+  std::thread thread_;
+};
+
+inline size_t count_files(const fs::path& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() || e.is_symlink()) ++n;
+  return n;
+}
+
+inline std::string tail(const std::string& text, size_t n = 3000) { return text.size() > n ? text.substr(text.size() - n) : text; }
+
+// Waits for `done` to hold, checking every `every`; false at the deadline.
+template <class F>
+bool wait_until(F done, std::chrono::milliseconds limit, std::chrono::milliseconds every = 100ms) {
+  auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(every);
+  }
+  return done();
+}
+
+}  // namespace kaio::reliability
