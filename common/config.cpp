@@ -76,9 +76,11 @@ class Section {
   void integer(const std::string& key, Int& out, int64_t min, int64_t max) {
     if (auto* v = find(key)) {
       if (!v->is_number_integer()) fail(key_path(key), "must be an integer");
-      int64_t n = v->get<int64_t>();
-      if (n < min || n > max)
-        fail(key_path(key), std::to_string(n) + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+      // An unsigned above INT64_MAX would wrap negative in get<int64_t>().
+      bool too_big = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+      int64_t n = too_big ? INT64_MAX : v->get<int64_t>();
+      if (too_big || n < min || n > max)
+        fail(key_path(key), v->dump() + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
       out = static_cast<Int>(n);
     }
   }
@@ -118,6 +120,8 @@ class Section {
   void duration(const std::string& key, Millis& out) {
     if (auto* v = find(key)) {
       if (v->is_number() && v->get<double>() >= 0) {
+        // The same bound parse_duration() has; beyond it the cast to int64 is undefined.
+        if (!(v->get<double>() <= 1e12)) fail(key_path(key), v->dump() + " seconds is too long");
         out = Millis(static_cast<int64_t>(v->get<double>() * 1000));
       } else if (v->is_string()) {
         auto parsed = parse_duration(v->get<std::string>());

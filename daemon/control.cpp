@@ -230,9 +230,9 @@ std::string reply_to_request(const std::string& line, const Peer& peer, const Co
     json request = json::parse(line);
     if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string())
       throw Error(ErrorKind::usage, "request must be a JSON object with a string \"cmd\"");
-    int version = request.value("v", kProtocolVersion);
-    if (version != kProtocolVersion)
-      throw Error(ErrorKind::usage, "protocol version " + std::to_string(version) + " is not supported (this kaiod speaks 1)");
+    // Compared as a JSON number, never cast: 1e300 or 4294967297 must not pass as 1.
+    if (auto v = request.find("v"); v != request.end() && !(v->is_number() && *v == kProtocolVersion))
+      throw Error(ErrorKind::usage, "protocol version " + v->dump() + " is not supported (this kaiod speaks 1)");
     json args = request.value("args", json::object());
     reply = {{"v", kProtocolVersion}, {"ok", true}, {"result", handler(request["cmd"].get<std::string>(), args, peer)}};
   } catch (const json::exception& e) {

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <mutex>
 #include <random>
-#include <regex>
 #include <thread>
 
 namespace kaio::fetch::http {
@@ -152,14 +152,55 @@ Error status_error(const Headers& headers, const std::string& what) {
   return Error(ErrorKind::rejected, text);  // another 4xx: retrying will not help
 }
 
+namespace {
+
+// A server asking for more than a day is held to a day: std::stol threw on
+// 20 digits, and seconds near INT64_MAX overflowed converting to milliseconds.
+constexpr uint64_t kMaxServerDelaySeconds = 86'400;
+
+std::chrono::milliseconds delay_of(std::string_view digits) {
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec == std::errc::result_out_of_range || n > kMaxServerDelaySeconds) n = kMaxServerDelaySeconds;
+  (void)end;
+  return std::chrono::seconds(static_cast<int64_t>(n) + 1);
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+// The digits after the first `;\s*r=0\s*;\s*t=` in a RateLimit header, by
+// hand: std::regex recursed once per digit and overflowed the stack.
+std::optional<std::string_view> rate_limit_reset(std::string_view rl) {
+  for (size_t semi = rl.find(';'); semi != std::string_view::npos; semi = rl.find(';', semi + 1)) {
+    size_t at = semi + 1;
+    auto skip = [&] {
+      while (at < rl.size() && is_space(rl[at])) ++at;
+    };
+    auto take = [&](std::string_view word) {
+      if (rl.substr(at, word.size()) != word) return false;
+      at += word.size();
+      return true;
+    };
+    skip();
+    if (!take("r=0")) continue;
+    skip();
+    if (!take(";")) continue;
+    skip();
+    if (!take("t=")) continue;
+    size_t digits = at;
+    while (at < rl.size() && std::isdigit(static_cast<unsigned char>(rl[at]))) ++at;
+    if (at > digits) return rl.substr(digits, at - digits);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<std::chrono::milliseconds> server_delay(const Headers& headers) {
   std::string retry_after = headers.get("retry-after");
-  if (!retry_after.empty() && std::all_of(retry_after.begin(), retry_after.end(), ::isdigit))
-    return std::chrono::seconds(std::stol(retry_after) + 1);
-  static const std::regex rate_limit(R"(;\s*r=0\s*;\s*t=(\d+))");
-  std::smatch m;
+  if (!retry_after.empty() && std::all_of(retry_after.begin(), retry_after.end(), ::isdigit)) return delay_of(retry_after);
   std::string rl = headers.get("ratelimit");
-  if (std::regex_search(rl, m, rate_limit)) return std::chrono::seconds(std::stol(m[1].str()) + 1);
+  if (auto digits = rate_limit_reset(rl)) return delay_of(*digits);
   return std::nullopt;
 }
 

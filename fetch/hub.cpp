@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -196,10 +195,31 @@ int api_progress(void* userdata, curl_off_t, curl_off_t now_bytes, curl_off_t, c
 
 }  // namespace
 
+namespace {
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+// Whether `; rel="next"` (spaces allowed around ';') starts at `at`.
+bool rel_next_at(const std::string& link, size_t at) {
+  while (at < link.size() && is_space(link[at])) ++at;
+  if (at >= link.size() || link[at] != ';') return false;
+  ++at;
+  while (at < link.size() && is_space(link[at])) ++at;
+  return link.compare(at, 10, "rel=\"next\"") == 0;
+}
+
+}  // namespace
+
+// Matches what the regex <([^>]+)>\s*;\s*rel="next" found, by hand: std::regex
+// recurses once per character and overflowed the stack on a 50 KB header.
 std::optional<std::string> next_link(const std::string& link) {
-  static const std::regex next(R"(<([^>]+)>\s*;\s*rel="next")");
-  std::smatch m;
-  if (std::regex_search(link, m, next)) return m[1].str();
+  for (size_t open = link.find('<'); open != std::string::npos;) {
+    size_t close = link.find('>', open + 1);
+    if (close == std::string::npos) return std::nullopt;
+    if (close > open + 1 && rel_next_at(link, close + 1)) return link.substr(open + 1, close - open - 1);
+    // Every '<' before `close` ends at the same '>', so none of them can match either.
+    open = link.find('<', close + 1);
+  }
   return std::nullopt;
 }
 
@@ -291,15 +311,30 @@ std::vector<RepoFile> parse_tree_page(const std::string& body, const std::string
   std::vector<RepoFile> files;
   auto page = nlohmann::json::parse(body, nullptr, false);
   if (page.is_discarded() || !page.is_array()) throw Error(ErrorKind::corrupt, what + ": not a JSON array");
+  // Fields are type-checked here: json::value() throws its own exception type
+  // for a wrong one, and would turn a negative size into a huge unsigned one.
+  auto text = [&what](const nlohmann::json& object, const char* key) -> std::string {
+    auto it = object.find(key);
+    if (it == object.end() || it->is_null()) return "";
+    if (!it->is_string()) throw Error(ErrorKind::corrupt, what + ": an entry's \"" + key + "\" is not a string");
+    return it->get<std::string>();
+  };
+  auto size = [&what](const nlohmann::json& object, uint64_t fallback) -> uint64_t {
+    auto it = object.find("size");
+    if (it == object.end() || it->is_null()) return fallback;
+    if (!it->is_number_unsigned()) throw Error(ErrorKind::corrupt, what + ": an entry's \"size\" is not a byte count");
+    return it->get<uint64_t>();
+  };
   for (const auto& entry : page) {
-    if (entry.value("type", "") != "file") continue;
+    if (!entry.is_object()) throw Error(ErrorKind::corrupt, what + ": an entry is not a JSON object");
+    if (text(entry, "type") != "file") continue;
     RepoFile f;
-    f.path = entry.value("path", "");
-    f.size = entry.value("size", uint64_t{0});
-    f.git_oid = entry.value("oid", "");
+    f.path = text(entry, "path");
+    f.size = size(entry, 0);
+    f.git_oid = text(entry, "oid");
     if (entry.contains("lfs") && entry["lfs"].is_object()) {
-      f.sha256 = entry["lfs"].value("oid", "");
-      f.size = entry["lfs"].value("size", f.size);
+      f.sha256 = text(entry["lfs"], "oid");
+      f.size = size(entry["lfs"], f.size);
     }
     if (f.path.empty()) throw Error(ErrorKind::corrupt, what + ": an entry has no path");
     if (selected(include, exclude, f.path)) files.push_back(std::move(f));

@@ -1,7 +1,8 @@
 // The member-name sanitiser. Tar checksums make it hard for mutations to reach
 // it with odd names, so this target writes a one-entry archive with the fuzzed
 // name, type and link target using libarchive's writer, then reads it back.
-// Property: a link, device, fifo, absolute or '..' name is never handed out.
+// Property: a link, device, fifo, absolute or '..' name is never handed out
+// (the entry's stored type is read back with plain libarchive to compare).
 #include <archive.h>
 #include <archive_entry.h>
 #include <sys/stat.h>
@@ -20,6 +21,9 @@ namespace {
 
 struct WriteFree {
   void operator()(archive* a) const { archive_write_free(a); }
+};
+struct ReadFree {
+  void operator()(archive* a) const { archive_read_free(a); }
 };
 struct EntryFree {
   void operator()(archive_entry* e) const { archive_entry_free(e); }
@@ -60,6 +64,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (type_pick == 0) archive_write_data(w.get(), body.data(), body.size());
   if (archive_write_close(w.get()) != ARCHIVE_OK) return 0;
 
+  // What the archive really holds: a format may not represent the type asked
+  // for (zip stores a hard link as an empty regular file).
+  bool stored_regular = false;
+  {
+    std::unique_ptr<archive, ReadFree> r(archive_read_new());
+    archive_read_support_format_all(r.get());
+    archive_entry* got = nullptr;
+    if (archive_read_open_memory(r.get(), buffer.data(), used) == ARCHIVE_OK &&
+        archive_read_next_header(r.get(), &got) >= ARCHIVE_WARN) {
+      stored_regular = archive_entry_filetype(got) == AE_IFREG && !archive_entry_hardlink(got) && !archive_entry_symlink(got);
+    }
+  }
+
   decode::ArchiveLimits limits;
   limits.member_globs = {"*"};
   try {
@@ -71,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       try {
         if (!reader.next(m)) break;
         KAIO_FUZZ_CHECK(fuzz::safe_member_path(m.path), "member name is safe");
-        KAIO_FUZZ_CHECK(type_pick == 0, "only a regular file is handed out");
+        KAIO_FUZZ_CHECK(stored_regular, "only a regular file is handed out");
       } catch (const Error& err) {
         if (reader.broken()) break;
         KAIO_FUZZ_CHECK(err.kind() == ErrorKind::rejected, "a bad member is rejected, not something else");

@@ -49,6 +49,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     KAIO_FUZZ_CHECK(parsed.is_object(), "a reply is a JSON object");
     KAIO_FUZZ_CHECK(parsed.value("v", 0) == 1, "a reply says v:1");
     KAIO_FUZZ_CHECK(parsed.contains("ok") && parsed["ok"].is_boolean(), "a reply says ok");
+    // Only version 1 is spoken: any other "v" is refused, however it is spelled.
+    json request = json::parse(line, nullptr, false);
+    if (request.is_object() && request.contains("v") && !(request["v"].is_number() && request["v"] == 1))
+      KAIO_FUZZ_CHECK(!parsed["ok"].get<bool>(), "a request that is not v:1 is refused");
   }
   return 0;
 }

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The test suite under sanitizers, with clang:
+#   build-asan: everything with AddressSanitizer + UndefinedBehaviorSanitizer
+#               (-fno-sanitize-recover=undefined: any UB report fails its test); all of ctest.
+#   build-tsan: ThreadSanitizer; the tests of the concurrent parts: the cache
+#               budget and ledger, the control server, the fetch downloader and
+#               the daemon pipeline.
+# Prints one summary line per run and exits non-zero if either is not clean.
+#   sanitize.sh          the full runs (make sanitize)
+#   sanitize.sh --ci     the subset `make test` runs; see scripts/test-extra.d/20-sanitize.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-full}"
+jobs="${SANITIZE_JOBS:-$(( $(nproc) < 2 ? 1 : 2 ))}"
+
+if ! command -v clang++ >/dev/null; then
+  echo "sanitize: clang++ not found (scripts/setup.sh installs it)" >&2
+  exit 2
+fi
+
+# Tests whose code is exercised by several threads at once.
+tsan_regex='^(Budget|Ledger|Recovery|Retention|ControlSocket|HubFixture|FetchFaults|Network|Pipeline|DecodePipeline)\.'
+tsan_targets=(test_cache test_state test_control test_fetch test_pipeline test_decode_pipeline)
+# The CI subset: the components that parse untrusted bytes (archives, video,
+# the Hub's answers, config, the control protocol) and the budget/ledger code,
+# under ASan+UBSan; the budget, ledger and downloader under TSan. Left to
+# `make sanitize`: the trainer tests (minutes each when instrumented), the
+# control-socket and pipeline tests (they need kaiod, which is the whole tree
+# built a third time). Together with the fuzz step this keeps `make test` in
+# CI within its time limit on 2 cores.
+ci_asan_regex='^(Config|Units|Fs|Log|Ledger|Budget|Plan|Recovery|Retention|Checkpoint[A-Za-z]*|Archive[A-Za-z]*|Decode(Video|Errors|Codecs|Config|Captions)|ShardFormat|HubFixture|FetchGlob|FetchConfig|FetchFaults|Network)\.|^fuzz_replay_'
+ci_asan_targets=(test_common test_state test_cache test_decode_archive test_decode_video test_decode_misc test_fetch
+                 replay_archive replay_archive_member replay_hub_json replay_link_header replay_control replay_config replay_video)
+ci_tsan_regex='^(Budget|Ledger|Recovery|Retention|HubFixture|FetchFaults|Network)\.'
+ci_tsan_targets=(test_cache test_state test_fetch)
+
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp}"
+
+# run NAME BUILD_DIR SANITIZERS CTEST_REGEX TARGETS...
+run() {
+  local name="$1" dir="$2" san="$3" regex="$4"
+  shift 4
+  local start=$SECONDS
+  CC=clang CXX=clang++ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKAIO_SANITIZE="$san" \
+    -DKAIO_HIP=OFF -DKAIO_CUDA=OFF -DKAIO_WERROR=OFF >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
+  local targets=()
+  [ "$#" -gt 0 ] && targets=(--target "$@")
+  if ! cmake --build "$dir" -j "$jobs" "${targets[@]}" >"$dir/sanitize-build.log" 2>&1; then
+    tail -40 "$dir/sanitize-build.log"
+    echo "sanitize $name: build failed (log: $dir/sanitize-build.log)"
+    return 1
+  fi
+  local built=$((SECONDS - start)) rc=0
+  local args=(--test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1200)
+  [ -n "$regex" ] && args+=(-R "$regex")
+  ctest "${args[@]}" >"$dir/sanitize-test.log" 2>&1 || rc=$?
+  local summary
+  summary=$(grep -E "tests passed|No tests were found" "$dir/sanitize-test.log" | tail -1)
+  local failed_list
+  failed_list=$(sed -n '/The following tests FAILED/,$p' "$dir/sanitize-test.log" | grep -E '^\s+[0-9]+ - ' | sed 's/^ *//' | tr '\n' ';')
+  echo "sanitize $name: ${summary:-no summary} (build ${built} s, tests $((SECONDS - start - built)) s)${failed_list:+; failed: $failed_list} log: $dir/sanitize-test.log"
+  if [ "$rc" -ne 0 ]; then
+    grep -m5 -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer" "$dir/sanitize-test.log" || true
+    return 1
+  fi
+}
+
+status=0
+if [ "$mode" = "--ci" ]; then
+  run "asan+ubsan (ci subset)" build-asan address,undefined "$ci_asan_regex" "${ci_asan_targets[@]}" || status=1
+  run "tsan (ci subset)" build-tsan thread "$ci_tsan_regex" "${ci_tsan_targets[@]}" || status=1
+else
+  run "asan+ubsan" build-asan address,undefined "" || status=1
+  run "tsan" build-tsan thread "$tsan_regex" "${tsan_targets[@]}" || status=1
+fi
+exit "$status"
