@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 PACKAGES=(
   build-essential cmake pkg-config ccache git clang clang-format clang-tidy
-  libclang-rt-14-dev
+  libclang-rt-14-dev libomp-dev
   libcurl4-openssl-dev libssl-dev libarchive-dev
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg
   libsqlite3-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev systemd
