@@ -8,6 +8,7 @@
 #include <future>
 #include <map>
 #include <optional>
+#include <set>
 #include <spdlog/spdlog.h>
 #include <stop_token>
 
@@ -88,6 +89,18 @@ struct Engine::Impl {
   uint64_t standing_bytes = 0;  // check_working_set()
   double decoded_clips = 0;
   Rate download_rate, decode_rate, train_rate;
+
+  // Downloads started ahead of the file being decoded, in plan order.
+  struct Prefetch {
+    size_t pos = 0;
+    const state::FileRecord* file = nullptr;
+    fs::path local;
+    std::unique_ptr<SpaceClaim> claim;
+    std::shared_ptr<std::promise<fetch::DownloadResult>> result;
+    std::shared_future<fetch::DownloadResult> done;
+  };
+  std::mutex prefetch_mutex;
+  std::deque<Prefetch> prefetched;
 
   std::stop_source stop;
   std::thread producer, trainer_thread;
@@ -196,7 +209,9 @@ struct Engine::Impl {
   // decoded while they stream (download_limit).
   void check_working_set() {
     auto b = budget->status();
-    uint64_t held = b.baseline + b.ledger_allowance;
+    // Downloads kept from the last run are on disk but go once decoded.
+    uint64_t kept_downloads = std::min(b.baseline, disk_usage(download_dir));
+    uint64_t held = b.baseline - kept_downloads + b.ledger_allowance;
     uint64_t adopted = 0;
     for (const auto& [path, claim] : checkpoint_claims) adopted += claim->bytes();
     for (const auto& [id, claim] : shard_claims) adopted += claim->bytes();
@@ -273,6 +288,7 @@ struct Engine::Impl {
       wait_while_paused(st);
       const auto& file = files[order[pos]];
       auto status = ledger.file_status(file.id, e);
+      prefetch_ahead(order, pos, e, skip);
       if (!(status && status->state == state::FileState::failed)) process_file(file, pos, e, st);
       {
         std::lock_guard lock(mutex);
@@ -280,6 +296,7 @@ struct Engine::Impl {
       }
       changed.notify_all();
     }
+    drop_prefetches();
     if (st.stop_requested()) return;
     {
       std::lock_guard lock(mutex);
@@ -288,23 +305,31 @@ struct Engine::Impl {
     changed.notify_all();
   }
 
-  std::unique_ptr<ByteSource> fetch_file(const state::FileRecord& file, int e, std::stop_token st,
+  std::unique_ptr<ByteSource> fetch_file(const state::FileRecord& file, size_t pos, int e, std::stop_token st,
                                          std::unique_ptr<SpaceClaim>& claim, fs::path& local) {
     fetch::RepoFile repo_file{file.path, file.size, file.git_oid, file.sha256};
+    local = download_dir / file.id;
+    if (auto ahead = take_prefetch(pos)) {
+      claim = std::move(ahead->claim);
+      return finish_download(file, e, ahead->done, st);
+    }
+    if (fs::exists(local)) {
+      // The downloader renames to `local` only after checking size and hash, so
+      // this was verified before a restart (a prefetch, or a crash before the
+      // ledger heard of it); recovery kept it.
+      claim = budget->adopt_existing(local);
+      ledger.set_file_state(file.id, e, state::FileState::downloaded);
+      return std::make_unique<decode::FileSource>(local);
+    }
+    fs::path part = local;
+    part += ".part";
     uint64_t threshold = download_limit();
     if (file.size > threshold) {
+      fs::remove(part);  // a .part of an earlier run whose budget let it download whole
+      local.clear();
       spdlog::info("streaming {} ({}) through decode: larger than {}", file.path, format_size(file.size), format_size(threshold));
       return hub->open_stream(config.source.repo, commit_sha, repo_file);
     }
-    local = download_dir / file.id;
-    auto status = ledger.file_status(file.id, e);
-    if (status && status->state == state::FileState::downloaded && fs::exists(local)) {
-      claim = budget->adopt_existing(local);  // verified before the crash; recovery kept it
-      return std::make_unique<decode::FileSource>(local);
-    }
-    ledger.set_file_local_path(file.id, e, local);
-    fs::path part = local;
-    part += ".part";
     if (fs::exists(part)) {
       // Bytes kept from before a restart are already on disk: they join this
       // download's claim instead of being reserved a second time.
@@ -313,29 +338,110 @@ struct Engine::Impl {
     } else {
       claim = budget->reserve(file.size, "download " + file.path);
     }
+    return finish_download(file, e, submit_download(file, e, local), st);
+  }
+
+  std::shared_future<fetch::DownloadResult> submit_download(const state::FileRecord& file, int e, const fs::path& local) {
+    ledger.set_file_local_path(file.id, e, local);
     ledger.set_file_state(file.id, e, state::FileState::downloading);
-    std::promise<fetch::DownloadResult> result;
-    auto future = result.get_future();
-    downloader->submit({config.source.repo, commit_sha, repo_file, local},
-                       [&result](const fetch::DownloadResult& r) { result.set_value(r); });
-    while (future.wait_for(std::chrono::milliseconds(200)) != std::future_status::ready)
+    auto result = std::make_shared<std::promise<fetch::DownloadResult>>();
+    std::shared_future<fetch::DownloadResult> done = result->get_future().share();
+    downloader->submit({config.source.repo, commit_sha, {file.path, file.size, file.git_oid, file.sha256}, local},
+                       [result](const fetch::DownloadResult& r) { result->set_value(r); });
+    return done;
+  }
+
+  std::unique_ptr<ByteSource> finish_download(const state::FileRecord& file, int e, std::shared_future<fetch::DownloadResult> done,
+                                              std::stop_token st) {
+    while (done.wait_for(std::chrono::milliseconds(200)) != std::future_status::ready)
       if (st.stop_requested()) {
         downloader->stop();  // keeps the .part for the next run
-        future.wait();
+        done.wait();
         throw Error(ErrorKind::cancelled, "stopping");
       }
-    auto r = future.get();
+    const auto& r = done.get();
     if (!r.ok) throw Error(r.kind, r.message);
     ledger.set_file_state(file.id, e, state::FileState::downloaded);
     ledger.add_counter("bytes_downloaded", static_cast<int64_t>(file.size));
-    return std::make_unique<decode::FileSource>(local);
+    return std::make_unique<decode::FileSource>(r.job.dest);
+  }
+
+  // Starts downloads of the files after `pos` in plan order while they fit, up
+  // to fetch.parallel_files of them, so the network works while this file is
+  // decoded. They only take space that is free now and leaves download_limit()
+  // for the file being decoded; when decoding still runs short, the trainer
+  // gives the newest back (evict_prefetch). Files with a .part from an earlier
+  // run are left to fetch_file, which resumes them.
+  void prefetch_ahead(const std::vector<size_t>& order, size_t pos, int e, const std::set<size_t>& skip) {
+    std::lock_guard lock(prefetch_mutex);
+    size_t next = prefetched.empty() ? pos + 1 : prefetched.back().pos + 1;
+    for (; next < order.size() && static_cast<int>(prefetched.size()) < config.fetch.parallel_files; ++next) {
+      if (paused_now()) return;
+      if (skip.count(next)) continue;
+      const auto& file = files[order[next]];
+      if (file.size > download_limit()) continue;  // streamed when its turn comes
+      auto status = ledger.file_status(file.id, e);
+      if (status && status->state != state::FileState::pending) continue;
+      fs::path local = download_dir / file.id;
+      if (fs::exists(local) || fs::exists(local.string() + ".part")) continue;
+      auto claim = budget->try_reserve(file.size + download_limit(), "prefetch " + file.path);
+      if (!claim) return;  // in plan order: a later file does not jump the queue
+      claim->resize(file.size);
+      Prefetch p{next, &file, local, std::move(claim), nullptr, {}};
+      p.done = submit_download(file, e, local);
+      prefetched.push_back(std::move(p));
+    }
+  }
+
+  std::optional<Prefetch> take_prefetch(size_t pos) {
+    std::lock_guard lock(prefetch_mutex);
+    while (!prefetched.empty() && prefetched.front().pos < pos) prefetched.pop_front();  // skipped since
+    if (prefetched.empty() || prefetched.front().pos != pos) return std::nullopt;
+    Prefetch p = std::move(prefetched.front());
+    prefetched.pop_front();
+    return p;
+  }
+
+  // Gives back the newest prefetched download: its .part or file is removed
+  // and the file is downloaded again when its turn comes. Returns false when
+  // there is none.
+  bool evict_prefetch(int e) {
+    std::unique_lock lock(prefetch_mutex);
+    if (prefetched.empty()) return false;
+    Prefetch p = std::move(prefetched.back());
+    prefetched.pop_back();
+    lock.unlock();
+    downloader->cancel(p.local);
+    p.done.wait();
+    std::error_code ec;
+    fs::remove(p.local, ec);
+    fs::remove(p.local.string() + ".part", ec);
+    p.claim.reset();  // after the unlink
+    ledger.set_file_state(p.file->id, e, state::FileState::pending);
+    spdlog::info("prefetch of {} given back ({}): decoding needs the space", p.file->path, format_size(p.file->size));
+    return true;
+  }
+
+  void drop_prefetches() {
+    int e;
+    {
+      std::lock_guard lock(mutex);
+      e = epoch;
+    }
+    while (evict_prefetch(e)) {
+    }
+  }
+
+  bool paused_now() {
+    std::lock_guard lock(mutex);
+    return paused;
   }
 
   void process_file(const state::FileRecord& file, size_t pos, int e, std::stop_token st) {
     std::unique_ptr<SpaceClaim> download_claim;
     fs::path local;
     try {
-      auto source = fetch_file(file, e, st, download_claim, local);
+      auto source = fetch_file(file, pos, e, st, download_claim, local);
       ledger.set_file_state(file.id, e, state::FileState::extracting);
       decode::ArchiveDecoder decoder(config.decode, work_dir, *budget);
       decoder.run(std::move(source), file.path, nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
@@ -409,8 +515,10 @@ struct Engine::Impl {
         continue;
       }
       if (sequence->epoch_done() || failed) break;
+      int e = epoch;
       lock.unlock();
       check_waiter_can_fit();
+      if (budget->status().waiting > 0) evict_prefetch(e);
       lock.lock();
       if (failed) break;
       changed.wait_for(lock, std::chrono::milliseconds(100));

@@ -151,12 +151,13 @@ struct Pipeline : testing::Test {
   }
 };
 
-size_t count_files(const fs::path& dir) {
-  size_t n = 0;
-  if (!fs::exists(dir)) return 0;
+// The regular files left under `dir`, for "nothing left behind" checks.
+std::vector<std::string> files_under(const fs::path& dir) {
+  std::vector<std::string> found;
+  if (!fs::exists(dir)) return found;
   for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file()) ++n;
-  return n;
+    if (e.is_regular_file()) found.push_back(fs::relative(e.path(), dir).string());
+  return found;
 }
 
 }  // namespace
@@ -193,7 +194,7 @@ void run_whole_dataset(Pipeline& p, const std::string& budget) {
   std::printf("pipeline: dataset %llu bytes, %zu windows, peak disk %llu / budget %llu over %d samples\n", static_cast<unsigned long long>(dataset), trace.windows.size(),
               static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), sampler.samples());
   EXPECT_LE(sampler.peak(), c.storage.budget);
-  EXPECT_EQ(count_files(p.dir / "cache"), 0u) << "shards, downloads and temporaries are all gone";
+  EXPECT_EQ(files_under(p.dir / "cache"), std::vector<std::string>{}) << "shards, downloads and temporaries are all gone";
 }
 
 TEST_F(Pipeline, BudgetHeldAndEveryWindowTrainedOnce) { run_whole_dataset(*this, "16MB"); }
@@ -303,7 +304,7 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
               static_cast<ssize_t>(resumed.size() - unique.size()), static_cast<long long>(loss_mismatches));
   EXPECT_EQ(loss_mismatches, 0);
   EXPECT_GE(kills, 3) << "the run ended before the kills could land";
-  EXPECT_EQ(count_files(dir / "cache"), 0u) << "no orphan file";
+  EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{}) << "no orphan file";
 }
 
 TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
