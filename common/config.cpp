@@ -241,7 +241,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& f
   json doc;
   try {
     doc = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number that overflows
     throw Error(ErrorKind::config, file.string() + ": not valid JSON: " + e.what());
   }
   Config c;

@@ -46,6 +46,9 @@ bool starts_with(std::string_view data, size_t offset, std::string_view magic) {
 
 // Media containers recognised by their first bytes; everything else goes to libarchive.
 bool looks_like_media(std::string_view d) {
+  // A tar's first bytes are its first member's name: "the_free_clip.mp4" has
+  // "free" at offset 4 and made the whole tar pass for one mp4.
+  if (starts_with(d, 257, "ustar")) return false;
   static constexpr std::array<std::string_view, 6> mp4_boxes = {"ftyp", "moov", "mdat", "free", "wide", "skip"};
   for (auto box : mp4_boxes) {
     if (starts_with(d, 4, box)) return true;
@@ -55,12 +58,30 @@ bool looks_like_media(std::string_view d) {
   return d.size() > 188 && d[0] == 0x47 && d[188] == 0x47;  // MPEG-TS
 }
 
+// A member name fit for a log line or an error: control bytes as \xNN, so a
+// name cannot move the cursor, recolour a terminal or forge a log line.
+std::string printable(std::string_view name) {
+  std::string out;
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 std::string hostile_reason(archive_entry* e, std::string_view path) {
   if (archive_entry_hardlink(e)) return "hard link";
   auto type = archive_entry_filetype(e);
   if (type == AE_IFLNK || archive_entry_symlink(e)) return "symbolic link";
   if (type != AE_IFREG && type != AE_IFDIR) return "not a regular file (device, fifo or socket)";
   if (path.empty()) return "empty name";
+  for (unsigned char c : path)
+    if (c < 0x20 || c == 0x7f) return "control character in name";
   if (path.front() == '/' || path.front() == '\\' || (path.size() > 1 && path[1] == ':')) return "absolute path";
   size_t start = 0;
   while (start <= path.size()) {
@@ -205,7 +226,7 @@ struct ArchiveReader::Impl {
     while (true) {
       la_ssize_t n = archive_read_data(ar.get(), data.data(), data.size());
       if (n == 0) return;
-      if (n < 0) stream_failed("in member " + current);
+      if (n < 0) stream_failed("in member " + printable(current));
       data_out += static_cast<uint64_t>(n);
       check_ratio();
       sink(data.data(), static_cast<size_t>(n));
@@ -225,7 +246,10 @@ struct ArchiveReader::Impl {
       archive_entry* e = nullptr;
       int rc = archive_read_next_header(ar.get(), &e);
       if (rc == ARCHIVE_EOF) return false;
-      if (rc < ARCHIVE_WARN) stream_failed(current.empty() ? std::string("at the first member") : "after member " + current);
+      // ARCHIVE_RETRY is a header that could not be read (a corrupt tar): the
+      // entry is not valid and reading its data would misuse libarchive.
+      if (rc < ARCHIVE_WARN || rc == ARCHIVE_RETRY)
+        stream_failed(current.empty() ? std::string("at the first member") : "after member " + printable(current));
       const char* raw = archive_entry_pathname_utf8(e);
       if (!raw) raw = archive_entry_pathname(e);
       current = raw ? raw : "";
@@ -238,8 +262,8 @@ struct ArchiveReader::Impl {
         why = "size " + std::to_string(archive_entry_size(e)) + " over decode.max_member_size";
       }
       if (!why.empty()) {
-        spdlog::warn("archive {}: member {} rejected: {}", name, current, why);
-        throw Error(ErrorKind::rejected, "archive " + name + ": member " + current + " rejected: " + why);
+        spdlog::warn("archive {}: member {} rejected: {}", name, printable(current), why);
+        throw Error(ErrorKind::rejected, "archive " + name + ": member " + printable(current) + " rejected: " + why);
       }
       if (!matches(current)) {
         ++skipped;
