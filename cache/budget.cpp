@@ -4,6 +4,7 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <list>
 #include <mutex>
@@ -41,7 +42,8 @@ struct Budget::Core {
   uint64_t baseline = 0;
   uint64_t reserved = 0;
   uint64_t peak_total = 0;
-  uint64_t largest_claim = 0;  // the most one claim can ever hold
+  uint64_t fixed = 0;          // the folders, the database files and the ledger allowance
+  std::atomic<uint64_t> largest_claim{0};  // the most one claim can ever hold; set_budget changes it
   bool cancelled = false;
 
   struct Waiter {
@@ -185,6 +187,7 @@ Budget::Budget(const BudgetOptions& options) : core_(std::make_shared<Core>()) {
                                        cache.string() + " and " + state.string() + " hold " +
                                        format_size(core_->baseline) + " plus " +
                                        format_size(options.ledger_allowance) + " for the ledger");
+  core_->fixed = fixed;
   core_->largest_claim = options.budget > fixed ? options.budget - fixed : 0;
   core_->peak_total = core_->total();
   spdlog::info("budget: {} under {} and {}, {} on disk at start, {} for the ledger", format_size(options.budget),
@@ -192,6 +195,13 @@ Budget::Budget(const BudgetOptions& options) : core_(std::make_shared<Core>()) {
 }
 
 Budget::~Budget() { cancel(); }
+
+void Budget::set_budget(uint64_t budget) {
+  std::lock_guard lock(core_->mu);
+  core_->opt.budget = budget;
+  core_->largest_claim = budget > core_->fixed ? budget - core_->fixed : 0;
+  core_->cv.notify_all();
+}
 
 uint64_t Budget::on_disk_bytes(uint64_t file_bytes) const { return core_->on_disk(file_bytes); }
 

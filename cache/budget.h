@@ -78,6 +78,9 @@ class Budget : public SpaceReserver {
   // a claim (never waits); drop the claim after unlinking the file.
   std::unique_ptr<SpaceClaim> adopt_existing(const std::filesystem::path& file);
 
+  // A config reload. Raising it lets waiters go at once; lowering it below
+  // what is in use holds new reservations back until enough is released.
+  void set_budget(uint64_t budget);
   // Wakes every waiter with Error(cancelled); later reservations throw it too.
   void cancel();
   BudgetStatus status() const;

@@ -230,7 +230,8 @@ struct Engine::Impl {
   // Files up to this size are downloaded whole; larger ones are decoded while
   // they stream. Downloaded, a file and one member extracted from it must fit
   // beside the standing working set.
-  uint64_t download_limit() const {
+  uint64_t download_limit() {
+    std::lock_guard lock(mutex);  // reload() changes the budget
     uint64_t threshold = config.storage.stream_threshold ? config.storage.stream_threshold : config.storage.budget / 4;
     uint64_t room = config.storage.budget > standing_bytes ? config.storage.budget - standing_bytes : 0;
     return std::min(threshold, room / 2);
@@ -373,9 +374,14 @@ struct Engine::Impl {
   // gives the newest back (evict_prefetch). Files with a .part from an earlier
   // run are left to fetch_file, which resumes them.
   void prefetch_ahead(const std::vector<size_t>& order, size_t pos, int e, const std::set<size_t>& skip) {
+    size_t depth;
+    {
+      std::lock_guard lock(mutex);  // reload() changes it
+      depth = static_cast<size_t>(std::max(0, config.fetch.parallel_files));
+    }
     std::lock_guard lock(prefetch_mutex);
     size_t next = prefetched.empty() ? pos + 1 : prefetched.back().pos + 1;
-    for (; next < order.size() && static_cast<int>(prefetched.size()) < config.fetch.parallel_files; ++next) {
+    for (; next < order.size() && prefetched.size() < depth; ++next) {
       if (paused_now()) return;
       if (skip.count(next)) continue;
       const auto& file = files[order[next]];
@@ -443,7 +449,12 @@ struct Engine::Impl {
     try {
       auto source = fetch_file(file, pos, e, st, download_claim, local);
       ledger.set_file_state(file.id, e, state::FileState::extracting);
-      decode::ArchiveDecoder decoder(config.decode, work_dir, *budget);
+      DecodeConfig decode_config;
+      {
+        std::lock_guard lock(mutex);  // reload() changes the workers
+        decode_config = config.decode;
+      }
+      decode::ArchiveDecoder decoder(decode_config, work_dir, *budget);
       decoder.run(std::move(source), file.path, nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
       ledger.set_file_state(file.id, e, state::FileState::decoded);
       spdlog::info("decoded {} ({})", file.path, format_size(file.size));
@@ -532,9 +543,9 @@ struct Engine::Impl {
   // with the sizes instead of sitting in budget-wait.
   void check_waiter_can_fit() {
     auto b = budget->status();
-    if (b.waiting == 0 || b.oldest_waiting_bytes + standing_bytes <= config.storage.budget) return;
+    if (b.waiting == 0 || b.oldest_waiting_bytes + standing_bytes <= b.budget) return;
     std::string what = b.oldest_waiting_what;
-    cache::check_budget_fits(config.storage.budget, b.oldest_waiting_bytes + standing_bytes,
+    cache::check_budget_fits(b.budget, b.oldest_waiting_bytes + standing_bytes,
                              what + " (" + format_size(b.oldest_waiting_bytes) + ") beside the working set of " + format_size(standing_bytes));
   }
 
@@ -736,8 +747,26 @@ bool Engine::finished() const {
 }
 
 void Engine::reload(const Config& changed) {
-  spdlog::info("reload: budget {} (was {}); changes to the budget and parallelism take effect at the next start",
-               format_size(changed.storage.budget), format_size(impl_->config.storage.budget));
+  auto& m = *impl_;
+  cache::check_budget_fits(changed.storage.budget, m.standing_bytes, "the working set");
+  std::lock_guard lock(m.mutex);
+  auto& c = m.config;
+  uint64_t in_use = m.budget->status().total;
+  if (changed.storage.budget < in_use)
+    spdlog::warn("reload: storage.budget {} is below the {} in use: no new work starts until enough is released",
+                 format_size(changed.storage.budget), format_size(in_use));
+  m.budget->set_budget(changed.storage.budget);
+  m.downloader->set_limits(changed.fetch.parallel_files, changed.fetch.bandwidth_limit);
+  spdlog::info("reload: storage.budget {} (was {}), fetch.parallel_files {} (was {}), fetch.bandwidth_limit {}/s (was {}/s), "
+               "decode.workers {} (was {}, from the next archive); other keys take effect at the next start",
+               format_size(changed.storage.budget), format_size(c.storage.budget), changed.fetch.parallel_files,
+               c.fetch.parallel_files, format_size(changed.fetch.bandwidth_limit), format_size(c.fetch.bandwidth_limit),
+               changed.decode.workers, c.decode.workers);
+  c.storage.budget = changed.storage.budget;
+  c.fetch.parallel_files = changed.fetch.parallel_files;
+  c.fetch.bandwidth_limit = changed.fetch.bandwidth_limit;
+  c.decode.workers = changed.decode.workers;
+  m.changed.notify_all();
 }
 
 ServiceStatus Engine::status() {

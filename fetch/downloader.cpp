@@ -106,6 +106,7 @@ struct Downloader::Impl {
   mutable std::mutex mutex;
   std::deque<std::unique_ptr<Task>> incoming;
   std::vector<fs::path> cancels;
+  std::optional<std::pair<int, uint64_t>> new_limits;
   bool paused = false, stopping = false;
   Progress snapshot;
 
@@ -174,6 +175,12 @@ void Downloader::pause() {
   curl_multi_wakeup(impl_->multi.get());
 }
 
+void Downloader::set_limits(int parallel_files, uint64_t bandwidth_limit) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->new_limits = std::make_pair(parallel_files, bandwidth_limit);
+  curl_multi_wakeup(impl_->multi.get());
+}
+
 void Downloader::resume() {
   std::lock_guard lock(impl_->mutex);
   impl_->paused = false;
@@ -209,6 +216,11 @@ void Downloader::Impl::take_commands(bool& paused_now, bool& stop_now) {
     std::lock_guard lock(mutex);
     fresh.swap(incoming);
     cancel_now.swap(cancels);
+    if (new_limits) {
+      config.parallel_files = new_limits->first;
+      config.bandwidth_limit = new_limits->second;
+      new_limits.reset();
+    }
     paused_now = paused;
     stop_now = stopping;
   }

@@ -63,6 +63,9 @@ class Downloader {
   void resume();
   void cancel(const std::filesystem::path& dest);  // drops the job and its .part; reports cancelled
   void stop();    // ends the thread; unfinished jobs report cancelled and keep their .part
+  // A config reload: files at once and the bandwidth cap apply to transfers
+  // started from now on; running ones finish under the old cap.
+  void set_limits(int parallel_files, uint64_t bandwidth_limit);
 
   Progress progress() const;
   NetworkStatus network_status() const;

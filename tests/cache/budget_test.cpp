@@ -235,6 +235,33 @@ TEST(Budget, DeadlineAndTryReserveGiveUp) {
   EXPECT_NE(budget.try_reserve(4 * KiB, "small"), nullptr);
 }
 
+TEST(Budget, ReloadRaisesAndLowersIt) {
+  Folders f;
+  Budget budget(options_for(f, 100 * KiB));
+  uint64_t base = budget.status().budget - 100 * KiB;
+  auto held = budget.reserve(80 * KiB, "held");
+  std::unique_ptr<kaio::SpaceClaim> waiter;
+  std::thread t([&] { waiter = budget.reserve(50 * KiB, "waiter"); });
+  wait_until([&] { return budget.status().waiting == 1; });
+  budget.set_budget(base + 200 * KiB);  // raised: the waiter goes at once
+  t.join();
+  ASSERT_NE(waiter, nullptr);
+  EXPECT_EQ(budget.status().budget, base + 200 * KiB);
+  // Lowered below what is in use: nothing new until enough is released.
+  budget.set_budget(base + 60 * KiB);
+  EXPECT_EQ(budget.try_reserve(1 * KiB, "small"), nullptr);
+  held.reset();
+  EXPECT_EQ(budget.try_reserve(8 * KiB, "still over"), nullptr);  // 54 KiB of 60 in use
+  waiter.reset();
+  EXPECT_NE(budget.try_reserve(8 * KiB, "after release"), nullptr);
+  try {
+    budget.reserve(80 * KiB, "too big for the lowered budget");
+    FAIL();
+  } catch (const kaio::Error& e) {
+    EXPECT_EQ(e.kind(), kaio::ErrorKind::budget) << e.what();
+  }
+}
+
 TEST(Budget, FreeDiskFloorHoldsReservationsBack) {
   Folders f;
   auto o = options_for(f, 1 * MiB);

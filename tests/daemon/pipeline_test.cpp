@@ -337,6 +337,32 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
   }
 }
 
+// SIGHUP's part: the budget, files at once, the bandwidth cap and decode
+// workers change in a running engine; a budget below the working set is refused.
+TEST_F(Pipeline, ReloadChangesTheBudgetAndParallelism) {
+  daemon::Engine engine(config("8MB"));
+  engine.start();
+  Config bigger = config("16MB");
+  bigger.fetch.parallel_files = 1;
+  bigger.fetch.bandwidth_limit = 50'000'000;
+  bigger.decode.workers = 1;
+  engine.reload(bigger);
+  EXPECT_EQ(engine.status().budget_bytes, 16'000'000u);
+  try {
+    engine.reload(config("6MB"));
+    FAIL() << "a budget below the working set must be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::budget);
+    EXPECT_NE(std::string(e.what()).find("working set"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(engine.status().budget_bytes, 16'000'000u) << "a refused reload changes nothing";
+  wait_finished(engine, 240s);
+  auto s = engine.status();
+  EXPECT_EQ(s.state, "done") << s.last_error;
+  EXPECT_EQ(s.clips.deleted, kClips);
+  EXPECT_LE(s.peak_reserved_bytes, 16'000'000u);
+}
+
 TEST_F(Pipeline, TooSmallBudgetAndSecondDaemonAreRefusedClearly) {
   try {
     daemon::Engine engine(config("6MB"));
