@@ -8,7 +8,7 @@
 #   KAIO_BENCH_E2E_BASE    bytes of mp4 at 1x (default 24000000)
 #   KAIO_BENCH_E2E_SCALES  sizes to run (default "1 4 16")
 #   KAIO_BENCH_E2E_COMPARE the size the baseline, the stages alone and the plot use (default 4)
-#   KAIO_BENCH_E2E_BUDGET  storage.budget in bytes for every run (default 16000000)
+#   KAIO_BENCH_E2E_BUDGET  storage.budget in bytes for every run (default 24000000)
 # The generated data is kept in BUILD_DIR/bench-e2e-data and reused by later runs.
 set -euo pipefail
 build="$(cd "${1:-build-release}" && pwd)"
@@ -17,7 +17,7 @@ root="$(pwd)"
 base="${KAIO_BENCH_E2E_BASE:-24000000}"
 scales="${KAIO_BENCH_E2E_SCALES:-1 4 16}"
 compare="${KAIO_BENCH_E2E_COMPARE:-4}"
-budget="${KAIO_BENCH_E2E_BUDGET:-16000000}"
+budget="${KAIO_BENCH_E2E_BUDGET:-24000000}"
 python=/usr/bin/python3  # Debian's, where python3-av, numpy and matplotlib live
 
 die() { echo "e2e bench: $*" >&2; exit 1; }
@@ -100,18 +100,27 @@ json.dump(config, open(f"{d}/kaiod.json", "w"), indent=1)
 PY
 }
 
+# A run that fails or stalls (no progress for 60 s) is reported and the other
+# sizes still run; the script exits 1 at the end.
+failed=0
 run_kaiod() {  # run_kaiod SCALE -> $raw/kaiod-SCALEx.{jsonl,summary.json,log}
-  local s=$1 d="$work/kaiod-${s}x"
+  local s=$1 d="$work/kaiod-${s}x" log="$raw/kaiod-${s}x.log"
   mkdir -p "$d"
   write_config "$s" "$d"
   "$kaiod" --check-config "$d/kaiod.json" > /dev/null || die "kaiod rejects the bench config $d/kaiod.json"
   echo "e2e: kaiod at ${s}x ($(du -sm "$work/hub/bench/e2e-${s}x" | cut -f1) MB, budget $((budget / 1000000)) MB)"
-  "$python" bench/e2e/monitor.py --out "$raw/kaiod-${s}x.jsonl" --summary "$raw/kaiod-${s}x.summary.json" \
-    --dir "$d/cache" --dir "$d/state" --hub "$endpoint" --kaioctl "$kaioctl" --socket "$d/kaiod.sock" \
-    -- "$kaiod" --config "$d/kaiod.json" 2> "$raw/kaiod-${s}x.log" \
-    || { tail -20 "$raw/kaiod-${s}x.log" >&2; die "kaiod at ${s}x failed (log: $raw/kaiod-${s}x.log)"; }
-  grep -q "training done" "$raw/kaiod-${s}x.log" \
-    || { tail -20 "$raw/kaiod-${s}x.log" >&2; die "kaiod at ${s}x exited without finishing its epoch"; }
+  if ! "$python" bench/e2e/monitor.py --out "$raw/kaiod-${s}x.jsonl" --summary "$raw/kaiod-${s}x.summary.json" \
+      --dir "$d/cache" --dir "$d/state" --hub "$endpoint" --kaioctl "$kaioctl" --socket "$d/kaiod.sock" \
+      --stall-seconds 60 -- "$kaiod" --config "$d/kaiod.json" 2> "$log"; then
+    why="$(grep -h '^monitor: ' "$log" | tail -1)"
+    echo "${why:-kaiod exited with an error: $(tail -1 "$log")}" > "$raw/failed-${s}x.txt"
+    echo "e2e bench: FAILED: kaiod at ${s}x: $(cat "$raw/failed-${s}x.txt") (log: $log)" >&2
+    failed=1
+  elif ! grep -q "training done" "$log"; then
+    echo "kaiod exited without finishing its epoch" > "$raw/failed-${s}x.txt"
+    echo "e2e bench: FAILED: kaiod at ${s}x exited without finishing its epoch (log: $log)" >&2
+    failed=1
+  fi
   rm -rf "$d/cache" "$d/state"
 }
 
@@ -147,4 +156,5 @@ steps=$(( (windows + 7) / 8 ))
 "$train_bench" tiny 8 64 8 "$(( steps < 40 ? steps : 40 ))" 0 cpu > "$raw/stage-train.json" || die "train alone (kaio_train_bench) failed"
 rm -rf "$d"
 
-"$python" bench/e2e/report.py "$raw" "$budget" "$compare" "$scales" "$results"
+"$python" bench/e2e/report.py "$raw" "$budget" "$compare" "$scales" "$results" || die "report failed"
+[ "$failed" = 0 ] || die "some kaiod runs failed or stalled: $(cat "$raw"/failed-*.txt | tr '\n' ' ')"

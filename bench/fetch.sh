@@ -14,7 +14,9 @@ fetch="$build/tools/kaio-fetch/kaio-fetch"
 work="$(mktemp -d /tmp/kaio-bench-fetch.XXXXXX)"
 hub_pid=""
 cleanup() {
-  [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null && wait "$hub_pid" 2>/dev/null
+  # Under set -e a failing `wait` (the hub dies of the signal) would end the
+  # trap before rm and turn a good run into exit 143.
+  if [ -n "$hub_pid" ]; then kill "$hub_pid" 2>/dev/null || true; wait "$hub_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

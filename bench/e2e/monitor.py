@@ -7,7 +7,11 @@ baseline) and, for kaiod, `kaioctl status --json`.
 
 Usage: monitor.py --out SAMPLES.jsonl --summary SUMMARY.json --dir D [--dir D]
                   [--hub URL] [--kaioctl PATH --socket PATH] -- COMMAND...
-Exits with the command's exit status. The summary holds wall seconds, peak
+With --stall-seconds N, a kaiod whose status shows no progress (samples
+trained, files done, clips decoded or deleted) for N seconds is stopped with
+SIGTERM and the monitor exits with 3 after saying where it stood: a stall is a
+failure, not a slow run.
+Otherwise exits with the command's exit status. The summary holds wall seconds, peak
 disk bytes and peak RSS bytes: the highest sampled sum of VmRSS over the tree,
 or the command's own maximum RSS from wait4 when that is higher (it catches a
 peak between samples).
@@ -80,6 +84,7 @@ def main():
     ap.add_argument("--socket")
     ap.add_argument("--interval", type=float, default=0.02)
     ap.add_argument("--status-interval", type=float, default=0.5)
+    ap.add_argument("--stall-seconds", type=float, default=0)
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -96,6 +101,19 @@ def main():
         with lock:
             out.write(json.dumps(record) + "\n")
 
+    stalled = []  # the last status, once no progress was seen for --stall-seconds
+    progress = {"key": None, "since": time.monotonic()}
+
+    def watch_progress(st):
+        key = (st["train"]["samples"], st["files"]["done"], st["clips"]["ready"] + st["clips"]["consumed"],
+               st["clips"]["deleted"], st["state"] == "done")
+        now = time.monotonic()
+        if key != progress["key"]:
+            progress.update(key=key, since=now)
+        elif args.stall_seconds and now - progress["since"] > args.stall_seconds and not stalled:
+            stalled.append(st)
+            proc.terminate()
+
     def slow_sampler():
         while not done.is_set():
             record = {"t": round(time.monotonic() - start, 3)}
@@ -111,7 +129,8 @@ def main():
                 if r.returncode == 0:
                     try:
                         record["status"] = json.loads(r.stdout)
-                    except ValueError:
+                        watch_progress(record["status"])
+                    except (ValueError, KeyError):
                         pass
             write(record)
             done.wait(args.status_interval)
@@ -135,7 +154,14 @@ def main():
     disk = disk_bytes(args.dir)  # what is left behind counts too
     peak_disk = max(peak_disk, disk)
     code = os.waitstatus_to_exitcode(status)
-    summary = {"command": cmd, "exit": code, "wall_s": round(wall, 3), "peak_disk_bytes": peak_disk,
+    if stalled:
+        st = stalled[0]
+        print(f"monitor: no progress for {args.stall_seconds:.0f} s, stopped: state {st['state']}"
+              f"{': ' + st['state_detail'] if st['state_detail'] else ''}, {st['train']['samples']} samples trained, "
+              f"files {st['files']['done']}/{st['files']['total']} done, clips {json.dumps(st['clips'])}, "
+              f"reserved {st['reserved_bytes']} of {st['budget_bytes']} B", file=sys.stderr)
+        code = 3
+    summary = {"command": cmd, "exit": code, "stalled": stalled[0] if stalled else None, "wall_s": round(wall, 3), "peak_disk_bytes": peak_disk,
                "final_disk_bytes": disk, "peak_rss_sampled_bytes": peak_rss,
                "maxrss_bytes": usage.ru_maxrss * 1024, "peak_rss_bytes": max(peak_rss, usage.ru_maxrss * 1024)}
     with open(args.summary, "w") as f:

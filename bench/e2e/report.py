@@ -37,6 +37,7 @@ def load_jsonl(path):
 
 
 def kaiod_run(scale):
+    failed = raw / f"failed-{scale}x.txt"
     summary = json.load(open(raw / f"kaiod-{scale}x.summary.json"))
     log = open(raw / f"kaiod-{scale}x.log").read()
     windows = sum(int(w) for w in re.findall(r": (\d+) windows, \d+ bytes in ", log))
@@ -45,7 +46,7 @@ def kaiod_run(scale):
     samples = load_jsonl(raw / f"kaiod-{scale}x.jsonl")
     last = [s["status"] for s in samples if "status" in s]
     total_files = last[-1]["files"]["total"] if last else (int(files.group(1)) if files else 0)
-    return {"scale": scale, "wall": summary["wall_s"], "peak_disk": summary["peak_disk_bytes"],
+    return {"scale": scale, "failed": failed.read_text().strip() if failed.exists() else None, "wall": summary["wall_s"], "peak_disk": summary["peak_disk_bytes"],
             "final_disk": summary["final_disk_bytes"], "peak_rss": summary["peak_rss_bytes"], "windows": windows,
             "steps": int(steps[-1]) if steps else 0, "files": total_files, "samples": samples,
             "dataset": json.load(open(raw / f"dataset-{scale}x.json"))["bytes"]}
@@ -66,23 +67,10 @@ def figure(name, kaio, peer, ratio, unit, goal, note=""):
     figures.append({"name": name, "kaio": kaio, "peer": peer, "ratio": ratio, "goal": goal, "unit": unit})
     peer_text = f", peer {peer} {unit}" if peer is not None else ""
     ratio_text = f", ratio {ratio}" if ratio is not None else ""
-    lines.append(f"{name}: kaio {kaio} {unit}{peer_text}{ratio_text}{' (' + note + ')' if note else ''}"
+    kaio_text = "FAILED" if kaio is None else f"{kaio} {unit}"
+    lines.append(f"{name}: kaio {kaio_text}{peer_text}{ratio_text}{' (' + note + ')' if note else ''}"
                  f"{' goal ' + goal if goal else ''}")
 
-
-if base_out["windows"] != k["windows"]:
-    print(f"e2e warning: kaiod trained {k['windows']} windows, the baseline {base_out['windows']}", file=sys.stderr)
-speedup = round(base_summary["wall_s"] / k["wall"], 2)
-figure(f"e2e_wall_{compare}x", round(k["wall"], 1), round(base_summary["wall_s"], 1), speedup, "s",
-       ">= 3 (ratio = peer / kaio)",
-       f"{k['dataset'] / MB:.0f} MB, {k['windows']} windows, budget {budget / MB:.0f} MB; "
-       "peer: sequential Python, urllib + tarfile + PyAV + the same trainer step")
-figure(f"e2e_peak_disk_{compare}x", round(k["peak_disk"] / MB, 1), round(base_summary["peak_disk_bytes"] / MB, 1),
-       round(k["peak_disk"] / max(base_summary["peak_disk_bytes"], 1), 2), "MB", f"<= budget {budget / MB:.0f} MB",
-       "sampled every 20 ms under cache and state")
-figure(f"e2e_peak_rss_{compare}x", round(k["peak_rss"] / MiB, 1), round(base_summary["peak_rss_bytes"] / MiB, 1),
-       round(k["peak_rss"] / max(base_summary["peak_rss_bytes"], 1), 2), "MiB", "<= 512 MiB",
-       "peer: python + its trainer process")
 
 windows = stage_decode["windows"]
 stage_sps = {
@@ -91,14 +79,33 @@ stage_sps = {
     "train": stage_train["samples_per_s"],
 }
 slowest = min(stage_sps, key=stage_sps.get)
-kaiod_sps = k["windows"] / k["wall"]
-efficiency = round(kaiod_sps / stage_sps[slowest], 2)
-figure("pipeline_efficiency", round(kaiod_sps, 1), round(stage_sps[slowest], 1), efficiency, "samples/s", ">= 0.9",
-       f"peer: slowest stage alone, {slowest}; alone: " +
-       ", ".join(f"{n} {v:.1f}" for n, v in stage_sps.items()))
+alone = ", ".join(f"{n} {v:.1f}" for n, v in stage_sps.items())
+peer_note = "peer: sequential Python, urllib + tarfile + PyAV + the same trainer step"
+if k["failed"]:
+    # Nothing to set against the baseline and the stages; they are still shown.
+    figure(f"e2e_wall_{compare}x", None, round(base_summary["wall_s"], 1), None, "s", ">= 3 (ratio = peer / kaio)",
+           f"kaiod FAILED: {k['failed']}; {peer_note}")
+    figure("pipeline_efficiency", None, round(stage_sps[slowest], 1), None, "samples/s", ">= 0.9",
+           f"kaiod FAILED; stages alone: {alone}")
+else:
+    if base_out["windows"] != k["windows"]:
+        print(f"e2e warning: kaiod trained {k['windows']} windows, the baseline {base_out['windows']}", file=sys.stderr)
+    figure(f"e2e_wall_{compare}x", round(k["wall"], 1), round(base_summary["wall_s"], 1),
+           round(base_summary["wall_s"] / k["wall"], 2), "s", ">= 3 (ratio = peer / kaio)",
+           f"{k['dataset'] / MB:.0f} MB, {k['windows']} windows, budget {budget / MB:.0f} MB; {peer_note}")
+    figure(f"e2e_peak_disk_{compare}x", round(k["peak_disk"] / MB, 1), round(base_summary["peak_disk_bytes"] / MB, 1),
+           round(k["peak_disk"] / max(base_summary["peak_disk_bytes"], 1), 2), "MB",
+           f"<= budget {budget / MB:.0f} MB", "sampled every 20 ms under cache and state")
+    figure(f"e2e_peak_rss_{compare}x", round(k["peak_rss"] / MiB, 1), round(base_summary["peak_rss_bytes"] / MiB, 1),
+           round(k["peak_rss"] / max(base_summary["peak_rss_bytes"], 1), 2), "MiB", "<= 512 MiB",
+           "peer: python + its trainer process")
+    kaiod_sps = k["windows"] / k["wall"]
+    figure("pipeline_efficiency", round(kaiod_sps, 1), round(stage_sps[slowest], 1),
+           round(kaiod_sps / stage_sps[slowest], 2), "samples/s", ">= 0.9",
+           f"peer: slowest stage alone, {slowest}; alone: {alone}")
 
-# Scale: the same run at every size under one budget; time per GB against the
-# smallest size (linear growth keeps it at 1), RSS against the smallest size.
+# Scale: the same run at every size under one budget; time per GB and RSS
+# against the smallest size (linear time keeps the first at 1, flat RSS the second).
 first = runs[scales[0]]
 first_s_per_gb = first["wall"] / (first["dataset"] / 1e9)
 table = {"columns": ["size", "dataset MB", "wall s", "windows", "peak disk MB", "budget MB", "peak RSS MiB",
@@ -106,16 +113,20 @@ table = {"columns": ["size", "dataset MB", "wall s", "windows", "peak disk MB", 
 for s in scales:
     r = runs[s]
     s_per_gb = r["wall"] / (r["dataset"] / 1e9)
-    table["rows"].append([f"{s}x", round(r["dataset"] / MB, 1), round(r["wall"], 1), r["windows"],
+    wall = f"FAILED after {r['wall']:.0f} s: {r['failed']}" if r["failed"] else round(r["wall"], 1)
+    table["rows"].append([f"{s}x", round(r["dataset"] / MB, 1), wall, r["windows"],
                           round(r["peak_disk"] / MB, 1), round(budget / MB, 1), round(r["peak_rss"] / MiB, 1),
-                          round(s_per_gb, 1), round(s_per_gb / first_s_per_gb, 2)])
-    if s != scales[0]:
+                          None if r["failed"] else round(s_per_gb, 1),
+                          None if r["failed"] or first["failed"] else round(s_per_gb / first_s_per_gb, 2)])
+    if s != scales[0] and not r["failed"] and not first["failed"]:
         figure(f"scale_{s}x_s_per_GB", round(s_per_gb, 1), round(first_s_per_gb, 1),
                round(s_per_gb / first_s_per_gb, 2), "s/GB", "~1.0 (linear)", f"peer: the {scales[0]}x run")
         figure(f"scale_{s}x_peak_rss", round(r["peak_rss"] / MiB, 1), round(first["peak_rss"] / MiB, 1),
-               round(r["peak_rss"] / first["peak_rss"], 2), "MiB", "~1.0 (flat), <= 512 MiB", f"peer: the {scales[0]}x run")
+               round(r["peak_rss"] / first["peak_rss"], 2), "MiB", "~1.0 (flat), <= 512 MiB",
+               f"peer: the {scales[0]}x run")
     figure(f"scale_{s}x_peak_disk", round(r["peak_disk"] / MB, 1), round(budget / MB, 1),
-           round(r["peak_disk"] / budget, 2), "MB", "< 1.0 (peer: the budget)")
+           round(r["peak_disk"] / budget, 2), "MB", "< 1.0 (peer: the budget)",
+           f"FAILED: {r['failed']}" if r["failed"] else "")
 
 for line in lines:
     print(line)
@@ -161,7 +172,8 @@ for samples, label, style in ((ks, "kaiod", "-"), (base_samples, "sequential Pyt
     ax.plot([t for t, _ in pts], [v / MB for _, v in pts], style, label=label)
 ax.axhline(budget / MB, color="red", linestyle="--", label=f"budget {budget / MB:.0f} MB")
 ax.set_ylabel("disk used, MB")
-ax.set_title(f"kaiod end to end, {k['dataset'] / MB:.0f} MB dataset ({compare}x), tiny model, cpu backend")
+ax.set_title(f"kaiod end to end, {k['dataset'] / MB:.0f} MB dataset ({compare}x), tiny model, cpu backend"
+             + (" - FAILED: " + k["failed"][:60] if k["failed"] else ""))
 ax.legend(loc="upper right", fontsize=8)
 ax = axes[1]
 for samples, label, style in ((ks, "kaiod", "-"), (base_samples, "sequential Python baseline", ":")):
