@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -9,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <spdlog/spdlog.h>
 #include <stop_token>
 
@@ -21,6 +23,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/units.h"
+#include "decode/captions.h"
 #include "decode/file_source.h"
 #include "decode/pipeline.h"
 #include "decode/shard.h"
@@ -69,6 +72,7 @@ struct Engine::Impl {
   cache::ShardRetention retention{ledger};
   std::string commit_sha;
   std::vector<state::FileRecord> files;
+  decode::CaptionMap captions;  // source.captions, read by the producer before its first file
 
   // Shared between the stages, guarded by `mutex`.
   std::mutex mutex;
@@ -252,8 +256,34 @@ struct Engine::Impl {
     changed.wait(lock, [&] { return !paused || st.stop_requested(); });
   }
 
+  // Caption files are read straight from the Hub into memory: they take no
+  // disk, and one that cannot be read leaves its clips without captions.
+  void load_caption_files() {
+    if (config.source.captions.empty()) return;
+    constexpr uint64_t kMaxCaptionFile = 512ull << 20;
+    for (const auto& f : hub->list_files(config.source.repo, commit_sha, config.source.captions, {})) {
+      try {
+        if (f.size > kMaxCaptionFile)
+          throw Error(ErrorKind::corrupt, "larger than " + format_size(kMaxCaptionFile) + " (" + format_size(f.size) + ")");
+        auto source = hub->open_stream(config.source.repo, commit_sha, f);
+        std::string text;
+        text.reserve(f.size);
+        std::array<std::byte, 1 << 16> buf;
+        while (size_t n = source->read(buf)) text.append(reinterpret_cast<const char*>(buf.data()), n);
+        std::istringstream in(text);
+        auto parsed = decode::parse_captions(in, f.path);
+        captions.merge(std::move(parsed));
+        spdlog::info("captions: {} read ({}), {} videos captioned in all", f.path, format_size(f.size), captions.size());
+      } catch (const Error& err) {
+        if (err.kind() == ErrorKind::cancelled) throw;
+        fail("captions " + f.path + " not used: " + err.what());
+      }
+    }
+  }
+
   void produce(std::stop_token st) {
     try {
+      load_caption_files();
       while (!st.stop_requested()) {
         int e;
         {
@@ -455,7 +485,7 @@ struct Engine::Impl {
         decode_config = config.decode;
       }
       decode::ArchiveDecoder decoder(decode_config, work_dir, *budget);
-      decoder.run(std::move(source), file.path, nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
+      decoder.run(std::move(source), file.path, captions.size() ? &captions : nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
       ledger.set_file_state(file.id, e, state::FileState::decoded);
       spdlog::info("decoded {} ({})", file.path, format_size(file.size));
     } catch (const Error& err) {

@@ -94,6 +94,11 @@ void CaptionMap::add(std::string video, std::string caption) {
   by_video_[std::move(video)] = std::move(caption);
 }
 
+void CaptionMap::merge(CaptionMap&& other) {
+  by_video_.merge(other.by_video_);
+  video_by_filename_.merge(other.video_by_filename_);
+}
+
 const std::string* CaptionMap::find(const std::string& member) const {
   std::string_view m = member;
   if (m.starts_with("./")) m.remove_prefix(2);

@@ -18,6 +18,8 @@ class CaptionMap {
   // that, an entry with the same file name (archives may drop a folder prefix).
   const std::string* find(const std::string& member) const;
   size_t size() const { return by_video_.size(); }
+  // Takes the entries of `other`; an entry already here is kept.
+  void merge(CaptionMap&& other);
 
  private:
   std::unordered_map<std::string, std::string> by_video_;

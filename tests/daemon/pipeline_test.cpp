@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "daemon/engine.h"
+#include "state/ledger.h"
 
 namespace fs = std::filesystem;
 using namespace kaio;
@@ -135,7 +136,7 @@ struct Pipeline : testing::Test {
   void TearDown() override { fs::remove_all(dir); }
 
   Config config(const std::string& budget = "16MB", const std::string& extra_train = "") {
-    std::string json = R"({"source": {"endpoint": ")" + Hub::get().endpoint() + R"(", "repo": "kaio-test/llava", "include": ["**/*.tar.gz"]},
+    std::string json = R"({"source": {"endpoint": ")" + Hub::get().endpoint() + R"(", "repo": "kaio-test/llava", "include": ["**/*.tar.gz"], "captions": ["**/*_cap_processed.json"]},
       "storage": {"cache_dir": ")" + (dir / "cache").string() + R"(", "state_dir": ")" + (dir / "state").string() +
                        R"(", "budget": ")" + budget + R"(", "free_disk_floor": "10MB"},
       "decode": {"frames": 8, "stride": 8, "fps": 4, "size": 32, "workers": 2},
@@ -184,6 +185,13 @@ void run_whole_dataset(Pipeline& p, const std::string& budget) {
     EXPECT_LE(s.peak_reserved_bytes, c.storage.budget);
   }
   sampler.finish();
+  {
+    auto ledger = state::Ledger::open(p.dir / "state");
+    size_t captioned = 0;
+    for (const auto& clip : ledger.list_clips())
+      if (!clip.caption.empty()) ++captioned;
+    EXPECT_EQ(captioned, static_cast<size_t>(kClips)) << "source.captions attaches kaio-mkdata's caption to every clip";
+  }
   std::set<std::pair<std::string, int>> unique(trace.windows.begin(), trace.windows.end());
   EXPECT_EQ(unique.size(), trace.windows.size()) << "a window was trained twice";
   EXPECT_EQ(trace.windows.size(), kClips * 2u) << "clips of 4 s at 4 fps give 2 windows of 8 frames each";
