@@ -244,13 +244,21 @@ std::string HubClient::get_json(const std::string& first_url, const std::string&
     curl_easy_setopt(easy.get(), CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(easy.get(), CURLOPT_XFERINFOFUNCTION, api_progress);
     curl_easy_setopt(easy.get(), CURLOPT_XFERINFODATA, &check);
+    char detail[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(easy.get(), CURLOPT_ERRORBUFFER, detail);
     CURLcode rc = curl_easy_perform(easy.get());
     if (*cancelled_) throw Error(ErrorKind::cancelled, what + ": cancelled");
     std::chrono::milliseconds delay{0};
     std::string reason;
     if (rc != CURLE_OK) {
-      if (!http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, what + ": " + curl_easy_strerror(rc));
-      reason = what + ": " + curl_easy_strerror(rc);
+      // libcurl's own words ("SSL certificate problem: self-signed certificate")
+      // say more than the code's ("SSL peer certificate ... was not OK").
+      std::string message = rc == CURLE_WRITE_ERROR && body.size() + CURL_MAX_WRITE_SIZE > (256u << 20)
+                                ? std::string("the answer is larger than 256 MB (an endless body?)")
+                            : detail[0] ? std::string(detail)
+                                        : std::string(curl_easy_strerror(rc));
+      if (!http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, what + ": " + message);
+      reason = what + ": " + message;
       delay = backoff.next();
     } else if (http::is_redirect(headers.status) && !headers.get("location").empty() && ++redirects <= 10) {
       url = http::join_location(url, headers.get("location"));

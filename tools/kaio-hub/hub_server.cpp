@@ -195,7 +195,14 @@ bool send_all(int fd, const char* data, size_t size) {
 
 std::string head_text(const Response& r, uint64_t content_length, bool keep_alive) {
   std::string out = "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) + "\r\n";
-  for (const auto& [k, v] : r.headers) out += k + ": " + v + "\r\n";
+  for (const auto& [k, v] : r.headers) {
+    // A header value never carries a line break or another control byte (a
+    // requested path with "\n" in it once split the 404's X-Error-Message).
+    std::string clean = v;
+    for (auto& c : clean)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    out += k + ": " + clean + "\r\n";
+  }
   out += "Content-Length: " + std::to_string(content_length) + "\r\n";
   out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
   return out;
