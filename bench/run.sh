@@ -10,7 +10,10 @@ status=0
 for script in bench/*.sh; do
   [ "$(basename "$script")" = run.sh ] && continue
   echo "== $script"
-  bash "$script" "$build" || { echo "$script failed"; status=1; }
+  # A failed run must not leave an older run's figures to be collected as if new.
+  rm -f "bench/results/$(basename "$script" .sh).json"
+  bash "$script" "$build" || { echo "FAILED: $script"; status=1; }
 done
 python3 bench/collect.py bench/results
+[ "$status" = 0 ] || echo "bench: some benchmarks FAILED (see above)"
 exit $status
