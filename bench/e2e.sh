@@ -53,6 +53,13 @@ trap cleanup EXIT
 data="$build/bench-e2e-data"
 full_bytes=$((base * max_scale))
 full="$data/full-$full_bytes"
+# A larger dataset made earlier with the same settings starts with the same
+# archives (kaio-mkdata is deterministic in its seed): use its first ones.
+for f in "$data"/full-*/.complete; do
+  [ -f "$f" ] || continue
+  have="$(basename "$(dirname "$f")")"; have="${have#full-}"
+  if [ "$have" -gt "$full_bytes" ] && [ ! -f "$full/.complete" ]; then full="$data/full-$have"; fi
+done
 if [ ! -f "$full/.complete" ]; then
   echo "e2e: generating $((full_bytes / 1000000)) MB of H.264 clips with kaio-mkdata (once; kept in $data)"
   rm -rf "$full"
@@ -64,8 +71,11 @@ if [ ! -f "$full/.complete" ]; then
 fi
 mapfile -t archives < <(cd "$full" && ls */*.tar.gz | sort -V)
 [ "${#archives[@]}" -gt 0 ] || die "no archives in $full"
+have_bytes="${full##*/full-}"
 for s in $scales; do
-  n=$(( (${#archives[@]} * s + max_scale - 1) / max_scale ))
+  # The first archives that add up to s x base (in proportion to the whole set).
+  n=$(( (${#archives[@]} * s * base + have_bytes - 1) / have_bytes ))
+  [ "$n" -ge 1 ] || n=1
   repo_dir="$work/hub/bench/e2e-${s}x"
   for a in "${archives[@]:0:$n}"; do
     mkdir -p "$repo_dir/$(dirname "$a")"
