@@ -26,8 +26,10 @@ CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -D
   || { cat "$build.configure.log"; exit 1; }
 build_targets=()
 for t in $targets; do build_targets+=("fuzz_$t"); done
+build_start=$SECONDS
 cmake --build "$build" -j "$jobs" --target "${build_targets[@]}" >"$build/fuzz-build.log" 2>&1 \
   || { tail -50 "$build/fuzz-build.log"; exit 1; }
+echo "fuzz: built in $((SECONDS - build_start)) s; running each target for ${seconds} s, ${jobs} at a time"
 
 run_one() {
   local t="$1" work="$build/fuzz-run/$1"
