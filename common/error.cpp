@@ -10,6 +10,7 @@ std::string_view to_string(ErrorKind kind) {
     case ErrorKind::config: return "config";
     case ErrorKind::usage: return "usage";
     case ErrorKind::io: return "io";
+    case ErrorKind::disk_full: return "disk_full";
     case ErrorKind::transient: return "transient";
     case ErrorKind::not_found: return "not_found";
     case ErrorKind::auth: return "auth";
@@ -24,7 +25,8 @@ std::string_view to_string(ErrorKind kind) {
 
 void throw_errno(std::string_view what, std::string_view path) {
   int e = errno;
-  throw Error(ErrorKind::io, std::string(what) + " " + std::string(path) + ": " + std::strerror(e));
+  throw Error(e == ENOSPC || e == EDQUOT ? ErrorKind::disk_full : ErrorKind::io,
+              std::string(what) + " " + std::string(path) + ": " + std::strerror(e));
 }
 
 }  // namespace kaio

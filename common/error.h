@@ -10,7 +10,8 @@ namespace kaio {
 enum class ErrorKind {
   config,     // bad configuration: the file and key are in the message
   usage,      // bad command-line use
-  io,         // local filesystem trouble (ENOSPC, EACCES, ...)
+  io,         // local filesystem trouble (EACCES, EIO, ...)
+  disk_full,  // ENOSPC or EDQUOT: the work is retried once space returns
   transient,  // network or server fault worth retrying
   not_found,  // the Hub says the repo, revision or file does not exist
   auth,       // gated repo or bad token

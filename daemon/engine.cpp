@@ -90,6 +90,8 @@ struct Engine::Impl {
   double last_loss = 0;
   int64_t samples = 0;
   int64_t checkpoint_step = -1;
+  std::string disk_full_reason;  // set while waiting for the filesystem to have space again
+  std::set<std::string> planned;  // clips handed to this epoch's sequence by this process
   uint64_t standing_bytes = 0;  // check_working_set()
   double decoded_clips = 0;
   Rate download_rate, decode_rate, train_rate;
@@ -473,9 +475,18 @@ struct Engine::Impl {
     return paused;
   }
 
+  // A full filesystem (ENOSPC below the budget: something else filled it) is
+  // not the file's fault: its download and shards are given back, kaiod shows
+  // disk-full, waits for space and does the file again. Clips it already
+  // delivered stay planned once (on_clip).
   void process_file(const state::FileRecord& file, size_t pos, int e, std::stop_token st) {
+    while (!try_file(file, pos, e, st)) wait_for_disk_space(st);
+  }
+
+  bool try_file(const state::FileRecord& file, size_t pos, int e, std::stop_token st) {
     std::unique_ptr<SpaceClaim> download_claim;
     fs::path local;
+    bool done = true;
     try {
       auto source = fetch_file(file, pos, e, st, download_claim, local);
       ledger.set_file_state(file.id, e, state::FileState::extracting);
@@ -491,13 +502,47 @@ struct Engine::Impl {
     } catch (const Error& err) {
       if (err.kind() == ErrorKind::cancelled) throw;
       if (err.kind() == ErrorKind::budget) throw;  // cannot ever fit: the operator must act
-      ledger.set_file_state(file.id, e, state::FileState::failed, err.what());
-      fail("file " + file.path + " failed: " + err.what());
+      if (err.kind() == ErrorKind::disk_full) {
+        disk_full("file " + file.path + ": " + err.what());
+        if (!local.empty()) fs::remove(local.string() + ".part");
+        done = false;
+      } else {
+        ledger.set_file_state(file.id, e, state::FileState::failed, err.what());
+        fail("file " + file.path + " failed: " + err.what());
+      }
     }
     if (!local.empty()) {
       fs::remove(local);  // unlink first, then give the bytes back
       download_claim.reset();
     }
+    return done;
+  }
+
+  void disk_full(const std::string& what) {
+    std::lock_guard lock(mutex);
+    disk_full_reason = redact(what);
+    last_error = disk_full_reason;
+    spdlog::error("disk full: {}; waiting for space on {}", disk_full_reason, config.storage.cache_dir.string());
+  }
+
+  // Polls until the filesystems keep storage.free_disk_floor plus a margin free.
+  void wait_for_disk_space(std::stop_token st) {
+    constexpr uint64_t kMargin = 1u << 20;
+    auto free_on = [](const fs::path& p) {
+      std::error_code ec;
+      auto info = fs::space(p, ec);
+      return ec ? 0 : static_cast<uint64_t>(info.available);
+    };
+    while (!st.stop_requested()) {
+      uint64_t free = std::min(free_on(config.storage.cache_dir), free_on(config.storage.state_dir));
+      if (free >= config.storage.free_disk_floor + kMargin) break;
+      std::unique_lock lock(mutex);
+      changed.wait_for(lock, std::chrono::seconds(1));
+    }
+    if (st.stop_requested()) throw Error(ErrorKind::cancelled, "stopping");
+    std::lock_guard lock(mutex);
+    spdlog::info("disk space is back on {}: going on", config.storage.cache_dir.string());
+    disk_full_reason.clear();
   }
 
   void on_clip(const state::FileRecord& file, size_t pos, decode::ClipResult r, std::stop_token st) {
@@ -512,13 +557,30 @@ struct Engine::Impl {
     rec.shard_path = r.shard;
     rec.shard_bytes = r.shard_bytes;
     rec.id = state::clip_id(config.source.repo, file.path, r.member);
-    if (auto known = ledger.clip(rec.id); known && (known->state == state::ClipState::committed || known->state == state::ClipState::deleted)) {
-      // Trained and covered by a checkpoint before a restart: the plan still
-      // counts it, but its shard is not needed again.
+    {
+      std::lock_guard lock(mutex);
+      if (planned.count(rec.id)) {
+        // Delivered before a disk-full retry of its file: it is planned already.
+        if (!r.shard.empty()) fs::remove(r.shard);
+        r.claim.reset();
+        return;
+      }
+    }
+    int e;
+    {
+      std::lock_guard lock(mutex);
+      e = epoch;
+    }
+    auto known = ledger.clip(rec.id);
+    if (known && known->plan_epoch == e && (known->state == state::ClipState::committed || known->state == state::ClipState::deleted)) {
+      // Trained in this epoch and covered by a checkpoint before a restart: the
+      // plan still counts it, but its shard is not needed again. (A clip known
+      // from an earlier epoch is trained again.)
       if (!r.shard.empty()) fs::remove(r.shard);
       r.claim.reset();
       std::lock_guard lock(mutex);
       sequence->add_clip({rec.id, known->windows, pos});
+      planned.insert(rec.id);
       return;
     }
     if (!r.error.empty() || r.windows == 0) {
@@ -535,6 +597,7 @@ struct Engine::Impl {
       shard_claims[rec.id] = std::move(r.claim);
       shard_paths[rec.id] = r.shard;
       sequence->add_clip({rec.id, rec.windows, pos});
+      planned.insert(rec.id);
       decoded_clips += 1;
     }
     changed.notify_all();
@@ -631,9 +694,11 @@ struct Engine::Impl {
       }
       if (st.stop_requested() && trainer->steps_done() != checkpoint_step) checkpoint(readers);
     } catch (const Error& err) {
-      fail("trainer stopped: " + std::string(err.what()));
-      std::lock_guard lock(mutex);
-      failed = true;
+      if (err.kind() != ErrorKind::cancelled) {
+        fail("trainer stopped: " + std::string(err.what()));
+        std::lock_guard lock(mutex);
+        failed = true;
+      }
     }
     changed.notify_all();
   }
@@ -677,11 +742,21 @@ struct Engine::Impl {
     std::string extra = cursor.to_string();
     if (trainer->checkpoint_bytes() + extra.size() > checkpoint_file_bytes())
       throw Error(ErrorKind::internal, "checkpoint larger than its claim");
-    trainer->save_checkpoint(path, extra);
-    ledger.transaction([&] {
-      ledger.add_checkpoint({step, path, trainer->checkpoint_bytes() + extra.size(), static_cast<int64_t>(::time(nullptr)), extra});
-      ledger.save_position({cursor.epoch, step, samples, extra});
-    });
+    while (true) {
+      try {
+        trainer->save_checkpoint(path, extra);
+        ledger.transaction([&] {
+          ledger.add_checkpoint({step, path, trainer->checkpoint_bytes() + extra.size(), static_cast<int64_t>(::time(nullptr)), extra});
+          ledger.save_position({cursor.epoch, step, samples, extra});
+        });
+        break;
+      } catch (const Error& err) {
+        if (err.kind() != ErrorKind::disk_full) throw;
+        fs::remove(path);
+        disk_full("checkpoint " + path.string() + ": " + err.what());
+        wait_for_disk_space(stop.get_token());
+      }
+    }
     {
       std::lock_guard lock(mutex);
       checkpoint_claims.emplace_back(path, std::move(spare_checkpoint_claim));
@@ -725,6 +800,7 @@ struct Engine::Impl {
       std::lock_guard lock(mutex);
       epoch = next;
       new_sequence(cache::PlanCursor{next, 0, 0, 0, 0});
+      planned.clear();
     }
     spdlog::info("epoch {} starts", next);
     changed.notify_all();
@@ -847,6 +923,9 @@ ServiceStatus Engine::status() {
     s.state = "done";
   } else if (m.paused) {
     s.state = "paused";
+  } else if (!m.disk_full_reason.empty()) {
+    s.state = "disk-full";
+    s.state_detail = m.disk_full_reason;
   } else if (net.state == fetch::NetworkStatus::State::auth_required) {
     s.state = "auth-required";
     s.state_detail = net.reason;

@@ -160,6 +160,16 @@ class Run {
         r.claim = std::move(claim);
       }
     } catch (const Error& e) {
+      if (e.kind() == ErrorKind::disk_full) {
+        // Not the member's fault: the whole archive is retried once space returns.
+        abort_run(std::current_exception());
+        r.error = e.what();
+        std::error_code ec;
+        std::filesystem::remove(job.temp, ec);
+        std::filesystem::remove(work_dir_ / (job.clip_id + ".shard"), ec);
+        job.member_claim.reset();
+        return r;
+      }
       r.error = e.what();
       if (r.error.find(job.member) == std::string::npos) {
         r.error = "member " + job.member + " of " + source_file_ + ": " + r.error;
@@ -197,10 +207,15 @@ class Run {
     try {
       on_clip_(std::move(r));
     } catch (...) {
-      std::lock_guard lock(mu_);
-      if (!callback_error_) callback_error_ = std::current_exception();
-      stop_.request_stop();
+      abort_run(std::current_exception());
     }
+  }
+
+  // Stops the run; finish() rethrows the first such error.
+  void abort_run(std::exception_ptr error) {
+    std::lock_guard lock(mu_);
+    if (!callback_error_) callback_error_ = error;
+    stop_.request_stop();
   }
 
   static void discard(const ClipResult& r) {
@@ -298,7 +313,7 @@ void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::s
         job.member_claim = run.reserve_member(hold, "extract " + m.path + " from " + source_file);
         reader.extract_to(job.temp, job.member_claim.get());
       } catch (const Error& e) {
-        if (reader.broken() || e.kind() == ErrorKind::cancelled) throw;
+        if (reader.broken() || e.kind() == ErrorKind::cancelled || e.kind() == ErrorKind::disk_full) throw;
         run.fail_member(job.index, m.path, e.what());
         continue;
       }

@@ -65,7 +65,7 @@ struct Transfer {
   bool checked = false;        // first body byte seen and the answer validated
   bool restart_whole = false;  // a 200 answered a Range on a split file
   bool too_long = false;
-  bool io_failed = false;
+  int io_errno = 0;  // set when writing the .part failed
   uint64_t received = 0;
   Clock::time_point last_byte = Clock::now();
 };
@@ -430,7 +430,7 @@ size_t Downloader::Impl::on_body(char* data, size_t size, size_t count, void* us
     ssize_t w = ::pwrite(t.fd.get(), at, left, static_cast<off_t>(p.pos + (n - left)));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      x->io_failed = true;
+      x->io_errno = w < 0 ? errno : ENOSPC;  // a zero-byte write means the device is full
       return 0;
     }
     at += w;
@@ -452,7 +452,11 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   p.active = false;
   const long status = x->headers.status;
   if (!x->headers.get("etag").empty() && x->received > 0) t.etag = x->headers.get("etag");
-  if (x->io_failed) return finish_task(t, false, ErrorKind::io, "download " + t.name + ": writing " + part_path(t.job.dest).string() + " failed: " + std::strerror(errno));
+  if (x->io_errno) {
+    bool full = x->io_errno == ENOSPC || x->io_errno == EDQUOT;
+    return finish_task(t, false, full ? ErrorKind::disk_full : ErrorKind::io,
+                       "download " + t.name + ": writing " + part_path(t.job.dest).string() + " failed: " + std::strerror(x->io_errno));
+  }
   if (x->too_long) return restart_from_zero(t, "the server sent more bytes than the listed size");
   if (x->restart_whole) return restart_from_zero(t, "the server answered a Range request with the whole file");
   if (rc == CURLE_OK && http::is_redirect(status) && !x->headers.get("location").empty()) {

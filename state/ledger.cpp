@@ -154,7 +154,9 @@ struct Ledger::Impl {
   std::unordered_map<std::string, StmtPtr> statements;
 
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(ErrorKind::io, "ledger " + db_file.string() + ": " + what + ": " + sqlite3_errmsg(db.get()));
+    int rc = sqlite3_errcode(db.get());
+    throw Error(rc == SQLITE_FULL ? ErrorKind::disk_full : ErrorKind::io,
+                "ledger " + db_file.string() + ": " + what + ": " + sqlite3_errmsg(db.get()));
   }
 
   void exec(const char* sql) {

@@ -84,10 +84,12 @@ class Hub {
 struct Trace : daemon::WindowObserver {
   std::mutex mutex;
   std::vector<std::pair<std::string, int>> windows;
+  std::map<int, std::vector<std::pair<std::string, int>>> by_epoch;
   std::map<int64_t, double> losses;
-  void on_window(int, int64_t, const std::string& clip, int window) override {
+  void on_window(int epoch, int64_t, const std::string& clip, int window) override {
     std::lock_guard lock(mutex);
     windows.emplace_back(clip, window);
+    by_epoch[epoch].emplace_back(clip, window);
   }
   void on_step(int64_t step, double loss) override {
     std::lock_guard lock(mutex);
@@ -343,6 +345,30 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
     EXPECT_EQ(ls["clips"].size(), static_cast<size_t>(kClips));
     EXPECT_THROW(engine.handle_control("ls", {{"state", "bogus"}}, stranger), Error);
   }
+}
+
+// Epochs re-download the dataset (storage is the constraint) in a new order,
+// and each trains every window exactly once.
+TEST_F(Pipeline, SecondEpochTrainsEveryWindowOnceMoreInANewOrder) {
+  Trace trace;
+  {
+    daemon::Engine engine(config("16MB", R"(, "epochs": 2)"), &trace);
+    engine.start();
+    wait_finished(engine, 300s);
+    auto s = engine.status();
+    EXPECT_EQ(s.state, "done") << s.last_error;
+    EXPECT_EQ(s.train.epoch, 1);
+    EXPECT_EQ(s.files.done, kClips / 6) << "every file downloaded and decoded again in epoch 1";
+  }
+  ASSERT_EQ(trace.by_epoch.size(), 2u);
+  const auto& first = trace.by_epoch[0];
+  const auto& second = trace.by_epoch[1];
+  EXPECT_EQ(first.size(), kClips * 2u);
+  EXPECT_EQ(second.size(), kClips * 2u);
+  EXPECT_EQ(std::set(first.begin(), first.end()).size(), first.size()) << "a window repeated in epoch 0";
+  EXPECT_EQ(std::set(first.begin(), first.end()), std::set(second.begin(), second.end())) << "the same windows each epoch";
+  EXPECT_NE(first, second) << "the plan shuffles per epoch";
+  EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{});
 }
 
 // SIGHUP's part: the budget, files at once, the bandwidth cap and decode
