@@ -45,6 +45,7 @@ struct Budget::Core {
   uint64_t fixed = 0;          // the folders, the database files and the ledger allowance
   std::atomic<uint64_t> largest_claim{0};  // the most one claim can ever hold; set_budget changes it
   bool cancelled = false;
+  bool floor_reached = false;  // the first waiter waits for free disk
 
   struct Waiter {
     uint64_t need;
@@ -101,12 +102,14 @@ struct Budget::Core {
       bool floor_blocks = false;
       if (queue.front() == &me && total() + need <= opt.budget) {
         if (floor_ok(need)) {
+          floor_reached = false;
           leave();
           grant(need);
           return true;
         }
         floor_blocks = true;
       }
+      if (queue.front() == &me) floor_reached = floor_blocks;
       if (deadline && Clock::now() >= *deadline) {
         leave();
         return false;
@@ -260,6 +263,7 @@ BudgetStatus Budget::status() const {
   if (!core_->queue.empty()) {
     s.oldest_waiting_what = *core_->queue.front()->what;
     s.oldest_waiting_bytes = core_->queue.front()->need;
+    s.floor_reached = core_->floor_reached;
   }
   return s;
 }

@@ -55,6 +55,7 @@ struct BudgetStatus {
   size_t waiting = 0;
   std::string oldest_waiting_what;  // "" when nobody waits
   uint64_t oldest_waiting_bytes = 0;
+  bool floor_reached = false;       // the oldest waits for free disk (free_disk_floor), not for the budget
 };
 
 class Budget : public SpaceReserver {

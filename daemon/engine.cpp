@@ -935,6 +935,11 @@ ServiceStatus Engine::status() {
     char when[32];
     std::strftime(when, sizeof when, "%H:%M:%S", std::localtime(&t));
     s.state_detail = net.reason + ", next try at " + when;
+  } else if (b.waiting > 0 && b.floor_reached) {
+    s.state = "disk-full";
+    s.state_detail = "less than storage.free_disk_floor (" + format_size(m.config.storage.free_disk_floor) + ") free on " +
+                     m.config.storage.cache_dir.string() + "; " + b.oldest_waiting_what + " (" +
+                     format_size(b.oldest_waiting_bytes) + ") waits";
   } else if (b.waiting > 0) {
     s.state = "budget-wait";
     s.state_detail = b.oldest_waiting_what + " (" + format_size(b.oldest_waiting_bytes) + ")";

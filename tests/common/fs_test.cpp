@@ -1,6 +1,8 @@
 #include "common/fs.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -30,4 +32,22 @@ TEST(Fs, ErrorsNameThePath) {
     EXPECT_EQ(e.kind(), kaio::ErrorKind::io);
     EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/x"), std::string::npos);
   }
+}
+
+// A full device is its own kind of error: kaiod waits for space and redoes the
+// work instead of failing the file.
+TEST(Fs, FullDeviceIsDiskFull) {
+  int fd = ::open("/dev/full", O_WRONLY);
+  if (fd < 0) GTEST_SKIP() << "skipped: no /dev/full here";
+  char byte = 'x';
+  ASSERT_LT(::write(fd, &byte, 1), 0);
+  ::close(fd);
+  try {
+    kaio::throw_errno("write", "/dev/full");
+  } catch (const kaio::Error& e) {
+    EXPECT_EQ(e.kind(), kaio::ErrorKind::disk_full);
+    EXPECT_NE(std::string(e.what()).find("/dev/full"), std::string::npos) << e.what();
+    return;
+  }
+  FAIL() << "throw_errno returned";
 }

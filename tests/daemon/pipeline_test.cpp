@@ -1,6 +1,9 @@
 // The whole pipeline for real: kaio-mkdata writes a LLaVA-style dataset,
 // kaio-hub serves it on loopback, the engine fetches, decodes, trains (tiny
 // model, cpu backend) and deletes, while a sampler watches the disk.
+#include <sched.h>
+#include <sys/mount.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -19,6 +22,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "common/fd.h"
 #include "common/fs.h"
 #include "daemon/engine.h"
 #include "state/ledger.h"
@@ -369,6 +373,99 @@ TEST_F(Pipeline, SecondEpochTrainsEveryWindowOnceMoreInANewOrder) {
   EXPECT_EQ(std::set(first.begin(), first.end()), std::set(second.begin(), second.end())) << "the same windows each epoch";
   EXPECT_NE(first, second) << "the plan shuffles per epoch";
   EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{});
+}
+
+namespace {
+
+// In a forked child: a private mount namespace (a user namespace too when not
+// root) with a tmpfs of `size` at `dir`, so the test owns a filesystem it can
+// fill. False when the machine allows neither.
+bool mount_private_tmpfs(const fs::path& dir, const char* size) {
+  uid_t uid = ::geteuid();
+  gid_t gid = ::getegid();
+  if (::unshare(CLONE_NEWNS) != 0) {
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return false;
+    std::ofstream("/proc/self/setgroups") << "deny";
+    std::ofstream("/proc/self/uid_map") << "0 " << uid << " 1";
+    std::ofstream("/proc/self/gid_map") << "0 " << gid << " 1";
+  }
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
+  return ::mount("tmpfs", dir.c_str(), "tmpfs", 0, (std::string("size=") + size).c_str()) == 0;
+}
+
+uint64_t free_bytes(const fs::path& p) { return fs::space(p).available; }
+
+}  // namespace
+
+// The filesystem fills up below the budget (another program writes to it):
+// work stops with a clear disk-full state, nothing is lost, and the run goes on
+// by itself once space returns.
+TEST_F(Pipeline, FullFilesystemWaitsAndLosesNothing) {
+  Config c = config("16MB");  // free_disk_floor 10MB; starts kaio-hub before the fork
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (!mount_private_tmpfs(dir, "48m")) ::_exit(77);
+    auto check = [](bool ok, const std::string& what) {
+      if (ok) return;
+      std::fprintf(stderr, "FAILED: %s\n", what.c_str());
+      ::_exit(1);
+    };
+    Trace trace;
+    std::string seen_state, seen_detail;
+    {
+      daemon::Engine engine(c, &trace);
+      engine.start();
+      auto deadline = std::chrono::steady_clock::now() + 120s;
+      while (engine.status().train.step < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+      check(engine.status().train.step >= 4, "training started");
+      // Leave half the floor free: reservations must wait, the ledger can still write.
+      uint64_t fill = free_bytes(dir) - c.storage.free_disk_floor / 2;
+      {
+        Fd filler(::open((dir / "filler").c_str(), O_CREAT | O_WRONLY, 0600));
+        check(filler.get() >= 0 && ::posix_fallocate(filler.get(), 0, static_cast<off_t>(fill)) == 0, "filling the tmpfs");
+      }
+      deadline = std::chrono::steady_clock::now() + 60s;
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto st = engine.status();
+        if (st.state == "disk-full") {
+          seen_state = st.state;
+          seen_detail = st.state_detail;
+          break;
+        }
+        check(st.state != "done" && st.state != "error", "the run went on while the disk was full: " + st.state);
+        std::this_thread::sleep_for(50ms);
+      }
+      std::this_thread::sleep_for(1s);
+      check(engine.status().state == "disk-full", "disk-full is shown while the disk stays full");
+      fs::remove(dir / "filler");
+      Pipeline::wait_finished(engine, 240s);
+      auto st = engine.status();
+      check(st.state == "done", "done after space returned, got " + st.state + " " + st.last_error);
+      check(st.peak_reserved_bytes <= c.storage.budget, "budget held");
+    }
+    std::set<std::pair<std::string, int>> unique(trace.windows.begin(), trace.windows.end());
+    check(unique.size() == trace.windows.size(), "no window repeated");
+    check(trace.windows.size() == kClips * 2u, "no window lost: " + std::to_string(trace.windows.size()));
+    check(files_under(dir / "cache").empty(), "nothing left behind");
+    std::printf("disk full: state %s (%s); resumed when space returned; windows %zu, lost 0, repeated 0\n", seen_state.c_str(),
+                seen_detail.c_str(), trace.windows.size());
+    std::fflush(stdout);
+    ::_exit(0);
+  }
+  int status = 0;
+  auto deadline = std::chrono::steady_clock::now() + 500s;
+  while (::waitpid(child, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+      FAIL() << "the full-filesystem run did not end within 500 s";
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << "child died by signal " << WTERMSIG(status);
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "skipped: cannot mount a private tmpfs here (needs root or user namespaces)";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "see FAILED: above";
 }
 
 // SIGHUP's part: the budget, files at once, the bandwidth cap and decode
