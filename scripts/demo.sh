@@ -2,12 +2,12 @@
 # The demo: a generated LLaVA-Video-178K-style dataset served by kaio-hub on
 # loopback, kaiod training the tiny model on it under a 200 MB budget, status
 # printed as it goes, and a summary at the end. Works offline.
-#   KAIO_DEMO_BYTES   size of the generated dataset (default 300MB of mp4)
+#   KAIO_DEMO_BYTES   size of the generated dataset (default 1 GB of mp4, encoded once)
 #   KAIO_DEMO_SECONDS how long to let kaiod run before stopping it (default 300)
 set -euo pipefail
 build="${1:-build}"
 cd "$(dirname "$0")/.."
-bytes="${KAIO_DEMO_BYTES:-300000000}"
+bytes="${KAIO_DEMO_BYTES:-1000000000}"
 seconds="${KAIO_DEMO_SECONDS:-300}"
 run=demo-run
 bin="$build"
