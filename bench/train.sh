@@ -22,6 +22,7 @@ else
     read -r name model frames size batch steps <<<"$c"
     kaio=$(field "$("$bin" "$model" "$frames" "$size" "$batch" "$steps" "$threads" cpu)" ms)
     peer=$(field "$("$py" bench/train/torch_peer.py "$model" "$frames" "$size" "$batch" "$steps" "$threads")" ms)
+    peer=$(python3 -c "print(round($peer, 3))")
     ratio=$(python3 -c "print(round($kaio / $peer, 3))")
     echo "$name: kaio $kaio ms, peer $peer ms, ratio $ratio (batch $batch, window ${frames}x${size}, $threads threads, goal <= 1.0)"
     results+=("{\"name\":\"$name\",\"kaio\":$kaio,\"peer\":$peer,\"ratio\":$ratio,\"goal\":1.0}")
