@@ -191,7 +191,7 @@ ax = axes[3]
 ax.plot([t for t, _ in status], [st["train"]["wait_fraction"] for _, st in status], label="kaiod (cumulative)")
 ax.set_ylabel("trainer wait fraction")
 ax.set_ylim(0, 1)
-ax.set_xlabel("seconds since kaiod started")
+ax.set_xlabel("seconds since start (each run from its own start)")
 ax.legend(loc="upper right", fontsize=8)
 fig.tight_layout()
 fig.savefig(results / "e2e.png", dpi=100)
