@@ -103,6 +103,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   // kills spread over whole runs instead of piling them into start-ups.
   const int per_round = static_cast<int>(std::max<int64_t>(1, env_int("KAIO_KILLS_PER_ROUND", 10)));
   int kills = 0, restarts = 0, kills_while_training = 0, rounds = 0;
+  bool stuck = false;  // a run that did not finish or failed: figures so far are still printed
   size_t replayed_lines = 0;
   int64_t resume_mismatches = 0;
   int64_t lost = 0, repeated = 0, loss_mismatches = 0, order_mismatches = 0, length_mismatches = 0;
@@ -124,7 +125,11 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     std::string last_log_line;
     auto round_start = Clock::now();
     while (!finished) {
-      ASSERT_LT(Clock::now() - round_start, run_limit * 3) << "the killed run did not finish";
+      if (Clock::now() - round_start > run_limit * 3) {
+        ADD_FAILURE() << "round " << rounds << " did not finish within " << (run_limit * 3).count() << " s";
+        stuck = true;
+        break;
+      }
       // Restart: drop the trace past the last durable checkpoint, as kaiod resumes there.
       int64_t durable = last_durable_checkpoint(crash.db());
       replayed_lines += truncate_trace(crash.trace(), durable);
@@ -160,13 +165,25 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
       } else {
         kaiod.wait_for(run_limit);
       }
-      ASSERT_FALSE(kaiod.running()) << "the last run did not finish within " << run_limit.count() << " s";
-      ASSERT_EQ(kaiod.exit_code(), 0) << tail(read_text(crash.log()));
+      if (kaiod.running()) {
+        // Stuck: say what kaiod reports about itself before it is killed.
+        auto st = status(crash);
+        ADD_FAILURE() << "the last run of round " << rounds << " did not finish within " << run_limit.count()
+                      << " s; kaioctl status: " << (st ? st->dump() : std::string("(no answer)")) << "\nlog tail: " << tail(read_text(crash.log()), 1500);
+        stuck = true;
+        break;
+      }
+      if (kaiod.exit_code() != 0) {
+        ADD_FAILURE() << "the last run of round " << rounds << " exited " << kaiod.exit_code() << ": " << tail(read_text(crash.log()), 1500);
+        stuck = true;
+        break;
+      }
       finished = true;
     }
     sampler.finish();
     crash_peak = std::max(crash_peak, sampler.peak());
     crash_samples += sampler.samples();
+    if (stuck) break;
 
     auto resumed = read_trace(crash.trace());
     std::multiset<std::pair<std::string, int>> seen;
@@ -197,6 +214,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
               reference.seconds, crash_seconds, rounds, restarts, replayed_lines);
   std::printf("crash: kills by what kaiod was logging last: %s; %d kills in lives that had trained steps\n", phases.c_str(),
               kills_while_training);
+  if (stuck) std::printf("crash: STOPPED EARLY in round %d (see the failure above); figures up to then:\n", rounds);
   std::printf("kills survived %d, windows lost %lld, repeated %lld, peak disk %llu / budget %s (%lld samples every 20 ms), "
               "order mismatches %lld, loss mismatches %lld\n",
               kills, static_cast<long long>(lost), static_cast<long long>(repeated), static_cast<unsigned long long>(peak), budget_text.c_str(),
