@@ -15,5 +15,9 @@ void setup_logging(std::string_view level, std::string_view program);
 void add_secret(std::string secret);
 // Replaces every registered secret in `text` by "***".
 std::string redact(std::string_view text);
+// A name from outside (archive member, repo file) fit for a log line or an
+// error: control bytes as \xNN, so it cannot move the cursor, recolour a
+// terminal or forge a log line.
+std::string printable(std::string_view name);
 
 }  // namespace kaio

@@ -186,7 +186,15 @@ struct Engine::Impl {
   }
 
   void create_trainer() {
-    trainer = train::Trainer::create(config.train, config.decode.frames, config.decode.size);
+    TrainConfig train_config = config.train;
+    if (train_config.threads == 0) {
+      // The cores the decode workers do not use: OpenMP threads that share a
+      // core with a busy decoder spin at barriers and lose their turn (a step
+      // ran 6x slower with 2 threads than with 1 on a 2-core machine decoding).
+      int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+      train_config.threads = std::max(1, cores - config.decode.workers * config.decode.codec_threads);
+    }
+    trainer = train::Trainer::create(train_config, config.decode.frames, config.decode.size);
     if (!trainer->backend_note().empty()) spdlog::info("trainer: {}", trainer->backend_note());
     cache::PlanCursor cursor;
     auto checkpoints = ledger.checkpoints();
@@ -218,19 +226,20 @@ struct Engine::Impl {
     // Downloads kept from the last run are on disk but go once decoded.
     uint64_t kept_downloads = std::min(b.baseline, disk_usage(download_dir));
     uint64_t held = b.baseline - kept_downloads + b.ledger_allowance;
-    uint64_t adopted = 0;
-    for (const auto& [path, claim] : checkpoint_claims) adopted += claim->bytes();
-    for (const auto& [id, claim] : shard_claims) adopted += claim->bytes();
+    // Shards kept from the last run are trained first: they stand in for the
+    // chunk. (Checkpoints kept from it fill the checkpoint slots.)
+    uint64_t kept_shards = 0;
+    for (const auto& [id, claim] : shard_claims) kept_shards += claim->bytes();
     int slots = config.train.keep_checkpoints + 1;
     uint64_t checkpoints = budget->on_disk_bytes(checkpoint_file_bytes()) * static_cast<uint64_t>(slots);
     uint64_t chunk = budget->on_disk_bytes(decode::shard_bytes(decode::from_config(config.decode), 1, 256)) *
                      static_cast<uint64_t>(std::max(1, config.train.shuffle_clips));
     standing_bytes = held + checkpoints + chunk;
-    cache::check_budget_fits(config.storage.budget, standing_bytes + adopted,
+    cache::check_budget_fits(config.storage.budget, standing_bytes + (kept_shards > chunk ? kept_shards - chunk : 0),
                              format_size(held) + " already on disk and kept for the ledger, " + std::to_string(slots) +
                                  " checkpoints of " + format_size(checkpoint_file_bytes()) + ", and " +
                                  std::to_string(config.train.shuffle_clips) + " clips' shards (train.shuffle_clips)" +
-                                 (adopted ? " besides " + format_size(adopted) + " of shards and checkpoints kept from the last run" : ""));
+                                 (kept_shards > chunk ? " (" + format_size(kept_shards) + " of shards kept from the last run)" : ""));
   }
 
   // Files up to this size are downloaded whole; larger ones are decoded while
@@ -508,7 +517,7 @@ struct Engine::Impl {
         done = false;
       } else {
         ledger.set_file_state(file.id, e, state::FileState::failed, err.what());
-        fail("file " + file.path + " failed: " + err.what());
+        fail("file " + printable(file.path) + " failed: " + printable(err.what()));
       }
     }
     if (!local.empty()) {
@@ -587,7 +596,7 @@ struct Engine::Impl {
       rec.state = state::ClipState::failed;
       rec.reason = r.error.empty() ? "no windows" : r.error;
       ledger.add_clips(config.source.repo, {rec});
-      spdlog::warn("clip {} in {} skipped: {}", r.member, file.path, rec.reason);
+      spdlog::warn("clip {} in {} skipped: {}", printable(r.member), printable(file.path), printable(rec.reason));
       return;
     }
     ledger.add_clips(config.source.repo, {rec});
@@ -616,6 +625,11 @@ struct Engine::Impl {
       if (paused) break;
       if (auto w = sequence->next()) {
         batch.push_back(*w);
+        // A batch never spans chunks: the step that ends a chunk can be followed
+        // by the checkpoint that frees its shards, which the next chunk's clips
+        // may need the space of (waiting for them with a part-filled batch
+        // deadlocked). It also keeps batches a pure function of the plan.
+        if (sequence->current_chunk().empty()) break;
         continue;
       }
       if (sequence->epoch_done() || failed) break;

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/log.h"
 
 namespace kaio::decode {
 namespace {
@@ -56,22 +57,6 @@ bool looks_like_media(std::string_view d) {
   if (starts_with(d, 0, "\x1a\x45\xdf\xa3")) return true;  // Matroska / WebM
   if (starts_with(d, 0, "RIFF") && starts_with(d, 8, "AVI ")) return true;
   return d.size() > 188 && d[0] == 0x47 && d[188] == 0x47;  // MPEG-TS
-}
-
-// A member name fit for a log line or an error: control bytes as \xNN, so a
-// name cannot move the cursor, recolour a terminal or forge a log line.
-std::string printable(std::string_view name) {
-  std::string out;
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) {
-      char hex[5];
-      std::snprintf(hex, sizeof hex, "\\x%02x", c);
-      out += hex;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
 }
 
 std::string hostile_reason(archive_entry* e, std::string_view path) {

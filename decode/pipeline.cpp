@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "decode/shard.h"
 
 namespace kaio::decode {
@@ -91,7 +92,7 @@ class Run {
   }
 
   void fail_member(int index, const std::string& member, const std::string& error) {
-    spdlog::warn("decode {}: member {} failed: {}", source_file_, member, error);
+    spdlog::warn("decode {}: member {} failed: {}", source_file_, printable(member), error);
     ClipResult r;
     r.source_file = source_file_;
     r.member = member;
@@ -171,10 +172,10 @@ class Run {
         return r;
       }
       r.error = e.what();
-      if (r.error.find(job.member) == std::string::npos) {
-        r.error = "member " + job.member + " of " + source_file_ + ": " + r.error;
+      if (r.error.find(printable(job.member)) == std::string::npos) {
+        r.error = "member " + printable(job.member) + " of " + source_file_ + ": " + r.error;
       }
-      spdlog::warn("decode {}: member {} failed: {}", source_file_, job.member, r.error);
+      spdlog::warn("decode {}: member {} failed: {}", source_file_, printable(job.member), r.error);
     }
     std::error_code ec;
     std::filesystem::remove(job.temp, ec);

@@ -15,6 +15,7 @@ extern "C" {
 }
 
 #include "common/error.h"
+#include "common/log.h"
 #include "decode/av_util.h"
 #include "decode/shard.h"
 
@@ -327,7 +328,7 @@ av::CodecPtr open_decoder(const VideoStream& v, int threads, const std::string& 
 }
 
 std::string describe(const std::filesystem::path& clip, const ClipOrigin& origin) {
-  return "clip " + clip.string() + " (member " + origin.member + " of " + origin.source_file + ")";
+  return "clip " + clip.string() + " (member " + printable(origin.member) + " of " + printable(origin.source_file) + ")";
 }
 
 }  // namespace
