@@ -23,7 +23,9 @@ class RedactingSink : public spdlog::sinks::base_sink<std::mutex> {
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
-    std::string clean = redact(std::string_view(msg.payload.data(), msg.payload.size()));
+    // One event, one line: control bytes from names outside our control (archive
+    // members, repo files, server messages) cannot split or forge a log line.
+    std::string clean = printable(redact(std::string_view(msg.payload.data(), msg.payload.size())));
     spdlog::details::log_msg copy = msg;
     copy.payload = clean;
     inner_->log(copy);

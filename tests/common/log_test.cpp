@@ -22,3 +22,14 @@ TEST(Log, LoggerNeverPrintsASecret) {
   EXPECT_EQ(out.find("hf_tokenXYZ987"), std::string::npos) << out;
   EXPECT_NE(out.find("download failed with token ***"), std::string::npos) << out;
 }
+
+TEST(Log, ControlBytesInNamesCannotSplitALine) {
+  EXPECT_EQ(kaio::printable("a\x1b[31mred\nforged"), "a\\x1b[31mred\\x0aforged");
+  testing::internal::CaptureStderr();
+  kaio::setup_logging("info", "kaio-test");
+  spdlog::warn("member {} failed", "evil\n2026-01-01 info  checkpoint durable");
+  spdlog::default_logger()->flush();
+  std::string out = testing::internal::GetCapturedStderr();
+  EXPECT_NE(out.find("evil\\x0a2026-01-01"), std::string::npos) << out;
+  EXPECT_EQ(out.find("evil\n"), std::string::npos) << out;
+}
