@@ -420,18 +420,19 @@ struct Engine::Impl {
       std::lock_guard lock(mutex);  // reload() changes it
       depth = static_cast<size_t>(std::max(0, config.fetch.parallel_files));
     }
+    uint64_t limit = download_limit();
     std::lock_guard lock(prefetch_mutex);
     size_t next = prefetched.empty() ? pos + 1 : prefetched.back().pos + 1;
     for (; next < order.size() && prefetched.size() < depth; ++next) {
       if (paused_now()) return;
       if (skip.count(next)) continue;
       const auto& file = files[order[next]];
-      if (file.size > download_limit()) continue;  // streamed when its turn comes
+      if (file.size > limit) continue;  // streamed when its turn comes
       auto status = ledger.file_status(file.id, e);
       if (status && status->state != state::FileState::pending) continue;
       fs::path local = download_dir / file.id;
       if (fs::exists(local) || fs::exists(local.string() + ".part")) continue;
-      auto claim = budget->try_reserve(file.size + download_limit(), "prefetch " + file.path);
+      auto claim = budget->try_reserve(file.size + limit, "prefetch " + file.path);
       if (!claim) return;  // in plan order: a later file does not jump the queue
       claim->resize(file.size);
       Prefetch p{next, &file, local, std::move(claim), nullptr, {}};
@@ -635,8 +636,9 @@ struct Engine::Impl {
       if (sequence->epoch_done() || failed) break;
       int e = epoch;
       lock.unlock();
-      check_waiter_can_fit();
-      if (budget->status().waiting > 0) evict_prefetch(e);
+      auto b = budget->status();
+      check_waiter_can_fit(b);
+      if (b.waiting > 0) evict_prefetch(e);
       lock.lock();
       if (failed) break;
       changed.wait_for(lock, std::chrono::milliseconds(100));
@@ -648,8 +650,7 @@ struct Engine::Impl {
   // A reservation larger than what the standing working set leaves free would
   // wait forever (a member bigger than the start-up check could know of): stop
   // with the sizes instead of sitting in budget-wait.
-  void check_waiter_can_fit() {
-    auto b = budget->status();
+  void check_waiter_can_fit(const cache::BudgetStatus& b) {
     if (b.waiting == 0 || b.oldest_waiting_bytes + standing_bytes <= b.budget) return;
     std::string what = b.oldest_waiting_what;
     cache::check_budget_fits(b.budget, b.oldest_waiting_bytes + standing_bytes,
