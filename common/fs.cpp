@@ -1,10 +1,13 @@
 #include "common/fs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
+#include <string_view>
 #include <system_error>
 
 #include "common/error.h"
@@ -44,16 +47,40 @@ void rename_durably(const std::filesystem::path& from, const std::filesystem::pa
   fsync_path(dir.empty() ? std::filesystem::path(".") : dir);
 }
 
-uint64_t disk_usage(const std::filesystem::path& dir) {
+namespace {
+
+// Sums the blocks of the folder open as `dir_fd` and everything below it. An
+// entry removed while the walk runs counts as gone and the walk goes on (a
+// directory iterator stops at the first such error and undercounts the rest).
+uint64_t folder_usage(int dir_fd) {
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(dir_fd), &::closedir);
+  if (!dir) {
+    ::close(dir_fd);
+    return 0;
+  }
   uint64_t total = 0;
-  std::error_code ec;
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
-  for (auto it = std::filesystem::recursive_directory_iterator(dir, std::filesystem::directory_options::skip_permission_denied, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (::lstat(it->path().c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+  while (const dirent* e = ::readdir(dir.get())) {
+    std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(dir.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    total += static_cast<uint64_t>(st.st_blocks) * 512;
+    if (!S_ISDIR(st.st_mode)) continue;
+    int child = ::openat(::dirfd(dir.get()), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (child >= 0) total += folder_usage(child);
   }
   return total;
+}
+
+}  // namespace
+
+uint64_t disk_usage(const std::filesystem::path& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return 0;
+  uint64_t total = static_cast<uint64_t>(st.st_blocks) * 512;
+  if (!S_ISDIR(st.st_mode)) return total;
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  return fd < 0 ? total : total + folder_usage(fd);
 }
 
 }  // namespace kaio

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "common/error.h"
 
@@ -50,4 +52,32 @@ TEST(Fs, FullDeviceIsDiskFull) {
     return;
   }
   FAIL() << "throw_errno returned";
+}
+
+// The budget samplers walk folders that kaiod changes under them: a folder
+// removed mid-walk must not hide the bytes of the ones walked after it.
+TEST(Fs, DiskUsageCountsEverythingWhileFoldersVanish) {
+  fs::path dir = fs::temp_directory_path() / ("kaio-fs-churn-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "kept");
+  std::ofstream(dir / "kept" / "data.bin") << std::string(1 << 20, 'k');
+  const uint64_t kept = kaio::disk_usage(dir / "kept");
+  ASSERT_GE(kept, uint64_t{1} << 20);
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {
+    for (int i = 0; !stop; i = (i + 1) % 64) {
+      fs::path d = dir / ("churn-" + std::to_string(i));
+      std::error_code ec;
+      fs::create_directories(d / "inner", ec);
+      std::ofstream(d / "inner" / "f") << "x";
+      fs::remove_all(d, ec);
+    }
+  });
+  int undercounts = 0;
+  for (int i = 0; i < 2000; ++i)
+    if (kaio::disk_usage(dir) < kept) ++undercounts;
+  stop = true;
+  churn.join();
+  EXPECT_EQ(undercounts, 0) << "of 2000 walks";
+  fs::remove_all(dir);
 }

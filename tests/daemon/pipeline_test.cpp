@@ -26,10 +26,12 @@
 #include "common/fs.h"
 #include "daemon/engine.h"
 #include "state/ledger.h"
+#include "tests/support/disk_sampler.h"
 
 namespace fs = std::filesystem;
 using namespace kaio;
 using namespace std::chrono_literals;
+using kaio::test::DiskSampler;
 
 namespace {
 
@@ -99,37 +101,6 @@ struct Trace : daemon::WindowObserver {
     std::lock_guard lock(mutex);
     losses[step] = loss;
   }
-};
-
-// Measures the bytes under the folders every 20 ms, as an operator's `du` would.
-class DiskSampler {
- public:
-  explicit DiskSampler(std::vector<fs::path> dirs) : dirs_(std::move(dirs)) {
-    thread_ = std::thread([this] {
-      while (!stop_) {
-        uint64_t total = 0;
-        for (const auto& d : dirs_)
-          if (fs::exists(d)) total += disk_usage(d);
-        peak_ = std::max(peak_.load(), total);
-        ++samples_;
-        std::this_thread::sleep_for(20ms);
-      }
-    });
-  }
-  ~DiskSampler() { finish(); }
-  void finish() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  uint64_t peak() const { return peak_; }
-  int samples() const { return samples_; }
-
- private:
-  std::vector<fs::path> dirs_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> peak_{0};
-  std::atomic<int> samples_{0};
-  std::thread thread_;
 };
 
 struct Pipeline : testing::Test {
@@ -205,8 +176,8 @@ void run_whole_dataset(Pipeline& p, const std::string& budget) {
   for (const auto& e : fs::recursive_directory_iterator(fs::temp_directory_path() / ("kaio-pipeline-hub-" + std::to_string(::getpid()))))
     if (e.is_regular_file() && e.path().extension() == ".gz") dataset += e.file_size();
   EXPECT_GT(dataset, c.storage.budget) << "the dataset must be larger than the budget";
-  std::printf("pipeline: dataset %llu bytes, %zu windows, peak disk %llu / budget %llu over %d samples\n", static_cast<unsigned long long>(dataset), trace.windows.size(),
-              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), sampler.samples());
+  std::printf("pipeline: dataset %llu bytes, %zu windows, peak disk %llu / budget %llu over %lld samples\n", static_cast<unsigned long long>(dataset), trace.windows.size(),
+              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), static_cast<long long>(sampler.samples()));
   EXPECT_LE(sampler.peak(), c.storage.budget);
   EXPECT_EQ(files_under(p.dir / "cache"), std::vector<std::string>{}) << "shards, downloads and temporaries are all gone";
 }

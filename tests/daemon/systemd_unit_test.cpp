@@ -5,15 +5,12 @@
 #include <regex>
 #include <string>
 
+#include "tests/support/process.h"
+
 TEST(SystemdUnit, ExposureScoreIsTwoOrBetter) {
   if (std::system("command -v systemd-analyze >/dev/null 2>&1") != 0) GTEST_SKIP() << "skipped: no systemd-analyze";
-  std::string cmd = std::string("systemd-analyze security --offline=true --no-pager ") + KAIO_SOURCE_DIR + "/systemd/kaiod.service 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  ::pclose(p);
+  std::string cmd = std::string("systemd-analyze security --offline=true --no-pager ") + KAIO_SOURCE_DIR + "/systemd/kaiod.service";
+  std::string out = kaio::test::run_command(cmd, 120).output;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(out, m, std::regex("Overall exposure level for kaiod.service: ([0-9.]+)"))) << out;
   double score = std::stod(m[1]);

@@ -181,7 +181,7 @@ class FetchFaults : public HubFixture, public ::testing::WithParamInterface<Faul
 TEST_P(FetchFaults, EveryFileArrivesIntact) {
   HubProcess hub(root_, {"--faults", GetParam().faults, "--seed", "7"});
   ASSERT_TRUE(hub.ok());
-  RunResult r = run_fetch(fetch_args(hub));
+  CommandResult r = run_fetch(fetch_args(hub));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   expect_complete();
   auto stats = hub.stats();
@@ -211,7 +211,7 @@ TEST_F(HubFixture, OutageOfTwentySecondsMidDownloadHeals) {
   auto running = std::async(std::launch::async, [&] { return run_fetch(fetch_args(hub)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   hub.faults({{"outage_ms", 20000}});
-  RunResult r = running.get();
+  CommandResult r = running.get();
   EXPECT_EQ(r.exit_code, 0) << r.output;
   expect_complete();
   EXPECT_GT(hub.stats()["faults"]["outage_close"].get<int>(), 0);
@@ -220,15 +220,15 @@ TEST_F(HubFixture, OutageOfTwentySecondsMidDownloadHeals) {
 TEST_F(HubFixture, GatedRepoNeedsTokenAndNeverLeaksIt) {
   HubProcess hub(root_, {"--token", kToken});
   ASSERT_TRUE(hub.ok());
-  RunResult denied = run_fetch(fetch_args(hub, {"--include", "top.txt"}), "env -u HF_TOKEN HOME=" + dir_.string());
+  CommandResult denied = run_fetch(fetch_args(hub, {"--include", "top.txt"}), "env -u HF_TOKEN HOME=" + dir_.string());
   EXPECT_EQ(denied.exit_code, 1) << denied.output;
   EXPECT_NE(denied.output.find("GatedRepo"), std::string::npos) << denied.output;
   EXPECT_NE(denied.output.find("HF_TOKEN"), std::string::npos) << denied.output;
 
-  RunResult wrong = run_fetch(fetch_args(hub, {"--include", "top.txt"}), "HF_TOKEN=hf_wrongWrongWrong");
+  CommandResult wrong = run_fetch(fetch_args(hub, {"--include", "top.txt"}), "HF_TOKEN=hf_wrongWrongWrong");
   EXPECT_EQ(wrong.exit_code, 1) << wrong.output;
 
-  RunResult ok = run_fetch(fetch_args(hub, {"--log-level", "debug"}), std::string("HF_TOKEN=") + kToken);
+  CommandResult ok = run_fetch(fetch_args(hub, {"--log-level", "debug"}), std::string("HF_TOKEN=") + kToken);
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   expect_complete();
   EXPECT_EQ(ok.output.find(kToken), std::string::npos);
@@ -240,7 +240,7 @@ TEST_F(HubFixture, GatedRepoNeedsTokenAndNeverLeaksIt) {
 TEST_F(HubFixture, MissingRepoAndEntryFailClearly) {
   HubProcess hub(root_);
   ASSERT_TRUE(hub.ok());
-  RunResult r = run_fetch({"--repo", "org/missing", "--out", out_.string(), "--endpoint", hub.url()});
+  CommandResult r = run_fetch({"--repo", "org/missing", "--out", out_.string(), "--endpoint", hub.url()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("RepoNotFound"), std::string::npos) << r.output;
   EXPECT_EQ(run_fetch({"--repo", "org/ds"}).exit_code, 2);
@@ -273,7 +273,7 @@ TEST_F(HubFixture, PinnedRevisionAndResumeFromPart) {
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     std::ofstream(out_ / "big.bin.part", std::ios::binary) << head;
   }
-  RunResult r = run_fetch(fetch_args(hub, {"--revision", sha, "--include", "big.bin", "--split", "1"}));
+  CommandResult r = run_fetch(fetch_args(hub, {"--revision", sha, "--include", "big.bin", "--split", "1"}));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(sha256_of(out_ / "big.bin"), sha256_of(repo_dir_ / "big.bin"));
   auto stats = hub.stats();

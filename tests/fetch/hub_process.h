@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fetch/hash.h"
+#include "tests/support/process.h"
 
 namespace kaio::test {
 
@@ -71,15 +72,7 @@ class HubProcess {
     std::string cmd = "curl -s -m 10 -X POST --data-binary '" + j.dump() + "' " + url() + "/_kaio/faults >/dev/null";
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("cannot set faults");
   }
-  nlohmann::json stats() const {
-    FILE* p = ::popen(("curl -s -m 10 " + url() + "/_kaio/stats").c_str(), "r");
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    ::pclose(p);
-    return nlohmann::json::parse(out);
-  }
+  nlohmann::json stats() const { return nlohmann::json::parse(run_command("curl -s -m 10 " + url() + "/_kaio/stats", 20).output); }
 
  private:
   fs::path port_file_;
@@ -87,29 +80,10 @@ class HubProcess {
   int port_ = 0, cdn_port_ = 0;
 };
 
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-inline std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-inline RunResult run_fetch(const std::vector<std::string>& args, const std::string& env = "") {
-  std::string cmd = env + " " + shell_quote(tool("kaio-fetch").string());
+inline CommandResult run_fetch(const std::vector<std::string>& args, const std::string& env = "") {
+  std::string cmd = (env.empty() ? "" : "env " + env + " ") + shell_quote(tool("kaio-fetch").string());
   for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " 2>&1";
-  RunResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return run_command(cmd, 600);
 }
 
 }  // namespace kaio::test

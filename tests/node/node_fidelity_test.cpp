@@ -23,14 +23,11 @@ TEST(KaioHubNode, OfficialJsClientListsAndDownloads) {
   HubProcess hub(dir / "root", {"--page-size", "2", "--lfs-threshold", "1000000"});
   ASSERT_TRUE(hub.ok());
 
-  std::string cmd = "cd " + shell_quote(node_dir.string()) + " && timeout 120 node fidelity.mjs " + shell_quote(hub.url()) +
-                    " org/videos " + shell_quote((dir / "out").string()) + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string output;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output.append(buf, n);
-  ASSERT_EQ(::pclose(p), 0) << output;
+  std::string script = "cd " + shell_quote(node_dir.string()) + " && node fidelity.mjs " + shell_quote(hub.url()) + " org/videos " +
+                       shell_quote((dir / "out").string());
+  auto run = run_command("sh -c " + shell_quote(script), 120);
+  const std::string& output = run.output;
+  ASSERT_EQ(run.exit_code, 0) << output;
   auto result = nlohmann::json::parse(output.substr(output.rfind('{')));
   EXPECT_EQ(result["listed"].size(), 5u) << output;
   EXPECT_EQ(result["skipped"], nlohmann::json::array({"odd #1.txt"})) << output;

@@ -28,6 +28,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
+#include "tests/support/disk_sampler.h"
+#include "tests/support/process.h"
 
 namespace kaio::reliability {
 
@@ -35,6 +37,10 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
+using kaio::test::CommandResult;
+using kaio::test::DiskSampler;
+using kaio::test::run_command;
+using kaio::test::shell_quote;
 
 inline fs::path build_dir() { return KAIO_BUILD_DIR; }
 inline fs::path tool(const std::string& name) { return build_dir() / "tools" / name / name; }
@@ -56,30 +62,6 @@ inline std::string read_text(const fs::path& file) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-inline std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-// Runs a command line through the shell with a time bound; stdout+stderr captured.
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
-inline CommandResult run_command(const std::string& cmd, int timeout_s = 60) {
-  CommandResult r;
-  std::string full = "timeout -s KILL " + std::to_string(timeout_s) + " " + cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
 }
 
 inline fs::path make_temp_dir(const std::string& tag) {
@@ -343,45 +325,6 @@ inline size_t truncate_trace(const fs::path& file, int64_t checkpoint_step) {
   std::ofstream(file, std::ios::trunc) << kept;
   return dropped;
 }
-
-// Bytes under the folders every 20 ms, as an operator's `du` would see them.
-class DiskSampler {
- public:
-  explicit DiskSampler(std::vector<fs::path> dirs) : dirs_(std::move(dirs)) {
-    thread_ = std::thread([this] {
-      while (!stop_) {
-        uint64_t total = 0;
-        for (const auto& d : dirs_) {
-          std::error_code ec;
-          if (fs::exists(d, ec)) {
-            try {
-              total += disk_usage(d);
-            } catch (...) {  // a file vanished under the walk: sample again
-              continue;
-            }
-          }
-        }
-        peak_ = std::max(peak_.load(), total);
-        ++samples_;
-        std::this_thread::sleep_for(20ms);
-      }
-    });
-  }
-  ~DiskSampler() { finish(); }
-  void finish() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  uint64_t peak() const { return peak_; }
-  int64_t samples() const { return samples_; }
-
- private:
-  std::vector<fs::path> dirs_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> peak_{0};
-  std::atomic<int64_t> samples_{0};
-  std::thread thread_;
-};
 
 inline size_t count_files(const fs::path& dir) {
   size_t n = 0;
