@@ -1,8 +1,10 @@
 // kaiod: the service. A thin shell over the engine: arguments, config,
 // logging, signals, the control socket and systemd notifications.
 #include <poll.h>
-#include <signal.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -77,7 +79,16 @@ int install_signal_handlers() {
   return g_signal_pipe[0];
 }
 
+// The Hub token lives in this process's memory: no core file may carry it, and
+// no other process of the same user may read it through ptrace or /proc/PID/mem.
+void forbid_core_dumps() {
+  rlimit none{0, 0};
+  if (::setrlimit(RLIMIT_CORE, &none) != 0) kaio::throw_errno("setrlimit RLIMIT_CORE", "kaiod");
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) kaio::throw_errno("prctl PR_SET_DUMPABLE", "kaiod");
+}
+
 int run(const char* config_file) {
+  forbid_core_dumps();
   int signals = install_signal_handlers();
   kaio::Config config = kaio::load_config(config_file);
   kaio::setup_logging(config.log.level, "kaiod");

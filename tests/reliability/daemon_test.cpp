@@ -7,10 +7,12 @@
 #include <openssl/x509.h>
 #include <poll.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #include <mutex>
+#include <regex>
 
 #include "tests/reliability/harness.h"
 
@@ -433,6 +435,52 @@ TEST(Security, TokenNeverShownAndNeverSentToOtherHosts) {
   EXPECT_EQ(hits, 0u);
   EXPECT_GT(cdn, 0u) << "the LFS files must go through the CDN redirect";
   EXPECT_EQ(cdn_auth, 0u) << "Authorization sent to another host after a redirect";
+  if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
+}
+
+// A crash leaves no core file to carry the token: kaiod sets its core limit to
+// 0 and makes itself non-dumpable, whatever limit it was started with.
+TEST(Security, ACrashLeavesNoCoreFile) {
+  const std::string token = "hf_kaioCoreToken_" + std::to_string(::getpid()) + "_QwE";
+  Fixture f("core", {"--token", token});
+  ASSERT_TRUE(f.hub->ok());
+  f.s.write_config();
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_CORE, &before), 0);
+  rlimit allowed = before;
+  allowed.rlim_cur = allowed.rlim_max;  // kaiod inherits the most this user may allow
+  ASSERT_EQ(::setrlimit(RLIMIT_CORE, &allowed), 0);
+  fs::path cwd = fs::current_path();
+  fs::current_path(f.dir);  // where a core named by a relative core_pattern would land
+  Child kaiod;
+  start_kaiod(kaiod, f.s, false, {{"HF_TOKEN", token}});
+  fs::current_path(cwd);
+  ASSERT_EQ(::setrlimit(RLIMIT_CORE, &before), 0);
+  ASSERT_TRUE(wait_until([&] { return status(f.s).has_value() || !kaiod.running(); }, 60s)) << tail(read_text(f.s.log()));
+  ASSERT_TRUE(kaiod.running()) << tail(read_text(f.s.log()));
+
+  std::string limits = read_text("/proc/" + std::to_string(kaiod.pid()) + "/limits");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(limits, m, std::regex("Max core file size +(\\S+) +(\\S+)"))) << limits;
+  EXPECT_EQ(m[1].str(), "0") << limits;
+  EXPECT_EQ(m[2].str(), "0") << limits;
+  kaiod.signal(SIGSEGV);
+  auto exit_status = kaiod.wait_for(30s);
+  ASSERT_TRUE(exit_status.has_value());
+  ASSERT_TRUE(WIFSIGNALED(*exit_status));
+  EXPECT_FALSE(WCOREDUMP(*exit_status)) << "the kernel wrote a core of kaiod";
+  size_t cores = 0, hits = 0;
+  for (const auto& e : fs::recursive_directory_iterator(f.dir))
+    if (e.is_regular_file() && e.path().filename().string().rfind("core", 0) == 0) {
+      ++cores;
+      if (read_text(e.path()).find(token) != std::string::npos) ++hits;
+    }
+  EXPECT_EQ(cores, 0u);
+  std::string pattern = read_text("/proc/sys/kernel/core_pattern");
+  while (!pattern.empty() && std::isspace(static_cast<unsigned char>(pattern.back()))) pattern.pop_back();
+  std::printf("security: kaiod core limit %s/%s (started with %s allowed), SIGSEGV: core dumped %s, core files %zu, with the token %zu (core_pattern %s)\n",
+              m[1].str().c_str(), m[2].str().c_str(), allowed.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(allowed.rlim_cur).c_str(),
+              WCOREDUMP(*exit_status) ? "yes" : "no", cores, hits, pattern.c_str());
   if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
 }
 
