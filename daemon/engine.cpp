@@ -107,6 +107,7 @@ struct Engine::Impl {
   };
   std::mutex prefetch_mutex;
   std::deque<Prefetch> prefetched;
+  std::string fetching_file_id;  // the file fetch_file works on; its kept download is its own
 
   std::stop_source stop;
   std::thread producer, trainer_thread;
@@ -140,6 +141,7 @@ struct Engine::Impl {
     auto report = cache::recover(ledger, config.storage.cache_dir, config.storage.state_dir);
     int stale = decode::remove_stale_temporaries(work_dir);
     spdlog::info("{}; {} decode temporaries removed", report.summary(), stale);
+    if (drop_downloads_over_budget()) spdlog::info("{}", cache::recover(ledger, config.storage.cache_dir, config.storage.state_dir).summary());
     for (const auto& d : {work_dir, download_dir, checkpoint_dir}) fs::create_directories(d);
     cache::BudgetOptions options;
     options.budget = config.storage.budget;
@@ -211,9 +213,37 @@ struct Engine::Impl {
     check_working_set();
     // Checkpoints write into a standing claim so that freeing space never waits for space.
     uint64_t bytes = checkpoint_file_bytes();
-    spare_checkpoint_claim = budget->reserve(bytes, "spare checkpoint");
+    spare_checkpoint_claim = reserve_at_start(bytes, "spare checkpoint");
     while (static_cast<int>(checkpoint_claims.size()) < config.train.keep_checkpoints)
-      checkpoint_claims.emplace_back(fs::path(), budget->reserve(bytes, "checkpoint"));
+      checkpoint_claims.emplace_back(fs::path(), reserve_at_start(bytes, "checkpoint"));
+  }
+
+  // The working-set check has made sure that the standing claims fit once the
+  // downloads kept from the last run are gone; they go one by one until they do.
+  std::unique_ptr<SpaceClaim> reserve_at_start(uint64_t bytes, const std::string& what) {
+    for (;;) {
+      if (auto claim = budget->try_reserve(bytes, what)) return claim;
+      std::lock_guard lock(prefetch_mutex);
+      if (!give_back_kept_download(epoch)) return budget->reserve(bytes, what);
+    }
+  }
+
+  // Downloads kept from a run with a larger budget can leave no room under this
+  // one. They are the one thing on disk that can be fetched again, so they go
+  // (recovery then rolls their files back) rather than kaiod refusing to start.
+  bool drop_downloads_over_budget() {
+    uint64_t on_disk = disk_usage(config.storage.cache_dir) +
+                       (config.storage.state_dir == config.storage.cache_dir ? 0 : disk_usage(config.storage.state_dir));
+    if (on_disk + ledger_allowance(config) <= config.storage.budget) return false;
+    bool dropped = false;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(download_dir, ec)) {
+      spdlog::info("download {} ({}) kept from the last run removed: {} on disk and {} for the ledger exceed storage.budget {}",
+                   entry.path().string(), format_size(disk_usage(entry.path())), format_size(on_disk),
+                   format_size(ledger_allowance(config)), format_size(config.storage.budget));
+      dropped = fs::remove(entry.path(), ec) || dropped;
+    }
+    return dropped;
   }
 
   // The least the budget must hold for training to move: what stays for good
@@ -355,31 +385,38 @@ struct Engine::Impl {
       claim = std::move(ahead->claim);
       return finish_download(file, e, ahead->done, st);
     }
-    if (fs::exists(local)) {
-      // The downloader renames to `local` only after checking size and hash, so
-      // this was verified before a restart (a prefetch, or a crash before the
-      // ledger heard of it); recovery kept it.
-      claim = budget->adopt_existing(local);
-      ledger.set_file_state(file.id, e, state::FileState::downloaded);
-      return std::make_unique<decode::FileSource>(local);
-    }
     fs::path part = local;
     part += ".part";
     uint64_t threshold = download_limit();
+    {
+      std::lock_guard kept_lock(prefetch_mutex);  // against give_back_kept_download
+      fetching_file_id = file.id;
+      if (file.size > threshold) {
+        // Kept by a run whose budget let it download whole: no longer fits.
+        for (const auto& kept : {local, part})
+          if (fs::exists(kept)) discard_kept(kept);
+      } else if (fs::exists(local)) {
+        // The downloader renames to `local` only after checking size and hash, so
+        // this was verified before a restart (a prefetch, or a crash before the
+        // ledger heard of it); recovery kept it.
+        claim = budget->adopt_existing(local);
+        ledger.set_file_state(file.id, e, state::FileState::downloaded);
+        return std::make_unique<decode::FileSource>(local);
+      } else if (fs::exists(part)) {
+        // Bytes kept from before a restart are already on disk: they join this
+        // download's claim instead of being reserved a second time.
+        claim = budget->adopt_existing(part);
+      }
+    }
     if (file.size > threshold) {
-      fs::remove(part);  // a .part of an earlier run whose budget let it download whole
       local.clear();
       spdlog::info("streaming {} ({}) through decode: larger than {}", file.path, format_size(file.size), format_size(threshold));
       return hub->open_stream(config.source.repo, commit_sha, repo_file);
     }
-    if (fs::exists(part)) {
-      // Bytes kept from before a restart are already on disk: they join this
-      // download's claim instead of being reserved a second time.
-      claim = budget->adopt_existing(part);
+    if (claim)
       claim->resize(file.size);
-    } else {
+    else
       claim = budget->reserve(file.size, "download " + file.path);
-    }
     return finish_download(file, e, submit_download(file, e, local), st);
   }
 
@@ -455,7 +492,7 @@ struct Engine::Impl {
   // there is none.
   bool evict_prefetch(int e) {
     std::unique_lock lock(prefetch_mutex);
-    if (prefetched.empty()) return false;
+    if (prefetched.empty()) return give_back_kept_download(e);
     Prefetch p = std::move(prefetched.back());
     prefetched.pop_back();
     lock.unlock();
@@ -468,6 +505,36 @@ struct Engine::Impl {
     ledger.set_file_state(p.file->id, e, state::FileState::pending);
     spdlog::info("prefetch of {} given back ({}): decoding needs the space", p.file->path, format_size(p.file->size));
     return true;
+  }
+
+  // A download that a killed run had started or finished ahead of its turn is
+  // kept on disk for its file, outside any prefetch claim. When decoding waits
+  // for space it is given back like a prefetch (the last run may have had more
+  // room, before a checkpoint or a kept shard took it); the file being fetched
+  // now keeps its own. Called with prefetch_mutex held.
+  bool give_back_kept_download(int e) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(download_dir, ec)) {
+      std::string id = entry.path().stem().string();  // "<id>" or "<id>.part"
+      if (id == fetching_file_id) continue;
+      uint64_t bytes = discard_kept(entry.path());
+      for (const auto& file : files)
+        if (file.id == id) ledger.set_file_state(file.id, e, state::FileState::pending);
+      spdlog::info("download {} kept from the last run given back ({}): the working set needs the space", entry.path().string(),
+                   format_size(bytes));
+      return true;
+    }
+    return false;
+  }
+
+  // Removes a file kept on disk from the last run; its bytes leave the budget's
+  // baseline once it is unlinked. Called with prefetch_mutex held.
+  uint64_t discard_kept(const fs::path& file) {
+    auto claim = budget->adopt_existing(file);
+    uint64_t bytes = claim->bytes();
+    std::error_code ec;
+    fs::remove(file, ec);
+    return bytes;  // the claim goes after the unlink
   }
 
   void drop_prefetches() {
@@ -514,7 +581,6 @@ struct Engine::Impl {
       if (err.kind() == ErrorKind::budget) throw;  // cannot ever fit: the operator must act
       if (err.kind() == ErrorKind::disk_full) {
         disk_full("file " + file.path + ": " + err.what());
-        if (!local.empty()) fs::remove(local.string() + ".part");
         done = false;
       } else {
         ledger.set_file_state(file.id, e, state::FileState::failed, err.what());
@@ -522,6 +588,7 @@ struct Engine::Impl {
       }
     }
     if (!local.empty()) {
+      fs::remove(local.string() + ".part");  // a failed download's bytes leave with its claim
       fs::remove(local);  // unlink first, then give the bytes back
       download_claim.reset();
     }

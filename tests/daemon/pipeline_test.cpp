@@ -292,6 +292,49 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
   EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{}) << "no orphan file";
 }
 
+// A run with more room (64 MB, `parallel_files` downloads ahead) is stopped
+// once it has `want` downloads on disk, whole or as .part; then the same state
+// is run under 8 MB, which must finish with every window trained once.
+void restart_with_kept_downloads(Pipeline& p, int parallel_files, size_t want) {
+  Trace trace;
+  size_t kept = 0;
+  auto downloads = [&] { return files_under(p.dir / "cache" / "downloads").size(); };
+  {
+    Config c = p.config("64MB");
+    c.fetch.parallel_files = parallel_files;
+    daemon::Engine engine(c, &trace);
+    engine.start();
+    auto deadline = std::chrono::steady_clock::now() + 120s;
+    while (downloads() < want && !engine.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    engine.stop();
+    kept = downloads();
+  }
+  ASSERT_GE(kept, want) << "the first run must leave downloads ahead on disk";
+  {
+    daemon::Engine engine(p.config("8MB"), &trace);
+    engine.start();
+    Pipeline::wait_finished(engine, 240s);
+    auto s = engine.status();
+    EXPECT_EQ(s.state, "done") << s.state_detail << "; reserved " << s.reserved_bytes << " of " << s.budget_bytes;
+    EXPECT_LE(s.peak_reserved_bytes, s.budget_bytes);
+  }
+  std::set<std::pair<std::string, int>> unique(trace.windows.begin(), trace.windows.end());
+  EXPECT_EQ(unique.size(), static_cast<size_t>(kClips * 2)) << "every window trained";
+  EXPECT_EQ(trace.windows.size(), unique.size()) << "a window was trained twice";
+  EXPECT_TRUE(downloads() == 0);
+  std::printf("kept downloads: %zu left by the 64 MB run; the 8 MB run trained %zu windows (%zu distinct)\n", kept, trace.windows.size(),
+              unique.size());
+}
+
+// The kept downloads fit at start-up but leave no room for the checkpoint slots
+// and decoding: they are given back (at start-up here; when decoding waits in
+// the 200-kill soak that found this) instead of kaiod waiting for ever.
+TEST_F(Pipeline, DownloadsKeptAheadAreGivenBackWhenTheWorkingSetNeedsThem) { restart_with_kept_downloads(*this, 1, 2); }
+
+// More kept downloads than the budget holds at all: they are removed at
+// start-up (they can be fetched again) instead of kaiod refusing to start.
+TEST_F(Pipeline, DownloadsKeptOverTheBudgetAreRemovedAtStart) { restart_with_kept_downloads(*this, 4, 5); }
+
 TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
   daemon::Peer admin{::getpid(), 0, 0, true};
   daemon::Peer stranger{::getpid(), 65534, 65534, false};
