@@ -107,7 +107,7 @@ struct Engine::Impl {
   };
   std::mutex prefetch_mutex;
   std::deque<Prefetch> prefetched;
-  std::string fetching_file_id;  // the file fetch_file works on; its kept download is its own
+  std::set<fs::path> kept_downloads;  // found at start, in the baseline until adopted or given back
 
   std::stop_source stop;
   std::thread producer, trainer_thread;
@@ -158,6 +158,8 @@ struct Engine::Impl {
     }
     for (const auto& record : ledger.checkpoints())
       if (fs::exists(record.path)) checkpoint_claims.emplace_back(record.path, budget->adopt_existing(record.path));
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(download_dir, ec)) kept_downloads.insert(entry.path());
   }
 
   void pin_and_list() {
@@ -390,7 +392,8 @@ struct Engine::Impl {
     uint64_t threshold = download_limit();
     {
       std::lock_guard kept_lock(prefetch_mutex);  // against give_back_kept_download
-      fetching_file_id = file.id;
+      kept_downloads.erase(local);
+      kept_downloads.erase(part);
       if (file.size > threshold) {
         // Kept by a run whose budget let it download whole: no longer fits.
         for (const auto& kept : {local, part})
@@ -508,28 +511,25 @@ struct Engine::Impl {
   }
 
   // A download that a killed run had started or finished ahead of its turn is
-  // kept on disk for its file, outside any prefetch claim. When decoding waits
-  // for space it is given back like a prefetch (the last run may have had more
-  // room, before a checkpoint or a kept shard took it); the file being fetched
-  // now keeps its own. Called with prefetch_mutex held.
+  // kept on disk for its file, outside any prefetch claim. When the working set
+  // needs the space (the last run may have had more room, before a checkpoint
+  // or a kept shard took it) it is given back like a prefetch. fetch_file takes
+  // its file's own out of the set first. Called with prefetch_mutex held.
   bool give_back_kept_download(int e) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(download_dir, ec)) {
-      std::string id = entry.path().stem().string();  // "<id>" or "<id>.part"
-      if (id == fetching_file_id) continue;
-      uint64_t bytes = discard_kept(entry.path());
-      for (const auto& file : files)
-        if (file.id == id) ledger.set_file_state(file.id, e, state::FileState::pending);
-      spdlog::info("download {} kept from the last run given back ({}): the working set needs the space", entry.path().string(),
-                   format_size(bytes));
-      return true;
-    }
-    return false;
+    if (kept_downloads.empty()) return false;
+    fs::path kept = *kept_downloads.begin();
+    uint64_t bytes = discard_kept(kept);
+    std::string id = kept.stem().string();  // "<id>" of "<id>" or "<id>.part"
+    for (const auto& file : files)
+      if (file.id == id) ledger.set_file_state(file.id, e, state::FileState::pending);
+    spdlog::info("download {} kept from the last run given back ({}): the working set needs the space", kept.string(), format_size(bytes));
+    return true;
   }
 
   // Removes a file kept on disk from the last run; its bytes leave the budget's
   // baseline once it is unlinked. Called with prefetch_mutex held.
   uint64_t discard_kept(const fs::path& file) {
+    kept_downloads.erase(file);
     auto claim = budget->adopt_existing(file);
     uint64_t bytes = claim->bytes();
     std::error_code ec;

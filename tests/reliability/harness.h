@@ -282,6 +282,7 @@ inline std::string sql(const fs::path& db, const std::string& query) {
 }
 inline int64_t last_durable_checkpoint(const fs::path& db) {
   std::string s = sql(db, "select coalesce(max(step), 0) from checkpoints");
+  if (s.find("no such table: checkpoints") != std::string::npos) return 0;  // killed before its schema was made
   try {
     return s.empty() ? 0 : std::stoll(s);
   } catch (...) {
