@@ -66,6 +66,7 @@ struct Transfer {
   bool restart_whole = false;  // a 200 answered a Range on a split file
   bool too_long = false;
   int io_errno = 0;  // set when writing the .part failed
+  char error_detail[CURL_ERROR_SIZE] = "";
   uint64_t received = 0;
   Clock::time_point last_byte = Clock::now();
 };
@@ -84,6 +85,7 @@ struct Task {
   uint64_t hashed = 0;
   std::future<uint64_t> hashing;  // extends `hashed` on another thread, from the page cache
   int corrupt_retries = 0;
+  http::Backoff restart_backoff{60s};  // a server that keeps sending too much is not asked again at once
   bool verify_started = false;
   uint64_t done_bytes() const {
     uint64_t d = 0;
@@ -163,6 +165,7 @@ void Downloader::submit(DownloadJob job, std::function<void(const DownloadResult
   t->name = job.repo + "/" + job.file.path;
   t->job = std::move(job);
   t->on_done = std::move(on_done);
+  t->restart_backoff = http::Backoff(impl_->config.max_backoff);
   std::lock_guard lock(impl_->mutex);
   if (impl_->stopping) throw Error(ErrorKind::cancelled, "download " + t->name + ": the downloader is stopped");
   impl_->incoming.push_back(std::move(t));
@@ -394,6 +397,7 @@ void Downloader::Impl::start_transfer(Task& t, Part& p, const std::string& url, 
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, http::collect_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &x->headers);
   curl_easy_setopt(h, CURLOPT_PRIVATE, x.get());
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->error_detail);
   curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
   if (config.bandwidth_limit > 0) {
     // An even share of the cap per transfer running now.
@@ -481,9 +485,9 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   bool moved = x->received > 0;
   if (rc != CURLE_OK) {
     if (!http::is_transient_curl(rc))
-      return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": " + curl_easy_strerror(rc));
+      return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": " + http::curl_reason(rc, x->error_detail));
     t.cdn_url.clear();  // a signed URL may have expired: ask the Hub again
-    return retry_part(t, p, p.backoff.next(), curl_easy_strerror(rc), moved);
+    return retry_part(t, p, p.backoff.next(), http::curl_reason(rc, x->error_detail), moved);
   }
   if (status == 200 || status == 206) return retry_part(t, p, p.backoff.next(), "body ended early", moved);
   if (http::is_transient_status(status)) {
@@ -553,6 +557,8 @@ void Downloader::Impl::restart_from_zero(Task& t, const std::string& reason) {
   t.cdn_url.clear();
   t.verify_started = false;
   plan_parts(t, 0);
+  auto delay = t.restart_backoff.next();
+  for (auto& p : t.parts) p->retry_at = Clock::now() + delay;
 }
 
 // End of the bytes [0, n) that are all written: parts are in start order.

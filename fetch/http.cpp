@@ -118,6 +118,8 @@ bool is_transient_status(long status) {
   return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
 }
 
+std::string curl_reason(CURLcode code, const char* detail) { return detail && *detail ? detail : curl_easy_strerror(code); }
+
 bool is_transient_curl(CURLcode code) {
   switch (code) {
     case CURLE_COULDNT_RESOLVE_HOST:

@@ -65,6 +65,9 @@ Slist request_headers(const std::string& url, const std::string& endpoint, const
 bool is_redirect(long status);
 bool is_transient_status(long status);
 bool is_transient_curl(CURLcode code);
+// libcurl's own words from CURLOPT_ERRORBUFFER ("Too large response headers:
+// 307232 > 307200") when it wrote any, else the code's generic text.
+std::string curl_reason(CURLcode code, const char* detail);
 // A failed HTTP answer as an Error naming the request; gated repos hint at HF_TOKEN.
 Error status_error(const Headers& headers, const std::string& what);
 

@@ -255,8 +255,7 @@ std::string HubClient::get_json(const std::string& first_url, const std::string&
       // say more than the code's ("SSL peer certificate ... was not OK").
       std::string message = rc == CURLE_WRITE_ERROR && body.size() + CURL_MAX_WRITE_SIZE > (256u << 20)
                                 ? std::string("the answer is larger than 256 MB (an endless body?)")
-                            : detail[0] ? std::string(detail)
-                                        : std::string(curl_easy_strerror(rc));
+                                : http::curl_reason(rc, detail);
       if (!http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, what + ": " + message);
       reason = what + ": " + message;
       delay = backoff.next();

@@ -134,6 +134,7 @@ void StreamSource::produce() {
       std::string url = target_.url;
       Attempt a{this, {}, 0, 0, &delivered, file.size, &digest, false, std::chrono::steady_clock::now(), config_.stall_timeout, false};
       CURLcode rc = CURLE_OK;
+      char detail[CURL_ERROR_SIZE] = "";
       for (int redirects = 0; redirects <= 10; ++redirects) {
         http::Easy easy(curl_easy_init());
         std::string range = delivered > 0 ? "bytes=" + std::to_string(delivered) + "-" : "";
@@ -150,6 +151,8 @@ void StreamSource::produce() {
         curl_easy_setopt(easy.get(), CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(easy.get(), CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(easy.get(), CURLOPT_XFERINFODATA, &a);
+        curl_easy_setopt(easy.get(), CURLOPT_ERRORBUFFER, detail);
+        detail[0] = '\0';
         a.last_byte = std::chrono::steady_clock::now();
         rc = curl_easy_perform(easy.get());
         if (rc != CURLE_OK || !http::is_redirect(a.headers.status)) break;
@@ -173,8 +176,8 @@ void StreamSource::produce() {
       std::string reason;
       std::chrono::milliseconds delay = backoff.next();
       if (rc != CURLE_OK) {
-        if (!a.stalled && !http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, target_.name + ": " + curl_easy_strerror(rc));
-        reason = a.stalled ? "no byte for " + format_duration(config_.stall_timeout) : curl_easy_strerror(rc);
+        if (!a.stalled && !http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, target_.name + ": " + http::curl_reason(rc, detail));
+        reason = a.stalled ? "no byte for " + format_duration(config_.stall_timeout) : http::curl_reason(rc, detail);
       } else if (a.headers.status == 200 || a.headers.status == 206) {
         reason = "body ended after " + std::to_string(delivered) + " of " + std::to_string(file.size) + " bytes";
       } else if (http::is_transient_status(a.headers.status)) {

@@ -251,7 +251,7 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
       // The body is all there before the connection closes: the file verifies and the run ends.
       {"Content-Length 1000 too large", {{"wrong_length", victim_name}, {"wrong_length_delta", 1000}}, "@done"},
       {"Content-Length 1000 too small", {{"wrong_length", victim_name}, {"wrong_length_delta", -1000}}, "body ended early"},
-      {"endless headers on a file", {{"endless_headers", victim_name}}, "header|Header|Failure when receiving data"},
+      {"endless headers on a file", {{"endless_headers", victim_name}}, "response headers"},
       {"endless body on a file", {{"endless_body", victim_name}}, "more bytes than the listed size"},
       {"endless body on the listing", {{"endless_body", "/tree/"}}, "larger|too large|256|Failure writing"},
   };
@@ -303,11 +303,13 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
     for (std::string alt; std::getline(alts, alt, '|');)
       ok = ok || (alt == "@done" ? last_state == "done" && sql(s.db(), "select count(*) from file_states where state = 'failed'") == "0"
                                  : where.find(alt) != std::string::npos);
-    // The line that says it: the first log line at warn or worse.
+    // The line that says it: the first log line at warn or worse, past the
+    // warning that every run on kaio-hub's http:// endpoint starts with.
     std::string said;
     {
       std::istringstream lines(log);
       for (std::string line; std::getline(lines, line);) {
+        if (line.find("plain http") != std::string::npos) continue;
         if (line.find(" warning ") != std::string::npos || line.find(" error ") != std::string::npos || line.find("kaiod:") == 0 ||
             line.find(" critical ") != std::string::npos) {
           said = line;
