@@ -21,36 +21,9 @@ using namespace kaio::reliability;
 namespace {
 
 // Small dataset: 12 clips of 320x180 in 2 archives.
-DatasetSpec small_spec() {
-  DatasetSpec spec;
-  spec.clips = 12;
-  spec.clips_per_archive = 6;
-  return spec;
-}
-
-// 36 clips of 640x360 in 6 archives (shared with the crash and network tests):
-// with a throttle, a run long enough to be stopped mid-way.
-DatasetSpec long_spec() {
-  DatasetSpec spec;
-  spec.clips = 36;
-  spec.width = 640;
-  spec.height = 360;
-  return spec;
-}
-
-struct Fixture {
-  fs::path dir;
-  std::unique_ptr<Hub> hub;
-  DaemonSetup s;
-  explicit Fixture(const std::string& tag, std::vector<std::string> hub_args = {}, DatasetSpec spec = small_spec()) {
-    dir = make_temp_dir(tag);
-    fs::create_directories(dir / "repos/kaio-test");
-    fs::create_directory_symlink(dataset(spec), dir / "repos/kaio-test/llava");
-    hub = std::make_unique<Hub>(dir / "repos", dir / "hub.log", hub_args);
-    s.dir = dir / "run";
-    fs::create_directories(s.dir);
-    s.endpoint = hub->url();
-  }
+struct Fixture : HubRun {
+  explicit Fixture(const std::string& tag, std::vector<std::string> hub_args = {}, DatasetSpec spec = small_spec())
+      : HubRun(tag, std::move(hub_args), spec) {}
 };
 
 // A fake systemd: receives the datagrams sd_notify sends, with their times.

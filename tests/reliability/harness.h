@@ -251,6 +251,41 @@ struct DaemonSetup {
   }
 };
 
+// 12 clips in 2 archives: runs that only need to start and finish.
+inline DatasetSpec small_spec() {
+  DatasetSpec spec;
+  spec.clips = 12;
+  spec.clips_per_archive = 6;
+  return spec;
+}
+
+// 36 clips of 640x360 in 6 archives: with a throttle or an outage, a run long
+// enough to be stopped or cut off mid-way.
+inline DatasetSpec long_spec() {
+  DatasetSpec spec;
+  spec.clips = 36;
+  spec.width = 640;
+  spec.height = 360;
+  return spec;
+}
+
+// A test's folder: kaio-hub serving `spec` as kaio-test/llava, and the setup of
+// a kaiod pointed at it (run/).
+struct HubRun {
+  fs::path dir;
+  DatasetSpec spec;
+  std::unique_ptr<Hub> hub;
+  DaemonSetup s;
+  HubRun(const std::string& tag, std::vector<std::string> hub_args, DatasetSpec data) : dir(make_temp_dir(tag)), spec(data) {
+    fs::create_directories(dir / "repos/kaio-test");
+    fs::create_directory_symlink(dataset(spec), dir / "repos/kaio-test/llava");
+    hub = std::make_unique<Hub>(dir / "repos", dir / "hub.log", hub_args);
+    s.dir = dir / "run";
+    fs::create_directories(s.dir);
+    s.endpoint = hub->url();
+  }
+};
+
 // kaiod with its log; the trace is on when `trace` is set.
 inline void start_kaiod(Child& child, const DaemonSetup& s, bool trace = true, std::map<std::string, std::string> env = {},
                         std::vector<std::string> unset = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT",

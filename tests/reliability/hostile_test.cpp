@@ -13,13 +13,6 @@ namespace dt = kaio::decode::testing;
 
 namespace {
 
-DatasetSpec small_spec() {
-  DatasetSpec spec;
-  spec.clips = 12;
-  spec.clips_per_archive = 6;
-  return spec;
-}
-
 // The first .mp4 member of a kaio-mkdata archive.
 std::string first_mp4(const fs::path& archive_file) {
   std::unique_ptr<archive, int (*)(archive*)> a(archive_read_new(), archive_read_free);

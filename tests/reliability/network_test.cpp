@@ -10,33 +10,13 @@ using namespace kaio::reliability;
 
 namespace {
 
-DatasetSpec net_spec() {
-  DatasetSpec spec;
-  spec.clips = 36;
-  spec.clips_per_archive = 6;
-  spec.width = 640;
-  spec.height = 360;
-  return spec;
-}
-
-struct NetRun {
-  fs::path dir;
-  std::unique_ptr<Hub> hub;
-  DaemonSetup s;
+// 36 clips of 640x360 in 6 archives.
+struct NetRun : HubRun {
   int files = 0, clips = 0;
-  NetRun(const std::string& tag, std::vector<std::string> hub_args) {
-    dir = make_temp_dir(tag);
-    fs::create_directories(dir / "repos/kaio-test");
-    DatasetSpec spec = net_spec();
-    fs::path data = dataset(spec);
-    fs::create_directory_symlink(data, dir / "repos/kaio-test/llava");
-    for (const auto& e : fs::recursive_directory_iterator(data))
+  NetRun(const std::string& tag, std::vector<std::string> hub_args) : HubRun(tag, std::move(hub_args), long_spec()) {
+    for (const auto& e : fs::recursive_directory_iterator(dataset(spec)))
       if (e.path().string().ends_with(".tar.gz")) ++files;
     clips = spec.clips;
-    hub = std::make_unique<Hub>(dir / "repos", dir / "hub.log", hub_args);
-    s.dir = dir / "run";
-    fs::create_directories(s.dir);
-    s.endpoint = hub->url();
   }
 };
 
