@@ -7,6 +7,7 @@
 #               the daemon pipeline.
 # Prints one summary line per run and exits non-zero if either is not clean.
 #   sanitize.sh          the full runs (make sanitize)
+#   sanitize.sh asan|tsan  one of them
 #   sanitize.sh --ci     the subset `make test` runs (below: which, and why)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +75,7 @@ if [ "$mode" = "--ci" ]; then
   # TSan needs a third build of the tree; with it `make test` went past CI's
   # 30 minutes on 2 cores, so the TSan runs live in `make sanitize` only.
 else
-  run "asan+ubsan" build-asan address,undefined "" || status=1
-  run "tsan" build-tsan thread "$tsan_regex" "${tsan_targets[@]}" || status=1
+  [ "$mode" = tsan ] || run "asan+ubsan" build-asan address,undefined "" || status=1
+  [ "$mode" = asan ] || run "tsan" build-tsan thread "$tsan_regex" "${tsan_targets[@]}" || status=1
 fi
 exit "$status"
