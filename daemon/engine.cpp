@@ -88,6 +88,10 @@ struct Engine::Impl {
   bool done = false, failed = false;
   int epoch = 0;
   double last_loss = 0;
+  // What status() shows of the trainer, copied under `mutex` after each step:
+  // the trainer itself is the training thread's alone.
+  int64_t trained_steps = 0;
+  double data_wait_fraction = 0;
   int64_t samples = 0;
   int64_t checkpoint_step = -1;
   std::string disk_full_reason;  // set while waiting for the filesystem to have space again
@@ -206,6 +210,7 @@ struct Engine::Impl {
       const auto& latest = checkpoints.back();
       cursor = cache::PlanCursor::parse(trainer->load_checkpoint(latest.path));
       checkpoint_step = latest.step;
+      trained_steps = trainer->steps_done();
       spdlog::info("resumed from checkpoint {} at step {} ({})", latest.path.string(), latest.step, cursor.to_string());
     }
     auto position = ledger.position();
@@ -756,6 +761,8 @@ struct Engine::Impl {
         int64_t step = trainer->steps_done();
         {
           std::lock_guard lock(mutex);
+          trained_steps = step;
+          data_wait_fraction = trainer->data_wait_fraction();
           last_loss = result.loss;
           samples += static_cast<int64_t>(batch.size());
           train_rate.sample(static_cast<double>(samples));
@@ -986,11 +993,11 @@ ServiceStatus Engine::status() {
   s.clips.failed = cc[state::ClipState::failed];
   s.clips.deleted = cc[state::ClipState::deleted];
   s.train.epoch = m.epoch;
-  s.train.step = m.trainer ? m.trainer->steps_done() : 0;
+  s.train.step = m.trained_steps;
   s.train.samples = m.samples;
   s.train.loss = m.last_loss;
   s.train.backend = m.trainer ? m.trainer->backend() : "";
-  s.train.wait_fraction = m.trainer ? m.trainer->data_wait_fraction() : 0;
+  s.train.wait_fraction = m.data_wait_fraction;
   s.train.checkpoint_step = m.checkpoint_step;
   m.download_rate.sample(static_cast<double>(progress.done));
   m.decode_rate.sample(m.decoded_clips);
