@@ -343,9 +343,9 @@ struct PlannedClip {
 void encode_batch(std::vector<PlannedClip>& batch) {
   std::vector<std::exception_ptr> errors(batch.size());
   {
+    std::atomic<size_t> next{0};  // declared first: the threads join (and stop using it) before it goes
     std::vector<std::jthread> threads;
     unsigned width = std::max(1u, std::min<unsigned>(std::thread::hardware_concurrency(), kBatch));
-    std::atomic<size_t> next{0};
     for (unsigned t = 0; t < width; ++t) {
       threads.emplace_back([&] {
         for (size_t i = next++; i < batch.size(); i = next++) {
