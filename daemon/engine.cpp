@@ -235,12 +235,17 @@ struct Engine::Impl {
     }
   }
 
+  // What the budget covers, as `du` would count it.
+  uint64_t bytes_on_disk() const {
+    const auto& st = config.storage;
+    return disk_usage(st.cache_dir) + (st.state_dir == st.cache_dir ? 0 : disk_usage(st.state_dir));
+  }
+
   // Downloads kept from a run with a larger budget can leave no room under this
   // one. They are the one thing on disk that can be fetched again, so they go
   // (recovery then rolls their files back) rather than kaiod refusing to start.
   bool drop_downloads_over_budget() {
-    uint64_t on_disk = disk_usage(config.storage.cache_dir) +
-                       (config.storage.state_dir == config.storage.cache_dir ? 0 : disk_usage(config.storage.state_dir));
+    uint64_t on_disk = bytes_on_disk();
     if (on_disk + ledger_allowance(config) <= config.storage.budget) return false;
     bool dropped = false;
     std::error_code ec;
@@ -978,8 +983,7 @@ ServiceStatus Engine::status() {
   s.paused = m.paused;
   s.pause_reason = m.pause_reason;
   s.budget_bytes = m.config.storage.budget;
-  s.disk_bytes = disk_usage(m.config.storage.cache_dir) +
-                 (m.config.storage.state_dir == m.config.storage.cache_dir ? 0 : disk_usage(m.config.storage.state_dir));
+  s.disk_bytes = m.bytes_on_disk();
   s.reserved_bytes = b.total;
   s.peak_reserved_bytes = b.peak_total;
   auto fc = m.ledger.file_counts(m.epoch);
