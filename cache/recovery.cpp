@@ -126,28 +126,40 @@ RecoveryReport recover(state::Ledger& ledger, const fs::path& cache_dir, const f
     if (!walker.exists(normal(s.path))) missing.push_back(s.clip);
   report.shards_missing = static_cast<int64_t>(missing.size());
 
+  // The checkpoint's epoch and the next one: a run stopped before the first
+  // checkpoint of epoch e+1 left that epoch's files in flight too.
   int epoch = ledger.position().epoch;
-  std::vector<state::FileId> to_pending, to_downloaded;
-  for (const auto& f : ledger.list_files(epoch)) {
-    using state::FileState;
-    bool present = !f.local_path.empty() && walker.exists(normal(f.local_path));
-    if (f.state == FileState::downloading || ((f.state == FileState::downloaded || f.state == FileState::extracting) && !present))
-      to_pending.push_back(f.file.id);
-    else if (f.state == FileState::extracting)
-      to_downloaded.push_back(f.file.id);
+  struct Rollback {
+    int epoch;
+    std::vector<state::FileId> to_pending, to_downloaded;
+  };
+  std::vector<Rollback> rollbacks;
+  for (int e : {epoch, epoch + 1}) {
+    Rollback r{e, {}, {}};
+    for (const auto& f : ledger.list_files(e)) {
+      using state::FileState;
+      bool present = !f.local_path.empty() && walker.exists(normal(f.local_path));
+      if (f.state == FileState::downloading || ((f.state == FileState::downloaded || f.state == FileState::extracting) && !present))
+        r.to_pending.push_back(f.file.id);
+      else if (f.state == FileState::extracting)
+        r.to_downloaded.push_back(f.file.id);
+    }
+    rollbacks.push_back(std::move(r));
   }
 
   ledger.transaction([&] {
     report.files_rolled_back = ledger.mark_shards_missing(missing, epoch);
-    ledger.force_files_state(to_pending, epoch, state::FileState::pending, "interrupted; recovered at start-up");
-    ledger.force_files_state(to_downloaded, epoch, state::FileState::downloaded, "extraction interrupted");
+    for (const auto& r : rollbacks) {
+      ledger.force_files_state(r.to_pending, r.epoch, state::FileState::pending, "interrupted; recovered at start-up");
+      ledger.force_files_state(r.to_downloaded, r.epoch, state::FileState::downloaded, "extraction interrupted");
+      report.files_rolled_back += static_cast<int64_t>(r.to_pending.size() + r.to_downloaded.size());
+    }
     for (const auto& c : known.checkpoints) {
       if (walker.exists(normal(c))) continue;
       ledger.remove_checkpoint(c);
       ++report.checkpoints_missing;
     }
   });
-  report.files_rolled_back += static_cast<int64_t>(to_pending.size() + to_downloaded.size());
   spdlog::info("{}", report.summary());
   return report;
 }

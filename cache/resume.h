@@ -11,8 +11,13 @@
 
 namespace kaio::cache {
 
+// True when the ledger row says the clip entered the plan of `epoch`: plan
+// membership is read back from the ledger, never recomputed by decoding again.
+bool planned_in(const state::ClipRecord& clip, int epoch);
+
 // Feeds `sequence` the clips of every file the ledger has decoded (or done) in
-// `epoch`, walking plan positions in order, and marks those files complete.
+// `epoch`, and the clips that files which failed part-way delivered before
+// failing, walking plan positions in order, and marks those files complete.
 // `order` is file_order(seed, epoch, files.size()) over ledger.files(). Clips
 // that failed are left out, as they were the first time. Returns the plan
 // positions fed; the daemon fetches and decodes the others.

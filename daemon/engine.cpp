@@ -94,15 +94,18 @@ struct Engine::Impl {
   double data_wait_fraction = 0;
   int64_t samples = 0;
   int64_t checkpoint_step = -1;
+  cache::PlanCursor checkpoint_cursor;  // of the checkpoint at checkpoint_step
   std::string disk_full_reason;  // set while waiting for the filesystem to have space again
   std::set<std::string> planned;  // clips handed to this epoch's sequence by this process
   uint64_t standing_bytes = 0;  // check_working_set()
+  uint64_t fixed_bytes = 0;     // standing_bytes less the chunk of shards
   double decoded_clips = 0;
   Rate download_rate, decode_rate, train_rate;
 
   // Downloads started ahead of the file being decoded, in plan order.
   struct Prefetch {
     size_t pos = 0;
+    int epoch = 0;
     const state::FileRecord* file = nullptr;
     fs::path local;
     std::unique_ptr<SpaceClaim> claim;
@@ -112,6 +115,16 @@ struct Engine::Impl {
   std::mutex prefetch_mutex;
   std::deque<Prefetch> prefetched;
   std::set<fs::path> kept_downloads;  // found at start, in the baseline until adopted or given back
+
+  // The training thread's open shards, by clip id. Only that thread touches
+  // it, and checkpoint() (on that thread) closes a reader when retention
+  // unlinks its shard, so no deleted shard stays mapped behind the budget.
+  std::map<std::string, std::unique_ptr<decode::ShardReader>> shard_readers;
+  // The batch being filled, also the training thread's. A pause or a stop
+  // holds it untrained and checkpoints the plan position before its first
+  // window, so batches stay a pure function of the plan whatever interrupts.
+  std::vector<cache::WindowRef> batch;
+  cache::PlanCursor batch_cursor;
 
   std::stop_source stop;
   std::thread producer, trainer_thread;
@@ -210,14 +223,15 @@ struct Engine::Impl {
       const auto& latest = checkpoints.back();
       cursor = cache::PlanCursor::parse(trainer->load_checkpoint(latest.path));
       checkpoint_step = latest.step;
+      checkpoint_cursor = cursor;
       trained_steps = trainer->steps_done();
       spdlog::info("resumed from checkpoint {} at step {} ({})", latest.path.string(), latest.step, cursor.to_string());
     }
     auto position = ledger.position();
     samples = position.samples;
     epoch = cursor.epoch;
-    new_sequence(cursor);
     check_working_set();
+    new_sequence(cursor);
     // Checkpoints write into a standing claim so that freeing space never waits for space.
     uint64_t bytes = checkpoint_file_bytes();
     spare_checkpoint_claim = reserve_at_start(bytes, "spare checkpoint");
@@ -276,7 +290,8 @@ struct Engine::Impl {
     uint64_t checkpoints = budget->on_disk_bytes(checkpoint_file_bytes()) * static_cast<uint64_t>(slots);
     uint64_t chunk = budget->on_disk_bytes(decode::shard_bytes(decode::from_config(config.decode), 1, 256)) *
                      static_cast<uint64_t>(std::max(1, config.train.shuffle_clips));
-    standing_bytes = held + checkpoints + chunk;
+    fixed_bytes = held + checkpoints;
+    standing_bytes = fixed_bytes + chunk;
     cache::check_budget_fits(config.storage.budget, standing_bytes + (kept_shards > chunk ? kept_shards - chunk : 0),
                              format_size(held) + " already on disk and kept for the ledger, " + std::to_string(slots) +
                                  " checkpoints of " + format_size(checkpoint_file_bytes()) + ", and " +
@@ -296,10 +311,20 @@ struct Engine::Impl {
 
   uint64_t checkpoint_file_bytes() const { return trainer->checkpoint_bytes() + 256; }
 
+  // A chunk closes once its shards reach a quarter of the room beside the
+  // fixed working set, so that the chunk being formed, the clip being decoded,
+  // its member and its download all fit: training, which alone frees shards,
+  // never waits for a clip that waits for space. A function of the budget
+  // only, so chunks are the same in every run with that budget.
+  uint64_t chunk_bytes_cap() const {
+    return config.storage.budget > fixed_bytes ? (config.storage.budget - fixed_bytes) / 4 : 1;
+  }
+
   void new_sequence(const cache::PlanCursor& start) {
     sequence = std::make_unique<cache::WindowSequence>(
         config.train.seed, config.train.shuffle_clips, config.train.repeat, start,
-        [this](int e, int64_t chunk, const std::vector<cache::ClipWindows>& clips) { retention.chunk_formed(e, chunk, clips); });
+        [this](int e, int64_t chunk, const std::vector<cache::ClipWindows>& clips) { retention.chunk_formed(e, chunk, clips); },
+        chunk_bytes_cap());
   }
 
   // ---------- producer: files in plan order -> download -> decode -> clips ----------
@@ -349,11 +374,9 @@ struct Engine::Impl {
         if (done) return;
       }
     } catch (const Error& err) {
-      if (err.kind() != ErrorKind::cancelled) {
-        fail("producer stopped: " + std::string(err.what()));
-        std::lock_guard lock(mutex);
-        failed = true;
-      }
+      if (err.kind() != ErrorKind::cancelled) stop_on_error("producer stopped: " + std::string(err.what()));
+    } catch (const std::exception& err) {
+      stop_on_error("producer stopped by an internal error: " + std::string(err.what()));
     }
     changed.notify_all();
   }
@@ -380,7 +403,7 @@ struct Engine::Impl {
       }
       changed.notify_all();
     }
-    drop_prefetches();
+    drop_prefetches(e);
     if (st.stop_requested()) return;
     {
       std::lock_guard lock(mutex);
@@ -485,7 +508,7 @@ struct Engine::Impl {
       auto claim = budget->try_reserve(file.size + limit, "prefetch " + file.path);
       if (!claim) return;  // in plan order: a later file does not jump the queue
       claim->resize(file.size);
-      Prefetch p{next, &file, local, std::move(claim), nullptr, {}};
+      Prefetch p{next, e, &file, local, std::move(claim), nullptr, {}};
       p.done = submit_download(file, e, local);
       prefetched.push_back(std::move(p));
     }
@@ -515,7 +538,7 @@ struct Engine::Impl {
     fs::remove(p.local, ec);
     fs::remove(p.local.string() + ".part", ec);
     p.claim.reset();  // after the unlink
-    ledger.set_file_state(p.file->id, e, state::FileState::pending);
+    ledger.set_file_state(p.file->id, p.epoch, state::FileState::pending);
     spdlog::info("prefetch of {} given back ({}): decoding needs the space", p.file->path, format_size(p.file->size));
     return true;
   }
@@ -530,8 +553,13 @@ struct Engine::Impl {
     fs::path kept = *kept_downloads.begin();
     uint64_t bytes = discard_kept(kept);
     std::string id = kept.stem().string();  // "<id>" of "<id>" or "<id>.part"
-    for (const auto& file : files)
-      if (file.id == id) ledger.set_file_state(file.id, e, state::FileState::pending);
+    // The download belongs to whichever of this epoch and the next has its
+    // file in flight; a file decoded (or failed) in an epoch stays so.
+    for (int ep : {e, e + 1}) {
+      auto status = ledger.file_status(id, ep);
+      if (status && (status->state == state::FileState::downloading || status->state == state::FileState::downloaded))
+        ledger.set_file_state(id, ep, state::FileState::pending);
+    }
     spdlog::info("download {} kept from the last run given back ({}): the working set needs the space", kept.string(), format_size(bytes));
     return true;
   }
@@ -547,13 +575,15 @@ struct Engine::Impl {
     return bytes;  // the claim goes after the unlink
   }
 
-  void drop_prefetches() {
-    int e;
-    {
-      std::lock_guard lock(mutex);
-      e = epoch;
-    }
-    while (evict_prefetch(e)) {
+  // At an epoch's end: prefetches of its files are not needed any more.
+  // Downloads kept from the last run may be the next epoch's: they stay.
+  void drop_prefetches(int e) {
+    while (true) {
+      {
+        std::lock_guard lock(prefetch_mutex);
+        if (prefetched.empty()) return;
+      }
+      evict_prefetch(e);
     }
   }
 
@@ -583,6 +613,7 @@ struct Engine::Impl {
         decode_config = config.decode;
       }
       decode::ArchiveDecoder decoder(decode_config, work_dir, *budget);
+      decoder.skip_planned([&](const std::string& member) { return pinned_in_plan(file, member, e); });
       decoder.run(std::move(source), file.path, captions.size() ? &captions : nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
       ledger.set_file_state(file.id, e, state::FileState::decoded);
       spdlog::info("decoded {} ({})", file.path, format_size(file.size));
@@ -591,6 +622,8 @@ struct Engine::Impl {
       if (err.kind() == ErrorKind::budget) throw;  // cannot ever fit: the operator must act
       if (err.kind() == ErrorKind::disk_full) {
         disk_full("file " + file.path + ": " + err.what());
+        // Done again from the start; members already planned are skipped.
+        ledger.set_file_state(file.id, e, state::FileState::pending, "disk full; retried once space returns");
         done = false;
       } else {
         ledger.set_file_state(file.id, e, state::FileState::failed, err.what());
@@ -632,8 +665,36 @@ struct Engine::Impl {
     disk_full_reason.clear();
   }
 
+  // True when the member's clip is in this epoch's plan already: delivered in
+  // this process (a retry after disk full), or pinned in the ledger by an
+  // earlier run (trained and deleted, or its shard still on disk). Such a
+  // member is not decoded again, so its windows never change with a decode's
+  // outcome (a timeout under load, say).
+  bool pinned_in_plan(const state::FileRecord& file, const std::string& member, int e) {
+    auto id = state::clip_id(config.source.repo, file.path, member);
+    {
+      std::lock_guard lock(mutex);
+      if (planned.count(id)) return true;
+    }
+    auto known = ledger.clip(id);
+    if (!known || known->state == state::ClipState::failed || known->windows <= 0 || !cache::planned_in(*known, e)) return false;
+    if (known->state == state::ClipState::committed || known->state == state::ClipState::deleted) return true;
+    std::lock_guard lock(mutex);
+    return shard_paths.count(id) > 0;
+  }
+
   void on_clip(const state::FileRecord& file, size_t pos, decode::ClipResult r, std::stop_token st) {
     wait_while_paused(st);
+    auto id = state::clip_id(config.source.repo, file.path, r.member);
+    if (r.planned) {
+      std::lock_guard lock(mutex);
+      if (planned.count(id)) return;  // delivered before this retry of its file
+      auto known = ledger.clip(id);
+      if (!known) throw Error(ErrorKind::internal, "clip " + id + " of " + file.path + " is planned but not in the ledger");
+      sequence->add_clip({id, known->windows, pos, known->shard_bytes});
+      planned.insert(id);
+      return;
+    }
     state::ClipRecord rec;
     rec.file_id = file.id;
     rec.repo_path = file.path;
@@ -643,33 +704,7 @@ struct Engine::Impl {
     rec.windows = r.windows;
     rec.shard_path = r.shard;
     rec.shard_bytes = r.shard_bytes;
-    rec.id = state::clip_id(config.source.repo, file.path, r.member);
-    {
-      std::lock_guard lock(mutex);
-      if (planned.count(rec.id)) {
-        // Delivered before a disk-full retry of its file: it is planned already.
-        if (!r.shard.empty()) fs::remove(r.shard);
-        r.claim.reset();
-        return;
-      }
-    }
-    int e;
-    {
-      std::lock_guard lock(mutex);
-      e = epoch;
-    }
-    auto known = ledger.clip(rec.id);
-    if (known && known->plan_epoch == e && (known->state == state::ClipState::committed || known->state == state::ClipState::deleted)) {
-      // Trained in this epoch and covered by a checkpoint before a restart: the
-      // plan still counts it, but its shard is not needed again. (A clip known
-      // from an earlier epoch is trained again.)
-      if (!r.shard.empty()) fs::remove(r.shard);
-      r.claim.reset();
-      std::lock_guard lock(mutex);
-      sequence->add_clip({rec.id, known->windows, pos});
-      planned.insert(rec.id);
-      return;
-    }
+    rec.id = id;
     if (!r.error.empty() || r.windows == 0) {
       rec.state = state::ClipState::failed;
       rec.reason = r.error.empty() ? "no windows" : r.error;
@@ -683,34 +718,55 @@ struct Engine::Impl {
       std::lock_guard lock(mutex);
       shard_claims[rec.id] = std::move(r.claim);
       shard_paths[rec.id] = r.shard;
-      sequence->add_clip({rec.id, rec.windows, pos});
+      sequence->add_clip({rec.id, rec.windows, pos, rec.shard_bytes});
       planned.insert(rec.id);
       decoded_clips += 1;
     }
     changed.notify_all();
   }
 
+  // Windows left in the epoch over the recent training rate. Files not yet
+  // decoded are taken to hold as many windows as the average file so far.
+  // -1 while nothing is known or nothing trains. Called with `mutex` held.
+  double epoch_eta_seconds(double windows_per_second) const {
+    if (done) return 0;
+    if (windows_per_second <= 0 || !sequence) return -1;
+    auto p = sequence->progress();
+    if (p.files_complete == 0) return -1;
+    int64_t files_left = std::max<int64_t>(0, static_cast<int64_t>(files.size()) - p.files_complete);
+    double per_file = static_cast<double>(p.windows_added) / static_cast<double>(p.files_complete);
+    return (static_cast<double>(p.windows_left) + per_file * static_cast<double>(files_left)) / windows_per_second;
+  }
+
   // ---------- trainer: windows in plan order -> steps -> checkpoints -> deletion ----------
 
   bool limits_reached() const { return config.train.max_steps > 0 && trainer->steps_done() >= config.train.max_steps; }
 
-  // Next batch in plan order; empty when the epoch is over or stopping.
-  std::vector<cache::WindowRef> next_batch(std::stop_token st, double& waited) {
-    std::vector<cache::WindowRef> batch;
+  // Fills `batch` in plan order. True when it is complete: full, at the end
+  // of a chunk, or at the end of the epoch (then possibly empty). False when a
+  // pause, a stop or a failure came first: the windows taken stay held.
+  bool fill_batch(std::stop_token st, double& waited) {
     auto start = Clock::now();
     std::unique_lock lock(mutex);
-    while (static_cast<int>(batch.size()) < config.train.batch_size && !st.stop_requested()) {
-      if (paused) break;
+    bool complete = false;
+    while (!st.stop_requested() && !paused && !failed) {
+      if (batch.empty()) batch_cursor = sequence->cursor();
       if (auto w = sequence->next()) {
         batch.push_back(*w);
         // A batch never spans chunks: the step that ends a chunk can be followed
         // by the checkpoint that frees its shards, which the next chunk's clips
         // may need the space of (waiting for them with a part-filled batch
         // deadlocked). It also keeps batches a pure function of the plan.
-        if (sequence->current_chunk().empty()) break;
+        if (static_cast<int>(batch.size()) >= config.train.batch_size || sequence->current_chunk().empty()) {
+          complete = true;
+          break;
+        }
         continue;
       }
-      if (sequence->epoch_done() || failed) break;
+      if (sequence->epoch_done()) {
+        complete = true;
+        break;
+      }
       int e = epoch;
       lock.unlock();
       auto b = budget->status();
@@ -721,7 +777,13 @@ struct Engine::Impl {
       changed.wait_for(lock, std::chrono::milliseconds(100));
     }
     waited = std::chrono::duration<double>(Clock::now() - start).count();
-    return batch;
+    return complete;
+  }
+
+  // Where a restart must go on from: before the held batch, if any.
+  cache::PlanCursor resume_cursor() {
+    std::lock_guard lock(mutex);
+    return batch.empty() ? sequence->cursor() : batch_cursor;
   }
 
   // A reservation larger than what the standing working set leaves free would
@@ -735,27 +797,21 @@ struct Engine::Impl {
   }
 
   void train_loop(std::stop_token st) {
-    std::map<std::string, std::unique_ptr<decode::ShardReader>> readers;
     size_t window_bytes = static_cast<size_t>(config.decode.frames) * config.decode.size * config.decode.size * 3;
     std::vector<uint8_t> batch_bytes(window_bytes * static_cast<size_t>(config.train.batch_size));
     int64_t since_checkpoint = 0;
     try {
-      while (!st.stop_requested()) {
+      while (!st.stop_requested() && !failed_now()) {
         if (check_pause()) continue;
         double waited = 0;
-        auto batch = next_batch(st, waited);
+        if (!fill_batch(st, waited)) continue;  // paused, stopping or failed: the batch is held
         if (batch.empty()) {
-          if (st.stop_requested() || failed) break;
-          std::unique_lock lock(mutex);
-          if (paused) continue;
-          if (!sequence->epoch_done()) continue;
-          lock.unlock();
           if (finish_epoch()) break;
           continue;
         }
         trainer->note_data_wait(waited);
         for (size_t i = 0; i < batch.size(); ++i) {
-          auto& reader = readers[batch[i].clip];
+          auto& reader = shard_readers[batch[i].clip];
           if (!reader) {
             std::lock_guard lock(mutex);
             reader = std::make_unique<decode::ShardReader>(shard_paths.at(batch[i].clip));
@@ -776,25 +832,37 @@ struct Engine::Impl {
           for (const auto& w : batch) observer->on_window(epoch, step, w.clip, static_cast<int>(w.window));
           observer->on_step(step, result.loss);
         }
+        batch.clear();
         ++since_checkpoint;
         if (since_checkpoint >= config.train.checkpoint_every || early_checkpoint_needed() || limits_reached()) {
-          checkpoint(readers);
+          checkpoint();
           since_checkpoint = 0;
         }
         if (limits_reached()) {
-          finish(readers);
+          finish();
           break;
         }
       }
-      if (st.stop_requested() && trainer->steps_done() != checkpoint_step) checkpoint(readers);
+      if (st.stop_requested()) checkpoint();
     } catch (const Error& err) {
-      if (err.kind() != ErrorKind::cancelled) {
-        fail("trainer stopped: " + std::string(err.what()));
-        std::lock_guard lock(mutex);
-        failed = true;
-      }
+      if (err.kind() != ErrorKind::cancelled) stop_on_error("trainer stopped: " + std::string(err.what()));
+    } catch (const std::exception& err) {
+      stop_on_error("trainer stopped by an internal error: " + std::string(err.what()));
     }
     changed.notify_all();
+  }
+
+  bool failed_now() {
+    std::lock_guard lock(mutex);
+    return failed;
+  }
+
+  // A stage that cannot go on stops the whole run cleanly, with the reason in
+  // status.last_error, rather than letting an exception end the process.
+  void stop_on_error(const std::string& message) {
+    fail(message);
+    std::lock_guard lock(mutex);
+    failed = true;
   }
 
   // Training stops at a step boundary; the pause is acknowledged once a checkpoint is durable.
@@ -803,8 +871,7 @@ struct Engine::Impl {
     if (!paused) return false;
     if (!pause_acknowledged) {
       lock.unlock();
-      std::map<std::string, std::unique_ptr<decode::ShardReader>> none;
-      if (trainer->steps_done() != checkpoint_step) checkpoint(none);
+      checkpoint();
       lock.lock();
       pause_acknowledged = true;
       changed.notify_all();
@@ -816,22 +883,32 @@ struct Engine::Impl {
   bool early_checkpoint_needed() {
     auto status = budget->status();
     if (status.waiting == 0) return false;
-    cache::PlanCursor cursor;
-    {
-      std::lock_guard lock(mutex);
-      cursor = sequence->cursor();
-    }
-    uint64_t freeable = retention.freeable_bytes(cursor, *budget);
+    uint64_t freeable = retention.freeable_bytes(resume_cursor(), *budget);
     return cache::should_checkpoint_early(status, status.oldest_waiting_bytes, freeable);
   }
 
-  void checkpoint(std::map<std::string, std::unique_ptr<decode::ShardReader>>& readers) {
-    cache::PlanCursor cursor;
-    {
-      std::lock_guard lock(mutex);
-      cursor = sequence->cursor();
+  // The new checkpoint takes the spare slot; the oldest file goes and its slot
+  // becomes the spare. Called with `mutex` held.
+  void rotate_checkpoints(const fs::path& written) {
+    checkpoint_claims.emplace_back(written, std::move(spare_checkpoint_claim));
+    auto oldest = std::move(checkpoint_claims.front());
+    checkpoint_claims.erase(checkpoint_claims.begin());
+    if (!oldest.first.empty() && oldest.first != written) {
+      ledger.remove_checkpoint(oldest.first);
+      fs::remove(oldest.first);
     }
+    spare_checkpoint_claim = std::move(oldest.second);
+  }
+
+  // Writes a checkpoint of the current step and resume_cursor(), then deletes
+  // what it covers. A second call at the same step and position does nothing;
+  // at the same step with a later position (an epoch's end) the file is
+  // replaced in place, so the rotation never removes the file just written.
+  void checkpoint() {
+    cache::PlanCursor cursor = resume_cursor();
     int64_t step = trainer->steps_done();
+    bool same_step = step == checkpoint_step;
+    if (same_step && cursor == checkpoint_cursor) return;
     fs::path path = checkpoint_dir / ("step-" + std::to_string(step) + ".kaiockpt");
     std::string extra = cursor.to_string();
     if (trainer->checkpoint_bytes() + extra.size() > checkpoint_file_bytes())
@@ -853,22 +930,16 @@ struct Engine::Impl {
     }
     {
       std::lock_guard lock(mutex);
-      checkpoint_claims.emplace_back(path, std::move(spare_checkpoint_claim));
-      auto oldest = std::move(checkpoint_claims.front());
-      checkpoint_claims.erase(checkpoint_claims.begin());
-      if (!oldest.first.empty()) {
-        ledger.remove_checkpoint(oldest.first);
-        fs::remove(oldest.first);
-      }
-      spare_checkpoint_claim = std::move(oldest.second);
+      if (!same_step) rotate_checkpoints(path);
       checkpoint_step = step;
+      checkpoint_cursor = cursor;
     }
     auto released = retention.release_after_checkpoint(cursor);
     {
       std::lock_guard lock(mutex);
       for (const auto& id : released.clips) {
-        readers.erase(id);
-        shard_claims.erase(id);  // the shard is already unlinked
+        shard_readers.erase(id);  // unmapped: a deleted shard holds no space
+        shard_claims.erase(id);   // the shard is already unlinked
         shard_paths.erase(id);
       }
     }
@@ -879,21 +950,20 @@ struct Engine::Impl {
 
   // Returns true when training is over.
   bool finish_epoch() {
-    std::map<std::string, std::unique_ptr<decode::ShardReader>> none;
     int next;
     {
       std::lock_guard lock(mutex);
       next = epoch + 1;
     }
     if (next >= config.train.epochs) {
-      finish(none);
+      finish();
       return true;
     }
-    checkpoint(none);
+    checkpoint();
     {
       std::lock_guard lock(mutex);
       epoch = next;
-      new_sequence(cache::PlanCursor{next, 0, 0, 0, 0});
+      new_sequence(cache::PlanCursor{next, 0, 0, 0, 0, 0, 0});
       planned.clear();
     }
     spdlog::info("epoch {} starts", next);
@@ -901,8 +971,8 @@ struct Engine::Impl {
     return false;
   }
 
-  void finish(std::map<std::string, std::unique_ptr<decode::ShardReader>>& readers) {
-    checkpoint(readers);
+  void finish() {
+    checkpoint();
     std::lock_guard lock(mutex);
     done = true;
     spdlog::info("training done: step {}, loss {:.4f}", trainer->steps_done(), last_loss);
@@ -1007,7 +1077,10 @@ ServiceStatus Engine::status() {
   m.decode_rate.sample(m.decoded_clips);
   s.rates.download_bps = m.download_rate.per_second();
   s.rates.decode_clips_per_s = m.decode_rate.per_second();
-  s.rates.train_samples_per_s = m.train_rate.per_second();
+  s.rates.train_samples_per_s = m.paused ? 0 : m.train_rate.per_second();
+  s.rates.download_bps = m.paused ? 0 : s.rates.download_bps;
+  s.rates.decode_clips_per_s = m.paused ? 0 : s.rates.decode_clips_per_s;
+  s.epoch_eta_seconds = m.epoch_eta_seconds(s.rates.train_samples_per_s);
   s.last_error = m.last_error;
   if (m.failed) {
     s.state = "error";

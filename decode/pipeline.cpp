@@ -91,6 +91,16 @@ class Run {
     work_ready_.notify_one();
   }
 
+  void skip_planned_member(int index, const std::string& member) {
+    ClipResult r;
+    r.source_file = source_file_;
+    r.member = member;
+    r.clip_id = member_id(source_file_, member);
+    r.index = index;
+    r.planned = true;
+    deliver(std::move(r));
+  }
+
   void fail_member(int index, const std::string& member, const std::string& error) {
     spdlog::warn("decode {}: member {} failed: {}", source_file_, printable(member), error);
     ClipResult r;
@@ -301,6 +311,10 @@ void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::s
         continue;
       }
       if (!more) break;
+      if (planned_ && planned_(m.path)) {
+        run.skip_planned_member(run.take_index(), m.path);
+        continue;
+      }
       Job job;
       job.index = run.take_index();
       job.member = m.path;

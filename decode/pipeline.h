@@ -28,6 +28,7 @@ struct ClipResult {
   std::string caption;
   std::string error;         // empty when ok; else why there is no shard
   int index = 0;             // position of the member in archive order (rejected ones included)
+  bool planned = false;      // already in the plan: not decoded again, nothing else set
 };
 
 // After a crash: removes what a run leaves in work_dir only while it runs
@@ -49,6 +50,12 @@ class ArchiveDecoder {
   void run(std::unique_ptr<kaio::ByteSource> archive, const std::string& source_file, const CaptionMap* captions,
            std::function<void(ClipResult)> on_clip, std::stop_token stop);
 
+  // Members for which `planned(member)` is true are not extracted nor decoded:
+  // they are delivered in their place with `planned` set. A retry of a file
+  // (after disk full, after a restart) must not decode again, and so replace
+  // or remove, a shard the trainer may be reading.
+  void skip_planned(std::function<bool(const std::string& member)> planned) { planned_ = std::move(planned); }
+
  private:
   WindowSpec spec_;
   ArchiveLimits limits_;
@@ -57,6 +64,7 @@ class ArchiveDecoder {
   std::chrono::milliseconds timeout_;
   std::filesystem::path work_dir_;
   kaio::SpaceReserver& reserver_;
+  std::function<bool(const std::string&)> planned_;
 };
 
 }  // namespace kaio::decode

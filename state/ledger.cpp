@@ -747,8 +747,9 @@ int64_t Ledger::mark_shards_missing(const std::vector<ClipId>& ids, int epoch) {
     for (const auto& id : ids) impl_->run("INSERT OR IGNORE INTO missing_clips(id) VALUES (?)", id);
     impl_->run(
         "UPDATE file_states SET state = 'pending', reason = 'shard missing at recovery', updated = ? "
-        "WHERE epoch = ? AND state != 'pending' AND file_id IN (SELECT c.file_id FROM clips c JOIN missing_clips m "
-        "ON m.id = c.id WHERE c.state IN ('ready', 'consumed'))",
+        "WHERE epoch >= ? AND state != 'pending' AND file_id IN (SELECT c.file_id FROM clips c JOIN missing_clips m "
+        "ON m.id = c.id WHERE c.state IN ('ready', 'consumed')) "
+        "AND epoch = (SELECT MAX(f.epoch) FROM file_states f WHERE f.file_id = file_states.file_id)",
         now_unix(), epoch);
     files_rolled_back = sqlite3_changes(impl_->db.get());
     impl_->exec(

@@ -195,7 +195,8 @@ class Ledger {
 
   // --- recovery (set-based, each one transaction) ---
   // Clips whose shard is gone: marked deleted; the source files of those not yet
-  // committed go back to pending in `epoch` so they are fetched and decoded again.
+  // committed go back to pending, in the latest epoch (`epoch` or later) that
+  // holds a state for them, so they are fetched and decoded again.
   // Returns how many files went back to pending.
   int64_t mark_shards_missing(const std::vector<ClipId>& ids, int epoch);
   // Moves many files of `epoch` to `state` (no transition check: recovery only).

@@ -25,8 +25,9 @@ struct Step {
 };
 
 // An uninterrupted run over `clips`, with the cursor saved before each window.
-std::vector<Step> full_run(uint64_t seed, int k, int repeat, const std::vector<ClipWindows>& clips, int epoch = 0) {
-  WindowSequence seq(seed, k, repeat, PlanCursor{epoch, 0, 0, 0, 0});
+std::vector<Step> full_run(uint64_t seed, int k, int repeat, const std::vector<ClipWindows>& clips, int epoch = 0,
+                           uint64_t cap = 0) {
+  WindowSequence seq(seed, k, repeat, PlanCursor{epoch, 0, 0, 0, 0}, {}, cap);
   for (const auto& c : clips) seq.add_clip(c);
   seq.finish_epoch();
   std::vector<Step> steps;
@@ -142,10 +143,17 @@ TEST(Plan, ClipsArrivingOutOfOrderAcrossFilesTrainInPlanOrder) {
 
 TEST(Plan, CursorRoundTripsThroughText) {
   PlanCursor c{3, 17, 12345678901, 40, 1};
-  EXPECT_EQ(c.to_string(), "v1 epoch=3 file=17 chunk=12345678901 window=40 pass=1");
+  c.first_clip = 90;
+  c.chunk_clips = 3;
+  EXPECT_EQ(c.to_string(), "v2 epoch=3 file=17 chunk=12345678901 first=90 clips=3 window=40 pass=1");
   EXPECT_EQ(PlanCursor::parse(c.to_string()), c);
   EXPECT_EQ(PlanCursor::parse(PlanCursor{}.to_string()), PlanCursor{});
-  for (const char* bad : {"", "v2 epoch=0 file=0 chunk=0 window=0 pass=0", "v1 epoch=0 file=0 chunk=0 window=0",
+  PlanCursor v1 = PlanCursor::parse("v1 epoch=3 file=17 chunk=12 window=40 pass=1");  // written by older kaiod
+  EXPECT_EQ(v1.chunk_index, 12);
+  EXPECT_EQ(v1.first_clip, -1) << "unknown: chunk * K";
+  EXPECT_EQ(v1.chunk_clips, 0);
+  for (const char* bad : {"", "v2 epoch=0 file=0 chunk=0 window=0 pass=0", "v3 epoch=0 file=0 chunk=0 window=0 pass=0",
+                          "v2 epoch=0 file=0 chunk=0 first=-2 clips=0 window=0 pass=0", "v1 epoch=0 file=0 chunk=0 window=0",
                           "v1 epoch=-1 file=0 chunk=0 window=0 pass=0", "v1 epoch=0 file=0 chunk=0 window=0 pass=0 x"}) {
     try {
       PlanCursor::parse(bad);
@@ -169,5 +177,66 @@ TEST(Plan, ResumingFromASavedCursorTrainsTheSameSuffix) {
     while (auto w = resumed.next()) suffix.push_back(*w);
     ASSERT_EQ(suffix.size(), steps.size() - kill_at) << "killed at " << kill_at;
     for (size_t i = 0; i < suffix.size(); ++i) ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at;
+  }
+}
+
+// Clips of mixed shard sizes: with a byte cap, a chunk closes after the clip
+// that reaches the cap, so no chunk holds more than the cap plus one clip.
+// Resumed at every window with the same cap the suffix is the same; resumed
+// with another cap (a new storage.budget) the chunk in progress keeps its
+// clips, and every remaining window is still trained exactly once.
+TEST(Plan, ByteCapClosesChunksEarlyAndAResumeKeepsTheChunkInProgress) {
+  auto clips = sample_clips(23);
+  for (size_t i = 0; i < clips.size(); ++i) clips[i].bytes = 100 + (i * 37 % 7) * 150;
+  const int k = 6, repeat = 2;
+  const uint64_t cap = 600;
+  std::map<int64_t, std::vector<std::string>> chunks;
+  WindowSequence seq(5, k, repeat, PlanCursor{}, [&](int, int64_t chunk, const std::vector<ClipWindows>& in) {
+    for (const auto& c : in) chunks[chunk].push_back(c.clip);
+  }, cap);
+  for (const auto& c : clips) seq.add_clip(c);
+  seq.finish_epoch();
+  while (seq.next()) {
+  }
+  std::map<std::string, uint64_t> bytes;
+  for (const auto& c : clips) bytes[c.clip] = c.bytes;
+  size_t in_chunks = 0;
+  for (const auto& [index, ids] : chunks) {
+    uint64_t total = 0, before_last = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i + 1 == ids.size()) before_last = total;
+      total += bytes[ids[i]];
+    }
+    EXPECT_LE(ids.size(), static_cast<size_t>(k));
+    EXPECT_LT(before_last, cap) << "chunk " << index << " went on past the cap";
+    in_chunks += ids.size();
+  }
+  EXPECT_EQ(in_chunks, clips.size());
+  EXPECT_GT(chunks.size(), clips.size() / k + 1) << "the cap closed some chunks before K clips";
+
+  auto steps = full_run(5, k, repeat, clips, 0, cap);
+  for (size_t kill_at = 0; kill_at < steps.size(); ++kill_at) {
+    for (uint64_t resume_cap : {cap, uint64_t{0}, uint64_t{250}}) {
+      WindowSequence resumed(5, k, repeat, PlanCursor::parse(steps[kill_at].before.to_string()), {}, resume_cap);
+      for (const auto& c : clips) resumed.add_clip(c);
+      resumed.finish_epoch();
+      std::vector<WindowRef> suffix;
+      while (auto w = resumed.next()) suffix.push_back(*w);
+      ASSERT_EQ(suffix.size(), steps.size() - kill_at) << "killed at " << kill_at << ", resumed with cap " << resume_cap;
+      if (resume_cap == cap) {
+        for (size_t i = 0; i < suffix.size(); ++i) ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at;
+      }
+      std::multiset<std::pair<std::string, int64_t>> want, got;
+      for (size_t i = kill_at; i < steps.size(); ++i) want.insert({steps[i].window.clip, steps[i].window.window});
+      for (const auto& w : suffix) got.insert({w.clip, w.window});
+      ASSERT_EQ(got, want) << "killed at " << kill_at << ", resumed with cap " << resume_cap;
+      // The chunk in progress keeps its clips: its windows come first, as before.
+      auto chunk_end = std::find_if(steps.begin() + static_cast<std::ptrdiff_t>(kill_at), steps.end(),
+                                    [&](const Step& s) { return s.before.chunk_index != steps[kill_at].before.chunk_index; });
+      if (steps[kill_at].before.chunk_clips > 0) {
+        for (size_t i = 0; kill_at + i < static_cast<size_t>(chunk_end - steps.begin()); ++i)
+          ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at << ", resumed with cap " << resume_cap;
+      }
+    }
   }
 }
