@@ -43,6 +43,7 @@ struct Budget::Core {
   uint64_t reserved = 0;
   uint64_t peak_total = 0;
   uint64_t fixed = 0;          // the folders, the database files and the ledger allowance
+  uint64_t standing = 0;       // set_standing(): what the caller keeps in use for good
   std::atomic<uint64_t> largest_claim{0};  // the most one claim can ever hold; set_budget changes it
   bool cancelled = false;
   bool floor_reached = false;  // the first waiter waits for free disk
@@ -202,8 +203,16 @@ Budget::~Budget() { cancel(); }
 void Budget::set_budget(uint64_t budget) {
   std::lock_guard lock(core_->mu);
   core_->opt.budget = budget;
-  core_->largest_claim = budget > core_->fixed ? budget - core_->fixed : 0;
+  uint64_t held = std::max(core_->fixed, core_->standing);
+  core_->largest_claim = budget > held ? budget - held : 0;
   core_->cv.notify_all();
+}
+
+void Budget::set_standing(uint64_t bytes) {
+  std::lock_guard lock(core_->mu);
+  core_->standing = bytes;
+  uint64_t held = std::max(core_->fixed, bytes);
+  core_->largest_claim = core_->opt.budget > held ? core_->opt.budget - held : 0;
 }
 
 uint64_t Budget::on_disk_bytes(uint64_t file_bytes) const { return core_->on_disk(file_bytes); }

@@ -82,6 +82,10 @@ class Budget : public SpaceReserver {
   // A config reload. Raising it lets waiters go at once; lowering it below
   // what is in use holds new reservations back until enough is released.
   void set_budget(uint64_t budget);
+  // The bytes that stay in use for good beside any one claim (the daemon's
+  // fixed working set): a claim larger than what they leave can never be
+  // granted, and reserve() says so at once instead of waiting.
+  void set_standing(uint64_t bytes);
   // Wakes every waiter with Error(cancelled); later reservations throw it too.
   void cancel();
   BudgetStatus status() const;

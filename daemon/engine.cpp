@@ -237,6 +237,10 @@ struct Engine::Impl {
     spare_checkpoint_claim = reserve_at_start(bytes, "spare checkpoint");
     while (static_cast<int>(checkpoint_claims.size()) < config.train.keep_checkpoints)
       checkpoint_claims.emplace_back(fs::path(), reserve_at_start(bytes, "checkpoint"));
+    // From here a claim larger than what the fixed working set leaves (a
+    // member or a clip too large for this budget) fails at once, alone.
+    // Kept downloads go when the space is needed, so they do not count.
+    budget->set_standing(fixed_bytes);
   }
 
   // The working-set check has made sure that the standing claims fit once the
@@ -786,14 +790,15 @@ struct Engine::Impl {
     return batch.empty() ? sequence->cursor() : batch_cursor;
   }
 
-  // A reservation larger than what the standing working set leaves free would
-  // wait forever (a member bigger than the start-up check could know of): stop
-  // with the sizes instead of sitting in budget-wait.
+  // A reservation larger than what the fixed working set leaves free would
+  // wait forever (reserve() refuses those at once; this catches one that
+  // waited from before a reload lowered the budget): stop with the sizes
+  // instead of sitting in budget-wait.
   void check_waiter_can_fit(const cache::BudgetStatus& b) {
-    if (b.waiting == 0 || b.oldest_waiting_bytes + standing_bytes <= b.budget) return;
+    if (b.waiting == 0 || b.oldest_waiting_bytes + fixed_bytes <= b.budget) return;
     std::string what = b.oldest_waiting_what;
-    cache::check_budget_fits(b.budget, b.oldest_waiting_bytes + standing_bytes,
-                             what + " (" + format_size(b.oldest_waiting_bytes) + ") beside the working set of " + format_size(standing_bytes));
+    cache::check_budget_fits(b.budget, b.oldest_waiting_bytes + fixed_bytes,
+                             what + " (" + format_size(b.oldest_waiting_bytes) + ") beside the fixed working set of " + format_size(fixed_bytes));
   }
 
   void train_loop(std::stop_token st) {
@@ -802,6 +807,10 @@ struct Engine::Impl {
     int64_t since_checkpoint = 0;
     try {
       while (!st.stop_requested() && !failed_now()) {
+        if (limits_reached()) {  // also when resumed at train.max_steps
+          finish();
+          break;
+        }
         if (check_pause()) continue;
         double waited = 0;
         if (!fill_batch(st, waited)) continue;  // paused, stopping or failed: the batch is held
@@ -837,10 +846,6 @@ struct Engine::Impl {
         if (since_checkpoint >= config.train.checkpoint_every || early_checkpoint_needed() || limits_reached()) {
           checkpoint();
           since_checkpoint = 0;
-        }
-        if (limits_reached()) {
-          finish();
-          break;
         }
       }
       if (st.stop_requested()) checkpoint();
