@@ -47,7 +47,8 @@ BudgetOptions options_for(const Folders& f, uint64_t budget_above_baseline) {
 // to reach their wait before the test goes on.
 template <typename F>
 void wait_until(F&& condition) {
-  for (int i = 0; i < 10000 && !condition(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(120);  // a bound for a hang only
+  while (!condition() && std::chrono::steady_clock::now() < limit) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_TRUE(condition());
 }
 
