@@ -440,20 +440,46 @@ TEST_F(Pipeline, DownloadsKeptAheadAreGivenBackWhenTheWorkingSetNeedsThem) { res
 // start-up (they can be fetched again) instead of kaiod refusing to start.
 TEST_F(Pipeline, DownloadsKeptOverTheBudgetAreRemovedAtStart) { restart_with_kept_downloads(*this, 4, 5); }
 
+// The pause comes once training has made progress (observed, not timed).
 TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
   daemon::Peer admin{::getpid(), 0, 0, true};
   daemon::Peer stranger{::getpid(), 65534, 65534, false};
+  Config c = config("16MB", R"(, "checkpoint_every": 100)");
+  // The engine runs in this process: its deleted-but-open or mapped files are ours.
+  DiskSampler sampler({dir / "cache", dir / "state"}, ::getpid());
   {
-    daemon::Engine engine(config("16MB", R"(, "checkpoint_every": 100)"));
+    daemon::Engine engine(c);
     engine.start();
     EXPECT_THROW(engine.handle_control("pause", {}, stranger), Error);
+    {
+      auto watchdog = watch(engine);
+      auto limit = std::chrono::steady_clock::now() + 600s;  // a bound for a hang only
+      while (engine.status().train.step < 6 && !engine.finished() && !watchdog->tripped() && std::chrono::steady_clock::now() < limit)
+        std::this_thread::sleep_for(20ms);
+      ASSERT_GE(engine.status().train.step, 6) << daemon::to_json(engine.status()).dump();
+    }
     auto reply = engine.handle_control("pause", {{"reason", "test"}}, admin);
     EXPECT_TRUE(reply["paused"].get<bool>());
+    EXPECT_EQ(engine.status().state, "paused");
+    // The pause's checkpoint covers every step trained (checkpoint_every is
+    // 100: no other checkpoint comes); wait for it, bounded.
+    auto limit = std::chrono::steady_clock::now() + 300s;
+    while (engine.status().train.checkpoint_step != engine.status().train.step && std::chrono::steady_clock::now() < limit)
+      std::this_thread::sleep_for(20ms);
     auto s1 = engine.status();
-    EXPECT_EQ(s1.state, "paused");
-    std::this_thread::sleep_for(1500ms);
+    EXPECT_EQ(s1.train.checkpoint_step, s1.train.step) << "pause writes a checkpoint";
+    std::this_thread::sleep_for(1500ms);  // watching for a step that must not come (any wait can only miss one, never invent one)
     EXPECT_EQ(engine.status().train.step, s1.train.step) << "no step while paused";
-    EXPECT_EQ(engine.status().train.checkpoint_step, s1.train.step) << "pause writes a checkpoint";
+    // Paused, with the checkpoint durable: clips it covers are deleted, and
+    // nothing deleted may still hold disk space through this process.
+    auto held = kaio::test::deleted_but_held(::getpid(), {(dir / "cache").string(), (dir / "state").string()});
+    uint64_t held_bytes = 0;
+    std::string held_text;
+    for (const auto& f : held) {
+      held_bytes += f.bytes;
+      held_text += f.path + " (" + std::to_string(f.bytes) + " bytes, " + (f.open ? "open" : "mapped") + ") ";
+    }
+    EXPECT_EQ(held_bytes, 0u) << "while paused, deleted files still hold disk space: " << held_text;
   }
   {
     daemon::Engine engine(config());
@@ -468,14 +494,20 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
     EXPECT_EQ(ls["clips"].size(), static_cast<size_t>(kClips));
     EXPECT_THROW(engine.handle_control("ls", {{"state", "bogus"}}, stranger), Error);
   }
+  sampler.finish();
+  EXPECT_LE(sampler.peak(), c.storage.budget) << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
+                                              << " bytes: " << sampler.peak_deleted_detail();
 }
 
 // Epochs re-download the dataset (storage is the constraint) in a new order,
 // and each trains every window exactly once.
 TEST_F(Pipeline, SecondEpochTrainsEveryWindowOnceMoreInANewOrder) {
   Trace trace;
+  Config c = config("16MB", R"(, "epochs": 2)");
+  // The engine runs in this process: its deleted-but-open or mapped files are ours.
+  DiskSampler sampler({dir / "cache", dir / "state"}, ::getpid());
   {
-    daemon::Engine engine(config("16MB", R"(, "epochs": 2)"), &trace);
+    daemon::Engine engine(c, &trace);
     engine.start();
     wait_finished(engine, 900s);
     auto s = engine.status();
@@ -492,6 +524,12 @@ TEST_F(Pipeline, SecondEpochTrainsEveryWindowOnceMoreInANewOrder) {
   EXPECT_EQ(std::set(first.begin(), first.end()), std::set(second.begin(), second.end())) << "the same windows each epoch";
   EXPECT_NE(first, second) << "the plan shuffles per epoch";
   EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{});
+  sampler.finish();
+  std::printf("two epochs: peak disk %llu / budget %llu (%s); deleted files held at most %llu bytes: %s\n",
+              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), sampler.peak_detail().c_str(),
+              static_cast<unsigned long long>(sampler.peak_deleted()), sampler.peak_deleted_detail().c_str());
+  EXPECT_LE(sampler.peak(), c.storage.budget) << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
+                                              << " bytes: " << sampler.peak_deleted_detail();
 }
 
 namespace {
