@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The long forms of the reliability tests (tests/reliability), run by `make soak`:
-#   crash:     200 SIGKILLs at random moments, compared with an uninterrupted run
+#   crash:     200 SIGKILLs at random points of observed progress (log and trace lines),
+#              in rounds until all have landed, compared with an uninterrupted run
 #   full:      issue #5 at full scale: a 500 MB dataset through a 64 MB budget, 20 kills
-#   outages:   kaio-hub outages of 5 s, 30 s and 2 min
+#   outages:   kaio-hub outages of at least 5 s, 30 s and 2 min, cut once a quarter of
+#              the dataset was sent and held until status showed waiting-network
 # Each prints its figure line; the summary at the end collects them.
 # Usage: scripts/soak.sh BUILD_DIR   (SOAK_ONLY=crash|full|outages runs one part)
 set -euo pipefail

@@ -1,7 +1,10 @@
 #include "cache/budget.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <deque>
@@ -11,6 +14,8 @@
 #include "common/fs.h"
 #include "state/ledger.h"
 #include "temp_dir.h"
+#include "tests/support/disk_sampler.h"
+#include "tests/support/progress_watchdog.h"
 
 namespace fs = std::filesystem;
 using kaio::cache::Budget;
@@ -47,7 +52,8 @@ BudgetOptions options_for(const Folders& f, uint64_t budget_above_baseline) {
 // to reach their wait before the test goes on.
 template <typename F>
 void wait_until(F&& condition) {
-  for (int i = 0; i < 10000 && !condition(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(120);  // a bound for a hang only
+  while (!condition() && std::chrono::steady_clock::now() < limit) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_TRUE(condition());
 }
 
@@ -333,4 +339,92 @@ TEST(Budget, LedgerWalStaysInsideItsStandingClaim) {
               static_cast<unsigned long long>(start), static_cast<unsigned long long>(db_files()),
               static_cast<unsigned long long>(peak_wal));
   EXPECT_LE(peak_wal, lo.wal_limit_bytes + 64 * KiB);  // one commit past the limit at most
+}
+
+// The harness's disk sampler (tests/support/disk_sampler.h) counts files that
+// are deleted but still open or mapped: they hold disk space `du` no longer sees.
+TEST(DiskSampler, CountsDeletedFilesStillOpenOrMapped) {
+  Folders f;
+  const fs::path outside_dir = f.root.path() / "elsewhere";
+  fs::create_directories(outside_dir);
+  write_bytes(f.cache / "open.bin", 300 * KiB);
+  write_bytes(f.cache / "mapped.bin", 200 * KiB);
+  write_bytes(outside_dir / "outside.bin", 100 * KiB);
+  int open_fd = ::open((f.cache / "open.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  int map_fd = ::open((f.cache / "mapped.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  int outside_fd = ::open((outside_dir / "outside.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(open_fd, 0);
+  ASSERT_GE(map_fd, 0);
+  ASSERT_GE(outside_fd, 0);
+  void* map = ::mmap(nullptr, 200 * KiB, PROT_READ, MAP_SHARED, map_fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  ::close(map_fd);  // held by the mapping alone
+  const uint64_t before = f.on_disk();
+  fs::remove(f.cache / "open.bin");
+  fs::remove(f.cache / "mapped.bin");
+  fs::remove(outside_dir / "outside.bin");
+  auto held = kaio::test::deleted_but_held(::getpid(), {f.cache.string(), f.state.string()});
+  uint64_t bytes = 0;
+  int open = 0, mapped = 0;
+  for (const auto& h : held) {
+    bytes += h.bytes;
+    (h.open ? open : mapped)++;
+    EXPECT_EQ(h.path.find("outside"), std::string::npos) << "a file outside the folders was counted: " << h.path;
+  }
+  EXPECT_EQ(open, 1);
+  EXPECT_EQ(mapped, 1);
+  EXPECT_GE(bytes, 500 * KiB);
+  EXPECT_LE(bytes, 520 * KiB);
+  {
+    kaio::test::DiskSampler sampler({f.cache, f.state}, ::getpid());
+    while (sampler.samples() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // bounded by the sampler's progress
+    sampler.finish();
+    EXPECT_GE(sampler.peak(), f.on_disk() + 500 * KiB) << sampler.peak_detail();
+    EXPECT_GE(sampler.peak_deleted(), 500 * KiB);
+    EXPECT_NE(sampler.peak_deleted_detail().find("open.bin"), std::string::npos) << sampler.peak_deleted_detail();
+    EXPECT_NE(sampler.peak_deleted_detail().find("mapped.bin"), std::string::npos) << sampler.peak_deleted_detail();
+  }
+  {
+    kaio::test::DiskSampler without_pid({f.cache, f.state});
+    while (without_pid.samples() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    without_pid.finish();
+    EXPECT_LT(without_pid.peak(), before) << "without a pid only what du sees is counted";
+  }
+  ::munmap(map, 200 * KiB);
+  ::close(open_fd);
+  ::close(outside_fd);
+  EXPECT_TRUE(kaio::test::deleted_but_held(::getpid(), {f.cache.string(), f.state.string()}).empty());
+}
+
+// The harness's watchdog (tests/support/progress_watchdog.h) trips on a
+// budget-wait with nothing moving for its whole limit, and only then.
+TEST(ProgressWatchdog, TripsOnlyOnBudgetWaitWithNothingMoving) {
+  using kaio::test::NoProgressTracker;
+  using kaio::test::ProgressSample;
+  using Clock = NoProgressTracker::Clock;
+  const auto t0 = Clock::now();
+  auto at = [&](int s) { return t0 + std::chrono::seconds(s); };
+  ProgressSample waiting{"budget-wait", {1, 2, 3}, "{\"state\":\"budget-wait\"}"};
+  ProgressSample moved{"budget-wait", {1, 2, 4}, ""};
+  ProgressSample running{"running", {1, 2, 4}, ""};
+  {
+    NoProgressTracker t(std::chrono::seconds(120));
+    for (int s = 0; s < 120; s += 10) EXPECT_FALSE(t.feed(waiting, at(s))) << s;
+    EXPECT_TRUE(t.feed(waiting, at(120)));
+    EXPECT_TRUE(t.tripped());
+    EXPECT_NE(t.message().find("budget-wait"), std::string::npos) << t.message();
+  }
+  {
+    NoProgressTracker t(std::chrono::seconds(120));
+    for (int s = 0; s <= 100; s += 10) EXPECT_FALSE(t.feed(waiting, at(s)));
+    EXPECT_FALSE(t.feed(moved, at(110)));  // something moved: the clock starts again
+    for (int s = 120; s < 230; s += 10) EXPECT_FALSE(t.feed(moved, at(s))) << s;
+    EXPECT_TRUE(t.feed(moved, at(230)));
+  }
+  {
+    NoProgressTracker t(std::chrono::seconds(120));
+    for (int s = 0; s <= 600; s += 10) EXPECT_FALSE(t.feed(s % 20 ? waiting : running, at(s))) << "not stuck in budget-wait throughout";
+    NoProgressTracker still(std::chrono::seconds(120));
+    for (int s = 0; s <= 600; s += 10) EXPECT_FALSE(still.feed(running, at(s))) << "nothing moving outside budget-wait is not its business";
+  }
 }

@@ -205,12 +205,26 @@ INSTANTIATE_TEST_SUITE_P(
                                 "drop"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// The outage starts once kaio-hub has sent a quarter of the repo (observed,
+// not timed), so it always lands mid-download whatever the machine's speed.
 TEST_F(HubFixture, OutageOfTwentySecondsMidDownloadHeals) {
   HubProcess hub(root_, {"--faults", R"({"throttle_bps": 250000})"});
   ASSERT_TRUE(hub.ok());
+  uint64_t total = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(repo_dir_))
+    if (e.is_regular_file()) total += e.file_size();
   auto running = std::async(std::launch::async, [&] { return run_fetch(fetch_args(hub)); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  uint64_t sent = 0;
+  auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (std::chrono::steady_clock::now() < limit && running.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
+    sent = hub.stats()["bytes_sent"].get<uint64_t>();
+    if (sent >= total / 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // poll interval only
+  }
+  ASSERT_GE(sent, total / 4) << "kaio-hub sent " << sent << " of " << total << " bytes before the outage could start";
   hub.faults({{"outage_ms", 20000}});
+  uint64_t sent_at_cut = hub.stats()["bytes_sent"].get<uint64_t>();
+  EXPECT_LT(sent_at_cut, total) << "everything was sent before the outage: it cut nothing";
   CommandResult r = running.get();
   EXPECT_EQ(r.exit_code, 0) << r.output;
   expect_complete();
@@ -252,7 +266,7 @@ TEST_F(HubFixture, MissingRepoAndEntryFailClearly) {
   downloader.submit({"org/ds", sha, fetch::RepoFile{"no/such file.bin", 10, "", ""}, out_ / "x.bin"},
                     [&](const fetch::DownloadResult& r) { done.set_value(r); });
   auto future = done.get_future();
-  ASSERT_EQ(future.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(300)), std::future_status::ready);
   auto result = future.get();
   EXPECT_FALSE(result.ok);
   EXPECT_EQ(result.kind, ErrorKind::not_found);
@@ -296,9 +310,24 @@ TEST_F(HubFixture, DownloaderPausesKeepsPartsAndResumesSplit) {
   fetch::Downloader downloader(hub.url(), std::nullopt, config);
   std::promise<fetch::DownloadResult> done;
   downloader.submit({"org/ds", sha, files[0], out_ / "big.bin"}, [&](const fetch::DownloadResult& r) { done.set_value(r); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  // Pause once bytes have arrived (observed, not timed).
+  auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (downloader.progress().done == 0 && std::chrono::steady_clock::now() < limit)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // poll interval only
+  ASSERT_GT(downloader.progress().done, 0u) << "no byte arrived in 300 s";
   downloader.pause();
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The pause takes effect when the transfer loop sees it: wait until the
+  // count holds still over two polls 300 ms apart (bounded: if it never
+  // stops, the pause does not work).
+  uint64_t last = downloader.progress().done;
+  limit = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    uint64_t now = downloader.progress().done;
+    if (now == last) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), limit) << "bytes kept arriving for 120 s after pause()";
+    last = now;
+  }
   auto paused = downloader.progress();
   EXPECT_TRUE(std::filesystem::exists(out_ / "big.bin.part"));
   EXPECT_TRUE(std::filesystem::exists(out_ / "big.bin.part.ranges"));
@@ -309,7 +338,7 @@ TEST_F(HubFixture, DownloaderPausesKeepsPartsAndResumesSplit) {
   EXPECT_EQ(downloader.progress().done, paused.done);  // nothing moves while paused
   downloader.resume();
   auto future = done.get_future();
-  ASSERT_EQ(future.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(600)), std::future_status::ready);
   auto result = future.get();
   EXPECT_TRUE(result.ok) << result.message;
   EXPECT_EQ(sha256_of(out_ / "big.bin"), sha256_of(repo_dir_ / "big.bin"));
@@ -318,20 +347,22 @@ TEST_F(HubFixture, DownloaderPausesKeepsPartsAndResumesSplit) {
 }
 
 TEST_F(HubFixture, OutageShowsAsWaitingAndCancelStopsRetries) {
-  HubProcess hub(root_, {"--faults", R"({"outage_ms": 60000})"});
+  HubProcess hub(root_, {"--faults", R"({"outage_ms": 3600000})"});  // outlasts every bound below
   ASSERT_TRUE(hub.ok());
   FetchConfig config;
   config.max_backoff = std::chrono::milliseconds(1000);
   fetch::HubClient client(hub.url(), std::nullopt, config);
   EXPECT_EQ(client.network_status().state, fetch::NetworkStatus::State::ok);
   auto resolving = std::async(std::launch::async, [&] { return client.resolve_revision("org/ds", "main"); });
-  for (int i = 0; i < 100 && client.network_status().state == fetch::NetworkStatus::State::ok; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Until the client reports the outage (observed, not timed).
+  auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (client.network_status().state == fetch::NetworkStatus::State::ok && std::chrono::steady_clock::now() < limit)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   auto status = client.network_status();
   EXPECT_EQ(status.state, fetch::NetworkStatus::State::waiting_network);
   EXPECT_NE(status.reason.find("org/ds"), std::string::npos) << status.reason;
   client.cancel();
-  ASSERT_EQ(resolving.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  ASSERT_EQ(resolving.wait_for(std::chrono::seconds(120)), std::future_status::ready);
   try {
     resolving.get();
     FAIL() << "resolved during an outage";

@@ -4,7 +4,9 @@
 // child is killed and reaped when its object goes away; every wait is bounded.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,7 +18,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
+#include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
@@ -30,6 +36,7 @@
 #include "common/fs.h"
 #include "tests/support/disk_sampler.h"
 #include "tests/support/process.h"
+#include "tests/support/progress_watchdog.h"
 
 namespace kaio::reliability {
 
@@ -39,6 +46,8 @@ using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 using kaio::test::CommandResult;
 using kaio::test::DiskSampler;
+using kaio::test::ProgressSample;
+using kaio::test::ProgressWatchdog;
 using kaio::test::run_command;
 using kaio::test::shell_quote;
 
@@ -72,7 +81,8 @@ inline fs::path make_temp_dir(const std::string& tag) {
   return dir;
 }
 
-// A child process with stdout and stderr appended to a log file.
+// A child process with stdout and stderr appended to a log file. It may carry
+// a watchdog (start_kaiod gives every kaiod one) that kills it when it trips.
 class Child {
  public:
   Child() = default;
@@ -87,6 +97,7 @@ class Child {
   void start(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {},
              const std::vector<std::string>& unset = {}) {
     kill_and_reap();
+    std::lock_guard lock(mutex_);
     exit_status_.reset();
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -108,12 +119,19 @@ class Child {
   }
   pid_t pid() const { return pid_; }
   bool running() {
+    std::lock_guard lock(mutex_);
     poll();
     return pid_ > 0 && !exit_status_;
   }
+  // Safe from another thread (a watchdog): never signals a pid already reaped.
   void signal(int sig) {
-    if (running()) ::kill(pid_, sig);
+    std::lock_guard lock(mutex_);
+    poll();
+    if (pid_ > 0 && !exit_status_) ::kill(pid_, sig);
   }
+  // A watchdog for this run; dropped when the child is killed or restarted.
+  void watch(std::unique_ptr<ProgressWatchdog> w) { watchdog_ = std::move(w); }
+  bool watchdog_tripped() const { return watchdog_ && watchdog_->tripped(); }
   // Waits up to `limit` for the child to exit; the raw wait status, or nullopt.
   std::optional<int> wait_for(std::chrono::milliseconds limit) {
     auto deadline = Clock::now() + limit;
@@ -122,17 +140,22 @@ class Child {
   }
   // Exit code, or 128+signal; -1 while running.
   int exit_code() {
+    std::lock_guard lock(mutex_);
     poll();
     if (!exit_status_) return -1;
     return WIFEXITED(*exit_status_) ? WEXITSTATUS(*exit_status_) : 128 + WTERMSIG(*exit_status_);
   }
   void kill_and_reap() {
-    if (pid_ > 0 && !exit_status_) {
-      ::kill(pid_, SIGKILL);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-      exit_status_ = status;
+    {
+      std::lock_guard lock(mutex_);
+      if (pid_ > 0 && !exit_status_) {
+        ::kill(pid_, SIGKILL);
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        exit_status_ = status;
+      }
     }
+    watchdog_.reset();  // after the kill: a status request in flight then ends at once
   }
 
  private:
@@ -141,8 +164,10 @@ class Child {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) exit_status_ = status;
   }
+  std::mutex mutex_;  // poll/kill against a watchdog thread's signal
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
+  std::unique_ptr<ProgressWatchdog> watchdog_;
 };
 
 // A dataset from kaio-mkdata, made once per parameter set under the build
@@ -286,13 +311,56 @@ struct HubRun {
   }
 };
 
-// kaiod with its log; the trace is on when `trace` is set.
+// `kaioctl status --json`'s object, asked over the control socket in-process
+// (no child process: the watchdog asks every second).
+inline std::optional<json> status_direct(const fs::path& socket) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string reply;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    std::string request = "{\"v\":1,\"cmd\":\"status\",\"args\":{}}\n";
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
+        reply.append(buf, static_cast<size_t>(n));
+        if (reply.find('\n') != std::string::npos) break;
+      }
+    }
+  }
+  ::close(fd);
+  auto j = json::parse(reply, nullptr, false);
+  if (j.is_discarded() || !j.value("ok", false) || !j.contains("result")) return std::nullopt;
+  return j["result"];
+}
+
+// The watchdog every kaiod run carries: fails the test and kills kaiod when
+// its status stays in budget-wait with nothing moving (see progress_watchdog.h).
+inline void watch_kaiod(Child& child, const fs::path& socket) {
+  child.watch(std::make_unique<ProgressWatchdog>(
+      [socket]() -> std::optional<ProgressSample> {
+        auto st = status_direct(socket);
+        if (!st) return std::nullopt;
+        return kaio::test::progress_of(*st);
+      },
+      [&child] { child.signal(SIGKILL); }));
+}
+
+// kaiod with its log; the trace is on when `trace` is set. It carries a
+// no-progress watchdog (watch_kaiod).
 inline void start_kaiod(Child& child, const DaemonSetup& s, bool trace = true, std::map<std::string, std::string> env = {},
                         std::vector<std::string> unset = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT",
                                                           "HF_TOKEN_PATH", "JOURNAL_STREAM"}) {
   if (trace) env["KAIO_WINDOW_TRACE"] = s.trace().string();
   if (!env.count("HOME")) env["HOME"] = s.dir.string();  // no ~/.cache/huggingface/token of the machine
   child.start({kaiod_bin().string(), "--config", s.config_file().string()}, s.log(), env, unset);
+  watch_kaiod(child, s.socket());
 }
 
 inline CommandResult kaioctl(const DaemonSetup& s, const std::string& args, int timeout_s = 20) {
@@ -372,6 +440,53 @@ inline size_t count_files(const fs::path& dir) {
 }
 
 inline std::string tail(const std::string& text, size_t n = 3000) { return text.size() > n ? text.substr(text.size() - n) : text; }
+
+// Counts the lines appended to a file, reading only what is new at each poll
+// (kill points in the crash test are drawn from these events).
+class LineCounter {
+ public:
+  explicit LineCounter(fs::path file) : file_(std::move(file)) {
+    std::error_code ec;
+    auto size = fs::file_size(file_, ec);
+    offset_ = ec ? 0 : size;  // lines already there are not counted
+  }
+  // The lines appended since construction (a partial last line is not counted yet).
+  size_t poll() {
+    std::ifstream in(file_, std::ios::binary);
+    if (!in) return lines_;
+    in.seekg(static_cast<std::streamoff>(offset_));
+    char buf[65536];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+      auto n = static_cast<size_t>(in.gcount());
+      offset_ += n;
+      for (size_t i = 0; i < n; ++i) {
+        if (buf[i] == '\n') {
+          ++lines_;
+          last_line_ = partial_;
+          partial_.clear();
+        } else if (partial_.size() < 4096) {
+          partial_ += buf[i];
+        }
+      }
+    }
+    return lines_;
+  }
+  size_t lines() const { return lines_; }
+  const std::string& last_line() const { return last_line_; }
+
+ private:
+  fs::path file_;
+  uint64_t offset_ = 0;
+  size_t lines_ = 0;
+  std::string partial_, last_line_;
+};
+
+inline size_t count_lines(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
 
 // Waits for `done` to hold, checking every `every`; false at the deadline.
 template <class F>

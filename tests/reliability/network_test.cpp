@@ -45,9 +45,10 @@ TEST(Network, FaultMixEveryFileVerifiedAndRunFinishes) {
   Child kaiod;
   auto t0 = Clock::now();
   start_kaiod(kaiod, t.s);
-  bool finished = kaiod.wait_for(300s).has_value();
+  bool finished = kaiod.wait_for(900s).has_value();  // a bound for a hang only; the watchdog catches a stuck budget-wait
   double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  ASSERT_TRUE(finished) << "the run did not finish within 300 s: " << tail(read_text(t.s.log()));
+  ASSERT_TRUE(finished) << "the run did not finish within 900 s: " << tail(read_text(t.s.log()));
+  ASSERT_FALSE(kaiod.watchdog_tripped());
   std::string log = read_text(t.s.log());
   EXPECT_EQ(kaiod.exit_code(), 0) << tail(log);
   auto stats = t.hub->stats();
@@ -80,6 +81,11 @@ TEST(Network, FaultMixEveryFileVerifiedAndRunFinishes) {
 
 // kaio-hub goes away mid-run (every connection refused-and-closed): status
 // shows waiting-network while it lasts and the run then finishes by itself.
+// The outage starts from progress the test sees (a quarter of the dataset
+// sent by kaio-hub, so files are still to come whatever the machine's speed)
+// and lasts at least KAIO_OUTAGES_S, and until status has shown
+// waiting-network (kaiod may be busy decoding when it starts, and only meets
+// the outage at its next request).
 TEST(Network, OutageShowsWaitingNetworkThenFinishesByItself) {
   std::vector<int> outages;
   {
@@ -94,18 +100,29 @@ TEST(Network, OutageShowsWaitingNetworkThenFinishesByItself) {
     t.hub->faults({{"throttle_bps", 400000}});
     t.s.fetch = {{"parallel_files", 2}};
     t.s.write_config();
+    const uint64_t total = repo_bytes(dataset(t.spec));
     Child kaiod;
     auto t0 = Clock::now();
     start_kaiod(kaiod, t.s);
-    // Wait for the first step, then cut the network.
-    ASSERT_TRUE(wait_until([&] { return !read_trace(t.s.trace()).empty() || !kaiod.running(); }, 120s)) << tail(read_text(t.s.log()));
+    // Wait until kaio-hub has sent a quarter of the dataset, then cut the network.
+    uint64_t sent_at_cut = 0;
+    ASSERT_TRUE(wait_until(
+        [&] {
+          sent_at_cut = t.hub->stats().value("bytes_sent", 0ull);
+          return sent_at_cut >= total / 4 || !kaiod.running();
+        },
+        600s, 100ms))
+        << "kaio-hub sent " << sent_at_cut << " of " << total << " bytes in 600 s: " << tail(read_text(t.s.log()));
     ASSERT_TRUE(kaiod.running()) << "the run ended before the outage: " << tail(read_text(t.s.log()));
-    t.hub->faults({{"outage_ms", outage_s * 1000}});
+    // Held until ended below (at least outage_s, and until waiting-network was seen).
+    t.hub->faults({{"outage_ms", (outage_s + 900) * 1000}});
+    sent_at_cut = t.hub->stats().value("bytes_sent", 0ull);
     auto outage_start = Clock::now(), outage_end = outage_start + std::chrono::seconds(outage_s);
+    const auto outage_bound = outage_end + 600s;  // waiting-network never shown by then: a failure
     double first_waiting_s = -1;
     std::string detail;
     int polls = 0, waiting_polls = 0, unanswered = 0;
-    while (Clock::now() < outage_end && kaiod.running()) {
+    while ((Clock::now() < outage_end || first_waiting_s < 0) && Clock::now() < outage_bound && kaiod.running()) {
       auto st = status(t.s);
       ++polls;
       if (!st) {
@@ -117,22 +134,29 @@ TEST(Network, OutageShowsWaitingNetworkThenFinishesByItself) {
           detail = (*st).value("state_detail", "");
         }
       }
-      std::this_thread::sleep_for(250ms);
+      std::this_thread::sleep_for(250ms);  // poll interval only
     }
+    t.hub->faults({{"outage_ms", 0}});  // the network is back
+    outage_end = Clock::now();
+    double outage_len_s = std::chrono::duration<double>(outage_end - outage_start).count();
     EXPECT_TRUE(kaiod.running()) << "kaiod must wait out the outage: " << tail(read_text(t.s.log()));
-    bool finished = kaiod.wait_for(std::chrono::seconds(240)).has_value();
+    bool finished = kaiod.wait_for(900s).has_value();  // a bound for a hang only; the watchdog catches a stuck budget-wait
     double after_s = std::chrono::duration<double>(Clock::now() - outage_end).count();
-    ASSERT_TRUE(finished) << "the run did not finish within 240 s after the outage: " << tail(read_text(t.s.log()));
+    ASSERT_TRUE(finished) << "the run did not finish within 900 s after the outage: " << tail(read_text(t.s.log()));
+    ASSERT_FALSE(kaiod.watchdog_tripped());
     EXPECT_EQ(kaiod.exit_code(), 0) << tail(read_text(t.s.log()));
     auto trace = read_trace(t.s.trace());
     std::string failed = sql(t.s.db(), "select count(*) from file_states where state = 'failed'");
-    std::printf("outage %d s: waiting-network in status after %.1f s (%d of %d polls, %d unanswered; \"%s\"), run finished by itself %.1f s after "
-                "the outage ended (%.1f s in all), %zu windows, failed files %s, outage closes %llu\n",
-                outage_s, first_waiting_s, waiting_polls, polls, unanswered, detail.c_str(), after_s,
+    std::printf("outage %d s (cut when kaio-hub had sent %llu of %llu bytes; held %.1f s): waiting-network in status after %.1f s (%d of %d "
+                "polls, %d unanswered; \"%s\"), run finished by itself %.1f s after the outage ended (%.1f s in all), %zu windows, failed files %s, "
+                "outage closes %llu\n",
+                outage_s, static_cast<unsigned long long>(sent_at_cut), static_cast<unsigned long long>(total), outage_len_s, first_waiting_s,
+                waiting_polls, polls, unanswered, detail.c_str(), after_s,
                 std::chrono::duration<double>(Clock::now() - t0).count(), trace.size(), failed.c_str(),
                 t.hub->stats()["faults"].value("outage_close", 0ull));
     EXPECT_GE(first_waiting_s, 0) << "status never showed waiting-network during the outage";
     EXPECT_EQ(unanswered, 0) << "status must answer during an outage";
+    EXPECT_LT(sent_at_cut, total) << "the whole dataset was sent before the outage: it cut nothing";
     EXPECT_EQ(failed, "0");
     EXPECT_EQ(trace.size(), static_cast<size_t>(t.clips) * 2);
     if (!::testing::Test::HasFailure()) fs::remove_all(t.dir);
