@@ -2,6 +2,7 @@
 
 #include <archive.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -96,7 +97,9 @@ bool archive_format_recognised(const std::filesystem::path& file) {
   archive_read_support_format_tar(ar.get());
   archive_read_support_format_zip_streamable(ar.get());
   if (archive_read_open_filename(ar.get(), file.c_str(), 64 * 1024) == ARCHIVE_OK) return true;
-  return archive_errno(ar.get()) != ARCHIVE_ERRNO_FILE_FORMAT;
+  // libarchive's ARCHIVE_ERRNO_FILE_FORMAT ("Unrecognized archive format") is
+  // EILSEQ on Linux; archive.h only lists it in a comment.
+  return archive_errno(ar.get()) != EILSEQ;
 }
 
 constexpr const char* kNeither =
