@@ -29,7 +29,17 @@ struct Family {
   std::vector<json> samples;  // {"name", "labels", "value"}
 };
 
-bool have_parser() { return std::system("python3 -c 'import prometheus_client.parser' >/dev/null 2>&1") == 0; }
+// Debian's interpreter first: the package installs into its dist-packages,
+// which a python3 earlier in PATH (pyenv, a venv) does not see.
+std::string python() {
+  static const std::string found = [] {
+    for (const char* candidate : {"/usr/bin/python3", "python3"})
+      if (std::system((std::string(candidate) + " -c 'import prometheus_client.parser' >/dev/null 2>&1").c_str()) == 0) return std::string(candidate);
+    return std::string();
+  }();
+  return found;
+}
+bool have_parser() { return !python().empty(); }
 
 // Parses exposition text with prometheus_client; a parse error fails the test.
 std::map<std::string, Family> parse(const std::string& text, const fs::path& dir) {
@@ -45,7 +55,7 @@ std::map<std::string, Family> parse(const std::string& text, const fs::path& dir
       "print(json.dumps(out))\n";
   fs::path py = dir / "parse.py";
   std::ofstream(py) << script;
-  auto r = run_command("python3 " + shell_quote(py.string()) + " " + shell_quote(in.string()), 60);
+  auto r = run_command(python() + " " + shell_quote(py.string()) + " " + shell_quote(in.string()), 60);
   std::map<std::string, Family> families;
   if (r.exit_code != 0) {
     ADD_FAILURE() << "prometheus_client could not parse the scrape: " << r.output << "\n--- scrape:\n" << text;
@@ -104,8 +114,9 @@ void expect_families(const std::map<std::string, Family>& fams) {
     EXPECT_EQ(it->second.type, type) << name;
     EXPECT_FALSE(it->second.help.empty()) << name;
     EXPECT_FALSE(it->second.samples.empty()) << name;
-    if (type == "counter")
+    if (type == "counter") {
       for (const auto& s : it->second.samples) EXPECT_EQ(s["name"], name + "_total") << name;
+    }
   }
   // Exactly one state is current.
   double current = 0;
@@ -284,8 +295,12 @@ TEST(Metrics, DocsNameWhatKaiodServes) {
   std::set<std::string> named;
   std::regex name_re("kaio_[a-z_]*[a-z]");
   for (auto it = std::sregex_iterator(doc.begin(), doc.end(), name_re); it != std::sregex_iterator(); ++it) named.insert(it->str());
-  for (const auto& n : named) EXPECT_TRUE(served.count(n)) << "docs/metrics.md names " << n << ", which kaiod does not serve";
-  for (const auto& n : served) EXPECT_TRUE(named.count(n)) << n << " is served but not in docs/metrics.md";
+  for (const auto& n : named) {
+    EXPECT_TRUE(served.count(n)) << "docs/metrics.md names " << n << ", which kaiod does not serve";
+  }
+  for (const auto& n : served) {
+    EXPECT_TRUE(named.count(n)) << n << " is served but not in docs/metrics.md";
+  }
 
   auto start = doc.find("```json\n{\n  \"__inputs\"");
   ASSERT_NE(start, std::string::npos);
@@ -294,6 +309,7 @@ TEST(Metrics, DocsNameWhatKaiodServes) {
   json dashboard = json::parse(panel, nullptr, false);
   ASSERT_FALSE(dashboard.is_discarded()) << panel;
   ASSERT_TRUE(dashboard["panels"].is_array());
-  for (const auto& p : dashboard["panels"])
+  for (const auto& p : dashboard["panels"]) {
     for (const auto& t : p["targets"]) EXPECT_NE(t["expr"].get<std::string>().find("kaio_"), std::string::npos) << t;
+  }
 }
