@@ -49,7 +49,7 @@ struct Package : testing::Test {
 }  // namespace
 
 TEST_F(Package, DebInstallsWhatTheUnitAndScriptsName) {
-  if (run_command("command -v cpack && command -v dpkg-deb", 10).exit_code != 0) GTEST_SKIP() << "skipped: no cpack or dpkg-deb";
+  if (run_command("sh -c 'command -v cpack && command -v dpkg-deb'", 10).exit_code != 0) GTEST_SKIP() << "skipped: no cpack or dpkg-deb";
   fs::path config = fs::path(KAIO_BUILD_DIR) / "CPackConfig.cmake";
   ASSERT_TRUE(fs::exists(config)) << config;
   fs::remove_all(dir);
