@@ -36,8 +36,8 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }
 
 // The known key nearest to an unknown one, or "" when none is near enough to
-// be a likely typo: at most 2 edits, and fewer than half the key's length (a
-// short key such as "foo" suggests nothing).
+// be a likely typo: at most 2 edits, and fewer than half the longer key's
+// length (so "xyz" is not taken for "level").
 std::string closest_key(const std::string& unknown, const std::set<std::string>& known) {
   if (unknown.size() > 256) return "";  // no quadratic work on a hostile key
   std::string best;
