@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build test demo bench fuzz sanitize soak format clean
+.PHONY: all setup build test demo bench fuzz sanitize soak package format clean
 
 all: build
 
@@ -44,8 +44,14 @@ sanitize: setup
 soak: build
 	bash scripts/soak.sh $(BUILD)
 
+# The .deb (cpack -G DEB) from a Release build without the tests: build-package/kaio_VERSION_ARCH.deb.
+package: setup
+	cmake -S . -B build-package -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF $(CMAKE_FLAGS)
+	cmake --build build-package -j $(JOBS)
+	cd build-package && cpack -G DEB
+
 format:
 	git ls-files '*.cpp' '*.h' '*.cu' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) build-release demo-run
+	rm -rf $(BUILD) build-release build-package demo-run

@@ -1,9 +1,12 @@
 #include "common/config.h"
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "common/error.h"
 #include "common/units.h"
@@ -12,6 +15,42 @@ namespace kaio {
 namespace {
 
 using nlohmann::json;
+
+// Optimal string alignment distance (Levenshtein plus swapped neighbours),
+// case-insensitive: "budjet" -> "budget" is 1, "bugdet" -> "budget" is 1.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  auto lower = [](unsigned char c) { return static_cast<char>(std::tolower(c)); };
+  size_t n = a.size(), m = b.size();
+  std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1, 0));
+  for (size_t i = 0; i <= n; ++i) d[i][0] = i;
+  for (size_t j = 0; j <= m; ++j) d[0][j] = j;
+  for (size_t i = 1; i <= n; ++i) {
+    for (size_t j = 1; j <= m; ++j) {
+      size_t cost = lower(a[i - 1]) == lower(b[j - 1]) ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) && lower(a[i - 2]) == lower(b[j - 1]))
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[n][m];
+}
+
+// The known key nearest to an unknown one, or "" when none is near enough to
+// be a likely typo: at most 2 edits, and fewer than half the longer key's
+// length (so "xyz" is not taken for "level").
+std::string closest_key(const std::string& unknown, const std::set<std::string>& known) {
+  if (unknown.size() > 256) return "";  // no quadratic work on a hostile key
+  std::string best;
+  size_t best_distance = 3;
+  for (const auto& k : known) {
+    size_t d = edit_distance(unknown, k);
+    if (d < best_distance && 2 * d < std::max(unknown.size(), k.size())) {
+      best = k;
+      best_distance = d;
+    }
+  }
+  return best;
+}
 
 // Reads one JSON object, remembering which keys were used so the rest can be
 // reported as unknown. Every message carries the file and the key's full path.
@@ -139,9 +178,14 @@ class Section {
     return Section(v ? *v : empty, key_path(key), file_);
   }
 
+  // The known keys of a section are the ones its reader asked for.
   void reject_unknown() const {
-    for (auto it = object_.begin(); it != object_.end(); ++it)
-      if (!seen_.count(it.key())) fail(key_path(it.key()), "unknown key");
+    for (auto it = object_.begin(); it != object_.end(); ++it) {
+      if (seen_.count(it.key())) continue;
+      std::string why = "unknown key";
+      if (auto near = closest_key(it.key(), seen_); !near.empty()) why += "; did you mean " + key_path(near) + "?";
+      fail(key_path(it.key()), why);
+    }
   }
 
  private:
@@ -230,6 +274,30 @@ void read_control(Section s, ControlConfig& c) {
   s.reject_unknown();
 }
 
+// "HOST:PORT" or "[V6]:PORT"; an empty string turns the endpoint off.
+void read_metrics(Section s, MetricsConfig& c) {
+  s.string("listen", c.listen);
+  s.reject_unknown();
+  c.host.clear();
+  c.port = 0;
+  if (c.listen.empty()) return;
+  auto bad = [&](const std::string& why) {
+    s.fail(s.key_path("listen"), "\"" + c.listen + "\" " + why + " (try \"127.0.0.1:9464\")");
+  };
+  size_t colon = c.listen.rfind(':');
+  if (colon == std::string::npos) bad("has no :PORT");
+  std::string host = c.listen.substr(0, colon), port = c.listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  else if (host.find(':') != std::string::npos) bad("is an IPv6 address without [brackets]");
+  if (host.empty()) bad("has no host");
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](unsigned char ch) { return std::isdigit(ch); }))
+    bad("has no port number");
+  int n = std::stoi(port);
+  if (n > 65535) bad("has a port above 65535");
+  c.host = host;
+  c.port = n;
+}
+
 void read_log(Section s, LogConfig& c) {
   s.choice("level", c.level, {"trace", "debug", "info", "warn", "error"});
   s.reject_unknown();
@@ -253,6 +321,7 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& f
   read_decode(top.child("decode"), c.decode);
   read_train(top.child("train"), c.train);
   read_control(top.child("control"), c.control);
+  read_metrics(top.child("metrics"), c.metrics);
   read_log(top.child("log"), c.log);
   top.reject_unknown();
   if (c.source.repo.empty()) top.fail("source.repo", "is required");

@@ -81,6 +81,13 @@ struct ControlConfig {
   std::string admin_group = "kaio";      // members may pause and resume
 };
 
+// Prometheus /metrics over HTTP (daemon/metrics.h).
+struct MetricsConfig {
+  std::string listen;                    // "HOST:PORT" ("127.0.0.1:9464", "[::1]:9464"); "" = off
+  std::string host;                      // parsed from listen
+  int port = 0;                          // parsed from listen; 0 = any free port (tests)
+};
+
 struct LogConfig {
   std::string level = "info";            // trace | debug | info | warn | error
 };
@@ -93,6 +100,7 @@ struct Config {
   DecodeConfig decode;
   TrainConfig train;
   ControlConfig control;
+  MetricsConfig metrics;
   LogConfig log;
 };
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "common/version.h"
 #include "daemon/control.h"
 #include "daemon/status.h"
@@ -98,13 +99,20 @@ int ls(const Args& args) {
     std::puts(result.dump(2).c_str());
     return 0;
   }
+  size_t rows = 0;
   for (const char* kind : {"files", "clips"}) {
     if (!result.contains(kind)) continue;
     for (const auto& row : result[kind]) {
+      ++rows;
       std::string reason = row.value("reason", "");
       std::printf("%-5s %-12s %s%s%s\n", kind, row.value("state", std::string("?")).c_str(), row.value("name", std::string("?")).c_str(),
                   reason.empty() ? "" : "  -- ", reason.c_str());
     }
+  }
+  if (rows == 0) {
+    // Files get a row once kaiod reaches them in the current epoch, clips once decoded.
+    if (auto s = args.value("--state"); !s.empty()) std::printf("no files or clips in state %s\n", s.c_str());
+    else std::puts("no files or clips yet: kaiod has not reached any file of this epoch");
   }
   return 0;
 }
@@ -148,5 +156,6 @@ int main(int argc, char** argv) {
     if (rc == 0) std::puts("resumed");
     return rc;
   }
+  std::fprintf(stderr, "kaioctl: unknown command \"%s\"\n", kaio::printable(cmd).c_str());
   return usage();
 }

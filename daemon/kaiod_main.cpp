@@ -21,6 +21,7 @@
 #include "common/version.h"
 #include "daemon/control.h"
 #include "daemon/engine.h"
+#include "daemon/metrics.h"
 #include "daemon/notify.h"
 #include "daemon/status.h"
 #include "daemon/window_trace.h"
@@ -41,6 +42,7 @@ int check_config(const char* file) {
               c.source.repo.c_str(), c.source.revision.c_str(), kaio::format_size(c.storage.budget).c_str(),
               c.storage.cache_dir.c_str(), c.storage.state_dir.c_str(), c.train.model.c_str(), c.train.backend.c_str(),
               c.decode.frames, c.decode.size, c.decode.size, c.decode.fps);
+  std::printf("  metrics %s\n", c.metrics.listen.empty() ? "off" : ("http://" + c.metrics.listen + "/metrics").c_str());
   return 0;
 }
 
@@ -59,6 +61,10 @@ std::string one_line(std::string text) {
 // take the default action (die without the stop checkpoint). A handler is
 // process-wide, whichever thread runs it.
 int g_signal_pipe[2] = {-1, -1};
+
+// Set once kaiod's own logger is in place: from then on a fatal error is
+// logged (to the journal or stderr) instead of printed, so it appears once.
+bool g_logging = false;
 
 void on_signal(int signo) {
   int saved = errno;
@@ -92,6 +98,7 @@ int run(const char* config_file) {
   int signals = install_signal_handlers();
   kaio::Config config = kaio::load_config(config_file);
   kaio::setup_logging(config.log.level, "kaiod");
+  g_logging = true;
   kaio::daemon::SystemdNotifier systemd;
   systemd.status("starting: recovery");
   spdlog::info("kaiod {} starting with {}", KAIO_VERSION, config_file);
@@ -107,6 +114,13 @@ int run(const char* config_file) {
                                       [&engine](const std::string& cmd, const nlohmann::json& args, const kaio::daemon::Peer& peer) {
                                         return engine.handle_control(cmd, args, peer);
                                       });
+  // metrics.listen: Prometheus /metrics, the numbers of engine.status() at each scrape.
+  std::unique_ptr<kaio::daemon::MetricsServer> metrics;
+  if (!config.metrics.listen.empty()) {
+    metrics = std::make_unique<kaio::daemon::MetricsServer>(config.metrics.host, config.metrics.port, [&engine] { return engine.status(); });
+    std::string host = config.metrics.host.find(':') != std::string::npos ? "[" + config.metrics.host + "]" : config.metrics.host;
+    spdlog::info("metrics at http://{}:{}/metrics", host, metrics->port());
+  }
   engine.start();
   systemd.status(one_line(kaio::daemon::summary_line(engine.status())));
   systemd.ready();
@@ -138,6 +152,7 @@ int run(const char* config_file) {
   systemd.stopping();
   systemd.extend_timeout(std::chrono::seconds(90));
   engine.stop();
+  metrics.reset();  // served through the stop checkpoint; its open connections are cut now
   auto final_status = engine.status();
   spdlog::info("kaiod stopped: {}", kaio::daemon::summary_line(final_status));
   ::close(signals);
@@ -158,8 +173,8 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {  // kaio::Error, and anything a library throws (std::bad_alloc, filesystem errors)
     std::string msg = kaio::redact(e.what());
-    std::fprintf(stderr, "kaiod: %s\n", msg.c_str());
-    if (spdlog::default_logger()) spdlog::critical("kaiod cannot run: {}", msg);
+    if (g_logging) spdlog::critical("kaiod cannot run: {}", msg);
+    else std::fprintf(stderr, "kaiod: %s\n", msg.c_str());
     return 1;
   }
 }

@@ -38,6 +38,8 @@ json to_json(const ServiceStatus& s) {
         {"train_samples_per_s", s.rates.train_samples_per_s}}},
       {"epoch_eta_seconds", s.epoch_eta_seconds},
       {"last_error", s.last_error},
+      {"download_bytes_total", s.download_bytes_total},
+      {"errors_total", s.errors_total},
   };
 }
 

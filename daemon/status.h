@@ -2,6 +2,7 @@
 // What `kaioctl status --json` prints, documented field by field in the README.
 // Version 1; fields are only ever added.
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -38,6 +39,9 @@ struct ServiceStatus {
   double epoch_eta_seconds = -1;  // -1 when unknown
   std::string last_error;
   std::string repo, revision;
+  // Counters since this kaiod started (Prometheus counters, docs/metrics.md).
+  uint64_t download_bytes_total = 0;             // bytes received from the Hub
+  std::map<std::string, uint64_t> errors_total;  // failures by kaio::ErrorKind name (to_string): transient, corrupt, ...
 };
 
 nlohmann::json to_json(const ServiceStatus& s);

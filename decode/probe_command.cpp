@@ -1,10 +1,14 @@
 #include "decode/probe_command.h"
 
+#include <archive.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -83,6 +87,25 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// Whether the archive reader's libarchive setup (tar or zip, any compression
+// filter) recognises the file's format. Only a format error answers no: a file
+// that cannot be opened keeps the reader's own message.
+bool archive_format_recognised(const std::filesystem::path& file) {
+  std::unique_ptr<archive, int (*)(archive*)> ar(archive_read_new(), archive_read_free);
+  if (!ar) return true;
+  archive_read_support_filter_all(ar.get());
+  archive_read_support_format_tar(ar.get());
+  archive_read_support_format_zip_streamable(ar.get());
+  if (archive_read_open_filename(ar.get(), file.c_str(), 64 * 1024) == ARCHIVE_OK) return true;
+  // libarchive's ARCHIVE_ERRNO_FILE_FORMAT ("Unrecognized archive format") is
+  // EILSEQ on Linux; archive.h only lists it in a comment.
+  return archive_errno(ar.get()) != EILSEQ;
+}
+
+constexpr const char* kNeither =
+    "neither a video nor an archive kaio reads (videos: MP4/MOV, Matroska/WebM, AVI, MPEG-TS; archives: tar or zip, "
+    "plain or compressed)";
+
 // The first window's frames in a grid, ceil(sqrt(T)) columns.
 void write_contact_sheet(const ShardReader& shard, const std::filesystem::path& out) {
   int t = shard.frames(), n = shard.width();
@@ -117,7 +140,23 @@ int run_probe_command(int argc, char** argv) {
     TempDir tmp;
     ArchiveLimits limits;
     limits.member_globs = {"*.mp4", "*.m4v", "*.mov", "*.mkv", "*.webm", "*.avi"};
-    ArchiveReader reader(std::make_unique<FileSource>(args.file), limits);
+    // A file that is neither is named as such, not as a broken archive.
+    std::error_code size_error;
+    if (std::filesystem::is_regular_file(args.file) && std::filesystem::file_size(args.file, size_error) == 0 && !size_error) {
+      std::printf("%s: error: empty file: %s\n", args.file.c_str(), kNeither);
+      return 1;
+    }
+    std::unique_ptr<ArchiveReader> opened;
+    try {
+      opened = std::make_unique<ArchiveReader>(std::make_unique<FileSource>(args.file), limits);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::corrupt && !archive_format_recognised(args.file)) {
+        std::printf("%s: error: %s\n", args.file.c_str(), kNeither);
+        return 1;
+      }
+      throw;
+    }
+    ArchiveReader& reader = *opened;
     Member m;
     while (true) {
       try {

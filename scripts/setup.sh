@@ -12,10 +12,11 @@ PACKAGES=(
   libcurl4-openssl-dev libssl-dev libarchive-dev
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg
   libsqlite3-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev systemd
+  libcpp-httplib-dev dpkg-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev
   hipcc libamdhip64-dev
-  curl python3 python3-numpy python3-av python3-matplotlib
+  curl python3 python3-numpy python3-av python3-matplotlib python3-prometheus-client
   nodejs npm
 )
 

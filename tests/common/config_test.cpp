@@ -86,3 +86,36 @@ TEST(Config, MissingFileIsNamed) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/kaio.json"), std::string::npos);
   }
 }
+
+// A typo is answered with the nearest known key at that level, spelled in full.
+TEST(Config, UnknownKeySuggestsTheClosestKnownOne) {
+  std::string msg = error_of(R"({"source": {"repo": "a/b"}, "storage": {"budjet": "1GB"}})");
+  EXPECT_NE(msg.find("test.json: storage.budjet: unknown key; did you mean storage.budget?"), std::string::npos) << msg;
+  // Swapped letters, a wrong case and a misspelt section.
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "fetch": {"parralel_files": 2}})").find("did you mean fetch.parallel_files?"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "train": {"Seed": 2}})").find("did you mean train.seed?"), std::string::npos);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "storge": {"budget": "1GB"}})").find("storge: unknown key; did you mean storage?"),
+            std::string::npos);
+  // Nothing near: no guess.
+  std::string far = error_of(R"({"source": {"repo": "a/b"}, "storage": {"colour": "blue"}})");
+  EXPECT_NE(far.find("storage.colour: unknown key"), std::string::npos) << far;
+  EXPECT_EQ(far.find("did you mean"), std::string::npos) << far;
+  EXPECT_EQ(error_of(R"({"source": {"repo": "a/b"}, "log": {"xyz": "info"}})").find("did you mean"), std::string::npos);
+}
+
+TEST(Config, MetricsListenIsOffByDefaultAndParsed) {
+  Config off = parse_config(R"({"source": {"repo": "a/b"}})", "test.json");
+  EXPECT_TRUE(off.metrics.listen.empty());
+  Config v4 = parse_config(R"({"source": {"repo": "a/b"}, "metrics": {"listen": "127.0.0.1:9464"}})", "test.json");
+  EXPECT_EQ(v4.metrics.host, "127.0.0.1");
+  EXPECT_EQ(v4.metrics.port, 9464);
+  Config v6 = parse_config(R"({"source": {"repo": "a/b"}, "metrics": {"listen": "[::1]:0"}})", "test.json");
+  EXPECT_EQ(v6.metrics.host, "::1");
+  EXPECT_EQ(v6.metrics.port, 0);
+  for (const char* bad : {"9464", "127.0.0.1:", ":9464", "127.0.0.1:http", "127.0.0.1:70000", "::1:9464", "127.0.0.1:-1"}) {
+    std::string msg = error_of(std::string(R"({"source": {"repo": "a/b"}, "metrics": {"listen": ")") + bad + "\"}}");
+    EXPECT_NE(msg.find("metrics.listen"), std::string::npos) << bad << ": " << msg;
+  }
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "metrics": {"port": 9464}})").find("metrics.port: unknown key"), std::string::npos);
+}

@@ -1,0 +1,137 @@
+// What kaiod and kaioctl say when the user got something wrong or there is
+// nothing to show: the real binaries, their output read as the user sees it.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <string>
+
+#include "common/error.h"
+#include "daemon/control.h"
+#include "tests/support/process.h"
+
+using namespace kaio::daemon;
+using kaio::test::run_command;
+using kaio::test::shell_quote;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string kaiod() { return std::string(KAIO_BUILD_DIR) + "/daemon/kaiod"; }
+std::string kaioctl() { return std::string(KAIO_BUILD_DIR) + "/daemon/kaioctl"; }
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+struct Messages : testing::Test {
+  fs::path dir = fs::temp_directory_path() / ("kaio-msg-" + std::to_string(::getpid()) + "-" +
+                                              testing::UnitTest::GetInstance()->current_test_info()->name());
+  void SetUp() override {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir);
+  }
+  fs::path write(const std::string& name, const std::string& text) {
+    fs::path p = dir / name;
+    std::ofstream(p, std::ios::binary) << text;
+    return p;
+  }
+};
+
+}  // namespace
+
+// The typo is named with the key it probably meant, once, whether kaiod checks
+// the config or starts with it.
+TEST_F(Messages, UnknownConfigKeySuggestsTheKnownOneOnce) {
+  fs::path config = write("kaiod.json", R"({"source": {"repo": "org/data"}, "storage": {"budjet": "1GB"}})");
+  const std::string said = "storage.budjet: unknown key; did you mean storage.budget?";
+  auto check = run_command(shell_quote(kaiod()) + " --check-config " + shell_quote(config.string()), 30);
+  EXPECT_EQ(check.exit_code, 1) << check.output;
+  EXPECT_EQ(count(check.output, said), 1u) << check.output;
+  auto run = run_command("env -u JOURNAL_STREAM -u NOTIFY_SOCKET " + shell_quote(kaiod()) + " --config " + shell_quote(config.string()), 30);
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_EQ(count(run.output, said), 1u) << run.output;
+  EXPECT_EQ(count(run.output, "budjet"), 1u) << run.output;
+}
+
+// A failure after logging started is logged, not also printed.
+TEST_F(Messages, StartUpFailureAfterLoggingIsPrintedOnce) {
+  write("not-a-folder", "x");
+  json c = {{"source", {{"repo", "org/data"}, {"endpoint", "http://127.0.0.1:1"}}},
+            {"storage", {{"cache_dir", (dir / "not-a-folder" / "cache").string()}, {"state_dir", (dir / "not-a-folder" / "state").string()}}},
+            {"control", {{"socket", (dir / "kaiod.sock").string()}}}};
+  fs::path config = write("kaiod.json", c.dump());
+  auto run = run_command("env -u JOURNAL_STREAM -u NOTIFY_SOCKET " + shell_quote(kaiod()) + " --config " + shell_quote(config.string()), 60);
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_EQ(count(run.output, "cannot run"), 1u) << run.output;
+  EXPECT_EQ(count(run.output, "not-a-folder/state"), 1u) << run.output;
+}
+
+TEST_F(Messages, KaioctlNamesAnUnknownCommandBeforeTheUsage) {
+  auto r = run_command(shell_quote(kaioctl()) + " frobnicate", 20);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  size_t named = r.output.find("kaioctl: unknown command \"frobnicate\"");
+  size_t usage = r.output.find("usage:");
+  ASSERT_NE(named, std::string::npos) << r.output;
+  ASSERT_NE(usage, std::string::npos) << r.output;
+  EXPECT_LT(named, usage) << r.output;
+  // No command at all is not an unknown one.
+  auto bare = run_command(shell_quote(kaioctl()), 20);
+  EXPECT_EQ(bare.exit_code, 2);
+  EXPECT_EQ(bare.output.find("unknown command"), std::string::npos) << bare.output;
+}
+
+TEST_F(Messages, KaioctlLsSaysWhenThereIsNothingToList) {
+  json files = json::array(), clips = json::array();
+  ControlServer server(dir / "kaiod.sock", "", [&](const std::string& cmd, const json&, const Peer&) -> json {
+    if (cmd != "ls") throw kaio::Error(kaio::ErrorKind::usage, "unexpected " + cmd);
+    return {{"files", files}, {"clips", clips}};
+  });
+  std::string ls = shell_quote(kaioctl()) + " --socket " + shell_quote((dir / "kaiod.sock").string()) + " ls";
+  auto empty = run_command(ls, 20);
+  EXPECT_EQ(empty.exit_code, 0) << empty.output;
+  EXPECT_NE(empty.output.find("no files or clips yet"), std::string::npos) << empty.output;
+  auto failed = run_command(ls + " --state failed", 20);
+  EXPECT_EQ(failed.exit_code, 0) << failed.output;
+  EXPECT_NE(failed.output.find("no files or clips in state failed"), std::string::npos) << failed.output;
+  // --json prints the object as it is, nothing else.
+  auto as_json = run_command(ls + " --json", 20);
+  EXPECT_FALSE(json::parse(as_json.output, nullptr, false).is_discarded()) << as_json.output;
+  // With rows there is no such line.
+  files.push_back({{"name", "data/a.tar.gz"}, {"state", "done"}, {"reason", ""}, {"size", 1}, {"attempts", 0}});
+  auto rows = run_command(ls, 20);
+  EXPECT_NE(rows.output.find("data/a.tar.gz"), std::string::npos) << rows.output;
+  EXPECT_EQ(rows.output.find("no files or clips"), std::string::npos) << rows.output;
+}
+
+TEST_F(Messages, ProbeOfAFileThatIsNeitherVideoNorArchiveSaysSo) {
+  for (const auto& [name, bytes] : {std::pair<std::string, std::string>{"notes.txt", "just some notes, not a video\n"},
+                                    {"empty.mp4", ""},
+                                    {"random.bin", std::string(4096, '\x5a')}}) {
+    fs::path file = write(name, bytes);
+    auto r = run_command(shell_quote(kaioctl()) + " probe " + shell_quote(file.string()), 60);
+    EXPECT_EQ(r.exit_code, 1) << name << ": " << r.output;
+    EXPECT_NE(r.output.find(file.string() + ": error:"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("neither a video nor an archive"), std::string::npos) << name << ": " << r.output;
+    EXPECT_EQ(r.output.find("archive " + file.string()), std::string::npos) << name << ": " << r.output;
+    EXPECT_EQ(r.output.find("broken stream"), std::string::npos) << name << ": " << r.output;
+  }
+  // A file that is an archive, only a broken one, is still called that.
+  std::string gzip_then_garbage = std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10) + std::string(512, '\x01');
+  fs::path broken = write("broken.tar.gz", gzip_then_garbage);
+  auto r = run_command(shell_quote(kaioctl()) + " probe " + shell_quote(broken.string()), 60);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(r.output.find("neither a video nor an archive"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("archive"), std::string::npos) << r.output;
+  // A file that is not there is named as missing, not as a bad format.
+  auto missing = run_command(shell_quote(kaioctl()) + " probe " + shell_quote((dir / "nope.mp4").string()), 60);
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_EQ(missing.output.find("neither a video nor an archive"), std::string::npos) << missing.output;
+}
