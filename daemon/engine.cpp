@@ -100,6 +100,7 @@ struct Engine::Impl {
   uint64_t standing_bytes = 0;  // check_working_set()
   uint64_t fixed_bytes = 0;     // standing_bytes less the chunk of shards
   double decoded_clips = 0;
+  std::map<std::string, uint64_t> errors_total;  // failures since start, by ErrorKind name
   Rate download_rate, decode_rate, train_rate;
 
   // Downloads started ahead of the file being decoded, in plan order.
@@ -146,9 +147,10 @@ struct Engine::Impl {
     return state::Ledger::open(c.storage.state_dir, options);
   }
 
-  void fail(const std::string& message) {
+  void fail(const std::string& message, ErrorKind kind = ErrorKind::internal) {
     std::lock_guard lock(mutex);
     last_error = redact(message);
+    ++errors_total[std::string(to_string(kind))];
     spdlog::error("{}", last_error);
   }
 
@@ -358,7 +360,7 @@ struct Engine::Impl {
         spdlog::info("captions: {} read ({}), {} videos captioned in all", f.path, format_size(f.size), captions.size());
       } catch (const Error& err) {
         if (err.kind() == ErrorKind::cancelled) throw;
-        fail("captions " + f.path + " not used: " + err.what());
+        fail("captions " + f.path + " not used: " + err.what(), err.kind());
       }
     }
   }
@@ -378,7 +380,7 @@ struct Engine::Impl {
         if (done) return;
       }
     } catch (const Error& err) {
-      if (err.kind() != ErrorKind::cancelled) stop_on_error("producer stopped: " + std::string(err.what()));
+      if (err.kind() != ErrorKind::cancelled) stop_on_error("producer stopped: " + std::string(err.what()), err.kind());
     } catch (const std::exception& err) {
       stop_on_error("producer stopped by an internal error: " + std::string(err.what()));
     }
@@ -631,7 +633,7 @@ struct Engine::Impl {
         done = false;
       } else {
         ledger.set_file_state(file.id, e, state::FileState::failed, err.what());
-        fail("file " + printable(file.path) + " failed: " + printable(err.what()));
+        fail("file " + printable(file.path) + " failed: " + printable(err.what()), err.kind());
       }
     }
     if (!local.empty()) {
@@ -646,6 +648,7 @@ struct Engine::Impl {
     std::lock_guard lock(mutex);
     disk_full_reason = redact(what);
     last_error = disk_full_reason;
+    ++errors_total[std::string(to_string(ErrorKind::disk_full))];
     spdlog::error("disk full: {}; waiting for space on {}", disk_full_reason, config.storage.cache_dir.string());
   }
 
@@ -713,6 +716,10 @@ struct Engine::Impl {
       rec.state = state::ClipState::failed;
       rec.reason = r.error.empty() ? "no windows" : r.error;
       ledger.add_clips(config.source.repo, {rec});
+      if (!r.error.empty()) {
+        std::lock_guard lock(mutex);
+        ++errors_total[std::string(to_string(ErrorKind::corrupt))];
+      }
       spdlog::warn("clip {} in {} skipped: {}", printable(r.member), printable(file.path), printable(rec.reason));
       return;
     }
@@ -850,7 +857,7 @@ struct Engine::Impl {
       }
       if (st.stop_requested()) checkpoint();
     } catch (const Error& err) {
-      if (err.kind() != ErrorKind::cancelled) stop_on_error("trainer stopped: " + std::string(err.what()));
+      if (err.kind() != ErrorKind::cancelled) stop_on_error("trainer stopped: " + std::string(err.what()), err.kind());
     } catch (const std::exception& err) {
       stop_on_error("trainer stopped by an internal error: " + std::string(err.what()));
     }
@@ -864,8 +871,8 @@ struct Engine::Impl {
 
   // A stage that cannot go on stops the whole run cleanly, with the reason in
   // status.last_error, rather than letting an exception end the process.
-  void stop_on_error(const std::string& message) {
-    fail(message);
+  void stop_on_error(const std::string& message, ErrorKind kind = ErrorKind::internal) {
+    fail(message, kind);
     std::lock_guard lock(mutex);
     failed = true;
   }
@@ -1087,6 +1094,8 @@ ServiceStatus Engine::status() {
   s.rates.decode_clips_per_s = m.paused ? 0 : s.rates.decode_clips_per_s;
   s.epoch_eta_seconds = m.epoch_eta_seconds(s.rates.train_samples_per_s);
   s.last_error = m.last_error;
+  s.download_bytes_total = progress.done;
+  s.errors_total = m.errors_total;
   if (m.failed) {
     s.state = "error";
     s.state_detail = m.last_error;
