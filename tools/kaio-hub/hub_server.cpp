@@ -124,7 +124,10 @@ struct Stats {
               {"wrong_length", wrong_lengths.load()},
               {"endless_headers", endless_headers.load()},
               {"endless_body", endless_bodies.load()},
-              {"control_names", control_names.load()}}}};
+              {"control_names", control_names.load()},
+              {"expired_url", expired_urls.load()},
+              {"unranged_refused", unranged_refused.load()},
+              {"send_timeout", send_timeouts.load()}}}};
   }
 };
 
