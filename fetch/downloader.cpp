@@ -35,6 +35,9 @@ namespace fs = std::filesystem;
 
 constexpr int kMaxRedirects = 10;
 constexpr int kMaxCorruptRetries = 3;
+// CDN refusals in a row (each of a URL resolved again after the last) before
+// the file fails: an expired URL is refused once, a fresh one should not be.
+constexpr int kMaxCdnRefusals = 3;
 
 using kaio::Fd;
 
@@ -49,6 +52,7 @@ struct Part {
   bool active = false;
   Clock::time_point retry_at{};
   http::Backoff backoff{60s};
+  int cdn_refusals = 0;  // in a row, without a byte between
   bool done() const { return pos >= end; }
 };
 
@@ -61,7 +65,8 @@ struct Transfer {
   http::Headers headers;
   std::string url;
   int redirects = 0;
-  bool ranged = false;
+  bool resolving = false;      // at the Hub's resolve URL and no answer yet
+  bool ranged = false;         // the Range matters (not the whole file from byte 0)
   bool checked = false;        // first body byte seen and the answer validated
   bool restart_whole = false;  // a 200 answered a Range on a split file
   bool too_long = false;
@@ -80,7 +85,7 @@ struct Task {
   bool started = false;
   bool split = false;
   std::string etag;
-  std::string cdn_url;                 // last cross-origin redirect target, reused by parts
+  http::SignedUrl cdn;                 // last cross-origin redirect target, reused by parts while fresh
   std::optional<Digest> digest;  // hash of the .part's bytes [0, hashed)
   uint64_t hashed = 0;
   std::future<uint64_t> hashing;  // extends `hashed` on another thread, from the page cache
@@ -100,6 +105,7 @@ struct Downloader::Impl {
   std::string endpoint;
   std::optional<std::string> token;
   FetchConfig config;
+  HubTuning tuning;
   std::shared_ptr<ApiRateLimiter> limiter;
   NetworkTracker network;
   http::Multi multi{curl_multi_init()};
@@ -145,7 +151,7 @@ struct Downloader::Impl {
 };
 
 Downloader::Downloader(std::string endpoint, std::optional<std::string> token, const FetchConfig& config,
-                       std::shared_ptr<ApiRateLimiter> limiter)
+                       std::shared_ptr<ApiRateLimiter> limiter, HubTuning tuning)
     : impl_(std::make_unique<Impl>()) {
   http::global_init();
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
@@ -153,6 +159,7 @@ Downloader::Downloader(std::string endpoint, std::optional<std::string> token, c
   impl_->token = std::move(token);
   if (impl_->token) kaio::add_secret(*impl_->token);
   impl_->config = config;
+  impl_->tuning = tuning;
   impl_->limiter = limiter ? std::move(limiter) : std::make_shared<ApiRateLimiter>(config.api_requests_per_5min);
   curl_multi_setopt(impl_->multi.get(), CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
   impl_->thread = std::thread([this] { impl_->run(); });
@@ -368,7 +375,12 @@ void Downloader::Impl::start_transfers(bool paused_now) {
     }
     for (auto& p : t.parts) {
       if (p->done() || p->active || now < p->retry_at) continue;
-      std::string url = t.cdn_url.empty() ? http::resolve_url(endpoint, t.job.repo, t.job.sha, t.job.file.path) : t.cdn_url;
+      // A signed URL that may have expired (after a pause, a queued part, a
+      // retry) is not tried: the Hub signs a fresh one.
+      bool fresh = t.cdn.usable(now, tuning.url_max_age, tuning.url_expiry_margin);
+      if (!fresh && std::any_of(transfers.begin(), transfers.end(), [&](auto& x) { return x->task == &t && x->resolving; }))
+        continue;  // another part is resolving the file now: its redirect serves this one too (one resolve, not one per part)
+      std::string url = fresh ? t.cdn.url : http::resolve_url(endpoint, t.job.repo, t.job.sha, t.job.file.path);
       if (http::origin_of(url) == http::origin_of(endpoint) && !limiter->try_acquire()) {
         p->retry_at = now + 200ms;  // over the API quota: wait for a slot
         continue;
@@ -384,9 +396,12 @@ void Downloader::Impl::start_transfer(Task& t, Part& p, const std::string& url, 
   x->part = &p;
   x->url = url;
   x->redirects = redirects;
+  x->resolving = http::origin_of(url) == http::origin_of(endpoint);
   x->easy.reset(curl_easy_init());
   x->ranged = p.pos > 0 || p.end < t.job.file.size;
-  std::string range = x->ranged ? "bytes=" + std::to_string(p.pos) + "-" + std::to_string(p.end - 1) : "";
+  // A file over the unranged limit is never asked for whole: bytes=0-(size-1) is a Range too.
+  bool range_header = x->ranged || t.job.file.size > tuning.unranged_limit;
+  std::string range = range_header ? "bytes=" + std::to_string(p.pos) + "-" + std::to_string(p.end - 1) : "";
   x->request = http::request_headers(url, endpoint, token, range, x->ranged ? t.etag : "");
   CURL* h = x->easy.get();
   http::apply_common_options(h, config.connect_timeout);
@@ -418,6 +433,7 @@ size_t Downloader::Impl::on_body(char* data, size_t size, size_t count, void* us
   Part& p = *x->part;
   if (!x->checked) {
     x->checked = true;
+    x->resolving = false;
     if (status == 200 && x->ranged) {
       // The server ignored our Range (or If-Range failed): the file starts over.
       x->restart_whole = true;
@@ -441,6 +457,7 @@ size_t Downloader::Impl::on_body(char* data, size_t size, size_t count, void* us
     left -= static_cast<size_t>(w);
   }
   p.pos += n;
+  p.cdn_refusals = 0;
   x->received += n;
   x->last_byte = Clock::now();
   return n;
@@ -466,7 +483,7 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   if (rc == CURLE_OK && http::is_redirect(status) && !x->headers.get("location").empty()) {
     if (x->redirects >= kMaxRedirects) return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": too many redirects");
     std::string next = http::join_location(x->url, x->headers.get("location"));
-    if (http::origin_of(next) != http::origin_of(endpoint)) t.cdn_url = next;
+    if (http::origin_of(next) != http::origin_of(endpoint)) t.cdn = http::signed_url(next, x->headers, Clock::now());
     return start_transfer(t, p, next, x->redirects + 1);
   }
   if (rc == CURLE_OK && (status == 200 || status == 206) && p.done()) {
@@ -483,15 +500,34 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
     return restart_from_zero(t, "the server's size differs (" + cr + ")");
   }
   bool moved = x->received > 0;
+  const bool on_cdn = http::origin_of(x->url) != http::origin_of(endpoint);
   if (rc != CURLE_OK) {
     if (!http::is_transient_curl(rc))
       return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": " + http::curl_reason(rc, x->error_detail));
-    t.cdn_url.clear();  // a signed URL may have expired: ask the Hub again
+    // Nothing came: ask the Hub again (it may send us to another host). A body
+    // cut short keeps a URL that is still fresh (every resolve costs quota).
+    if (!moved) t.cdn.clear();
     return retry_part(t, p, p.backoff.next(), http::curl_reason(rc, x->error_detail), moved);
   }
   if (status == 200 || status == 206) return retry_part(t, p, p.backoff.next(), "body ended early", moved);
+  if (on_cdn && http::is_cdn_refusal(status)) {
+    // The signed URL expired (or was revoked): that says nothing about the Hub
+    // token. Resolve again through the Hub, at once the first time.
+    if (t.cdn.url == x->url) t.cdn.clear();
+    std::string why = "HTTP " + std::to_string(status) + " from the CDN host for a signed URL";
+    if (++p.cdn_refusals > kMaxCdnRefusals)
+      return finish_task(t, false, ErrorKind::rejected,
+                         "download " + t.name + ": the CDN host refused " + std::to_string(kMaxCdnRefusals) + " freshly signed URLs in a row (" +
+                             why + ")");
+    if (p.cdn_refusals == 1) {
+      p.retry_at = Clock::now();
+      spdlog::info("download {}: {} (expired?); resolving it again at byte {}", t.name, why, p.pos);
+      return;
+    }
+    return retry_part(t, p, p.backoff.next(), why, false);
+  }
   if (http::is_transient_status(status)) {
-    t.cdn_url.clear();
+    t.cdn.clear();
     return retry_part(t, p, http::server_delay(x->headers).value_or(p.backoff.next()), "HTTP " + std::to_string(status), moved);
   }
   Error error = http::status_error(x->headers, "download " + t.name);
@@ -527,7 +563,7 @@ void Downloader::Impl::check_stalls() {
     curl_multi_remove_handle(multi.get(), x->easy.get());
     p.active = false;
     transfers.remove_if([&](auto& u) { return u.get() == x; });
-    t.cdn_url.clear();
+    if (!moved) t.cdn.clear();
     retry_part(t, p, moved ? 0ms : p.backoff.next(), "no byte for " + format_duration(config.stall_timeout), false);
   }
 }
@@ -554,7 +590,7 @@ void Downloader::Impl::restart_from_zero(Task& t, const std::string& reason) {
   if (::ftruncate(t.fd.get(), 0) != 0) return finish_task(t, false, ErrorKind::io, "download " + t.name + ": truncate failed");
   wait_hashing(t);
   t.etag.clear();
-  t.cdn_url.clear();
+  t.cdn.clear();
   t.verify_started = false;
   plan_parts(t, 0);
   auto delay = t.restart_backoff.next();

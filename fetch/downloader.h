@@ -2,6 +2,9 @@
 // Downloads Hub files to disk on one libcurl-multi thread: several files at
 // once, large files in parallel Range parts, resume from `<dest>.part`,
 // transient faults retried forever with capped backoff, size and hash checked,
+// a file's signed CDN URL reused while fresh and resolved again through the Hub
+// before a request when it may have expired (a CDN refusal is never an auth
+// failure), files over HubTuning::unranged_limit only requested with Range,
 // fsync then rename to `dest` before the job is reported done.
 // The caller reserves disk space before submitting.
 #include <chrono>
@@ -52,7 +55,7 @@ class Downloader {
  public:
   // `limiter` is shared with a HubClient so API and resolve calls respect one quota.
   Downloader(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config,
-             std::shared_ptr<ApiRateLimiter> limiter = nullptr);
+             std::shared_ptr<ApiRateLimiter> limiter = nullptr, HubTuning tuning = {});
   ~Downloader();  // stop()
   Downloader(const Downloader&) = delete;
   Downloader& operator=(const Downloader&) = delete;

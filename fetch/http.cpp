@@ -112,6 +112,99 @@ Slist request_headers(const std::string& url, const std::string& endpoint, const
   return list;
 }
 
+bool SignedUrl::usable(std::chrono::steady_clock::time_point now, std::chrono::milliseconds max_age,
+                       std::chrono::milliseconds margin) const {
+  if (url.empty() || now - resolved_at >= max_age) return false;
+  return !expires || now < *expires - margin;
+}
+
+namespace {
+
+// The value of query parameter `key` (exact name), undecoded.
+std::optional<std::string_view> query_value(std::string_view url, std::string_view key) {
+  size_t q = url.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view query = url.substr(q + 1);
+  if (size_t hash = query.find('#'); hash != std::string_view::npos) query = query.substr(0, hash);
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view kv = query.substr(0, amp);
+    size_t eq = kv.find('=');
+    if (kv.substr(0, eq) == key) return eq == std::string_view::npos ? std::string_view() : kv.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+std::optional<int64_t> digits_value(std::string_view text) {
+  int64_t n = 0;
+  if (text.empty() || text.size() > 15) return std::nullopt;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 0) return std::nullopt;
+  return n;
+}
+
+// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+// X-Amz-Date: 20250101T000000Z.
+std::optional<int64_t> amz_date(std::string_view text) {
+  if (text.size() != 16 || text[8] != 'T' || text[15] != 'Z') return std::nullopt;
+  auto field = [&](size_t at, size_t n) { return digits_value(text.substr(at, n)); };
+  auto y = field(0, 4), mo = field(4, 2), d = field(6, 2), h = field(9, 2), mi = field(11, 2), s = field(13, 2);
+  if (!y || !mo || !d || !h || !mi || !s || *mo < 1 || *mo > 12 || *d < 1 || *d > 31 || *h > 23 || *mi > 59 || *s > 60)
+    return std::nullopt;
+  return days_from_civil(*y, static_cast<unsigned>(*mo), static_cast<unsigned>(*d)) * 86400 + *h * 3600 + *mi * 60 + *s;
+}
+
+}  // namespace
+
+std::optional<std::chrono::system_clock::time_point> url_expiry(std::string_view url) {
+  std::optional<int64_t> at;
+  auto earliest = [&](std::optional<int64_t> t) {
+    if (t && (!at || *t < *at)) at = t;
+  };
+  if (auto e = query_value(url, "Expires")) earliest(digits_value(*e));
+  auto amz = query_value(url, "X-Amz-Date");
+  auto amz_expires = query_value(url, "X-Amz-Expires");
+  if (amz && amz_expires) {
+    auto start = amz_date(*amz);
+    auto seconds = digits_value(*amz_expires);
+    if (start && seconds) earliest(*start + *seconds);
+  }
+  if (!at) return std::nullopt;
+  return std::chrono::system_clock::time_point(std::chrono::seconds(*at));
+}
+
+SignedUrl signed_url(std::string url, const Headers& redirect, std::chrono::steady_clock::time_point now) {
+  SignedUrl s;
+  s.resolved_at = now;
+  if (auto expiry = url_expiry(url)) {
+    // The signer's clock: the redirect's Date (whole seconds, so the true time
+    // may be up to a second later), else ours.
+    auto reference = std::chrono::system_clock::now();
+    std::string date = redirect.get("date");
+    if (time_t t = date.empty() ? -1 : curl_getdate(date.c_str(), nullptr); t >= 0)
+      reference = std::chrono::system_clock::from_time_t(t) + std::chrono::seconds(1);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*expiry - reference);
+    // Held to a day either way, so a nonsense value neither overflows nor pins a URL for ever.
+    left = std::clamp<std::chrono::milliseconds>(left, -std::chrono::hours(24), std::chrono::hours(24));
+    s.expires = now + left;
+  }
+  s.url = std::move(url);
+  return s;
+}
+
+bool is_cdn_refusal(long status) { return status == 400 || status == 401 || status == 403 || status == 410; }
+
 bool is_redirect(long status) { return status == 301 || status == 302 || status == 303 || status == 307 || status == 308; }
 
 bool is_transient_status(long status) {

@@ -62,6 +62,29 @@ void apply_common_options(CURL* h, std::chrono::milliseconds connect_timeout);
 Slist request_headers(const std::string& url, const std::string& endpoint, const std::optional<std::string>& token,
                       const std::string& range = "", const std::string& if_range = "");
 
+// A signed CDN URL (a cross-origin redirect target of /resolve), reused for a
+// file's parts and reconnects while it is fresh. The Hub's signed URLs expire
+// (an hour on huggingface.co) and an expired one gets 403 from the CDN host.
+struct SignedUrl {
+  std::string url;  // empty: none; requests go through the Hub's resolve URL
+  std::chrono::steady_clock::time_point resolved_at{};
+  std::optional<std::chrono::steady_clock::time_point> expires;  // what the URL says, on our steady clock
+  // Fresh: younger than max_age and, when it says when it expires, more than
+  // `margin` before that.
+  bool usable(std::chrono::steady_clock::time_point now, std::chrono::milliseconds max_age, std::chrono::milliseconds margin) const;
+  void clear() { *this = SignedUrl{}; }
+};
+// The redirect target `url` as resolved now; its expiry comes from the URL
+// (Expires=, or X-Amz-Date plus X-Amz-Expires) measured against the redirect's
+// Date header when there is one (the signer's clock), else our own clock.
+SignedUrl signed_url(std::string url, const Headers& redirect, std::chrono::steady_clock::time_point now);
+// When a signed URL says it stops working (Unix time), if it says so.
+std::optional<std::chrono::system_clock::time_point> url_expiry(std::string_view url);
+// An answer of a CDN host that means "this signed URL no longer works"
+// (403 AccessDenied "Request has expired", or 400/401/410): resolve again. It
+// says nothing about the Hub token; only the Hub's own 401/403 does.
+bool is_cdn_refusal(long status);
+
 bool is_redirect(long status);
 bool is_transient_status(long status);
 bool is_transient_curl(CURLcode code);

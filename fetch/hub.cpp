@@ -150,10 +150,11 @@ bool ApiRateLimiter::acquire(const std::atomic<bool>& cancelled) {
   return !cancelled;
 }
 
-HubClient::HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config)
+HubClient::HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config, HubTuning tuning)
     : endpoint_(std::move(endpoint)),
       token_(std::move(token)),
       config_(config),
+      tuning_(tuning),
       cancelled_(std::make_shared<std::atomic<bool>>(false)),
       network_(std::make_shared<NetworkTracker>()),
       limiter_(std::make_shared<ApiRateLimiter>(config.api_requests_per_5min)) {
@@ -351,7 +352,7 @@ std::vector<RepoFile> parse_tree_page(const std::string& body, const std::string
 
 std::unique_ptr<kaio::ByteSource> HubClient::open_stream(const std::string& repo, const std::string& sha, const RepoFile& file) {
   StreamTarget target{endpoint_, token_, http::resolve_url(endpoint_, repo, sha, file.path), repo + "/" + file.path, file};
-  return std::make_unique<StreamSource>(std::move(target), config_, cancelled_, network_);
+  return std::make_unique<StreamSource>(std::move(target), config_, tuning_, cancelled_, network_);
 }
 
 }  // namespace kaio::fetch

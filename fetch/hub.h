@@ -36,6 +36,19 @@ bool glob_match(std::string_view pattern, std::string_view path);
 // Empty include means everything; exclude wins.
 bool selected(const std::vector<std::string>& include, const std::vector<std::string>& exclude, std::string_view path);
 
+// Internal limits that follow the Hub's behaviour rather than the user's
+// choices; tests lower them to exercise the paths in seconds.
+struct HubTuning {
+  // A signed CDN URL older than this is resolved again through the Hub before
+  // it is used for a new request (a part, a resume, a retry, a reconnect).
+  std::chrono::milliseconds url_max_age{std::chrono::minutes(10)};
+  // ... and so is one whose Expires is less than this away.
+  std::chrono::milliseconds url_expiry_margin{std::chrono::seconds(60)};
+  // Files larger than this are only ever requested with Range (the Hub refuses
+  // one unranged GET of a file over 50 GB when it is stored on Xet).
+  uint64_t unranged_limit = 50'000'000'000;
+};
+
 struct NetworkStatus {
   enum class State { ok, waiting_network, auth_required } state = State::ok;
   std::string reason;
@@ -73,7 +86,7 @@ class ApiRateLimiter {
 
 class HubClient {  // thread-safe
  public:
-  HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config);
+  HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config, HubTuning tuning = {});
   ~HubClient();
 
   // Branch, tag or commit -> commit sha.
@@ -99,6 +112,7 @@ class HubClient {  // thread-safe
   std::string endpoint_;
   std::optional<std::string> token_;
   kaio::FetchConfig config_;
+  HubTuning tuning_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
   std::shared_ptr<NetworkTracker> network_;
   std::shared_ptr<ApiRateLimiter> limiter_;

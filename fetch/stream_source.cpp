@@ -11,6 +11,9 @@ namespace kaio::fetch {
 namespace {
 
 constexpr size_t kBufferCap = 8u << 20;
+// CDN refusals in a row (each of a URL resolved again after the last) before
+// the stream fails: an expired URL is refused once, a fresh one should not be.
+constexpr int kMaxCdnRefusals = 3;
 
 // State of one HTTP attempt, shared with libcurl's callbacks.
 struct Attempt {
@@ -63,9 +66,9 @@ int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) 
 
 }  // namespace
 
-StreamSource::StreamSource(StreamTarget target, const kaio::FetchConfig& config, std::shared_ptr<std::atomic<bool>> cancelled,
-                           std::shared_ptr<NetworkTracker> network)
-    : target_(std::move(target)), config_(config), cancelled_(std::move(cancelled)), network_(std::move(network)) {
+StreamSource::StreamSource(StreamTarget target, const kaio::FetchConfig& config, HubTuning tuning,
+                           std::shared_ptr<std::atomic<bool>> cancelled, std::shared_ptr<NetworkTracker> network)
+    : target_(std::move(target)), config_(config), tuning_(tuning), cancelled_(std::move(cancelled)), network_(std::move(network)) {
   producer_ = std::thread([this] { produce(); });
 }
 
@@ -129,15 +132,22 @@ void StreamSource::produce() {
   uint64_t delivered = 0;
   std::string etag;  // validator for If-Range once a response served bytes
   http::Backoff backoff(config_.max_backoff);
+  // The signed CDN URL the Hub last redirected to: reconnects reuse it (every
+  // resolve counts against the Hub's quota) until it may have expired.
+  http::SignedUrl cdn;
+  int refusals = 0;  // CDN refusals in a row
+  const std::string hub_origin = http::origin_of(target_.endpoint);
   try {
     for (;;) {
-      std::string url = target_.url;
+      std::string url = cdn.usable(std::chrono::steady_clock::now(), tuning_.url_max_age, tuning_.url_expiry_margin) ? cdn.url : target_.url;
       Attempt a{this, {}, 0, 0, &delivered, file.size, &digest, false, std::chrono::steady_clock::now(), config_.stall_timeout, false};
       CURLcode rc = CURLE_OK;
       char detail[CURL_ERROR_SIZE] = "";
       for (int redirects = 0; redirects <= 10; ++redirects) {
         http::Easy easy(curl_easy_init());
-        std::string range = delivered > 0 ? "bytes=" + std::to_string(delivered) + "-" : "";
+        // A file over the unranged limit is never asked for whole: "bytes=0-" is a Range too.
+        bool ranged = delivered > 0 || file.size > tuning_.unranged_limit;
+        std::string range = ranged ? "bytes=" + std::to_string(delivered) + "-" : "";
         http::Slist request = http::request_headers(url, target_.endpoint, target_.token, range, delivered > 0 ? etag : "");
         a.headers = {};
         a.skip = delivered;  // only used if the answer is a full 200
@@ -157,11 +167,16 @@ void StreamSource::produce() {
         rc = curl_easy_perform(easy.get());
         if (rc != CURLE_OK || !http::is_redirect(a.headers.status)) break;
         url = http::join_location(url, a.headers.get("location"));
+        if (http::origin_of(url) != hub_origin) cdn = http::signed_url(url, a.headers, std::chrono::steady_clock::now());
       }
+      const bool on_cdn = http::origin_of(url) != hub_origin;
       if (stopping()) throw Error(ErrorKind::cancelled, target_.name + ": cancelled");
       if (a.too_long) throw Error(ErrorKind::corrupt, target_.name + ": the server sent more than the listed " + std::to_string(file.size) + " bytes");
       if (!a.headers.get("etag").empty() && a.received > 0) etag = a.headers.get("etag");
-      if (a.received > 0) backoff.reset();
+      if (a.received > 0) {
+        backoff.reset();
+        refusals = 0;
+      }
       bool complete = delivered == file.size &&
                       ((rc == CURLE_OK && (a.headers.status == 200 || a.headers.status == 206)) || a.headers.status == 416);
       if (complete) {
@@ -178,18 +193,29 @@ void StreamSource::produce() {
       if (rc != CURLE_OK) {
         if (!a.stalled && !http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, target_.name + ": " + http::curl_reason(rc, detail));
         reason = a.stalled ? "no byte for " + format_duration(config_.stall_timeout) : http::curl_reason(rc, detail);
+        if (a.received == 0) cdn.clear();  // nothing came: ask the Hub again (it may send us to another host)
       } else if (a.headers.status == 200 || a.headers.status == 206) {
         reason = "body ended after " + std::to_string(delivered) + " of " + std::to_string(file.size) + " bytes";
+      } else if (on_cdn && http::is_cdn_refusal(a.headers.status)) {
+        // The signed URL expired (or was revoked): that says nothing about the
+        // Hub token. Resolve again through the Hub, at once the first time.
+        cdn.clear();
+        reason = "the CDN host refused the signed URL (HTTP " + std::to_string(a.headers.status) + "); resolving it again";
+        if (++refusals > kMaxCdnRefusals)
+          throw Error(ErrorKind::rejected, "download " + target_.name + ": the CDN host refused " + std::to_string(kMaxCdnRefusals) +
+                                               " freshly signed URLs in a row (HTTP " + std::to_string(a.headers.status) + ")");
+        if (refusals == 1) delay = std::chrono::milliseconds(0);
       } else if (http::is_transient_status(a.headers.status)) {
         reason = "HTTP " + std::to_string(a.headers.status);
         delay = http::server_delay(a.headers).value_or(delay);
+        cdn.clear();
       } else {
         Error error = http::status_error(a.headers, "download " + target_.name);
         if (error.kind() == ErrorKind::auth) network_->auth_required(error.what());
         throw error;
       }
       if (a.received > 0) delay = std::min(delay, std::chrono::milliseconds(1000));  // it was moving: resume soon
-      network_->waiting(target_.name + ": " + reason, delay);
+      if (delay > std::chrono::milliseconds(0)) network_->waiting(target_.name + ": " + reason, delay);
       spdlog::warn("stream {}: {} at byte {}; resuming in {}", target_.name, reason, delivered, format_duration(delay));
       auto until = std::chrono::steady_clock::now() + delay;
       while (std::chrono::steady_clock::now() < until && !stopping()) std::this_thread::sleep_for(std::chrono::milliseconds(50));

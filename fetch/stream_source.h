@@ -1,7 +1,9 @@
 #pragma once
 // Internal: the ByteSource behind HubClient::open_stream. A producer thread
-// downloads into a bounded buffer (8 MiB) and resumes with Range after faults;
-// read() hands the bytes over in order and reports a size or hash mismatch at EOF.
+// downloads into a bounded buffer (8 MiB) and resumes with Range after faults,
+// reusing the signed CDN URL while it is fresh and resolving again through the
+// Hub when it may have expired (a reader can pause for a long time); read()
+// hands the bytes over in order and reports a size or hash mismatch at EOF.
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -29,7 +31,7 @@ struct StreamTarget {
 
 class StreamSource : public kaio::ByteSource {
  public:
-  StreamSource(StreamTarget target, const kaio::FetchConfig& config, std::shared_ptr<std::atomic<bool>> cancelled,
+  StreamSource(StreamTarget target, const kaio::FetchConfig& config, HubTuning tuning, std::shared_ptr<std::atomic<bool>> cancelled,
                std::shared_ptr<NetworkTracker> network);
   ~StreamSource() override;
   size_t read(std::span<std::byte> out) override;
@@ -45,6 +47,7 @@ class StreamSource : public kaio::ByteSource {
 
   StreamTarget target_;
   kaio::FetchConfig config_;
+  HubTuning tuning_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
   std::shared_ptr<NetworkTracker> network_;
 

@@ -200,6 +200,9 @@ INSTANTIATE_TEST_SUITE_P(
                       FaultCase{"stall", R"({"stall_after": 200000, "stall_ms": 5000, "stall_count": 2})", "stall"},
                       FaultCase{"corrupt", R"({"corrupt_first": true})", "corrupt"},
                       FaultCase{"throttle", R"({"throttle_bps": 2000000})", "none"},
+                      // Signed URLs that live 1.5 s (under kaio-fetch's 60 s margin, so every request resolves
+                      // again) and four CDN requests refused as expired whatever their URL says.
+                      FaultCase{"expired", R"({"url_lifetime_ms": 1500, "cdn_expired_count": 4, "throttle_bps": 1000000})", "expired_url"},
                       FaultCase{"mixed", R"({"drop_after": 250000, "drop_count": 4, "rate_429": 0.15, "rate_5xx": 0.15,
                                               "stall_after": 100000, "stall_ms": 4000, "stall_count": 1, "corrupt_first": true})",
                                 "drop"}),

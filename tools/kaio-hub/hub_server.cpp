@@ -6,13 +6,16 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <random>
@@ -53,6 +56,14 @@ struct Faults {
   std::string endless_headers;        // header lines without end
   std::string endless_body;           // a 200 with no length and a body without end
   bool control_names = false;         // the listing also names files with control characters
+  // Signed CDN URLs, as the Hub's: the redirect target carries Expires= (Unix
+  // seconds) and a Signature; the CDN answers 403 AccessDenied "Request has
+  // expired" once it has passed, or when the URL was revoked.
+  int64_t url_lifetime_ms = 3'600'000;  // an hour, as on huggingface.co
+  uint64_t url_generation = 0;          // "expire_urls": true revokes every URL signed so far
+  int64_t cdn_expired_count = 0;        // the next N CDN requests are refused as expired whatever their URL says
+  uint64_t unranged_limit = 0;          // a GET without Range of a larger file is refused with 400 (0: off), as the Hub does over 50 GB
+  int64_t send_timeout_ms = 0;          // a body whose reader takes no byte for this long is cut (0: off), like a CDN's send timeout
 
   void merge(const json& j) {
     if (j.contains("tree_malformed")) tree_malformed = j["tree_malformed"];
@@ -72,6 +83,11 @@ struct Faults {
     if (j.contains("corrupt_first")) corrupt_first = j["corrupt_first"];
     if (j.contains("throttle_bps")) throttle_bps = j["throttle_bps"];
     if (j.contains("outage_ms")) outage_until = Clock::now() + std::chrono::milliseconds(j["outage_ms"].get<int64_t>());
+    if (j.contains("url_lifetime_ms")) url_lifetime_ms = j["url_lifetime_ms"];
+    if (j.contains("expire_urls") && j["expire_urls"].get<bool>()) url_generation++;
+    if (j.contains("cdn_expired_count")) cdn_expired_count = j["cdn_expired_count"];
+    if (j.contains("unranged_limit")) unranged_limit = j["unranged_limit"];
+    if (j.contains("send_timeout_ms")) send_timeout_ms = j["send_timeout_ms"];
   }
 };
 
@@ -79,8 +95,20 @@ struct Stats {
   std::atomic<uint64_t> requests{0}, cdn_requests{0}, cdn_requests_with_authorization{0}, bytes_sent{0};
   std::atomic<uint64_t> drops{0}, status_429{0}, status_5xx{0}, stalls{0}, corruptions{0}, outage_closes{0}, range_requests{0};
   std::atomic<uint64_t> malformed_trees{0}, wrong_lengths{0}, endless_headers{0}, endless_bodies{0}, control_names{0};
+  // resolves: /resolve requests answered with a redirect or the file;
+  // expired_urls: CDN requests refused because the signed URL had expired or
+  // was revoked; unranged_refused: GETs without Range refused over unranged_limit;
+  // send_timeouts: bodies cut because the reader took nothing for send_timeout_ms.
+  std::atomic<uint64_t> resolves{0}, expired_urls{0}, unranged_refused{0}, send_timeouts{0};
+  std::atomic<int64_t> signed_valid_until_ms{0};  // Unix ms when every URL signed so far has expired
   json to_json() const {
     return {{"requests", requests.load()},
+            {"resolves", resolves.load()},
+            {"expired_urls", expired_urls.load()},
+            {"unranged_refused", unranged_refused.load()},
+            {"send_timeouts", send_timeouts.load()},
+            {"signed_urls_valid_until_ms", signed_valid_until_ms.load()},
+            {"now_ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()},
             {"cdn_requests", cdn_requests.load()},
             {"cdn_requests_with_authorization", cdn_requests_with_authorization.load()},
             {"bytes_sent", bytes_sent.load()},
@@ -96,7 +124,10 @@ struct Stats {
               {"wrong_length", wrong_lengths.load()},
               {"endless_headers", endless_headers.load()},
               {"endless_body", endless_bodies.load()},
-              {"control_names", control_names.load()}}}};
+              {"control_names", control_names.load()},
+              {"expired_url", expired_urls.load()},
+              {"unranged_refused", unranged_refused.load()},
+              {"send_timeout", send_timeouts.load()}}}};
   }
 };
 
@@ -193,8 +224,36 @@ bool send_all(int fd, const char* data, size_t size) {
   return true;
 }
 
+std::string http_date() {
+  time_t now = ::time(nullptr);
+  struct tm tm {};
+  ::gmtime_r(&now, &tm);
+  char text[64];
+  std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return text;
+}
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The signature of a CDN URL: FNV-1a over what it grants and the generation,
+// so a URL cannot be extended by editing Expires, and revoking is a new generation.
+std::string url_signature(const std::string& object, int64_t expires, uint64_t generation, uint64_t seed) {
+  std::string text = object + "|" + std::to_string(expires) + "|" + std::to_string(generation) + "|" + std::to_string(seed);
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 std::string head_text(const Response& r, uint64_t content_length, bool keep_alive) {
   std::string out = "HTTP/1.1 " + std::to_string(r.status) + " " + reason(r.status) + "\r\n";
+  out += "Date: " + http_date() + "\r\n";
   for (const auto& [k, v] : r.headers) {
     // A header value never carries a line break or another control byte (a
     // requested path with "\n" in it once split the 404's X-Error-Message).
@@ -339,6 +398,10 @@ struct HubServer::State {
   Response revision_info(const HubRepo& repo, const std::string& rev);
   Response tree(const HubRepo& repo, const std::string& rev, const std::string& path, const Request& req);
   Response gate(const Request& req, const HubRepo& repo);
+  // The query string of a signed CDN URL for `file`, valid for url_lifetime_ms from now.
+  std::string sign(const HubRepo& repo, const HubFile& file);
+  // Whether a CDN request's signed URL is still good (and no fault refuses it).
+  bool url_valid(const Request& req, const HubRepo& repo, const HubFile& file);
   const HubRepo* find_repo(const std::string& org, const std::string& name) const {
     auto it = repos.find(org + "/" + name);
     return it == repos.end() ? nullptr : &it->second;
@@ -438,6 +501,15 @@ bool HubServer::State::respond(int fd, const Request& req, bool cdn) {
     std::string path = percent_decode(req.path.substr(("/cdn/" + parts[2] + "/" + parts[3] + "/" + parts[4] + "/").size()));
     const HubFile* file = repo && parts[4] == repo->sha ? repo->find(path) : nullptr;
     if (!file) return send_simple(fd, req, error_response(404, "", "no such CDN object"));
+    if (!url_valid(req, *repo, *file)) {
+      stats.expired_urls++;
+      // What S3 and the Hub's Xet bridge answer for an expired signed URL.
+      Response r;
+      r.status = 403;
+      r.headers.emplace_back("Content-Type", "application/xml");
+      r.body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+      return send_simple(fd, req, r);
+    }
     return send_file(fd, req, *repo, *file, Response{}, "\"" + file->sha256 + "\"");
   }
   if (req.method != "GET" && req.method != "HEAD") return send_simple(fd, req, error_response(400, "", "unsupported method"));
@@ -466,19 +538,48 @@ bool HubServer::State::respond(int fd, const Request& req, bool cdn) {
     const HubFile* file = repo->find(path);
     if (!file) return send_simple(fd, req, error_response(404, "EntryNotFound", "Entry not found: " + path));
     Response r;
+    stats.resolves++;
     r.headers = {{"X-Repo-Commit", repo->sha}, {"ETag", "\"" + (file->lfs ? file->sha256 : file->git_oid) + "\""}};
     if (file->lfs) {
       r.status = 302;
       r.headers.emplace_back("X-Linked-Etag", "\"" + file->sha256 + "\"");
       r.headers.emplace_back("X-Linked-Size", std::to_string(file->size));
       r.headers.emplace_back("Location", "http://" + options.cdn_host + ":" + std::to_string(bound_port(cdn_fd.get())) + "/cdn/" +
-                                             repo->id + "/" + repo->sha + "/" + percent_encode(file->path, true) + "?sig=kaio");
+                                             repo->id + "/" + repo->sha + "/" + percent_encode(file->path, true) + "?" + sign(*repo, *file));
       r.body = "Found. Redirecting";
       return send_simple(fd, req, r);
     }
     return send_file(fd, req, *repo, *file, r, "\"" + file->git_oid + "\"");
   }
   return send_simple(fd, req, error_response(404, "", "Not found: " + req.path));
+}
+
+std::string HubServer::State::sign(const HubRepo& repo, const HubFile& file) {
+  Faults f = snapshot();
+  // Whole seconds, as the Hub's Expires: rounded up, so a URL lives at least url_lifetime_ms.
+  int64_t expires = (unix_ms() + std::max<int64_t>(0, f.url_lifetime_ms) + 999) / 1000;
+  int64_t until = expires * 1000;
+  for (int64_t seen = stats.signed_valid_until_ms.load(); until > seen && !stats.signed_valid_until_ms.compare_exchange_weak(seen, until);) {
+  }
+  return "Expires=" + std::to_string(expires) + "&Signature=" + url_signature(repo.id + "/" + repo.sha + "/" + file.path, expires, f.url_generation, options.seed) +
+         "&Key-Pair-Id=KAIOHUB";
+}
+
+bool HubServer::State::url_valid(const Request& req, const HubRepo& repo, const HubFile& file) {
+  uint64_t generation;
+  {
+    std::lock_guard lock(mutex);
+    if (faults.cdn_expired_count > 0) {
+      faults.cdn_expired_count--;
+      return false;
+    }
+    generation = faults.url_generation;
+  }
+  std::string expires_text = query_param(req.query, "Expires");
+  if (expires_text.empty() || expires_text.size() > 15 || !std::all_of(expires_text.begin(), expires_text.end(), ::isdigit)) return false;
+  int64_t expires = std::stoll(expires_text);
+  if (unix_ms() >= expires * 1000) return false;
+  return query_param(req.query, "Signature") == url_signature(repo.id + "/" + repo.sha + "/" + file.path, expires, generation, options.seed);
 }
 
 Response HubServer::State::gate(const Request& req, const HubRepo& repo) {
@@ -585,6 +686,12 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
   if (r.headers.end() == std::find_if(r.headers.begin(), r.headers.end(), [](auto& h) { return h.first == "ETag"; }))
     r.headers.emplace_back("ETag", etag);
   r.headers.emplace_back("Content-Type", "application/octet-stream");
+  Faults f = snapshot();
+  if (req.method == "GET" && f.unranged_limit > 0 && file.size > f.unranged_limit && req.header("range").empty()) {
+    stats.unranged_refused++;
+    return send_simple(fd, req, error_response(400, "", "Files over " + std::to_string(f.unranged_limit) + " bytes are only served with Range (" +
+                                                            repo.id + "/" + file.path + ")"));
+  }
   std::string if_range = req.header("if-range");
   ByteRange range = parse_range(if_range.empty() || if_range == etag ? req.header("range") : "", file.size);
   if (range.partial) stats.range_requests++;
@@ -598,7 +705,6 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
     r.headers.emplace_back("Content-Range", "bytes " + std::to_string(range.start) + "-" + std::to_string(range.start + range.length - 1) +
                                                 "/" + std::to_string(file.size));
   }
-  Faults f = snapshot();
   bool wrong = !f.wrong_length.empty() && req.path.find(f.wrong_length) != std::string::npos;
   uint64_t declared = range.length;
   if (wrong) {
@@ -625,6 +731,9 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
   }
   Fd in(::open(file.disk.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.get() < 0) return false;
+  // A send that moves no byte for send_timeout_ms fails with EAGAIN (0: never).
+  timeval send_timeout{static_cast<time_t>(f.send_timeout_ms / 1000), static_cast<suseconds_t>(f.send_timeout_ms % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
   // Small chunks when throttled keep the pace smooth.
   size_t chunk_size = f.throttle_bps ? std::clamp<size_t>(f.throttle_bps / 20, 1024, 1 << 20) : 1 << 20;
   std::vector<char> buf(chunk_size);
@@ -655,7 +764,10 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
       buf[static_cast<size_t>(flip_at - static_cast<int64_t>(abs))] ^= 0x5a;
       stats.corruptions++;
     }
-    if (!send_all(fd, buf.data(), static_cast<size_t>(n))) return false;
+    if (!send_all(fd, buf.data(), static_cast<size_t>(n))) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) stats.send_timeouts++;
+      return false;
+    }
     sent += static_cast<uint64_t>(n);
     stats.bytes_sent += static_cast<uint64_t>(n);
     if (f.throttle_bps) {

@@ -18,6 +18,11 @@ const char* kUsage =
     "                                  hostile server: tree_malformed control_names (bools),\n"
     "                                  wrong_length wrong_length_delta endless_headers endless_body\n"
     "                                  (strings: requests whose path contains it; \"/\" for all)\n"
+    "                                  signed CDN URLs: url_lifetime_ms (default 3600000), expire_urls (true\n"
+    "                                  revokes every URL signed so far), cdn_expired_count (the next N CDN\n"
+    "                                  requests get 403 \"Request has expired\"); unranged_limit (GETs without\n"
+    "                                  Range of larger files get 400); send_timeout_ms (cut a body whose\n"
+    "                                  reader takes nothing for this long)\n"
     "Faults change while running: POST /_kaio/faults with the same JSON. Counters: GET /_kaio/stats.\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
