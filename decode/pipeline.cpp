@@ -38,6 +38,7 @@ class ShardClaim : public kaio::SpaceClaim {
     std::string what;      // for the reserver: "decode <member>"
     std::string clip;      // for messages: "member M of A"
     std::string declared;  // what the container said about its length
+    uint64_t ceiling = 0;  // the most the shard can need (the sample bound's windows)
     ShardLimits limits;
     std::stop_token stop;
     Clock::time_point deadline;  // decode.timeout
@@ -77,8 +78,9 @@ class ShardClaim : public kaio::SpaceClaim {
     }
     // Steps of half again what is held: few claims and few calls for a clip
     // that keeps growing.
-    uint64_t target = std::max(need, held + held / 2);
+    uint64_t target = std::min(held + held / 2, ctx_.ceiling);
     if (limits.max_bytes) target = std::min(target, limits.max_bytes);
+    target = std::max(target, need);
     auto give_up = std::min(Clock::now() + limits.grow_wait, ctx_.deadline);
     while (true) {
       if (target > need && take(target, false)) return bytes();
@@ -285,6 +287,7 @@ class Run {
       context.declared = probe.duration > 0 ? "its container declares " + std::to_string(probe.duration) + " s (" +
                                                   std::to_string(probe.expected_windows) + " windows)"
                                             : "its container declares no duration";
+      context.ceiling = shard_bytes(spec_, static_cast<int>(std::min<int64_t>(most, INT32_MAX - 1)) + 1, meta);
       context.limits = shard_limits_;
       context.stop = stop();
       context.deadline = deadline;
