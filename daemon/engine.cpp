@@ -315,6 +315,12 @@ struct Engine::Impl {
     return std::min(threshold, room / 2);
   }
 
+  // The most one clip's shard may hold: what the fixed working set leaves.
+  uint64_t shard_limit() {
+    std::lock_guard lock(mutex);  // reload() changes the budget
+    return config.storage.budget > fixed_bytes ? config.storage.budget - fixed_bytes : 1;
+  }
+
   uint64_t checkpoint_file_bytes() const { return trainer->checkpoint_bytes() + 256; }
 
   // A chunk closes once its shards reach a quarter of the room beside the
@@ -620,6 +626,8 @@ struct Engine::Impl {
       }
       decode::ArchiveDecoder decoder(decode_config, work_dir, *budget);
       decoder.skip_planned([&](const std::string& member) { return pinned_in_plan(file, member, e); });
+      // A shard that outgrows what the budget can ever leave it fails alone.
+      decoder.set_shard_limits({shard_limit(), std::chrono::seconds(10)});
       decoder.run(std::move(source), file.path, captions.size() ? &captions : nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
       ledger.set_file_state(file.id, e, state::FileState::decoded);
       spdlog::info("decoded {} ({})", file.path, format_size(file.size));

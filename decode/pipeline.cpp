@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "decode/shard.h"
+#include "decode/video.h"
 
 namespace kaio::decode {
 namespace {
@@ -19,6 +20,118 @@ namespace {
 // What to hold for a member whose header does not give its size (streamed
 // zip); the claim grows while extracting if the member is larger.
 constexpr uint64_t kUnknownMemberReserve = 64 * 1024 * 1024;
+
+using Clock = std::chrono::steady_clock;
+
+std::string bytes_text(uint64_t n) { return std::to_string(n) + " bytes"; }
+
+// A shard's claim: what its container's duration gave it, plus what it grew
+// by while decoding. Bytes on disk never exceed it: the writer asks grow()
+// before it writes past it (ShardSpace). Growth never queues behind other
+// reservations and never waits past ShardLimits::grow_wait, because the clip
+// holds its member and its partial shard meanwhile: waiting for space that
+// only training frees, while the trainer may wait for this very clip, could
+// wait forever. A growth that can never fit fails at once.
+class ShardClaim : public kaio::SpaceClaim {
+ public:
+  struct Context {
+    std::string what;      // for the reserver: "decode <member>"
+    std::string clip;      // for messages: "member M of A"
+    std::string declared;  // what the container said about its length
+    uint64_t ceiling = 0;  // the most the shard can need (the sample bound's windows)
+    ShardLimits limits;
+    std::stop_token stop;
+    Clock::time_point deadline;  // decode.timeout
+  };
+
+  ShardClaim(kaio::SpaceReserver& reserver, std::unique_ptr<kaio::SpaceClaim> first, Context context)
+      : reserver_(reserver), first_bytes_(first->bytes()), ctx_(std::move(context)) {
+    parts_.push_back(std::move(first));
+  }
+
+  uint64_t bytes() const override {
+    uint64_t sum = 0;
+    for (const auto& p : parts_) sum += p->bytes();
+    return sum;
+  }
+
+  // Shrinking gives the newest parts back first; growing grows the last part
+  // (that may wait like any growth: only for callers that hold no partial file).
+  void resize(uint64_t bytes) override {
+    uint64_t held = this->bytes();
+    while (held > bytes && parts_.size() > 1 && held - parts_.back()->bytes() >= bytes) {
+      held -= parts_.back()->bytes();
+      parts_.pop_back();
+    }
+    auto& last = parts_.back();
+    uint64_t others = held - last->bytes();
+    last->resize(bytes > others ? bytes - others : 0);
+  }
+
+  // ShardSpace: holds at least `need` bytes, or throws naming the clip and the sizes.
+  uint64_t grow(uint64_t need) {
+    uint64_t held = bytes();
+    if (need <= held) return held;
+    const auto& limits = ctx_.limits;
+    if (limits.max_bytes && need > limits.max_bytes) {
+      too_large(need, "one shard may hold at most " + bytes_text(limits.max_bytes));
+    }
+    // Steps of half again what is held: few claims and few calls for a clip
+    // that keeps growing.
+    uint64_t target = std::min(held + held / 2, ctx_.ceiling);
+    if (limits.max_bytes) target = std::min(target, limits.max_bytes);
+    target = std::max(target, need);
+    auto give_up = std::min(Clock::now() + limits.grow_wait, ctx_.deadline);
+    while (true) {
+      if (target > need && take(target, false)) return bytes();
+      if (take(need, true)) return bytes();
+      if (ctx_.stop.stop_requested()) throw Error(ErrorKind::cancelled, ctx_.clip + ": decode cancelled");
+      if (Clock::now() >= give_up) {
+        auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(limits.grow_wait).count();
+        throw Error(ErrorKind::budget,
+                    ctx_.clip + ": its shard outgrew its claim: it needs " + bytes_text(need) + ", " + ctx_.declared +
+                        " (" + bytes_text(first_bytes_) + " claimed, " + bytes_text(held) + " held); no room for the other " +
+                        bytes_text(need - held) + " came within " + std::to_string(waited) +
+                        " ms, and waiting longer would hold space that others need (storage.budget)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+ private:
+  // Takes `want` bytes in all if there is room now: one claim for all of it
+  // (replacing the parts, which go only after it is held), else one for the
+  // difference. try_reserve throws Error(budget) when `want` can never fit.
+  bool take(uint64_t want, bool last) {
+    try {
+      if (auto whole = reserver_.try_reserve(want, ctx_.what)) {
+        parts_.clear();
+        parts_.push_back(std::move(whole));
+        return true;
+      }
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::budget) throw;
+      if (last) too_large(want, e.what());
+      return false;
+    }
+    if (auto more = reserver_.try_reserve(want - bytes(), ctx_.what + " (growth)")) {
+      parts_.push_back(std::move(more));
+      return true;
+    }
+    return false;
+  }
+
+  [[noreturn]] void too_large(uint64_t need, const std::string& why) const {
+    throw Error(ErrorKind::budget, ctx_.clip + ": too large for the budget: its shard needs " + bytes_text(need) +
+                                       " and more, " + ctx_.declared + " (" + bytes_text(first_bytes_) +
+                                       " claimed); " + why);
+  }
+
+  kaio::SpaceReserver& reserver_;
+  uint64_t first_bytes_;
+  Context ctx_;
+  std::vector<std::unique_ptr<kaio::SpaceClaim>> parts_;
+};
 
 struct Job {
   int index = 0;
@@ -33,11 +146,13 @@ struct Job {
 class Run {
  public:
   Run(const WindowSpec& spec, int workers, int codec_threads,
-      std::chrono::milliseconds timeout, const std::filesystem::path& work_dir, kaio::SpaceReserver& reserver,
-      std::string source_file, std::function<void(ClipResult)> on_clip, std::stop_token outer)
+      std::chrono::milliseconds timeout, const ShardLimits& shard_limits, const std::filesystem::path& work_dir,
+      kaio::SpaceReserver& reserver, std::string source_file, std::function<void(ClipResult)> on_clip,
+      std::stop_token outer)
       : spec_(spec),
         codec_threads_(codec_threads),
         timeout_(timeout),
+        shard_limits_(shard_limits),
         work_dir_(work_dir),
         reserver_(reserver),
         source_file_(std::move(source_file)),
@@ -74,7 +189,16 @@ class Run {
       if (others <= 0) break;
       uint64_t shard = shard_estimate_ ? shard_estimate_ : bytes;
       lock.unlock();
-      if (auto claim = reserver_.try_reserve(bytes + shard * static_cast<uint64_t>(others + 1), what)) {
+      std::unique_ptr<kaio::SpaceClaim> claim;
+      try {
+        claim = reserver_.try_reserve(bytes + shard * static_cast<uint64_t>(others + 1), what);
+      } catch (const Error& e) {
+        // The member and the shards beside it can never fit at once (the
+        // budget's try_reserve says so by throwing): wait until fewer are in
+        // flight instead of failing a member that fits alone.
+        if (e.kind() != ErrorKind::budget) throw;
+      }
+      if (claim) {
         claim->resize(bytes);
         return claim;
       }
@@ -149,40 +273,73 @@ class Run {
     r.clip_id = job.clip_id;
     r.caption = job.caption;
     r.index = job.index;
+    const auto shard = work_dir_ / (job.clip_id + ".shard");
+    std::unique_ptr<ShardClaim> claim;  // outlives the shard file on every path
     try {
+      const auto deadline = Clock::now() + timeout_;
       auto probe = probe_clip(job.temp, spec_);
+      std::error_code ec;
+      const uint64_t member_bytes = std::filesystem::file_size(job.temp, ec);
+      const int64_t max_samples = max_samples_for(ec ? 0 : member_bytes, spec_);
+      // The container's duration sizes the claim, but never past what the
+      // file's size allows (a claimed duration of days in a small file).
+      int64_t most = (max_samples - spec_.frames) / spec_.stride + 1;
+      int expected = static_cast<int>(std::min<int64_t>(probe.expected_windows, most));
       size_t meta = source_file_.size() + job.member.size() + job.caption.size();
-      uint64_t bytes = shard_bytes(spec_, probe.expected_windows + 1, meta);
+      uint64_t bytes = shard_bytes(spec_, expected + 1, meta);
       {
         std::lock_guard lock(mu_);
         shard_estimate_ = std::max(shard_estimate_, bytes);
       }
-      auto claim = reserver_.reserve(bytes, "decode " + job.member);
-      auto shard = work_dir_ / (job.clip_id + ".shard");
-      DecodeOptions opts{codec_threads_, timeout_, stop()};
+      ShardClaim::Context context;
+      context.what = "decode " + job.member;
+      context.clip = "member " + printable(job.member) + " of " + source_file_;
+      context.declared = probe.duration > 0 ? "its container declares " + std::to_string(probe.duration) + " s (" +
+                                                  std::to_string(probe.expected_windows) + " windows)"
+                                            : "its container declares no duration";
+      context.ceiling = shard_bytes(spec_, static_cast<int>(std::min<int64_t>(most, INT32_MAX - 1)) + 1, meta);
+      context.limits = shard_limits_;
+      context.stop = stop();
+      context.deadline = deadline;
+      if (shard_limits_.max_bytes && bytes > shard_limits_.max_bytes) {
+        throw Error(ErrorKind::budget, context.clip + ": too large for the budget: its shard needs " +
+                                           bytes_text(bytes) + ", " + context.declared +
+                                           "; one shard may hold at most " + bytes_text(shard_limits_.max_bytes));
+      }
+      claim = std::make_unique<ShardClaim>(reserver_, reserver_.reserve(bytes, context.what), std::move(context));
+      DecodeOptions opts;
+      opts.codec_threads = codec_threads_;
+      opts.timeout = timeout_;
+      opts.stop = stop();
+      opts.shard_space = [&claim](uint64_t need) { return claim->grow(need); };
+      opts.max_samples = max_samples;
       auto summary = decode_clip(job.temp, ClipOrigin{source_file_, job.member, job.caption}, spec_, shard, opts);
       if (summary.windows == 0) {
         r.error = summary.skipped_reason;
+        claim.reset();
       } else {
-        claim->resize(summary.bytes);
+        claim->resize(summary.bytes);  // never more than it holds: the writer held every byte first
         r.shard = shard;
         r.windows = summary.windows;
         r.shard_bytes = summary.bytes;
         r.claim = std::move(claim);
       }
     } catch (const Error& e) {
+      // No shard survives a failure, and its bytes are given back only after the unlink.
+      std::error_code ec;
+      std::filesystem::remove(shard, ec);
+      claim.reset();
       if (e.kind() == ErrorKind::disk_full) {
         // Not the member's fault: the whole archive is retried once space returns.
         abort_run(std::current_exception());
         r.error = e.what();
-        std::error_code ec;
         std::filesystem::remove(job.temp, ec);
-        std::filesystem::remove(work_dir_ / (job.clip_id + ".shard"), ec);
         job.member_claim.reset();
         return r;
       }
       r.error = e.what();
-      if (r.error.find(printable(job.member)) == std::string::npos) {
+      if (r.error.find(printable(job.member)) == std::string::npos ||
+          r.error.find(source_file_) == std::string::npos) {
         r.error = "member " + printable(job.member) + " of " + source_file_ + ": " + r.error;
       }
       spdlog::warn("decode {}: member {} failed: {}", source_file_, printable(job.member), r.error);
@@ -238,6 +395,7 @@ class Run {
   const WindowSpec& spec_;
   int codec_threads_;
   std::chrono::milliseconds timeout_;
+  ShardLimits shard_limits_;
   const std::filesystem::path& work_dir_;
   kaio::SpaceReserver& reserver_;
   std::string source_file_;
@@ -294,8 +452,8 @@ ArchiveDecoder::ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem
 
 void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::string& source_file,
                          const CaptionMap* captions, std::function<void(ClipResult)> on_clip, std::stop_token stop) {
-  Run run(spec_, workers_, codec_threads_, timeout_, work_dir_, reserver_, source_file, std::move(on_clip),
-          stop);
+  Run run(spec_, workers_, codec_threads_, timeout_, shard_limits_, work_dir_, reserver_, source_file,
+          std::move(on_clip), stop);
   std::exception_ptr stream_error;
   try {
     ArchiveReader reader(std::move(archive), limits_);

@@ -2,6 +2,7 @@
 // The decode stage the daemon runs on each archive: stream it, extract each
 // matching member, decode it into a shard on a bounded pool of workers, and
 // hand every result over in archive order.
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -36,10 +37,25 @@ struct ClipResult {
 // shards. Returns the number of files removed.
 int remove_stale_temporaries(const std::filesystem::path& work_dir);
 
+// How far a clip's shard may grow past the claim its container's duration
+// gave it (a container may declare 1 s, or nothing, and hold an hour).
+struct ShardLimits {
+  // The most one shard may hold; a clip that needs more fails at once, naming
+  // the sizes. 0: only what the reserver can ever hold (Error(budget) from
+  // try_reserve). The engine should pass what the budget leaves beside its
+  // standing working set.
+  uint64_t max_bytes = 0;
+  // Growth never queues: it takes room that is free now (try_reserve), and
+  // when none comes for this long the clip fails rather than hold its member
+  // and partial shard while others wait for that space.
+  std::chrono::milliseconds grow_wait{10'000};
+};
+
 class ArchiveDecoder {
  public:
   // Temporaries (extracted members) and shards go to work_dir.
   ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem::path work_dir, kaio::SpaceReserver& reserver);
+  void set_shard_limits(const ShardLimits& limits) { shard_limits_ = limits; }
 
   // Returns once every member is delivered. One member's failure is delivered
   // as a ClipResult with an error and the archive goes on; a broken stream or
@@ -65,6 +81,7 @@ class ArchiveDecoder {
   std::filesystem::path work_dir_;
   kaio::SpaceReserver& reserver_;
   std::function<bool(const std::string&)> planned_;
+  ShardLimits shard_limits_;
 };
 
 }  // namespace kaio::decode

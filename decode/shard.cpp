@@ -47,12 +47,14 @@ uint64_t shard_bytes(const WindowSpec& spec, int windows, size_t meta_bytes) {
   return kShardHeaderBytes + n * window_bytes(spec) + n * (kMetaFixedBytes + meta_bytes);
 }
 
-ShardWriter::ShardWriter(std::filesystem::path path, const WindowSpec& spec)
+ShardWriter::ShardWriter(std::filesystem::path path, const WindowSpec& spec, ShardSpace space)
     : path_(std::move(path)),
       frames_(static_cast<uint32_t>(spec.frames)),
       height_(static_cast<uint32_t>(spec.size)),
       width_(static_cast<uint32_t>(spec.size)),
-      window_bytes_(window_bytes(spec)) {
+      window_bytes_(window_bytes(spec)),
+      space_(std::move(space)),
+      held_(space_ ? 0 : UINT64_MAX) {
   tmp_ = path_;
   tmp_ += ".tmp";
   fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -80,17 +82,37 @@ void ShardWriter::write_at(uint64_t offset, const void* data, size_t size) {
   }
 }
 
+uint64_t ShardWriter::finished_bytes() const {
+  return kShardHeaderBytes + infos_.size() * window_bytes_ + meta_bytes_;
+}
+
+// Bytes on disk never exceed bytes held: every write is preceded by a hold of
+// the size the finished file will have, so finish() needs nothing more.
+void ShardWriter::hold(uint64_t bytes) {
+  if (bytes <= held_) return;
+  held_ = space_(bytes);
+  if (held_ < bytes) {
+    throw Error(ErrorKind::internal, "shard " + tmp_.string() + ": " + std::to_string(held_) + " bytes held for " +
+                                         std::to_string(bytes));
+  }
+}
+
 void ShardWriter::add_window(std::span<const uint8_t> frames, WindowInfo info) {
   uint64_t expected = static_cast<uint64_t>(frames_) * height_ * width_ * 3;
   if (frames.size() != expected) {
     throw Error(ErrorKind::internal, "shard " + tmp_.string() + ": window of " + std::to_string(frames.size()) +
                                          " bytes, expected " + std::to_string(expected));
   }
+  if (infos_.size() >= UINT32_MAX) throw Error(ErrorKind::rejected, "shard " + tmp_.string() + ": too many windows");
+  uint64_t record = kMetaFixedBytes + info.source_file.size() + info.member.size() + info.caption.size();
+  hold(finished_bytes() + window_bytes_ + record);
   write_at(kShardHeaderBytes + infos_.size() * window_bytes_, frames.data(), frames.size());
   infos_.push_back(std::move(info));
+  meta_bytes_ += record;
 }
 
 uint64_t ShardWriter::finish() {
+  hold(finished_bytes());  // only a shard with no window gets here with less held
   std::string meta;
   for (const auto& info : infos_) {
     meta.append(reinterpret_cast<const char*>(&info.first_time), 8);
@@ -109,6 +131,7 @@ uint64_t ShardWriter::finish() {
   h.window_bytes = window_bytes_;
   h.meta_offset = kShardHeaderBytes + infos_.size() * window_bytes_;
   h.meta_bytes = meta.size();
+  if (h.meta_bytes != meta_bytes_) throw Error(ErrorKind::internal, "shard " + tmp_.string() + ": metadata size drifted");
   write_at(h.meta_offset, meta.data(), meta.size());
   char header[kShardHeaderBytes] = {};
   std::memcpy(header, &h, sizeof h);

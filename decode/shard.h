@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -52,10 +53,17 @@ uint64_t window_bytes(const WindowSpec& spec);
 // (source file + member + caption) add up to `meta_bytes` each.
 uint64_t shard_bytes(const WindowSpec& spec, int windows, size_t meta_bytes);
 
+// Disk held for a shard as it grows: called with the size the file will have
+// once finished with one more window (or at finish()), before anything past
+// what is held is written; returns the bytes now held (>= the size asked) or
+// throws. The file never grows past the last value returned.
+using ShardSpace = std::function<uint64_t(uint64_t bytes)>;
+
 // Writes a shard window by window; nothing is visible at `path` until finish().
 class ShardWriter {
  public:
-  ShardWriter(std::filesystem::path path, const WindowSpec& spec);
+  // Without `space` the file may grow without limit (tests, the probe tool).
+  ShardWriter(std::filesystem::path path, const WindowSpec& spec, ShardSpace space = {});
   ~ShardWriter();  // removes the temporary file if finish() was not reached
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
@@ -65,9 +73,12 @@ class ShardWriter {
   // Writes the metadata and header, fsyncs, renames to the final path. Returns its size.
   uint64_t finish();
   int windows() const { return static_cast<int>(infos_.size()); }
+  // The file's size once finished with the windows so far.
+  uint64_t finished_bytes() const;
 
  private:
   void write_at(uint64_t offset, const void* data, size_t size);
+  void hold(uint64_t bytes);
 
   std::filesystem::path path_;
   std::filesystem::path tmp_;
@@ -75,6 +86,9 @@ class ShardWriter {
   uint32_t frames_, height_, width_;
   uint64_t window_bytes_;
   std::vector<WindowInfo> infos_;
+  uint64_t meta_bytes_ = 0;  // metadata of the windows so far, as finish() writes it
+  ShardSpace space_;
+  uint64_t held_ = 0;        // bytes space_ holds for the file
 };
 
 // Read-only view of a shard through mmap. Throws Error(corrupt) naming the file

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <set>
 #include <vector>
@@ -216,8 +217,12 @@ class WindowAssembler {
 // Chooses, for each sample time k/fps, the last frame shown at or before it.
 class Sampler {
  public:
-  Sampler(const WindowSpec& spec, FrameConverter& converter, WindowAssembler& windows)
-      : spec_(spec), converter_(converter), windows_(windows), prev_(av::make_frame()) {}
+  // `check(k, end)` runs before sample k is taken on the way to time `end` and
+  // throws to end the clip (stop, decode.timeout, too many samples): one gap
+  // in the timestamps can otherwise ask for any number of samples.
+  using Check = std::function<void(int64_t k, double end)>;
+  Sampler(const WindowSpec& spec, FrameConverter& converter, WindowAssembler& windows, Check check)
+      : spec_(spec), converter_(converter), windows_(windows), check_(std::move(check)), prev_(av::make_frame()) {}
 
   void on_frame(AVFrame* frame, double t, double duration) {
     if (have_prev_ && t <= prev_time_) return;  // out-of-order or repeated timestamp
@@ -240,6 +245,7 @@ class Sampler {
  private:
   void emit_until(double end) {
     while (static_cast<double>(k_) / spec_.fps < end - 1e-9) {
+      check_(k_, end);
       uint8_t* slot = windows_.slot_for_next();
       if (slot) {
         if (converted_serial_ != prev_serial_) {
@@ -257,6 +263,7 @@ class Sampler {
   const WindowSpec& spec_;
   FrameConverter& converter_;
   WindowAssembler& windows_;
+  Check check_;
   av::FramePtr prev_;
   bool have_prev_ = false;
   double prev_time_ = 0, prev_duration_ = 0;
@@ -355,6 +362,10 @@ WindowSpec from_config(const kaio::DecodeConfig& c) {
   return s;
 }
 
+int64_t max_samples_for(uint64_t file_bytes, const WindowSpec& spec) {
+  return static_cast<int64_t>(file_bytes / kMinBytesPerSample) + spec.frames;
+}
+
 int window_count(const WindowSpec& spec, int64_t sampled) {
   if (sampled <= 0) return 0;
   if (sampled < spec.frames) return spec.pad_short ? 1 : 0;
@@ -409,10 +420,23 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
   const double nominal_duration = rate.num > 0 && rate.den > 0 ? av_q2d(av_inv_q(rate)) : 1.0 / 30;
   const int64_t start = v.stream->start_time != AV_NOPTS_VALUE ? v.stream->start_time : 0;
 
-  ShardWriter shard(shard_out, spec);
+  std::error_code size_error;
+  const uint64_t file_bytes = std::filesystem::file_size(clip, size_error);
+  const int64_t max_samples = opts.max_samples > 0 ? opts.max_samples : max_samples_for(file_bytes, spec);
+  auto check_sample = [&](int64_t k, double end) {
+    check_bounds();
+    if (k < max_samples) return;
+    throw Error(ErrorKind::rejected,
+                what + ": frames run to " + std::to_string(end) + " s, more than the " + std::to_string(max_samples) +
+                    " samples at " + std::to_string(spec.fps) + " fps a file of " + std::to_string(file_bytes) +
+                    " bytes may give (one per " + std::to_string(kMinBytesPerSample) +
+                    " bytes): a gap in its timestamps or a hostile stream");
+  };
+
+  ShardWriter shard(shard_out, spec, opts.shard_space);
   FrameConverter converter(spec, rotation_of(v.stream), what);
   WindowAssembler windows(spec, origin, shard);
-  Sampler sampler(spec, converter, windows);
+  Sampler sampler(spec, converter, windows, check_sample);
 
   auto packet = av::make_packet();
   auto frame = av::make_frame();

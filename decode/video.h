@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/config.h"
+#include "decode/shard.h"
 
 namespace kaio::decode {
 
@@ -49,10 +50,21 @@ struct ClipOrigin {
   std::string caption;
 };
 
+// A clip samples at most one frame per this many bytes of its file (plus one
+// window). Real video costs far more per frame (an H.264 frame that repeats
+// the last one is still ~10 bytes of slice plus its container index, and a
+// sample shows such a frame); only timestamps that jump (a gap of days in a
+// 4 KB file) or a hostile stream get near it.
+inline constexpr uint64_t kMinBytesPerSample = 16;
+// The most samples a clip file of `file_bytes` may give under `spec`.
+int64_t max_samples_for(uint64_t file_bytes, const WindowSpec& spec);
+
 struct DecodeOptions {
   int codec_threads = 1;  // 0 = FFmpeg decides
   std::chrono::milliseconds timeout{600'000};
   std::stop_token stop;
+  ShardSpace shard_space;   // holds disk for the shard as it grows (shard.h); empty: no limit
+  int64_t max_samples = 0;  // 0: max_samples_for(the clip file's size)
 };
 
 struct ShardSummary {
@@ -64,7 +76,9 @@ struct ShardSummary {
 
 // Decodes the clip once, linearly, and writes shard_out (via shard_out.tmp).
 // Errors: corrupt (names file, member and FFmpeg's message; also a decode
-// past opts.timeout), rejected (huge claimed resolution), cancelled (stop requested).
+// past opts.timeout), rejected (huge claimed resolution; more samples than
+// max_samples: a timestamp gap), cancelled (stop requested), and whatever
+// opts.shard_space throws. Every error leaves no file behind.
 ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& origin, const WindowSpec& spec,
                          const std::filesystem::path& shard_out, const DecodeOptions& opts);
 
