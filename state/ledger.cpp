@@ -943,10 +943,12 @@ CompactReport Ledger::compact_after_checkpoint() {
   impl_->pruned_below = std::max(impl_->pruned_below, epoch);
   r.pages_freed = impl_->pragma_int("freelist_count");
   if (r.pages_freed > 0) impl_->exec("PRAGMA incremental_vacuum");
+  r.bytes_peak = std::max(r.bytes_before, file_bytes());
   // The WAL holds the moved pages; the checkpoint writes them back and cuts the
   // database file to its new length.
   sqlite3_wal_checkpoint_v2(impl_->db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   r.bytes_after = file_bytes();
+  r.bytes_peak = std::max(r.bytes_peak, r.bytes_after);
   spdlog::debug("ledger: compacted {} clips, pruned {} clips and {} file states of epochs before {}, freed {} pages: {} -> {} bytes",
                 r.clips_compacted, r.clips_pruned, r.file_states_pruned, epoch, r.pages_freed, r.bytes_before,
                 r.bytes_after);

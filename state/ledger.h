@@ -127,6 +127,7 @@ struct CompactReport {
   int64_t pages_freed = 0;         // pages incremental_vacuum gave back to the filesystem
   uint64_t bytes_before = 0;       // file_bytes() before and after
   uint64_t bytes_after = 0;
+  uint64_t bytes_peak = 0;         // the most file_bytes() measured during the call (WAL before its truncation)
 };
 
 struct LedgerOptions {

@@ -190,6 +190,10 @@ class LedgerRun {
       compacted += r.clips_compacted;
       pruned += r.clips_pruned;
       file_states_pruned += r.file_states_pruned;
+      if (r.bytes_peak > max_bytes) {
+        max_bytes = r.bytes_peak;
+        max_at = "compact, before the WAL was truncated";
+      }
       measure("compact");
     }
   }
