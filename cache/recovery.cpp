@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <string_view>
 #include <unordered_set>
 
 #include "common/error.h"
@@ -20,6 +21,9 @@ std::string normal(const fs::path& p) {
   if (!n.has_filename() && n != n.root_path()) n = n.parent_path();
   return n.string();
 }
+
+// The split downloader's progress sidecar beside "<download>.part" (fetch/downloader.cpp ranges_path).
+constexpr std::string_view kRangesSuffix = ".part.ranges";
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -74,11 +78,23 @@ class Walker {
       ++report_.parts_kept;
       report_.part_bytes += fs::file_size(path);
       spdlog::info("recovery: keeping partial download {} ({}) for resume", path, format_size(fs::file_size(path)));
+    } else if (ends_with(path, kRangesSuffix) && keeps_ranges(path)) {
+      // A split download's part progress (fetch/downloader.cpp): without it the
+      // downloader takes the scattered .part for a done prefix, the hash fails
+      // and the whole file is fetched again.
+      spdlog::info("recovery: keeping the part progress {} of a split download", path);
     } else if (vouched_.files.count(path)) {
       existing_.insert(path);
     } else {
       remove(path, report_.orphans_deleted, report_.orphan_bytes, "unknown to the ledger");
     }
+  }
+
+  // "<download>.part.ranges" of a vouched download whose .part is there too.
+  bool keeps_ranges(const std::string& path) const {
+    std::string part = path.substr(0, path.size() - kRangesSuffix.size()) + ".part";
+    std::error_code ec;
+    return vouched_.files.count(part.substr(0, part.size() - 5)) && fs::is_regular_file(part, ec);
   }
 
   void remove(const std::string& path, int64_t& count, uint64_t& bytes, const char* why) {

@@ -4,7 +4,9 @@
 //  * Files under cache_dir/state_dir the ledger does not vouch for are deleted,
 //    except kaio.db, its -wal/-shm, the lock file and known checkpoints.
 //  * "*.tmp" files (checkpoint and durable-write temporaries) are deleted.
-//  * "<download>.part" files of known downloads are kept for resume.
+//  * "<download>.part" files of known downloads are kept for resume, and so is
+//    a split download's "<download>.part.ranges" (its parts' progress) while
+//    its .part is there.
 //  * A clip whose shard is missing is marked deleted; if it was not yet
 //    committed its source file goes back to pending (fetched and decoded again).
 //  * A downloaded or extracting file whose download is missing goes back to

@@ -907,6 +907,20 @@ struct Engine::Impl {
     return cache::should_checkpoint_early(status, status.oldest_waiting_bytes, freeable);
   }
 
+  // Rows of clips the checkpoint covered shrink to what exactly-once needs,
+  // so the ledger stays inside its allowance. Outside any ledger transaction.
+  void compact_ledger() {
+    try {
+      auto compacted = ledger.compact_after_checkpoint();
+      if (compacted.bytes_peak > ledger_allowance(config))
+        spdlog::warn("ledger: {} on disk, over its allowance of {}", format_size(compacted.bytes_peak),
+                     format_size(ledger_allowance(config)));
+    } catch (const Error& err) {
+      if (err.kind() == ErrorKind::disk_full) throw;
+      spdlog::warn("ledger: compaction after the checkpoint failed: {}", err.what());
+    }
+  }
+
   // The new checkpoint takes the spare slot; the oldest file goes and its slot
   // becomes the spare. Called with `mutex` held.
   void rotate_checkpoints(const fs::path& written) {
@@ -955,6 +969,7 @@ struct Engine::Impl {
       checkpoint_cursor = cursor;
     }
     auto released = retention.release_after_checkpoint(cursor);
+    compact_ledger();
     {
       std::lock_guard lock(mutex);
       for (const auto& id : released.clips) {

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -53,6 +54,35 @@ std::string hex16(uint64_t v) {
 constexpr std::array<std::string_view, 7> kFileStateNames{"pending", "downloading", "downloaded", "extracting",
                                                           "decoded", "done", "failed"};
 constexpr std::array<std::string_view, 5> kClipStateNames{"ready", "consumed", "committed", "deleted", "failed"};
+
+// The 64 bits of a 16-hex-digit id (what file_id and clip_id make), as SQLite's
+// signed integer; nullopt for any other text (such rows are never compacted).
+std::optional<int64_t> key_of(std::string_view id) {
+  if (id.size() != 16) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : id) {
+    int d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    else return std::nullopt;
+    v = (v << 4) | static_cast<uint64_t>(d);
+  }
+  return static_cast<int64_t>(v);
+}
+
+// SQL kaio_key(text): key_of, NULL when it has none. Registered on the ledger's
+// own connection only; the `clips` view does not need it.
+void sql_key_of(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  auto* p = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
+  auto key = p ? key_of(std::string_view(p, static_cast<size_t>(sqlite3_value_bytes(argv[0])))) : std::nullopt;
+  if (key) sqlite3_result_int64(ctx, *key);
+  else sqlite3_result_null(ctx);
+}
+
+// Trained, covered and deleted clips whose ids fit a compact row.
+constexpr const char* kCompactable =
+    "state = 'deleted' AND plan_epoch IS NOT NULL AND plan_chunk IS NOT NULL AND kaio_key(id) IS NOT NULL AND "
+    "kaio_key(file_id) IS NOT NULL";
 
 int64_t now_unix() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -137,6 +167,24 @@ CREATE INDEX clips_by_chunk ON clips(plan_epoch, plan_chunk);
 CREATE TABLE pause(id INTEGER PRIMARY KEY CHECK (id = 1), paused INTEGER NOT NULL, reason TEXT NOT NULL,
                    since INTEGER NOT NULL);
 )sql",
+      // v3: the ledger stays inside its allowance. Clips trained, covered by a
+      // durable checkpoint and deleted move to compact rows keyed by the 64 bits
+      // of their ids (about 60 bytes a clip with the index, against 600 and more
+      // with caption, member, shard path and reason). `clips` becomes a view over
+      // both, so readers of the file (sqlite3 -readonly) see every clip as before.
+      R"sql(
+ALTER TABLE clips RENAME TO live_clips;
+CREATE TABLE done_clips(key INTEGER PRIMARY KEY, file_key INTEGER NOT NULL, member_index INTEGER NOT NULL,
+                        windows INTEGER NOT NULL, plan_epoch INTEGER NOT NULL, plan_chunk INTEGER NOT NULL);
+CREATE INDEX done_clips_by_file ON done_clips(file_key, member_index);
+CREATE VIEW clips(id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, state, reason,
+                  plan_epoch, plan_chunk) AS
+  SELECT id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, state, reason, plan_epoch,
+         plan_chunk FROM live_clips
+  UNION ALL
+  SELECT printf('%016x', key), printf('%016x', file_key), '#' || member_index, member_index, '', windows, '', 0,
+         'deleted', 'covered by a checkpoint', plan_epoch, plan_chunk FROM done_clips;
+)sql",
   };
   return list;
 }
@@ -214,6 +262,15 @@ struct Ledger::Impl {
     sqlite3_reset(s);
   }
 
+  // True when the query yields a row.
+  template <typename... Args>
+  bool exists(const std::string& sql, const Args&... args) {
+    sqlite3_stmt* s = query(sql, args...);
+    bool found = step(s);
+    sqlite3_reset(s);
+    return found;
+  }
+
   // Steps a query: true with a row, false when done.
   bool step(sqlite3_stmt* s) {
     int rc = sqlite3_step(s);
@@ -289,6 +346,44 @@ struct Ledger::Impl {
     bound_wal();
   }
 
+  int64_t pragma_int(const char* name) {
+    sqlite3_stmt* s = prepare(std::string("PRAGMA ") + name);
+    int64_t v = step(s) ? integer(s, 0) : 0;
+    sqlite3_reset(s);
+    return v;
+  }
+
+  // The epoch of the durable position (saved with each checkpoint).
+  int durable_epoch() {
+    sqlite3_stmt* s = prepare("SELECT epoch FROM position WHERE id = 1");
+    int e = step(s) ? static_cast<int>(integer(s, 0)) : 0;
+    sqlite3_reset(s);
+    return e;
+  }
+
+  // Epoch below which old rows are already pruned (once per epoch is enough).
+  int pruned_below = -1;
+
+  // The row work of compact_after_checkpoint; call inside write().
+  void compact_rows(int epoch, CompactReport& r) {
+    run(std::string("INSERT OR REPLACE INTO done_clips(key, file_key, member_index, windows, plan_epoch, plan_chunk) "
+                    "SELECT kaio_key(id), kaio_key(file_id), member_index, windows, plan_epoch, plan_chunk "
+                    "FROM live_clips WHERE ") +
+        kCompactable);
+    r.clips_compacted = sqlite3_changes(db.get());
+    run(std::string("DELETE FROM live_clips WHERE ") + kCompactable);
+    // Deleted clips that stay live (never trained, or ids from elsewhere) lose their texts.
+    run("UPDATE live_clips SET caption = '', shard_path = '' WHERE state = 'deleted' AND (caption != '' OR shard_path != '')");
+    if (epoch > pruned_below) {
+      run("DELETE FROM done_clips WHERE plan_epoch < ?", epoch);
+      r.clips_pruned = sqlite3_changes(db.get());
+      run("DELETE FROM live_clips WHERE state = 'deleted' AND plan_epoch < ?", epoch);
+      r.clips_pruned += sqlite3_changes(db.get());
+      run("DELETE FROM file_states WHERE epoch < ?", epoch);
+      r.file_states_pruned = sqlite3_changes(db.get());
+    }
+  }
+
   FileStatus read_file_status(sqlite3_stmt* s) {
     FileStatus st;
     st.file.id = text(s, 0);
@@ -319,6 +414,7 @@ struct Ledger::Impl {
     if (sqlite3_column_type(s, 10) != SQLITE_NULL) c.plan_epoch = static_cast<int>(integer(s, 10));
     if (sqlite3_column_type(s, 11) != SQLITE_NULL) c.plan_chunk = integer(s, 11);
     c.repo_path = text(s, 12);
+    c.compacted = integer(s, 13) != 0;
     return c;
   }
 
@@ -335,10 +431,24 @@ namespace {
 constexpr const char* kFileStatusSelect =
     "SELECT f.id, f.path, f.size, f.git_oid, f.sha256, s.epoch, s.state, s.reason, s.attempts, s.local_path "
     "FROM file_states s JOIN files f ON f.id = s.file_id ";
-constexpr const char* kClipSelect =
-    "SELECT c.id, c.file_id, c.member, c.member_index, c.caption, c.windows, c.shard_path, c.shard_bytes, c.state, "
-    "c.reason, c.plan_epoch, c.plan_chunk, COALESCE(f.path, '') FROM clips c LEFT JOIN files f ON f.id = c.file_id ";
+// A clip from either table, in read_clip's column order; append a WHERE clause.
+constexpr const char* kLiveClips =
+    "SELECT id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, state, reason, plan_epoch, "
+    "plan_chunk, 0 AS compacted FROM live_clips ";
+constexpr const char* kDoneClips =
+    "SELECT printf('%016x', key) AS id, printf('%016x', file_key) AS file_id, '#' || member_index AS member, "
+    "member_index, '' AS caption, windows, '' AS shard_path, 0 AS shard_bytes, 'deleted' AS state, "
+    "'covered by a checkpoint' AS reason, plan_epoch, plan_chunk, 1 AS compacted FROM done_clips ";
 constexpr const char* kClipOrder = " ORDER BY f.path, c.member_index, c.id";
+
+// Clips from `source` (kLiveClips and/or kDoneClips with their conditions) with
+// their file's path.
+std::string clip_select(const std::string& source) {
+  return "SELECT c.id, c.file_id, c.member, c.member_index, c.caption, c.windows, c.shard_path, c.shard_bytes, "
+         "c.state, c.reason, c.plan_epoch, c.plan_chunk, COALESCE(f.path, ''), c.compacted FROM (" +
+         source + ") c LEFT JOIN files f ON f.id = c.file_id ";
+}
+
 
 // Takes the exclusive lock on state_dir/lock, or explains who holds it.
 FdPtr lock_state_dir(const fs::path& dir) {
@@ -390,12 +500,22 @@ Ledger Ledger::open(const fs::path& state_dir, const LedgerOptions& options) {
   impl->db.reset(raw);
   if (rc != SQLITE_OK) impl->fail("open");
   sqlite3_busy_timeout(raw, options.busy_timeout_ms);
+  if (sqlite3_create_function_v2(raw, "kaio_key", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, &sql_key_of, nullptr,
+                                 nullptr, nullptr) != SQLITE_OK)
+    impl->fail("register kaio_key");
+  // Freed pages go back to the filesystem on `PRAGMA incremental_vacuum`. Takes
+  // effect on a new database (before its first table); an older one is switched
+  // below with a one-time VACUUM.
+  impl->exec("PRAGMA auto_vacuum = INCREMENTAL");
   impl->exec("PRAGMA journal_mode = WAL");
   impl->exec("PRAGMA synchronous = FULL");
   impl->exec("PRAGMA foreign_keys = ON");
   impl->migrate();
-  spdlog::info("ledger {}: open, schema version {}", impl->db_file.string(), kSchemaVersion);
-  return Ledger(std::move(impl));
+  Ledger ledger(std::move(impl));
+  if (ledger.impl_->pragma_int("auto_vacuum") != 2) ledger.upgrade_to_incremental_vacuum();
+  spdlog::info("ledger {}: open, schema version {}, {} bytes", ledger.impl_->db_file.string(), kSchemaVersion,
+               ledger.file_bytes());
+  return ledger;
 }
 
 fs::path Ledger::db_path() const { return impl_->db_file; }
@@ -409,6 +529,38 @@ uint64_t Ledger::disk_bytes() const {
     if (::stat(p.c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
   }
   return total;
+}
+
+uint64_t Ledger::file_bytes() const {
+  uint64_t total = 0;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    fs::path p = impl_->db_file;
+    p += suffix;
+    struct stat st {};
+    if (::stat(p.c_str(), &st) == 0) total += static_cast<uint64_t>(st.st_size);
+  }
+  return total;
+}
+
+// A database from before schema 3 grew without bound and has auto_vacuum off:
+// compact its rows first (so the copy is small), then VACUUM once to switch it.
+void Ledger::upgrade_to_incremental_vacuum() {
+  std::lock_guard lock(impl_->mu);
+  uint64_t before = file_bytes();
+  CompactReport r;
+  int epoch = impl_->durable_epoch();
+  impl_->write([&] { impl_->compact_rows(epoch, r); });
+  impl_->pruned_below = epoch;
+  impl_->statements.clear();  // VACUUM wants no statement in progress
+  char* err = nullptr;
+  if (sqlite3_exec(impl_->db.get(), "PRAGMA auto_vacuum = INCREMENTAL; VACUUM", nullptr, nullptr, &err) != SQLITE_OK) {
+    std::unique_ptr<char, decltype(&sqlite3_free)> owned(err, &sqlite3_free);
+    spdlog::warn("ledger {}: VACUUM to incremental auto-vacuum failed ({}); freed pages are reused but not returned",
+                 impl_->db_file.string(), owned ? owned.get() : "error");
+  }
+  sqlite3_wal_checkpoint_v2(impl_->db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  spdlog::info("ledger {}: upgraded to compact rows and incremental auto-vacuum: {} clips compacted, {} pruned, {} -> {} bytes",
+               impl_->db_file.string(), r.clips_compacted, r.clips_pruned, before, file_bytes());
 }
 
 int Ledger::schema_version() {
@@ -562,7 +714,7 @@ void Ledger::add_clips(const std::string& repo, std::vector<ClipRecord> clips) {
         c.id = clip_id(repo, c.repo_path, c.member);
       }
       impl_->run(
-          "INSERT INTO clips(id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, state, "
+          "INSERT INTO live_clips(id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, state, "
           "reason, plan_epoch, plan_chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL) "
           "ON CONFLICT(id) DO UPDATE SET file_id = excluded.file_id, member = excluded.member, "
           "member_index = excluded.member_index, caption = excluded.caption, windows = excluded.windows, "
@@ -570,6 +722,8 @@ void Ledger::add_clips(const std::string& repo, std::vector<ClipRecord> clips) {
           "reason = excluded.reason, plan_epoch = NULL, plan_chunk = NULL",
           c.id, c.file_id, c.member, c.member_index, c.caption, c.windows, c.shard_path.string(), c.shard_bytes,
           to_string(c.state), c.reason);
+      // Decoded again (a later epoch, or a rollback): the live row replaces any compact one.
+      if (auto key = key_of(c.id)) impl_->run("DELETE FROM done_clips WHERE key = ?", *key);
     }
   });
 }
@@ -581,22 +735,48 @@ void Ledger::set_clip_state(const ClipId& id, ClipState state, const std::string
 void Ledger::set_clips_state(const std::vector<ClipId>& ids, ClipState state, const std::string& reason) {
   impl_->write([&] {
     for (const auto& id : ids) {
-      impl_->run("UPDATE clips SET state = ?, reason = ? WHERE id = ?", to_string(state), reason, id);
-      if (sqlite3_changes(impl_->db.get()) == 0) throw Error(ErrorKind::internal, "ledger: unknown clip id " + id);
+      impl_->run("UPDATE live_clips SET state = ?, reason = ? WHERE id = ?", to_string(state), reason, id);
+      if (sqlite3_changes(impl_->db.get()) > 0) continue;
+      auto key = key_of(id);
+      if (key && impl_->exists("SELECT 1 FROM done_clips WHERE key = ?", *key)) {
+        if (state == ClipState::deleted) continue;  // it is deleted already
+        // Not expected (a compact row's clip is trained and gone), but kept
+        // honest: the clip comes back as a live row, without its texts.
+        impl_->run(
+            "INSERT INTO live_clips(id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, state, "
+            "reason, plan_epoch, plan_chunk) SELECT printf('%016x', key), printf('%016x', file_key), '#' || member_index, "
+            "member_index, '', windows, '', 0, 'deleted', '', plan_epoch, plan_chunk FROM done_clips WHERE key = ?",
+            *key);
+        impl_->run("DELETE FROM done_clips WHERE key = ?", *key);
+        impl_->run("UPDATE live_clips SET state = ?, reason = ? WHERE id = ?", to_string(state), reason, id);
+        continue;
+      }
+      throw Error(ErrorKind::internal, "ledger: unknown clip id " + id);
     }
   });
 }
 
 void Ledger::assign_chunk(const std::vector<ClipId>& ids, int epoch, int64_t chunk) {
   impl_->write([&] {
-    for (const auto& id : ids) impl_->run("UPDATE clips SET plan_epoch = ?, plan_chunk = ? WHERE id = ?", epoch, chunk, id);
+    for (const auto& id : ids) {
+      impl_->run("UPDATE live_clips SET plan_epoch = ?, plan_chunk = ? WHERE id = ?", epoch, chunk, id);
+      if (sqlite3_changes(impl_->db.get()) > 0) continue;
+      if (auto key = key_of(id))
+        impl_->run("UPDATE done_clips SET plan_epoch = ?, plan_chunk = ? WHERE key = ?", epoch, chunk, *key);
+    }
   });
 }
 
 std::optional<ClipRecord> Ledger::clip(const ClipId& id) {
   std::lock_guard lock(impl_->mu);
-  auto* s = impl_->query(std::string(kClipSelect) + "WHERE c.id = ?", id);
+  auto* s = impl_->query(clip_select(std::string(kLiveClips) + "WHERE id = ?"), id);
   std::optional<ClipRecord> out;
+  if (impl_->step(s)) out = impl_->read_clip(s);
+  sqlite3_reset(s);
+  if (out) return out;
+  auto key = key_of(id);
+  if (!key) return out;
+  s = impl_->query(clip_select(std::string(kDoneClips) + "WHERE key = ?"), *key);
   if (impl_->step(s)) out = impl_->read_clip(s);
   sqlite3_reset(s);
   return out;
@@ -605,22 +785,35 @@ std::optional<ClipRecord> Ledger::clip(const ClipId& id) {
 std::vector<ClipRecord> Ledger::list_clips(std::optional<ClipState> only, size_t limit) {
   std::lock_guard lock(impl_->mu);
   int64_t lim = limit == 0 ? -1 : static_cast<int64_t>(limit);
-  auto* s = only ? impl_->query(std::string(kClipSelect) + "WHERE c.state = ?" + kClipOrder + " LIMIT ?",
-                                to_string(*only), lim)
-                 : impl_->query(std::string(kClipSelect) + kClipOrder + " LIMIT ?", lim);
-  return impl_->read_clips(s);
+  if (!only)
+    return impl_->read_clips(
+        impl_->query(clip_select(std::string(kLiveClips) + "UNION ALL " + kDoneClips) + kClipOrder + " LIMIT ?", lim));
+  if (*only != ClipState::deleted)
+    return impl_->read_clips(impl_->query(
+        clip_select(std::string(kLiveClips) + "WHERE state = ?") + kClipOrder + " LIMIT ?", to_string(*only), lim));
+  return impl_->read_clips(impl_->query(
+      clip_select(std::string(kLiveClips) + "WHERE state = 'deleted' UNION ALL " + kDoneClips) + kClipOrder + " LIMIT ?",
+      lim));
 }
 
 std::vector<ClipRecord> Ledger::clips_of_file(const FileId& id) {
   std::lock_guard lock(impl_->mu);
-  return impl_->read_clips(impl_->query(std::string(kClipSelect) + "WHERE c.file_id = ?" + kClipOrder, id));
+  auto key = key_of(id);
+  if (!key) return impl_->read_clips(impl_->query(clip_select(std::string(kLiveClips) + "WHERE file_id = ?") + kClipOrder, id));
+  return impl_->read_clips(impl_->query(
+      clip_select(std::string(kLiveClips) + "WHERE file_id = ? UNION ALL " + kDoneClips + "WHERE file_key = ?") +
+          kClipOrder,
+      id, *key));
 }
 
 std::map<ClipState, int64_t> Ledger::clip_counts() {
   std::lock_guard lock(impl_->mu);
-  auto* s = impl_->query("SELECT state, COUNT(*) FROM clips GROUP BY state");
+  auto* s = impl_->query("SELECT state, COUNT(*) FROM live_clips GROUP BY state");
   std::map<ClipState, int64_t> out;
   while (impl_->step(s)) out[parse_clip_state(Impl::text(s, 0))] = Impl::integer(s, 1);
+  sqlite3_reset(s);
+  s = impl_->query("SELECT COUNT(*) FROM done_clips");
+  if (impl_->step(s) && Impl::integer(s, 0) > 0) out[ClipState::deleted] += Impl::integer(s, 0);
   sqlite3_reset(s);
   return out;
 }
@@ -628,9 +821,10 @@ std::map<ClipState, int64_t> Ledger::clip_counts() {
 std::vector<ClipRecord> Ledger::clips_before(int epoch, int64_t chunk) {
   std::lock_guard lock(impl_->mu);
   return impl_->read_clips(impl_->query(
-      std::string(kClipSelect) +
-          "WHERE c.state IN ('ready', 'consumed', 'committed') AND c.plan_epoch IS NOT NULL "
-          "AND (c.plan_epoch < ? OR (c.plan_epoch = ? AND c.plan_chunk < ?))" + kClipOrder,
+      clip_select(std::string(kLiveClips) +
+                  "WHERE state IN ('ready', 'consumed', 'committed') AND plan_epoch IS NOT NULL "
+                  "AND (plan_epoch < ? OR (plan_epoch = ? AND plan_chunk < ?))") +
+          kClipOrder,
       epoch, epoch, chunk));
 }
 
@@ -726,7 +920,7 @@ std::map<std::string, int64_t> Ledger::counters() {
 KnownPaths Ledger::known_paths() {
   std::lock_guard lock(impl_->mu);
   KnownPaths out;
-  auto* s = impl_->query("SELECT id, shard_path FROM clips WHERE state IN ('ready', 'consumed', 'committed')");
+  auto* s = impl_->query("SELECT id, shard_path FROM live_clips WHERE state IN ('ready', 'consumed', 'committed')");
   while (impl_->step(s)) out.shards.push_back({Impl::text(s, 0), Impl::text(s, 1)});
   sqlite3_reset(s);
   s = impl_->query("SELECT path FROM checkpoints");
@@ -739,6 +933,28 @@ KnownPaths Ledger::known_paths() {
   return out;
 }
 
+CompactReport Ledger::compact_after_checkpoint() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->tx_depth > 0) throw Error(ErrorKind::internal, "ledger: compact_after_checkpoint inside a transaction");
+  CompactReport r;
+  r.bytes_before = file_bytes();
+  int epoch = impl_->durable_epoch();
+  impl_->write([&] { impl_->compact_rows(epoch, r); });
+  impl_->pruned_below = std::max(impl_->pruned_below, epoch);
+  r.pages_freed = impl_->pragma_int("freelist_count");
+  if (r.pages_freed > 0) impl_->exec("PRAGMA incremental_vacuum");
+  r.bytes_peak = std::max(r.bytes_before, file_bytes());
+  // The WAL holds the moved pages; the checkpoint writes them back and cuts the
+  // database file to its new length.
+  sqlite3_wal_checkpoint_v2(impl_->db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  r.bytes_after = file_bytes();
+  r.bytes_peak = std::max(r.bytes_peak, r.bytes_after);
+  spdlog::debug("ledger: compacted {} clips, pruned {} clips and {} file states of epochs before {}, freed {} pages: {} -> {} bytes",
+                r.clips_compacted, r.clips_pruned, r.file_states_pruned, epoch, r.pages_freed, r.bytes_before,
+                r.bytes_after);
+  return r;
+}
+
 int64_t Ledger::mark_shards_missing(const std::vector<ClipId>& ids, int epoch) {
   int64_t files_rolled_back = 0;
   impl_->write([&] {
@@ -747,13 +963,18 @@ int64_t Ledger::mark_shards_missing(const std::vector<ClipId>& ids, int epoch) {
     for (const auto& id : ids) impl_->run("INSERT OR IGNORE INTO missing_clips(id) VALUES (?)", id);
     impl_->run(
         "UPDATE file_states SET state = 'pending', reason = 'shard missing at recovery', updated = ? "
-        "WHERE epoch >= ? AND state != 'pending' AND file_id IN (SELECT c.file_id FROM clips c JOIN missing_clips m "
+        "WHERE epoch >= ? AND state != 'pending' AND file_id IN (SELECT c.file_id FROM live_clips c JOIN missing_clips m "
         "ON m.id = c.id WHERE c.state IN ('ready', 'consumed')) "
         "AND epoch = (SELECT MAX(f.epoch) FROM file_states f WHERE f.file_id = file_states.file_id)",
         now_unix(), epoch);
     files_rolled_back = sqlite3_changes(impl_->db.get());
+    // A clip not yet covered by a checkpoint forgets its plan chunk: its file is
+    // decoded again and the clip trained again, so it must not read as trained
+    // in this epoch (the engine skips clips deleted with plan_epoch == epoch).
     impl_->exec(
-        "UPDATE clips SET state = 'deleted', reason = 'shard missing at recovery' "
+        "UPDATE live_clips SET state = 'deleted', reason = 'shard missing at recovery', "
+        "plan_epoch = CASE WHEN state IN ('ready', 'consumed') THEN NULL ELSE plan_epoch END, "
+        "plan_chunk = CASE WHEN state IN ('ready', 'consumed') THEN NULL ELSE plan_chunk END "
         "WHERE id IN (SELECT id FROM missing_clips)");
     impl_->exec("DELETE FROM missing_clips");
   });

@@ -77,6 +77,12 @@ struct ClipRecord {
   std::string reason;
   std::optional<int> plan_epoch;       // the chunk this clip was trained in, once assigned
   std::optional<int64_t> plan_chunk;
+  // Read back from a compact row (see Ledger::compact_after_checkpoint): a clip
+  // trained, covered by a durable checkpoint and deleted. Such a row keeps the
+  // id, file, member_index, windows and plan chunk, which exactly-once and the
+  // plan need; caption, shard path and reason are gone and `member` reads
+  // "#<member_index>" (ls names the clip "<path>:#<index>").
+  bool compacted = false;
 };
 
 struct TrainingPosition {
@@ -113,6 +119,17 @@ struct KnownPaths {
   std::vector<std::filesystem::path> downloads;
 };
 
+// What one compact_after_checkpoint did.
+struct CompactReport {
+  int64_t clips_compacted = 0;     // deleted clips moved to compact rows
+  int64_t clips_pruned = 0;        // rows of clips deleted in an epoch before the checkpoint's
+  int64_t file_states_pruned = 0;  // file_states rows of epochs before the checkpoint's
+  int64_t pages_freed = 0;         // pages incremental_vacuum gave back to the filesystem
+  uint64_t bytes_before = 0;       // file_bytes() before and after
+  uint64_t bytes_after = 0;
+  uint64_t bytes_peak = 0;         // the most file_bytes() measured during the call (WAL before its truncation)
+};
+
 struct LedgerOptions {
   int busy_timeout_ms = 5000;
   // After a commit the WAL is checkpointed and truncated when it grew past this,
@@ -122,7 +139,7 @@ struct LedgerOptions {
 
 class Ledger {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   static constexpr const char* kDbName = "kaio.db";
   static constexpr const char* kLockName = "lock";
 
@@ -136,6 +153,9 @@ class Ledger {
   std::filesystem::path db_path() const;
   // Bytes on disk (st_blocks) of kaio.db, its WAL and SHM: for status and the budget.
   uint64_t disk_bytes() const;
+  // Length (st_size) of kaio.db, its WAL and SHM together: the ledger's own size,
+  // to hold against its allowance.
+  uint64_t file_bytes() const;
   int schema_version();
 
   // Runs `body` in one IMMEDIATE transaction; rolls back and rethrows if it
@@ -193,6 +213,24 @@ class Ledger {
 
   KnownPaths known_paths();
 
+  // --- the ledger's own size ---
+  // Call right after a checkpoint is durable and retention deleted the clips it
+  // covers (outside any transaction). Keeps the file bounded by the clips of one
+  // epoch at a few dozen bytes each (about 6 MB for 100K clips) instead of
+  // growing with every caption ever decoded:
+  //  * deleted clips that were trained (plan chunk assigned) become compact rows:
+  //    id, file, member_index, windows, plan epoch and chunk; what
+  //    `kaioctl ls`, ledger.clip() (exactly-once after a restart) and
+  //    clips_of_file() (the plan's resume) read stays answered the same way;
+  //  * compact rows and file_states rows of epochs before the durable position's
+  //    epoch (position().epoch, saved with the checkpoint) are deleted: a clip
+  //    from an earlier epoch is trained again, as before;
+  //  * freed pages go back to the filesystem (auto_vacuum=INCREMENTAL, then
+  //    `PRAGMA incremental_vacuum`), and the WAL is checkpointed and truncated.
+  // Also runs once in open() when a database from before schema 3 is upgraded
+  // (then a one-time VACUUM switches it to incremental auto-vacuum).
+  CompactReport compact_after_checkpoint();
+
   // --- recovery (set-based, each one transaction) ---
   // Clips whose shard is gone: marked deleted; the source files of those not yet
   // committed go back to pending, in the latest epoch (`epoch` or later) that
@@ -205,6 +243,7 @@ class Ledger {
  private:
   struct Impl;
   explicit Ledger(std::unique_ptr<Impl> impl);
+  void upgrade_to_incremental_vacuum();
   std::unique_ptr<Impl> impl_;
 };
 

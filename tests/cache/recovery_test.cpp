@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 
 #include "temp_dir.h"
 
@@ -178,4 +180,47 @@ TEST(Recovery, StateFolderInsideOrEqualToTheCacheKeepsTheLedger) {
     EXPECT_TRUE(fs::exists(state / "lock"));
     EXPECT_EQ(ledger.counter("anything"), 0);  // the ledger still works
   }
+}
+
+// Issue 14, item 9: a split download records each part's progress in
+// "<download>.part.ranges" (fetch/downloader.cpp). Recovery deleted that
+// sidecar as unknown, so the downloader took the scattered .part for a done
+// prefix, the hash failed and the whole file was fetched again. The sidecar of
+// a vouched download with its .part is kept; one without its .part, or of a
+// download nobody vouches for, goes.
+TEST(Recovery, KeepsTheProgressFileOfASplitDownloadBesideItsPart) {
+  TempDir root("recovery-split");
+  fs::path cache = root.path() / "cache", state = root.path() / "state";
+  auto ledger = Ledger::open(state);
+  ledger.upsert_files(kRepo, {{"", "big.tar", 1 << 20, "", ""}, {"", "gone.tar", 1 << 20, "", ""}});
+  for (const char* name : {"big.tar", "gone.tar"}) {
+    ledger.set_file_state(file_id(kRepo, name), 0, FileState::downloading);
+    ledger.set_file_local_path(file_id(kRepo, name), 0, cache / "downloads" / name);
+  }
+  const std::string ranges = R"({"etag":"e","parts":[[0,1000,262144],[262144,263144,524288]],"size":1048576})";
+  write_bytes(cache / "downloads/big.tar.part", 263144);
+  {
+    std::ofstream out(cache / "downloads/big.tar.part.ranges");
+    out << ranges;
+  }
+  write_bytes(cache / "downloads/gone.tar.part.ranges", 50);   // its .part is gone: nothing to resume
+  write_bytes(cache / "downloads/stray.tar.part.ranges", 50);  // no download of that name
+
+  auto report = recover(ledger, cache, state);
+  std::printf("%s\n", report.summary().c_str());
+
+  EXPECT_TRUE(fs::exists(cache / "downloads/big.tar.part"));
+  ASSERT_TRUE(fs::exists(cache / "downloads/big.tar.part.ranges")) << "the split download's progress was deleted";
+  std::ifstream in(cache / "downloads/big.tar.part.ranges");
+  std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(kept, ranges);
+  EXPECT_EQ(report.parts_kept, 1);
+  EXPECT_FALSE(fs::exists(cache / "downloads/gone.tar.part.ranges"));
+  EXPECT_FALSE(fs::exists(cache / "downloads/stray.tar.part.ranges"));
+  EXPECT_EQ(report.orphans_deleted, 2);
+  EXPECT_EQ(ledger.file_status(file_id(kRepo, "big.tar"), 0)->state, FileState::pending);
+
+  auto again = recover(ledger, cache, state);  // idempotent: the sidecar survives a second start too
+  EXPECT_TRUE(fs::exists(cache / "downloads/big.tar.part.ranges"));
+  EXPECT_EQ(again.orphans_deleted, 0);
 }

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <thread>
 
 #include "common/error.h"
@@ -52,6 +53,12 @@ void raw_exec(const fs::path& db_file, const std::string& sql) {
 }
 
 const std::string kRepo = "org/videos";
+
+std::string printf_id(int v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016x", v);
+  return buf;
+}
 
 }  // namespace
 
@@ -385,4 +392,212 @@ TEST(Ledger, SurvivesRepeatedKill9FromOutside) {
     }
     committed_total = static_cast<int>(counters.size());
   }
+}
+
+// Issue 14, item 8: compact rows answer every reader as the full rows did.
+TEST(Ledger, CompactRowsReadAsBeforeForEveryReader) {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path());
+  EXPECT_EQ(raw_pragma(dir.path() / "kaio.db", "auto_vacuum"), "2");  // incremental, from the first table on
+  ledger.upsert_files(kRepo, {{"", "a.tar", 10, "", ""}, {"", "b.tar", 10, "", ""}});
+  auto fa = file_id(kRepo, "a.tar");
+  std::vector<ClipRecord> clips;
+  for (int i = 0; i < 6; ++i) {
+    ClipRecord c;
+    c.file_id = fa;
+    c.repo_path = "a.tar";
+    c.member = "clip" + std::to_string(i) + ".mp4";
+    c.member_index = i;
+    c.windows = 10 + i;
+    c.caption = std::string(300, 'c');
+    c.shard_path = dir.path() / ("s" + std::to_string(i));
+    c.shard_bytes = 1000;
+    clips.push_back(c);
+  }
+  ledger.add_clips(kRepo, clips);
+  std::vector<ClipId> ids;
+  for (const auto& c : ledger.clips_of_file(fa)) ids.push_back(c.id);
+  ASSERT_EQ(ids.size(), 6u);
+  // Clips 0, 2 and 4 trained in chunks 0 and 1, covered and deleted; 1 failed; 3 and 5 ready.
+  ledger.assign_chunk({ids[0], ids[2]}, 0, 0);
+  ledger.assign_chunk({ids[4]}, 0, 1);
+  ledger.set_clips_state({ids[0], ids[2], ids[4]}, ClipState::committed);
+  ledger.set_clips_state({ids[0], ids[2], ids[4]}, ClipState::deleted, "covered by checkpoint at x");
+  ledger.set_clip_state(ids[1], ClipState::failed, "truncated moov atom");
+  ledger.save_position({0, 100, 800, "c"});
+  EXPECT_THROW(ledger.transaction([&] { ledger.compact_after_checkpoint(); }), kaio::Error);
+  auto r = ledger.compact_after_checkpoint();
+  EXPECT_EQ(r.clips_compacted, 3);
+  EXPECT_GT(ledger.file_bytes(), 0u);
+
+  auto c2 = ledger.clip(ids[2]);
+  ASSERT_TRUE(c2.has_value());
+  EXPECT_TRUE(c2->compacted);
+  EXPECT_EQ(c2->state, ClipState::deleted);
+  EXPECT_EQ(c2->windows, 12);
+  EXPECT_EQ(c2->plan_epoch, 0);
+  EXPECT_EQ(c2->plan_chunk, 0);
+  EXPECT_EQ(c2->file_id, fa);
+  EXPECT_EQ(c2->repo_path, "a.tar");
+  EXPECT_EQ(c2->member_index, 2);
+  EXPECT_EQ(c2->member, "#2");
+  EXPECT_TRUE(c2->caption.empty());
+  EXPECT_EQ(ledger.clip(ids[1])->reason, "truncated moov atom");  // failed clips keep their reason
+  EXPECT_EQ(ledger.clip(ids[3])->caption, std::string(300, 'c'));
+
+  auto of_file = ledger.clips_of_file(fa);  // the plan's resume: live and compact rows in member order
+  ASSERT_EQ(of_file.size(), 6u);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(of_file[static_cast<size_t>(i)].id, ids[static_cast<size_t>(i)]);
+    EXPECT_EQ(of_file[static_cast<size_t>(i)].windows, 10 + i);
+  }
+  auto counts = ledger.clip_counts();
+  EXPECT_EQ(counts[ClipState::deleted], 3);
+  EXPECT_EQ(counts[ClipState::ready], 2);
+  EXPECT_EQ(counts[ClipState::failed], 1);
+  auto deleted = ledger.list_clips(ClipState::deleted);
+  ASSERT_EQ(deleted.size(), 3u);
+  EXPECT_EQ(deleted[0].repo_path + ":" + deleted[0].member, "a.tar:#0");  // what kaioctl ls prints
+  EXPECT_EQ(ledger.list_clips().size(), 6u);
+  EXPECT_EQ(ledger.list_clips(std::nullopt, 4).size(), 4u);
+  EXPECT_TRUE(ledger.clips_before(1, 0).empty());
+  EXPECT_EQ(ledger.known_paths().shards.size(), 2u);
+
+  // Readers of the file itself (sqlite3 -readonly in the reliability tests) see the same clips.
+  EXPECT_EQ(raw_pragma(dir.path() / "kaio.db", "auto_vacuum"), "2");
+  EXPECT_EQ(raw_pragma(dir.path() / "kaio.db", "user_version"), std::to_string(Ledger::kSchemaVersion));
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open_v2((dir.path() / "kaio.db").c_str(), &raw, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> owned(raw, &sqlite3_close);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(raw,
+                               "SELECT COUNT(*), MIN(f.path) FROM clips c JOIN files f ON f.id = c.file_id "
+                               "WHERE c.state = 'deleted'",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 3);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), "a.tar");
+  sqlite3_finalize(st);
+
+  ledger.set_clips_state({ids[4]}, ClipState::deleted, "again");  // already so: nothing to do
+  EXPECT_TRUE(ledger.clip(ids[4])->compacted);
+  ledger.add_clips(kRepo, {clips[4]});  // decoded again (next epoch): a live row again
+  auto again = ledger.clip(ids[4]);
+  EXPECT_FALSE(again->compacted);
+  EXPECT_EQ(again->state, ClipState::ready);
+  EXPECT_EQ(again->member, "clip4.mp4");
+  EXPECT_FALSE(again->plan_epoch.has_value());
+  EXPECT_EQ(ledger.clip_counts()[ClipState::deleted], 2);
+  EXPECT_EQ(ledger.clips_of_file(fa).size(), 6u);
+}
+
+// A clip whose shard is lost before a checkpoint covered it is trained again
+// when its file is decoded again: it must not read as trained in this epoch
+// (the engine skips a clip deleted with plan_epoch == the current epoch, and the
+// trainer then finds no shard for it), nor become a compact row.
+TEST(Ledger, AShardLostBeforeItsCheckpointDoesNotReadAsTrained) {
+  TempDir dir;
+  auto ledger = Ledger::open(dir.path());
+  ledger.upsert_files(kRepo, {{"", "a.tar", 10, "", ""}});
+  auto fa = file_id(kRepo, "a.tar");
+  ledger.set_file_state(fa, 0, FileState::decoded);
+  std::vector<ClipRecord> clips;
+  for (int i = 0; i < 3; ++i) {
+    ClipRecord c;
+    c.file_id = fa;
+    c.repo_path = "a.tar";
+    c.member = "v" + std::to_string(i) + ".mp4";
+    c.member_index = i;
+    c.windows = 2;
+    c.shard_path = dir.path() / ("s" + std::to_string(i));
+    clips.push_back(c);
+  }
+  ledger.add_clips(kRepo, clips);
+  ClipId committed = clip_id(kRepo, "a.tar", "v0.mp4"), consumed = clip_id(kRepo, "a.tar", "v1.mp4"),
+         ready = clip_id(kRepo, "a.tar", "v2.mp4");
+  ledger.assign_chunk({committed, consumed, ready}, 0, 0);
+  ledger.set_clip_state(committed, ClipState::committed);
+  ledger.set_clip_state(consumed, ClipState::consumed);
+  EXPECT_EQ(ledger.mark_shards_missing({committed, consumed, ready}, 0), 1);
+  EXPECT_EQ(ledger.clip(committed)->plan_epoch, 0);  // covered by a checkpoint: trained
+  EXPECT_FALSE(ledger.clip(consumed)->plan_epoch.has_value());
+  EXPECT_FALSE(ledger.clip(ready)->plan_epoch.has_value());
+  EXPECT_EQ(ledger.compact_after_checkpoint().clips_compacted, 1);
+  EXPECT_TRUE(ledger.clip(committed)->compacted);
+  EXPECT_FALSE(ledger.clip(consumed)->compacted);
+}
+
+// A ledger written before schema 3 (every row kept, captions and all, no
+// auto-vacuum) shrinks when opened: rows compacted, one VACUUM.
+TEST(Ledger, UpgradesAGrownVersionTwoDatabaseToCompactRows) {
+  TempDir dir;
+  fs::path db = dir.path() / "kaio.db";
+  raw_exec(db, R"sql(
+PRAGMA journal_mode = WAL;
+CREATE TABLE source(id INTEGER PRIMARY KEY CHECK (id = 1), endpoint TEXT NOT NULL, repo TEXT NOT NULL,
+                    revision TEXT NOT NULL, commit_sha TEXT NOT NULL, selection TEXT NOT NULL);
+CREATE TABLE files(id TEXT PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+                   git_oid TEXT NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE file_states(file_id TEXT NOT NULL REFERENCES files(id), epoch INTEGER NOT NULL,
+                         state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0,
+                         local_path TEXT NOT NULL DEFAULT '', updated INTEGER NOT NULL,
+                         PRIMARY KEY (file_id, epoch));
+CREATE TABLE clips(id TEXT PRIMARY KEY, file_id TEXT NOT NULL, member TEXT NOT NULL, member_index INTEGER NOT NULL,
+                   caption TEXT NOT NULL, windows INTEGER NOT NULL, shard_path TEXT NOT NULL,
+                   shard_bytes INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '');
+CREATE INDEX clips_by_state ON clips(state);
+CREATE INDEX clips_by_file ON clips(file_id, member_index);
+CREATE TABLE position(id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+                      samples INTEGER NOT NULL, cursor TEXT NOT NULL);
+CREATE TABLE checkpoints(path TEXT PRIMARY KEY, step INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                         created INTEGER NOT NULL, cursor TEXT NOT NULL);
+CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+ALTER TABLE clips ADD COLUMN plan_epoch INTEGER;
+ALTER TABLE clips ADD COLUMN plan_chunk INTEGER;
+CREATE INDEX clips_by_chunk ON clips(plan_epoch, plan_chunk);
+CREATE TABLE pause(id INTEGER PRIMARY KEY CHECK (id = 1), paused INTEGER NOT NULL, reason TEXT NOT NULL,
+                   since INTEGER NOT NULL);
+INSERT INTO files VALUES ('00000000000000f1', 'a.tar', 1, '', '');
+INSERT INTO file_states VALUES ('00000000000000f1', 0, 'decoded', '', 0, '', 1), ('00000000000000f1', 1, 'decoded', '', 0, '', 1);
+-- epoch 0: 3000 clips trained and deleted; epoch 1: 5000 trained and deleted, 10 ready
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 7999)
+INSERT INTO clips SELECT printf('%016x', 4096 + i), '00000000000000f1', 'videos/m' || i || '.mp4', i,
+  hex(randomblob(150)), 1 + i % 5, '/var/cache/kaio/shards/s' || i, 1000, 'deleted',
+  'covered by checkpoint at v1 epoch=1 file=0 chunk=9 window=0 pass=0', CASE WHEN i < 3000 THEN 0 ELSE 1 END, i / 8 FROM n;
+WITH RECURSIVE n(i) AS (SELECT 8000 UNION ALL SELECT i + 1 FROM n WHERE i < 8009)
+INSERT INTO clips SELECT printf('%016x', 4096 + i), '00000000000000f1', 'videos/m' || i || '.mp4', i, 'a caption', 2,
+  '/s' || i, 1000, 'ready', '', NULL, NULL FROM n;
+INSERT INTO position VALUES (1, 1, 700, 5600, 'v1 epoch=1 file=0 chunk=9 window=0 pass=0');
+PRAGMA user_version = 2;
+)sql");
+  EXPECT_EQ(raw_pragma(db, "auto_vacuum"), "0");
+  auto size = [&] {
+    uint64_t total = 0;
+    for (const char* s : {"", "-wal", "-shm"})
+      if (fs::exists(db.string() + s)) total += fs::file_size(db.string() + s);
+    return total;
+  };
+  uint64_t before = size();
+  auto ledger = Ledger::open(dir.path());
+  uint64_t after = ledger.file_bytes();
+  std::printf("schema 2 ledger of 8010 clips: %llu bytes, after the upgrade %llu bytes\n",
+              static_cast<unsigned long long>(before), static_cast<unsigned long long>(after));
+  EXPECT_EQ(raw_pragma(db, "auto_vacuum"), "2");
+  EXPECT_LT(after, before / 5);
+  auto counts = ledger.clip_counts();
+  EXPECT_EQ(counts[ClipState::deleted], 5000);  // epoch 0's rows went with epoch 0
+  EXPECT_EQ(counts[ClipState::ready], 10);
+  auto trained = ledger.clip("0000000000001fa0");  // i = 4000: epoch 1, chunk 500
+  ASSERT_TRUE(trained.has_value());
+  EXPECT_TRUE(trained->compacted);
+  EXPECT_EQ(trained->plan_epoch, 1);
+  EXPECT_EQ(trained->plan_chunk, 500);
+  EXPECT_EQ(trained->windows, 1);
+  EXPECT_EQ(trained->repo_path, "a.tar");
+  EXPECT_FALSE(ledger.clip("0000000000001001").has_value());  // i = 1: epoch 0
+  EXPECT_EQ(ledger.clip(printf_id(4096 + 8005))->caption, "a caption");
+  EXPECT_FALSE(ledger.file_status("00000000000000f1", 0).has_value());
+  EXPECT_EQ(ledger.file_status("00000000000000f1", 1)->state, FileState::decoded);
+  EXPECT_EQ(ledger.clips_of_file("00000000000000f1").size(), 5010u);
 }
