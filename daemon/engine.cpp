@@ -915,8 +915,7 @@ struct Engine::Impl {
       if (compacted.bytes_peak > ledger_allowance(config))
         spdlog::warn("ledger: {} on disk, over its allowance of {}", format_size(compacted.bytes_peak),
                      format_size(ledger_allowance(config)));
-    } catch (const Error& err) {
-      if (err.kind() == ErrorKind::disk_full) throw;
+    } catch (const Error& err) {  // the next checkpoint tries again
       spdlog::warn("ledger: compaction after the checkpoint failed: {}", err.what());
     }
   }
