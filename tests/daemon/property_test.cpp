@@ -79,7 +79,7 @@ Draw draw(int seed) {
   const char* min_factor = std::getenv("KAIO_PROPERTY_MIN_FACTOR");
   int least = min_factor && *min_factor ? std::max(1, std::atoi(min_factor)) : 2;
   d.budget_factor = std::max(least, pick(rng, {1, 2, 2, 4, 8}));
-  d.kills = between(rng, 0, 3);
+  d.kills = between(rng, 1, 3);
   std::ostringstream out;
   out << "seed " << seed << ": " << d.batches.size() << " batches {";
   for (const auto& b : d.batches) out << " [" << b << "]";
