@@ -234,6 +234,7 @@ struct Engine::Impl {
     epoch = cursor.epoch;
     check_working_set();
     new_sequence(cursor);
+    drop_checkpoints_over_keep();
     // Checkpoints write into a standing claim so that freeing space never waits for space.
     uint64_t bytes = checkpoint_file_bytes();
     spare_checkpoint_claim = reserve_at_start(bytes, "spare checkpoint");
@@ -243,6 +244,21 @@ struct Engine::Impl {
     // member or a clip too large for this budget) fails at once, alone.
     // Kept downloads go when the space is needed, so they do not count.
     budget->set_standing(fixed_bytes);
+  }
+
+  // A kill between a checkpoint's ledger row and the rotation leaves one
+  // checkpoint more than train.keep_checkpoints; the oldest go, so the
+  // standing claims are the ones the working-set check counted (a soak run
+  // sat in budget-wait beside three checkpoints with keep 2).
+  void drop_checkpoints_over_keep() {
+    while (static_cast<int>(checkpoint_claims.size()) > std::max(1, config.train.keep_checkpoints)) {
+      auto oldest = std::move(checkpoint_claims.front());
+      checkpoint_claims.erase(checkpoint_claims.begin());
+      ledger.remove_checkpoint(oldest.first);
+      fs::remove(oldest.first);
+      spdlog::info("checkpoint {} removed: more than train.keep_checkpoints ({}) were kept by the last run", oldest.first.string(),
+                   config.train.keep_checkpoints);
+    }  // each claim goes after its unlink
   }
 
   // The working-set check has made sure that the standing claims fit once the

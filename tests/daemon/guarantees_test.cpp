@@ -145,31 +145,17 @@ TEST_F(Guarantees, KilledAtProgressPointsAcrossEpochsPausesAndAPartFailedFile) {
     ASSERT_LT(++lives, 30) << "too many lives";
     pid_t child = start_life(c, file, pause_at);
     int status = 0;
-    auto deadline = std::chrono::steady_clock::now() + 600s;
-    bool killed = false;
-    while (::waitpid(child, &status, WNOHANG) == 0) {
-      if (!kill_at.empty() && last_step(file) >= *kill_at.begin()) {
-        ::kill(child, SIGKILL);
-        ::waitpid(child, &status, 0);
-        kill_at.erase(kill_at.begin());
-        ++kills;
-        killed = true;
-        break;
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(child, SIGKILL);
-        ::waitpid(child, &status, 0);
-        FAIL() << "a life made no end within 600 s";
-      }
-      std::this_thread::sleep_for(5ms);
+    auto end = await_life(child, file, kill_at, status);
+    ASSERT_NE(end, LifeEnd::hung) << "a life made no end within 600 s";
+    if (end == LifeEnd::killed) {
+      ++kills;
+      continue;
     }
-    if (killed) continue;
     ASSERT_TRUE(WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 0) << "see child: above";
     break;
   }
   auto resumed = replay(file);
-  std::set<Window> unique(resumed.windows.begin(), resumed.windows.end());
   int64_t loss_mismatches = 0;
   for (const auto& [step, loss] : reference.losses)
     if (!resumed.losses.count(step) || std::abs(resumed.losses[step] - loss) > 1e-5 * std::max(1.0, std::abs(loss))) ++loss_mismatches;

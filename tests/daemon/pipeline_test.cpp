@@ -31,6 +31,7 @@
 #include "state/ledger.h"
 #include "daemon/status.h"
 #include "tests/support/disk_sampler.h"
+#include "tests/support/private_tmpfs.h"
 #include "tests/support/progress_watchdog.h"
 
 namespace fs = std::filesystem;
@@ -546,22 +547,6 @@ TEST_F(Pipeline, SecondEpochTrainsEveryWindowOnceMoreInANewOrder) {
 
 namespace {
 
-// In a forked child: a private mount namespace (a user namespace too when not
-// root) with a tmpfs of `size` at `dir`, so the test owns a filesystem it can
-// fill. False when the machine allows neither.
-bool mount_private_tmpfs(const fs::path& dir, const char* size) {
-  uid_t uid = ::geteuid();
-  gid_t gid = ::getegid();
-  if (::unshare(CLONE_NEWNS) != 0) {
-    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return false;
-    std::ofstream("/proc/self/setgroups") << "deny";
-    std::ofstream("/proc/self/uid_map") << "0 " << uid << " 1";
-    std::ofstream("/proc/self/gid_map") << "0 " << gid << " 1";
-  }
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
-  return ::mount("tmpfs", dir.c_str(), "tmpfs", 0, (std::string("size=") + size).c_str()) == 0;
-}
-
 uint64_t free_bytes(const fs::path& p) { return fs::space(p).available; }
 
 }  // namespace
@@ -574,7 +559,7 @@ TEST_F(Pipeline, FullFilesystemWaitsAndLosesNothing) {
   pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    if (!mount_private_tmpfs(dir, "48m")) ::_exit(77);
+    if (!kaio::test::mount_private_tmpfs(dir, "48m")) ::_exit(77);
     auto check = [](bool ok, const std::string& what) {
       if (ok) return;
       std::fprintf(stderr, "FAILED: %s\n", what.c_str());

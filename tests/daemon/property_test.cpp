@@ -147,24 +147,9 @@ TEST(Property, EveryRunFinishesUnderItsBudgetAndTrainsEveryWindowOnce) {
       pid_t child = start_life(c, file, {});
       DiskSampler sampler({dir / "cache", dir / "state"});
       int status = 0;
-      auto deadline = std::chrono::steady_clock::now() + 600s;
-      bool killed = false;
-      while (::waitpid(child, &status, WNOHANG) == 0) {
-        if (!kill_at.empty() && last_step(file) >= *kill_at.begin()) {
-          ::kill(child, SIGKILL);
-          ::waitpid(child, &status, 0);
-          kill_at.erase(kill_at.begin());
-          killed = true;
-          break;
-        }
-        if (std::chrono::steady_clock::now() > deadline) {
-          ::kill(child, SIGKILL);
-          ::waitpid(child, &status, 0);
-          ADD_FAILURE() << "a life made no end within 600 s";
-          break;
-        }
-        std::this_thread::sleep_for(5ms);
-      }
+      auto end = await_life(child, file, kill_at, status);
+      if (end == LifeEnd::hung) ADD_FAILURE() << "a life made no end within 600 s";
+      bool killed = end == LifeEnd::killed;
       sampler.finish();
       EXPECT_LE(sampler.peak(), c.storage.budget) << "disk over the budget in life " << lives;
       if (killed) continue;

@@ -176,6 +176,16 @@ inline pid_t start_life(const Config& c, const fs::path& file, std::set<int64_t>
   }
 }
 
+// How a life of start_life() ended.
+enum class LifeEnd { killed, exited, hung };
+
+// Waits for the life `child` to end by itself, or kills it with SIGKILL once
+// its trace at `file` has recorded the first step in `kill_at` (which is then
+// taken out). A life that makes no end within `bound` is killed and `hung`.
+// `status` is waitpid's for an exited life.
+inline LifeEnd await_life(pid_t child, const fs::path& file, std::set<int64_t>& kill_at, int& status,
+                          std::chrono::seconds bound = 600s);
+
 // The highest step the trace file has recorded a loss for.
 inline int64_t last_step(const fs::path& file) {
   std::ifstream in(file);
@@ -183,6 +193,23 @@ inline int64_t last_step(const fs::path& file) {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("loss ", 0) == 0) best = std::max<int64_t>(best, std::stoll(line.substr(5)));
   return best;
+}
+
+inline LifeEnd await_life(pid_t child, const fs::path& file, std::set<int64_t>& kill_at, int& status,
+                          std::chrono::seconds bound) {
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  while (::waitpid(child, &status, WNOHANG) == 0) {
+    bool hung = std::chrono::steady_clock::now() > deadline;
+    if (hung || (!kill_at.empty() && last_step(file) >= *kill_at.begin())) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+      if (hung) return LifeEnd::hung;
+      kill_at.erase(kill_at.begin());
+      return LifeEnd::killed;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return LifeEnd::exited;
 }
 
 struct Replayed {
