@@ -51,7 +51,7 @@ DatasetSpec spec_from_env() {
 void expect_no_orphans(const DaemonSetup& s) {
   EXPECT_EQ(count_files(s.cache()), 0u) << "orphan files in the cache";
   std::set<std::string> listed;
-  std::istringstream rows(sql(s.db(), "select path from checkpoints"));
+  std::istringstream rows(sql_copy(s.db(), "select path from checkpoints"));
   for (std::string row; std::getline(rows, row);) listed.insert(fs::path(row).filename().string());
   for (const auto& e : fs::recursive_directory_iterator(s.state())) {
     if (!e.is_regular_file()) continue;
@@ -99,7 +99,7 @@ std::pair<fs::path, std::string> repo_for(const fs::path& data, bool cut) {
 
 // Files the ledger shows failed (in any epoch), and the rows behind them.
 int64_t failed_files(const fs::path& db) {
-  std::string n = sql(db, "select count(distinct file_id) from file_states where state = 'failed'");
+  std::string n = sql_copy(db, "select count(distinct file_id) from file_states where state = 'failed'");
   try {
     return n.empty() ? 0 : std::stoll(n);
   } catch (...) {
@@ -108,7 +108,7 @@ int64_t failed_files(const fs::path& db) {
   }
 }
 std::string failed_rows(const fs::path& db) {
-  return sql(db, "select f.path, s.epoch, s.reason from file_states s join files f on f.id = s.file_id where s.state = 'failed'");
+  return sql_copy(db, "select f.path, s.epoch, s.reason from file_states s join files f on f.id = s.file_id where s.state = 'failed'");
 }
 
 }  // namespace
@@ -195,7 +195,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   if (cut) {
     // The cut file delivers clips before it fails: those are trained (its row in
     // the ledger lists the clips it delivered).
-    std::istringstream ids(sql(ref.db(), "select c.id from clips c join files f on f.id = c.file_id where f.path = '" + cut_file + "'"));
+    std::istringstream ids(sql_copy(ref.db(), "select c.id from clips c join files f on f.id = c.file_id where f.path = '" + cut_file + "'"));
     for (std::string id; std::getline(ids, id);) cut_clips_trained += ref_clips.count(id);
     std::printf("crash: cut archive %s (60%%): %zu of its clips trained in the uninterrupted run before its file failed\n", cut_file.c_str(),
                 cut_clips_trained);
@@ -257,7 +257,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     bool finished = false;
     while (!finished) {
       // Restart: drop the trace past the last durable checkpoint, as kaiod resumes there.
-      int64_t durable = last_durable_checkpoint(crash.db());
+      int64_t durable = last_durable_checkpoint_copy(crash.db());
       replayed_lines += truncate_trace(crash.trace(), durable);
       size_t kept = read_trace(crash.trace()).size();
       LineCounter log_lines(crash.log()), trace_lines(crash.trace());
