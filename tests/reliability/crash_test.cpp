@@ -5,9 +5,20 @@
 // Parameters (environment): KAIO_KILLS (10; soak 200), KAIO_DATASET_BYTES
 // (0: 48 clips of 640x360, about 14.5 MB), KAIO_BUDGET (12MB), KAIO_SEED (kill
 // points, 1), KAIO_KILLS_PER_ROUND (10), KAIO_RUN_LIMIT_S (a bound on one life,
-// 600; 3600 with KAIO_DATASET_BYTES). Kill points are progress events kaiod
-// shows (log and trace lines), so the verdict does not depend on the machine's
-// speed or load. scripts/soak.sh runs the long forms.
+// 600; 3600 with KAIO_DATASET_BYTES), KAIO_EPOCHS (train.epochs, 2),
+// KAIO_CUT_ARCHIVE (1: one archive cut to 60% of its size, so its file fails
+// part-way after delivering clips; the uninterrupted run must show exactly one
+// failed file and have trained some of its clips; 0 serves the dataset whole),
+// KAIO_PAUSES (pauses through `kaioctl pause`/`resume` in the killed runs, each
+// at a progress point drawn like a kill point, before that life's kill point,
+// and held while the test checks that nothing trains; 1; soak 4). The CI form
+// (all defaults) took 53 s on a 2-core machine at load 6-8. Kill and pause points are progress
+// events kaiod shows (log and trace lines), so the verdict does not depend on
+// the machine's speed or load. scripts/soak.sh runs the long forms.
+#include <algorithm>
+#include <numeric>
+#include <tuple>
+
 #include "tests/reliability/harness.h"
 
 using namespace kaio::reliability;
@@ -40,7 +51,7 @@ DatasetSpec spec_from_env() {
 void expect_no_orphans(const DaemonSetup& s) {
   EXPECT_EQ(count_files(s.cache()), 0u) << "orphan files in the cache";
   std::set<std::string> listed;
-  std::istringstream rows(sql(s.db(), "select path from checkpoints"));
+  std::istringstream rows(sql_copy(s.db(), "select path from checkpoints"));
   for (std::string row; std::getline(rows, row);) listed.insert(fs::path(row).filename().string());
   for (const auto& e : fs::recursive_directory_iterator(s.state())) {
     if (!e.is_regular_file()) continue;
@@ -50,6 +61,56 @@ void expect_no_orphans(const DaemonSetup& s) {
   }
 }
 
+// The repo kaio-hub serves: the generated dataset as is, or with
+// KAIO_CUT_ARCHIVE its cut variant (made once next to it under the build
+// folder: the files hard-linked or copied, the second archive in path order a
+// copy cut to 60% of its size). kaio-hub serves real files only (a per-file
+// symlink resolves outside the repo and is refused), so the variant is a
+// folder of its own. Returns the folder, and the cut file's path relative to it.
+std::pair<fs::path, std::string> repo_for(const fs::path& data, bool cut) {
+  if (!cut) return {data, ""};
+  std::vector<fs::path> archives;
+  for (const auto& e : fs::recursive_directory_iterator(data))
+    if (e.is_regular_file() && e.path().extension() == ".gz") archives.push_back(fs::relative(e.path(), data));
+  std::sort(archives.begin(), archives.end());
+  if (archives.size() < 3) throw std::runtime_error("KAIO_CUT_ARCHIVE needs at least 3 archives, the dataset has " + std::to_string(archives.size()));
+  const fs::path victim = archives[1];
+  fs::path out = data.string() + "-cut60";
+  if (fs::exists(out / ".complete")) return {out, victim.string()};
+  fs::path tmp = out.string() + ".tmp-" + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  for (const auto& e : fs::recursive_directory_iterator(data)) {
+    fs::path rel = fs::relative(e.path(), data);
+    if (e.is_directory()) {
+      fs::create_directories(tmp / rel);
+    } else if (e.is_regular_file() && rel.filename() != ".complete") {
+      fs::create_directories((tmp / rel).parent_path());
+      std::error_code ec;
+      if (rel == victim || (fs::create_hard_link(e.path(), tmp / rel, ec), ec)) fs::copy_file(e.path(), tmp / rel);
+      if (rel == victim) fs::resize_file(tmp / rel, e.file_size() * 6 / 10);
+    }
+  }
+  std::ofstream(tmp / ".complete") << "cut " << victim.string() << " to 60%\n";
+  std::error_code ec;
+  fs::rename(tmp, out, ec);
+  if (ec) fs::remove_all(tmp);  // another test made it first
+  return {out, victim.string()};
+}
+
+// Files the ledger shows failed (in any epoch), and the rows behind them.
+int64_t failed_files(const fs::path& db) {
+  std::string n = sql_copy(db, "select count(distinct file_id) from file_states where state = 'failed'");
+  try {
+    return n.empty() ? 0 : std::stoll(n);
+  } catch (...) {
+    ADD_FAILURE() << "ledger query failed: " << n;
+    return -1;
+  }
+}
+std::string failed_rows(const fs::path& db) {
+  return sql_copy(db, "select f.path, s.epoch, s.reason from file_states s join files f on f.id = s.file_id where s.state = 'failed'");
+}
+
 }  // namespace
 
 TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
@@ -57,12 +118,16 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   const std::string budget = std::getenv("KAIO_BUDGET") && *std::getenv("KAIO_BUDGET") ? std::getenv("KAIO_BUDGET") : "12MB";
   std::mt19937 rng(static_cast<unsigned>(env_int("KAIO_SEED", 1)));
   DatasetSpec spec = spec_from_env();
+  const int epochs = static_cast<int>(env_int("KAIO_EPOCHS", 2));
+  const bool cut = env_int("KAIO_CUT_ARCHIVE", 1) != 0;
+  const int pauses_wanted = static_cast<int>(env_int("KAIO_PAUSES", 1));
 
   fs::path dir = make_temp_dir("crash");
   fs::create_directories(dir / "repos/kaio-test");
   fs::path data = dataset(spec);
-  fs::create_directory_symlink(data, dir / "repos/kaio-test/llava");
-  uint64_t dataset_bytes = repo_bytes(data);
+  const auto [served, cut_file] = repo_for(data, cut);
+  fs::create_directory_symlink(served, dir / "repos/kaio-test/llava");
+  uint64_t dataset_bytes = repo_bytes(served);
   Hub hub(dir / "repos", dir / "hub.log");
   ASSERT_TRUE(hub.ok()) << read_text(dir / "hub.log");
 
@@ -72,6 +137,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     fs::create_directories(s.dir);
     s.endpoint = hub.url();
     s.budget = budget;
+    s.train["epochs"] = epochs;
     s.write_config();
     return s;
   };
@@ -83,6 +149,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   DaemonSetup ref = setup("reference");
   RunFigures reference;
   size_t reference_events = 0;
+  int64_t reference_failed = 0;
   {
     DiskSampler sampler({ref.cache(), ref.state()});
     auto t0 = Clock::now();
@@ -104,11 +171,47 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     // Its progress events: log lines and trace lines (one per window trained).
     reference_events = count_lines(ref.log()) + reference.trace.size();
     expect_no_orphans(ref);
+    reference_failed = failed_files(ref.db());
+    if (cut)
+      EXPECT_EQ(reference_failed, 1) << "the cut archive " << cut_file << " must fail its file (files.failed == 1); failed rows: "
+                                     << failed_rows(ref.db()) << "\n" << tail(read_text(ref.log()));
+    else
+      EXPECT_EQ(reference_failed, 0) << failed_rows(ref.db());
   }
   ASSERT_FALSE(reference.trace.empty());
-  std::set<std::pair<std::string, int>> ref_windows;
-  for (const auto& l : reference.trace) ref_windows.emplace(l.clip, l.window);
-  EXPECT_EQ(ref_windows.size(), reference.trace.size()) << "the uninterrupted run trained a window twice";
+  // A window is trained once per epoch: (epoch, clip, window) is trained once.
+  using WindowKey = std::tuple<int, std::string, int>;
+  std::set<WindowKey> ref_windows;
+  std::set<int> ref_epochs;
+  for (const auto& l : reference.trace) {
+    ref_windows.emplace(l.epoch, l.clip, l.window);
+    ref_epochs.insert(l.epoch);
+  }
+  EXPECT_EQ(ref_windows.size(), reference.trace.size()) << "the uninterrupted run trained a window twice in an epoch";
+  EXPECT_EQ(static_cast<int>(ref_epochs.size()), epochs) << "the uninterrupted run trained another number of epochs";
+  std::set<std::string> ref_clips;
+  for (const auto& l : reference.trace) ref_clips.insert(l.clip);
+  size_t cut_clips_trained = 0;
+  if (cut) {
+    // The cut file delivers clips before it fails: those are trained (its row in
+    // the ledger lists the clips it delivered).
+    std::istringstream ids(sql_copy(ref.db(), "select c.id from clips c join files f on f.id = c.file_id where f.path = '" + cut_file + "'"));
+    for (std::string id; std::getline(ids, id);) cut_clips_trained += ref_clips.count(id);
+    // kaiod's log names each clip it decoded with its file ("clip ... (member M
+    // of FILE): N windows"): counted too, for a ledger that has compacted the
+    // rows of clips a checkpoint covered.
+    size_t cut_clips_logged = 0;
+    {
+      std::istringstream log(read_text(ref.log()));
+      const std::string of = " of " + cut_file + "): ";
+      for (std::string line; std::getline(log, line);)
+        if (line.find(" clip ") != std::string::npos && line.find(of) != std::string::npos) ++cut_clips_logged;
+    }
+    std::printf("crash: cut archive %s (60%%): %zu of its clips trained in the uninterrupted run before its file failed (by the ledger; "
+                "%zu decodes of them in its log, all epochs)\n",
+                cut_file.c_str(), cut_clips_trained, cut_clips_logged);
+    EXPECT_GT(std::max(cut_clips_trained, cut_clips_logged), 0u) << "the cut archive must fail part-way, after delivering clips";
+  }
 
   // The same run killed with SIGKILL and restarted each time, in rounds of at
   // most KAIO_KILLS_PER_ROUND kills (10): each round is a fresh run compared
@@ -135,7 +238,20 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   bool stuck = false;  // a run that did not finish or failed: figures so far are still printed
   size_t replayed_lines = 0;
   int64_t resume_mismatches = 0;
-  int64_t lost = 0, repeated = 0, loss_mismatches = 0, order_mismatches = 0, length_mismatches = 0;
+  int64_t lost = 0, repeated = 0, loss_mismatches = 0, order_mismatches = 0, length_mismatches = 0, failed_mismatches = 0;
+  // Pauses: one in each of `pauses_wanted` lives drawn among the first
+  // kills_wanted (a pause that its life did not reach moves to the next life).
+  std::set<int> pause_lives;
+  {
+    const int lives_for_pauses = std::max(1, kills_wanted);
+    std::vector<int> all(static_cast<size_t>(lives_for_pauses));
+    std::iota(all.begin(), all.end(), 1);
+    std::shuffle(all.begin(), all.end(), rng);
+    for (int i = 0; i < std::min(pauses_wanted, lives_for_pauses); ++i) pause_lives.insert(all[static_cast<size_t>(i)]);
+  }
+  int pauses_pending = 0, pauses_done = 0, kills_after_pause = 0;
+  size_t pause_lines_while_paused = 0;
+  std::vector<std::string> pause_notes;
   std::map<std::string, int> kill_phase;
   std::vector<int> kill_events;  // k of each kill
   DaemonSetup crash;
@@ -152,7 +268,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     bool finished = false;
     while (!finished) {
       // Restart: drop the trace past the last durable checkpoint, as kaiod resumes there.
-      int64_t durable = last_durable_checkpoint(crash.db());
+      int64_t durable = last_durable_checkpoint_copy(crash.db());
       replayed_lines += truncate_trace(crash.trace(), durable);
       size_t kept = read_trace(crash.trace()).size();
       LineCounter log_lines(crash.log()), trace_lines(crash.trace());
@@ -161,17 +277,90 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
       sampler.set_pid(kaiod.pid());
       ++restarts;
       auto life_start = Clock::now();
+      if (pause_lives.count(restarts)) ++pauses_pending;
+      bool paused_this_life = false;
+      // A pause in this life: at its p-th progress event, before its kill point.
+      auto pause_here = [&](size_t events) {
+        ++pauses_done;
+        --pauses_pending;
+        paused_this_life = true;
+        // kaioctl needs the control socket: kaiod binds it during start-up.
+        if (!wait_until([&] { return status_direct(crash.socket()).has_value() || !kaiod.running(); }, 120s)) {
+          ADD_FAILURE() << "no status over the control socket within 120 s of pause point " << events;
+          return false;
+        }
+        if (!kaiod.running()) {  // finished before the pause: it moves on
+          --pauses_done;
+          ++pauses_pending;
+          paused_this_life = false;
+          return true;
+        }
+        auto r = kaioctl(crash, "pause --reason soak", 120);
+        if (r.exit_code != 0) {
+          if (!kaiod.running()) {
+            --pauses_done;
+            ++pauses_pending;
+            paused_this_life = false;
+            return true;
+          }
+          ADD_FAILURE() << "kaioctl pause failed at event " << events << " of life " << restarts << ": " << r.output
+                        << "\nlog tail: " << tail(read_text(crash.log()), 1500);
+          return false;
+        }
+        auto st = status_direct(crash.socket());
+        if (!st || st->value("state", std::string()) != "paused") {
+          if (!kaiod.running() || (st && st->value("state", std::string()) == "done")) return true;  // ended at once
+          ADD_FAILURE() << "after kaioctl pause, status is not paused: " << (st ? st->dump() : std::string("(no answer)"));
+          return false;
+        }
+        // Held: nothing trains while paused (the trace does not grow, the step stays).
+        const size_t trace_at_pause = read_trace(crash.trace()).size();
+        const int64_t step_at_pause = (*st)["train"].value("step", int64_t{-1});
+        std::this_thread::sleep_for(500ms);
+        auto held = status_direct(crash.socket());
+        const size_t trace_after = read_trace(crash.trace()).size();
+        pause_lines_while_paused += trace_after - trace_at_pause;
+        if (!held || held->value("state", std::string()) != "paused" || (*held)["train"].value("step", int64_t{-2}) != step_at_pause)
+          ADD_FAILURE() << "kaiod did not stay paused: " << (held ? held->dump() : std::string("(no answer)"));
+        r = kaioctl(crash, "resume", 60);
+        if (r.exit_code != 0) {
+          ADD_FAILURE() << "kaioctl resume failed: " << r.output << "\nlog tail: " << tail(read_text(crash.log()), 1500);
+          return false;
+        }
+        auto after = status_direct(crash.socket());
+        if (after && after->value("paused", false)) {
+          ADD_FAILURE() << "after kaioctl resume, status still says paused: " << after->dump();
+          return false;
+        }
+        pause_notes.push_back("life " + std::to_string(restarts) + " event " + std::to_string(events) + " step " + std::to_string(step_at_pause));
+        return true;
+      };
       if (kills < round_target) {
         const int k = std::uniform_int_distribution<int>(1, max_events)(rng);
-        bool reached = false;
+        // The pause point comes before the kill point (k >= 2), drawn the same way.
+        const int p = pauses_pending > 0 && k >= 2 ? std::uniform_int_distribution<int>(1, k - 1)(rng) : 0;
+        bool reached = false, pause_failed = false;
         while (kaiod.running() && Clock::now() - life_start < life_limit) {
-          if (log_lines.poll() + trace_lines.poll() >= static_cast<size_t>(k)) {
+          size_t events = log_lines.poll() + trace_lines.poll();
+          if (p > 0 && !paused_this_life && pauses_pending > 0 && events >= static_cast<size_t>(p)) {
+            if (!pause_here(events)) {
+              pause_failed = true;
+              break;
+            }
+            continue;
+          }
+          if (events >= static_cast<size_t>(k)) {
             reached = true;
             break;
           }
           std::this_thread::sleep_for(5ms);  // poll interval only: the kill point is the event count
         }
+        if (pause_failed) {
+          stuck = true;
+          break;
+        }
         if (reached) {
+          if (paused_this_life) ++kills_after_pause;
           kaiod.kill_and_reap();
           // What kaiod was doing, by its last log line.
           log_lines.poll();
@@ -196,6 +385,19 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
         }
         // Exited before its kill point (the run is done: the round ends early),
         // or stuck: both handled below.
+      } else if (pauses_pending > 0) {
+        // The last life of a round takes a pause still owed, at a drawn progress point.
+        const int p = std::uniform_int_distribution<int>(1, max_events)(rng);
+        while (kaiod.running() && Clock::now() - life_start < life_limit) {
+          size_t events = log_lines.poll() + trace_lines.poll();
+          if (events >= static_cast<size_t>(p)) {
+            if (!pause_here(events)) stuck = true;
+            break;
+          }
+          std::this_thread::sleep_for(5ms);
+        }
+        if (stuck) break;
+        kaiod.wait_for(life_limit - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - life_start));
       } else {
         kaiod.wait_for(life_limit);
       }
@@ -228,8 +430,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     if (stuck) break;
 
     auto resumed = read_trace(crash.trace());
-    std::multiset<std::pair<std::string, int>> seen;
-    for (const auto& l : resumed) seen.emplace(l.clip, l.window);
+    std::multiset<WindowKey> seen;
+    for (const auto& l : resumed) seen.emplace(l.epoch, l.clip, l.window);
     for (const auto& w : ref_windows)
       if (!seen.count(w)) ++lost;
     for (auto it = seen.begin(); it != seen.end(); it = seen.upper_bound(*it)) repeated += static_cast<int64_t>(seen.count(*it)) - 1;
@@ -242,6 +444,10 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
       if (std::abs(la - lb) > 1e-6 * std::max(1.0, std::abs(lb))) ++loss_mismatches;
     }
     expect_no_orphans(crash);
+    if (int64_t f = failed_files(crash.db()); f != reference_failed) {
+      ++failed_mismatches;
+      ADD_FAILURE() << "round " << rounds << ": " << f << " failed files, the uninterrupted run " << reference_failed << ": " << failed_rows(crash.db());
+    }
     if (kills < round_target) ++rounds_finished_early;  // the next round goes on counting
   }
   double crash_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -266,6 +472,16 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   if (crash_peak_deleted > 0)
     std::printf("crash: killed runs held up to %llu bytes of deleted files: %s\n", static_cast<unsigned long long>(crash_peak_deleted),
                 crash_peak_deleted_detail.c_str());
+  std::printf("crash: epochs %d, cut archive %s, failed files %lld (uninterrupted run), %lld rounds with another count; "
+              "pauses %d of %d (kaioctl pause/resume; %d lives killed after their pause; %zu trace lines while paused)%s%s\n",
+              epochs, cut ? cut_file.c_str() : "none", static_cast<long long>(reference_failed), static_cast<long long>(failed_mismatches),
+              pauses_done, pauses_wanted, kills_after_pause, pause_lines_while_paused, pause_notes.empty() ? "" : ": ",
+              [&] {
+                std::string n;
+                for (const auto& x : pause_notes) n += (n.empty() ? "" : "; ") + x;
+                return n;
+              }()
+                  .c_str());
   if (stuck) std::printf("crash: STOPPED EARLY in round %d (see the failure above); figures up to then:\n", rounds);
   std::printf("kills survived %d, windows lost %lld, repeated %lld, peak disk %llu / budget %s (%lld samples every 20 ms), "
               "order mismatches %lld, loss mismatches %lld\n",
@@ -281,6 +497,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   EXPECT_EQ(length_mismatches, 0) << "a killed run trained a different number of windows";
   EXPECT_EQ(order_mismatches, 0) << "the window sequence differs from the uninterrupted run";
   EXPECT_EQ(loss_mismatches, 0) << "the loss differs from the uninterrupted run";
+  EXPECT_EQ(pauses_done, pauses_wanted) << "the wanted pauses did not all land";
+  EXPECT_EQ(pause_lines_while_paused, 0u) << "windows were trained while kaiod said paused";
   EXPECT_EQ(resume_mismatches, 0) << "a restart did not resume right after the last durable checkpoint";
   uint64_t budget_limit = 0;
   {

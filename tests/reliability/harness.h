@@ -394,6 +394,34 @@ inline int64_t last_durable_checkpoint(const fs::path& db) {
   }
 }
 
+// The ledger read from a copy of kaio.db and its -wal (no -shm), for use
+// between lives: after a SIGKILL a -readonly connection can fail on a WAL it
+// may not recover ("attempt to write a readonly database"); the copy is
+// recovered instead, and the ledger kaiod restarts on stays as it was left.
+inline std::string sql_copy(const fs::path& db, const std::string& query) {
+  if (!fs::exists(db)) return "";
+  fs::path tmp = make_temp_dir("ledger");
+  fs::copy_file(db, tmp / db.filename());
+  std::error_code ec;
+  fs::path wal = db.string() + "-wal";
+  if (fs::exists(wal, ec)) fs::copy_file(wal, tmp / wal.filename(), ec);
+  auto r = run_command("sqlite3 " + shell_quote((tmp / db.filename()).string()) + " " + shell_quote(query), 30);
+  fs::remove_all(tmp, ec);
+  std::string out = r.output;
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+inline int64_t last_durable_checkpoint_copy(const fs::path& db) {
+  std::string s = sql_copy(db, "select coalesce(max(step), 0) from checkpoints");
+  if (s.find("no such table: checkpoints") != std::string::npos) return 0;  // killed before its schema was made
+  try {
+    return s.empty() ? 0 : std::stoll(s);
+  } catch (...) {
+    ADD_FAILURE() << "ledger query failed: " << s;
+    return 0;
+  }
+}
+
 // The trace: "epoch step clip window loss" lines.
 struct TraceLine {
   int epoch = 0;
