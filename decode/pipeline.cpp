@@ -216,23 +216,15 @@ class Run {
   }
 
   void skip_planned_member(int index, const std::string& member) {
-    ClipResult r;
-    r.source_file = source_file_;
-    r.member = member;
-    r.clip_id = member_id(source_file_, member);
-    r.index = index;
+    ClipResult r = undecoded(index, member);
     r.planned = true;
     deliver(std::move(r));
   }
 
   void fail_member(int index, const std::string& member, const std::string& error) {
     spdlog::warn("decode {}: member {} failed: {}", source_file_, printable(member), error);
-    ClipResult r;
-    r.source_file = source_file_;
-    r.member = member;
-    r.clip_id = member_id(source_file_, member);
+    ClipResult r = undecoded(index, member);
     r.error = error;
-    r.index = index;
     deliver(std::move(r));
   }
 
@@ -243,6 +235,16 @@ class Run {
   }
 
  private:
+  // The result of a member that is not decoded here (failed or planned).
+  ClipResult undecoded(int index, const std::string& member) const {
+    ClipResult r;
+    r.source_file = source_file_;
+    r.member = member;
+    r.clip_id = member_id(source_file_, member);
+    r.index = index;
+    return r;
+  }
+
   void close_and_join() {
     {
       std::lock_guard lock(mu_);
