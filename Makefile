@@ -18,6 +18,7 @@ build: setup $(BUILD)/CMakeCache.txt
 
 # The README's test command. CI sets CI=true, which turns warnings into errors.
 test: setup
+	bash scripts/check-format.sh
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKAIO_WERROR=$(if $(CI),ON,OFF) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 600
@@ -31,7 +32,7 @@ bench: setup
 	cmake --build build-release -j $(JOBS)
 	bash bench/run.sh build-release
 
-# libFuzzer targets, each for FUZZ_SECONDS (make test runs them for 30 s each).
+# libFuzzer targets, each for FUZZ_SECONDS (make test runs them for 20 s each).
 FUZZ_SECONDS ?= 3600
 fuzz: setup
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
@@ -51,7 +52,7 @@ package: setup
 	cd build-package && cpack -G DEB
 
 format:
-	git ls-files '*.cpp' '*.h' '*.cu' | xargs clang-format -i
+	git ls-files '*.cpp' '*.h' '*.cu' '*.cuh' '*.hip' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD) build-release build-package demo-run

@@ -42,8 +42,8 @@ struct Budget::Core {
   uint64_t baseline = 0;
   uint64_t reserved = 0;
   uint64_t peak_total = 0;
-  uint64_t fixed = 0;          // the folders, the database files and the ledger allowance
-  uint64_t standing = 0;       // set_standing(): what the caller keeps in use for good
+  uint64_t fixed = 0;                      // the folders, the database files and the ledger allowance
+  uint64_t standing = 0;                   // set_standing(): what the caller keeps in use for good
   std::atomic<uint64_t> largest_claim{0};  // the most one claim can ever hold; set_budget changes it
   bool cancelled = false;
   bool floor_reached = false;  // the first waiter waits for free disk
@@ -117,13 +117,15 @@ struct Budget::Core {
       }
       if (!logged) {
         spdlog::debug("budget: {} waits for {} ({} of {} in use{})", what, format_size(need), format_size(total()),
-                     format_size(opt.budget), floor_blocks ? ", free disk floor reached" : "");
+                      format_size(opt.budget), floor_blocks ? ", free disk floor reached" : "");
         logged = true;
       }
       auto wake = floor_blocks ? Clock::now() + opt.floor_poll : Clock::time_point::max();
       if (deadline) wake = std::min(wake, *deadline);
-      if (wake == Clock::time_point::max()) cv.wait(lock);
-      else cv.wait_until(lock, wake);
+      if (wake == Clock::time_point::max())
+        cv.wait(lock);
+      else
+        cv.wait_until(lock, wake);
     }
   }
 
@@ -187,10 +189,10 @@ Budget::Budget(const BudgetOptions& options) : core_(std::make_shared<Core>()) {
   fixed += blocks_of(cache) + blocks_of(state);
   for (const char* name : {"kaio.db", "kaio.db-wal", "kaio.db-shm"}) fixed += blocks_of(state / name);
   if (core_->total() > options.budget)
-    throw Error(ErrorKind::budget, "storage.budget " + format_size(options.budget) + " is already exceeded: " +
-                                       cache.string() + " and " + state.string() + " hold " +
-                                       format_size(core_->baseline) + " plus " +
-                                       format_size(options.ledger_allowance) + " for the ledger");
+    throw Error(ErrorKind::budget, "storage.budget " + format_size(options.budget) +
+                                       " is already exceeded: " + cache.string() + " and " + state.string() + " hold " +
+                                       format_size(core_->baseline) + " plus " + format_size(options.ledger_allowance) +
+                                       " for the ledger");
   core_->fixed = fixed;
   core_->largest_claim = options.budget > fixed ? options.budget - fixed : 0;
   core_->peak_total = core_->total();
@@ -198,7 +200,9 @@ Budget::Budget(const BudgetOptions& options) : core_(std::make_shared<Core>()) {
                cache.string(), state.string(), format_size(core_->baseline), format_size(options.ledger_allowance));
 }
 
-Budget::~Budget() { cancel(); }
+Budget::~Budget() {
+  cancel();
+}
 
 void Budget::set_budget(uint64_t budget) {
   std::lock_guard lock(core_->mu);
@@ -215,7 +219,9 @@ void Budget::set_standing(uint64_t bytes) {
   core_->largest_claim = core_->opt.budget > held ? core_->opt.budget - held : 0;
 }
 
-uint64_t Budget::on_disk_bytes(uint64_t file_bytes) const { return core_->on_disk(file_bytes); }
+uint64_t Budget::on_disk_bytes(uint64_t file_bytes) const {
+  return core_->on_disk(file_bytes);
+}
 
 std::unique_ptr<SpaceClaim> Budget::reserve(uint64_t bytes, const std::string& what) {
   uint64_t need = core_->on_disk(bytes);
@@ -279,8 +285,8 @@ BudgetStatus Budget::status() const {
 
 void check_budget_fits(uint64_t budget, uint64_t min_work_bytes, const std::string& what) {
   if (min_work_bytes <= budget) return;
-  throw Error(ErrorKind::budget, "storage.budget " + format_size(budget) + " cannot hold " + what + ": it needs at least " +
-                                     format_size(min_work_bytes) + "; raise storage.budget");
+  throw Error(ErrorKind::budget, "storage.budget " + format_size(budget) + " cannot hold " + what +
+                                     ": it needs at least " + format_size(min_work_bytes) + "; raise storage.budget");
 }
 
 }  // namespace kaio::cache

@@ -46,16 +46,16 @@ struct BudgetOptions {
 
 struct BudgetStatus {
   uint64_t budget = 0;
-  uint64_t baseline = 0;          // on disk at start and not adopted/released
+  uint64_t baseline = 0;  // on disk at start and not adopted/released
   uint64_t ledger_allowance = 0;
-  uint64_t reserved = 0;          // held by claims (on-disk accounting)
-  uint64_t total = 0;             // baseline + ledger_allowance + reserved
+  uint64_t reserved = 0;  // held by claims (on-disk accounting)
+  uint64_t total = 0;     // baseline + ledger_allowance + reserved
   uint64_t peak_total = 0;
-  uint64_t available = 0;         // budget - total
+  uint64_t available = 0;  // budget - total
   size_t waiting = 0;
   std::string oldest_waiting_what;  // "" when nobody waits
   uint64_t oldest_waiting_bytes = 0;
-  bool floor_reached = false;       // the oldest waits for free disk (free_disk_floor), not for the budget
+  bool floor_reached = false;  // the oldest waits for free disk (free_disk_floor), not for the budget
 };
 
 class Budget : public SpaceReserver {

@@ -82,7 +82,9 @@ namespace {
 
 template <typename T>
 void parse_field(std::string_view& rest, std::string_view key, T& out, std::string_view whole) {
-  auto bad = [&] { throw Error(ErrorKind::corrupt, "plan cursor '" + std::string(whole) + "': bad " + std::string(key)); };
+  auto bad = [&] {
+    throw Error(ErrorKind::corrupt, "plan cursor '" + std::string(whole) + "': bad " + std::string(key));
+  };
   bool may_be_unknown = key == "first";  // -1 before the first chunk of a v2 epoch
   if (rest.substr(0, 1) != " ") bad();
   rest.remove_prefix(1);
@@ -101,7 +103,8 @@ void parse_field(std::string_view& rest, std::string_view key, T& out, std::stri
 PlanCursor PlanCursor::parse(std::string_view text) {
   std::string_view rest = text;
   bool v2 = rest.substr(0, 2) == "v2";
-  if (!v2 && rest.substr(0, 2) != "v1") throw Error(ErrorKind::corrupt, "plan cursor '" + std::string(text) + "': not v1 or v2");
+  if (!v2 && rest.substr(0, 2) != "v1")
+    throw Error(ErrorKind::corrupt, "plan cursor '" + std::string(text) + "': not v1 or v2");
   rest.remove_prefix(2);
   PlanCursor c;
   parse_field(rest, "epoch", c.epoch, text);
@@ -141,8 +144,10 @@ void WindowSequence::add_clip(ClipWindows clip) {
     throw Error(ErrorKind::internal, "plan: clip " + clip.clip + " arrived after its file (position " +
                                          std::to_string(clip.file_pos) + ") was complete");
   windows_added_ += clip.windows;
-  if (clip.file_pos == next_file_) release(std::move(clip));
-  else waiting_[clip.file_pos].push_back(std::move(clip));
+  if (clip.file_pos == next_file_)
+    release(std::move(clip));
+  else
+    waiting_[clip.file_pos].push_back(std::move(clip));
 }
 
 void WindowSequence::file_complete(size_t file_pos) {
@@ -181,12 +186,13 @@ WindowSequence::Progress WindowSequence::progress() const {
   };
   p.windows_left = windows_of(pending_) * repeat_;
   for (const auto& [pos, clips] : waiting_) p.windows_left += windows_of(clips) * repeat_;
-  if (!chunk_.empty())
-    p.windows_left += windows_of(chunk_) * (repeat_ - cursor_.pass) - cursor_.window_pos;
+  if (!chunk_.empty()) p.windows_left += windows_of(chunk_) * (repeat_ - cursor_.pass) - cursor_.window_pos;
   return p;
 }
 
-bool WindowSequence::epoch_done() const { return finished_ && pending_.empty() && chunk_.empty(); }
+bool WindowSequence::epoch_done() const {
+  return finished_ && pending_.empty() && chunk_.empty();
+}
 
 // How many pending clips the next chunk takes; 0 while it cannot form yet.
 // A resumed chunk takes the count it had; otherwise K clips, fewer when the

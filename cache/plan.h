@@ -33,7 +33,7 @@
 namespace kaio::cache {
 
 struct ClipWindows {
-  std::string clip;    // state::ClipId
+  std::string clip;  // state::ClipId
   int64_t windows = 0;
   size_t file_pos = 0;  // position of its source file in file_order
   uint64_t bytes = 0;   // its shard on disk, for the chunk byte cap
@@ -48,9 +48,9 @@ struct WindowRef {
 // The position of the next window to train.
 struct PlanCursor {
   int epoch = 0;
-  size_t file_pos = 0;      // file of the current chunk's first clip: fetch resumes there
+  size_t file_pos = 0;  // file of the current chunk's first clip: fetch resumes there
   int64_t chunk_index = 0;
-  int64_t window_pos = 0;   // within the current pass's permutation
+  int64_t window_pos = 0;  // within the current pass's permutation
   int pass = 0;
   // Clips before the current chunk (-1: chunk_index * K, as v1 cursors mean),
   // and the current chunk's clip count once formed (0: not formed), so that a
@@ -123,11 +123,11 @@ class WindowSequence {
   PlanCursor cursor_;
   ChunkListener on_chunk_;
   uint64_t chunk_bytes_cap_;
-  int64_t skip_below_;           // clip number of the first untrained chunk's first clip
-  int64_t resume_chunk_clips_;   // the resumed chunk's size, until it is formed again
-  int64_t released_ = 0;         // clips released in plan order so far this epoch
-  int64_t windows_added_ = 0;    // of every clip added, skipped ones included
-  size_t next_file_ = 0;         // plan position of the first incomplete file
+  int64_t skip_below_;                                  // clip number of the first untrained chunk's first clip
+  int64_t resume_chunk_clips_;                          // the resumed chunk's size, until it is formed again
+  int64_t released_ = 0;                                // clips released in plan order so far this epoch
+  int64_t windows_added_ = 0;                           // of every clip added, skipped ones included
+  size_t next_file_ = 0;                                // plan position of the first incomplete file
   std::map<size_t, std::vector<ClipWindows>> waiting_;  // clips of later files
   std::set<size_t> complete_;
   bool finished_ = false;

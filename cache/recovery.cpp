@@ -35,9 +35,9 @@ uint64_t on_disk(const fs::path& p) {
 }
 
 struct Vouched {
-  std::unordered_set<std::string> files;        // shards and downloads
-  std::unordered_set<std::string> checkpoints;  // files or whole folders
-  std::unordered_set<std::string> ledger_files; // db, WAL, SHM, lock
+  std::unordered_set<std::string> files;         // shards and downloads
+  std::unordered_set<std::string> checkpoints;   // files or whole folders
+  std::unordered_set<std::string> ledger_files;  // db, WAL, SHM, lock
 };
 
 class Walker {
@@ -155,7 +155,8 @@ RecoveryReport recover(state::Ledger& ledger, const fs::path& cache_dir, const f
     for (const auto& f : ledger.list_files(e)) {
       using state::FileState;
       bool present = !f.local_path.empty() && walker.exists(normal(f.local_path));
-      if (f.state == FileState::downloading || ((f.state == FileState::downloaded || f.state == FileState::extracting) && !present))
+      if (f.state == FileState::downloading ||
+          ((f.state == FileState::downloaded || f.state == FileState::extracting) && !present))
         r.to_pending.push_back(f.file.id);
       else if (f.state == FileState::extracting)
         r.to_downloaded.push_back(f.file.id);

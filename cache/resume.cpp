@@ -39,7 +39,8 @@ std::vector<size_t> feed_decoded_files(state::Ledger& ledger, int epoch, const s
     sequence.file_complete(pos);
     fed.push_back(pos);
   }
-  spdlog::info("plan: resumed epoch {} with {} decoded or failed files ({} clips) from the ledger", epoch, fed.size(), clips);
+  spdlog::info("plan: resumed epoch {} with {} decoded or failed files ({} clips) from the ledger", epoch, fed.size(),
+               clips);
   return fed;
 }
 

@@ -147,7 +147,8 @@ class Section {
         out = v->get<uint64_t>();
       } else if (v->is_string()) {
         auto parsed = parse_size(v->get<std::string>());
-        if (!parsed) fail(key_path(key), "\"" + v->get<std::string>() + "\" is not a size (try \"10GB\" or \"512MiB\")");
+        if (!parsed)
+          fail(key_path(key), "\"" + v->get<std::string>() + "\" is not a size (try \"10GB\" or \"512MiB\")");
         out = *parsed;
       } else {
         fail(key_path(key), "must be a size such as \"10GB\"");
@@ -164,7 +165,8 @@ class Section {
         out = Millis(static_cast<int64_t>(v->get<double>() * 1000));
       } else if (v->is_string()) {
         auto parsed = parse_duration(v->get<std::string>());
-        if (!parsed) fail(key_path(key), "\"" + v->get<std::string>() + "\" is not a duration (try \"30s\" or \"500ms\")");
+        if (!parsed)
+          fail(key_path(key), "\"" + v->get<std::string>() + "\" is not a duration (try \"30s\" or \"500ms\")");
         out = *parsed;
       } else {
         fail(key_path(key), "must be a duration such as \"30s\"");
@@ -287,10 +289,13 @@ void read_metrics(Section s, MetricsConfig& c) {
   size_t colon = c.listen.rfind(':');
   if (colon == std::string::npos) bad("has no :PORT");
   std::string host = c.listen.substr(0, colon), port = c.listen.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  else if (host.find(':') != std::string::npos) bad("is an IPv6 address without [brackets]");
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  else if (host.find(':') != std::string::npos)
+    bad("is an IPv6 address without [brackets]");
   if (host.empty()) bad("has no host");
-  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](unsigned char ch) { return std::isdigit(ch); }))
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](unsigned char ch) { return std::isdigit(ch); }))
     bad("has no port number");
   int n = std::stoi(port);
   if (n > 65535) bad("has a port above 65535");

@@ -6,7 +6,7 @@
 
 namespace kaio {
 
-void fsync_path(const std::filesystem::path& path);   // a file or a directory
+void fsync_path(const std::filesystem::path& path);  // a file or a directory
 // Writes `data` to `path` via a temporary name, fsync, rename, fsync of the folder.
 void write_file_durably(const std::filesystem::path& path, std::string_view data);
 // Renames and fsyncs the destination folder.

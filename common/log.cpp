@@ -48,7 +48,8 @@ std::string redact(std::string_view text) {
   std::string out(text);
   std::shared_lock lock(secrets_mutex);
   for (const auto& s : secrets) {
-    for (size_t pos = out.find(s); pos != std::string::npos; pos = out.find(s, pos + 3)) out.replace(pos, s.size(), "***");
+    for (size_t pos = out.find(s); pos != std::string::npos; pos = out.find(s, pos + 3))
+      out.replace(pos, s.size(), "***");
   }
   return out;
 }

@@ -42,8 +42,16 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   if (!parts) return std::nullopt;
   auto [value, unit] = *parts;
   static constexpr std::array<std::pair<std::string_view, double>, 10> units{{
-      {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-      {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
+      {"", 1},
+      {"B", 1},
+      {"KB", 1e3},
+      {"MB", 1e6},
+      {"GB", 1e9},
+      {"TB", 1e12},
+      {"KiB", 1024.0},
+      {"MiB", 1048576.0},
+      {"GiB", 1073741824.0},
+      {"TiB", 1099511627776.0},
   }};
   for (auto [name, scale] : units) {
     if (iequals(unit, name)) {
@@ -60,12 +68,18 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   if (!parts) return std::nullopt;
   auto [value, unit] = *parts;
   double ms = 0;
-  if (unit.empty() || unit == "s") ms = value * 1e3;
-  else if (unit == "ms") ms = value;
-  else if (unit == "m" || unit == "min") ms = value * 60e3;
-  else if (unit == "h") ms = value * 3600e3;
-  else if (unit == "d") ms = value * 86400e3;
-  else return std::nullopt;
+  if (unit.empty() || unit == "s")
+    ms = value * 1e3;
+  else if (unit == "ms")
+    ms = value;
+  else if (unit == "m" || unit == "min")
+    ms = value * 60e3;
+  else if (unit == "h")
+    ms = value * 3600e3;
+  else if (unit == "d")
+    ms = value * 86400e3;
+  else
+    return std::nullopt;
   if (ms > 1e15) return std::nullopt;
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
 }
@@ -79,16 +93,20 @@ std::string format_size(uint64_t bytes) {
     ++i;
   }
   char buf[32];
-  if (i == 0) std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
-  else std::snprintf(buf, sizeof buf, "%.2f %s", v, names[i]);
+  if (i == 0)
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  else
+    std::snprintf(buf, sizeof buf, "%.2f %s", v, names[i]);
   return buf;
 }
 
 std::string format_duration(std::chrono::milliseconds d) {
   int64_t ms = d.count();
   char buf[48];
-  if (ms < 1000) std::snprintf(buf, sizeof buf, "%lldms", static_cast<long long>(ms));
-  else if (ms < 60'000) std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(ms / 1000));
+  if (ms < 1000)
+    std::snprintf(buf, sizeof buf, "%lldms", static_cast<long long>(ms));
+  else if (ms < 60'000)
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(ms / 1000));
   else if (ms < 3'600'000)
     std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(ms / 60'000),
                   static_cast<long long>((ms / 1000) % 60));

@@ -13,7 +13,7 @@ namespace kaio {
 std::optional<uint64_t> parse_size(std::string_view text);
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 
-std::string format_size(uint64_t bytes);              // "1.50 GB"
+std::string format_size(uint64_t bytes);                   // "1.50 GB"
 std::string format_duration(std::chrono::milliseconds d);  // "1h02m", "35s", "120ms"
 
 }  // namespace kaio

@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,7 +15,6 @@
 #include <memory>
 #include <mutex>
 #include <set>
-#include <spdlog/spdlog.h>
 #include <vector>
 
 #include "common/error.h"
@@ -106,13 +106,16 @@ gid_t lookup_group(const std::string& name) {
   return gr.gr_gid;
 }
 
-json error_reply(const std::string& message) { return {{"v", kProtocolVersion}, {"ok", false}, {"error", message}}; }
+json error_reply(const std::string& message) {
+  return {{"v", kProtocolVersion}, {"ok", false}, {"error", message}};
+}
 
 // Refuses to steal a socket that a live daemon still answers on.
 void remove_stale_socket(const std::filesystem::path& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return;
-  if (!S_ISSOCK(st.st_mode)) throw Error(ErrorKind::config, "control socket path " + path.string() + " exists and is not a socket");
+  if (!S_ISSOCK(st.st_mode))
+    throw Error(ErrorKind::config, "control socket path " + path.string() + " exists and is not a socket");
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr = make_address(path);
   bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
@@ -125,7 +128,9 @@ void remove_stale_socket(const std::filesystem::path& path) {
 
 ControlServer::ControlServer(std::filesystem::path socket_path, std::string admin_group, ControlHandler handler,
                              std::chrono::milliseconds client_timeout)
-    : path_(std::move(socket_path)), admin_gid_(lookup_group(admin_group)), handler_(std::move(handler)),
+    : path_(std::move(socket_path)),
+      admin_gid_(lookup_group(admin_group)),
+      handler_(std::move(handler)),
       client_timeout_(client_timeout) {
   sockaddr_un addr = make_address(path_);
   if (!path_.parent_path().empty()) std::filesystem::create_directories(path_.parent_path());
@@ -183,7 +188,8 @@ void ControlServer::serve() {
     if (fd < 0) continue;
     std::lock_guard lock(mutex);
     if (active.size() >= kMaxClients) {
-      write_all(fd, error_reply("too many control connections").dump() + "\n", Clock::now() + std::chrono::milliseconds(100));
+      write_all(fd, error_reply("too many control connections").dump() + "\n",
+                Clock::now() + std::chrono::milliseconds(100));
       ::close(fd);
       continue;
     }
@@ -265,7 +271,8 @@ std::string ControlClient::call_raw(const std::string& bytes) {
   write_all(fd_, bytes, deadline);
   std::string buffer, line;
   try {
-    if (!read_line(fd_, buffer, line, deadline)) throw Error(ErrorKind::io, "kaiod at " + path_.string() + " closed the connection");
+    if (!read_line(fd_, buffer, line, deadline))
+      throw Error(ErrorKind::io, "kaiod at " + path_.string() + " closed the connection");
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -278,7 +285,8 @@ json ControlClient::call(const std::string& cmd, const json& args) {
   json request = {{"v", kProtocolVersion}, {"cmd", cmd}, {"args", args}};
   std::string line = call_raw(request.dump() + "\n");
   json reply = json::parse(line, nullptr, false);
-  if (reply.is_discarded() || !reply.is_object()) throw Error(ErrorKind::io, "kaiod at " + path_.string() + " sent a malformed reply");
+  if (reply.is_discarded() || !reply.is_object())
+    throw Error(ErrorKind::io, "kaiod at " + path_.string() + " sent a malformed reply");
   return reply;
 }
 

@@ -26,7 +26,8 @@ struct Peer {
 };
 
 // Handles one parsed request; throws kaio::Error to send an error reply.
-using ControlHandler = std::function<nlohmann::json(const std::string& cmd, const nlohmann::json& args, const Peer& peer)>;
+using ControlHandler =
+    std::function<nlohmann::json(const std::string& cmd, const nlohmann::json& args, const Peer& peer)>;
 
 // One request line (without its '\n') to the reply line the server sends.
 // Never throws: malformed requests and handler errors become error replies.

@@ -1,5 +1,6 @@
 #include "daemon/engine.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <array>
@@ -11,7 +12,6 @@
 #include <optional>
 #include <set>
 #include <sstream>
-#include <spdlog/spdlog.h>
 #include <stop_token>
 
 #include "cache/budget.h"
@@ -95,10 +95,10 @@ struct Engine::Impl {
   int64_t samples = 0;
   int64_t checkpoint_step = -1;
   cache::PlanCursor checkpoint_cursor;  // of the checkpoint at checkpoint_step
-  std::string disk_full_reason;  // set while waiting for the filesystem to have space again
-  std::set<std::string> planned;  // clips handed to this epoch's sequence by this process
-  uint64_t standing_bytes = 0;  // check_working_set()
-  uint64_t fixed_bytes = 0;     // standing_bytes less the chunk of shards
+  std::string disk_full_reason;         // set while waiting for the filesystem to have space again
+  std::set<std::string> planned;        // clips handed to this epoch's sequence by this process
+  uint64_t standing_bytes = 0;          // check_working_set()
+  uint64_t fixed_bytes = 0;             // standing_bytes less the chunk of shards
   double decoded_clips = 0;
   std::map<std::string, uint64_t> errors_total;  // failures since start, by ErrorKind name
   Rate download_rate, decode_rate, train_rate;
@@ -131,8 +131,11 @@ struct Engine::Impl {
   std::thread producer, trainer_thread;
 
   Impl(Config c, WindowObserver* o)
-      : config(std::move(c)), observer(o), work_dir(config.storage.cache_dir / "work"),
-        download_dir(config.storage.cache_dir / "downloads"), checkpoint_dir(config.storage.state_dir / "checkpoints"),
+      : config(std::move(c)),
+        observer(o),
+        work_dir(config.storage.cache_dir / "work"),
+        download_dir(config.storage.cache_dir / "downloads"),
+        checkpoint_dir(config.storage.state_dir / "checkpoints"),
         ledger(open_ledger(config)) {}
 
   // The standing claim for the database's growth; its WAL is truncated at half
@@ -160,7 +163,8 @@ struct Engine::Impl {
     auto report = cache::recover(ledger, config.storage.cache_dir, config.storage.state_dir);
     int stale = decode::remove_stale_temporaries(work_dir);
     spdlog::info("{}; {} decode temporaries removed", report.summary(), stale);
-    if (drop_downloads_over_budget()) spdlog::info("{}", cache::recover(ledger, config.storage.cache_dir, config.storage.state_dir).summary());
+    if (drop_downloads_over_budget())
+      spdlog::info("{}", cache::recover(ledger, config.storage.cache_dir, config.storage.state_dir).summary());
     for (const auto& d : {work_dir, download_dir, checkpoint_dir}) fs::create_directories(d);
     cache::BudgetOptions options;
     options.budget = config.storage.budget;
@@ -183,16 +187,18 @@ struct Engine::Impl {
 
   void pin_and_list() {
     std::string endpoint = fetch::resolve_endpoint(config.source);
-    if (endpoint.rfind("http://", 0) == 0) spdlog::warn("endpoint {} is plain http: traffic is not encrypted", endpoint);
+    if (endpoint.rfind("http://", 0) == 0)
+      spdlog::warn("endpoint {} is plain http: traffic is not encrypted", endpoint);
     auto token = fetch::resolve_token(config.source);
     hub = std::make_unique<fetch::HubClient>(endpoint, token, config.fetch);
     downloader = std::make_unique<fetch::Downloader>(endpoint, token, config.fetch);
     auto pinned = ledger.source();
-    if (pinned && pinned->repo == config.source.repo && pinned->revision == config.source.revision && !ledger.files().empty()) {
+    if (pinned && pinned->repo == config.source.repo && pinned->revision == config.source.revision &&
+        !ledger.files().empty()) {
       commit_sha = pinned->commit_sha;
       files = ledger.files();
-      spdlog::info("source {}@{} pinned at {}: {} files (listing cached)", config.source.repo, config.source.revision, commit_sha,
-                   files.size());
+      spdlog::info("source {}@{} pinned at {}: {} files (listing cached)", config.source.repo, config.source.revision,
+                   commit_sha, files.size());
       return;
     }
     std::string sha = hub->resolve_revision(config.source.repo, config.source.revision);
@@ -204,7 +210,8 @@ struct Engine::Impl {
       listed.push_back({"", f.path, f.size, f.git_oid, f.sha256});
     ledger.upsert_files(config.source.repo, std::move(listed));
     files = ledger.files();
-    spdlog::info("source {}@{} pinned at {}: {} files selected", config.source.repo, config.source.revision, commit_sha, files.size());
+    spdlog::info("source {}@{} pinned at {}: {} files selected", config.source.repo, config.source.revision, commit_sha,
+                 files.size());
     if (files.empty()) throw Error(ErrorKind::config, "source.include selects no file of " + config.source.repo);
   }
 
@@ -256,8 +263,8 @@ struct Engine::Impl {
       checkpoint_claims.erase(checkpoint_claims.begin());
       ledger.remove_checkpoint(oldest.first);
       fs::remove(oldest.first);
-      spdlog::info("checkpoint {} removed: more than train.keep_checkpoints ({}) were kept by the last run", oldest.first.string(),
-                   config.train.keep_checkpoints);
+      spdlog::info("checkpoint {} removed: more than train.keep_checkpoints ({}) were kept by the last run",
+                   oldest.first.string(), config.train.keep_checkpoints);
     }  // each claim goes after its unlink
   }
 
@@ -286,9 +293,10 @@ struct Engine::Impl {
     bool dropped = false;
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(download_dir, ec)) {
-      spdlog::info("download {} ({}) kept from the last run removed: {} on disk and {} for the ledger exceed storage.budget {}",
-                   entry.path().string(), format_size(disk_usage(entry.path())), format_size(on_disk),
-                   format_size(ledger_allowance(config)), format_size(config.storage.budget));
+      spdlog::info(
+          "download {} ({}) kept from the last run removed: {} on disk and {} for the ledger exceed storage.budget {}",
+          entry.path().string(), format_size(disk_usage(entry.path())), format_size(on_disk),
+          format_size(ledger_allowance(config)), format_size(config.storage.budget));
       dropped = fs::remove(entry.path(), ec) || dropped;
     }
     return dropped;
@@ -314,11 +322,12 @@ struct Engine::Impl {
                      static_cast<uint64_t>(std::max(1, config.train.shuffle_clips));
     fixed_bytes = held + checkpoints;
     standing_bytes = fixed_bytes + chunk;
-    cache::check_budget_fits(config.storage.budget, standing_bytes + (kept_shards > chunk ? kept_shards - chunk : 0),
-                             format_size(held) + " already on disk and kept for the ledger, " + std::to_string(slots) +
-                                 " checkpoints of " + format_size(checkpoint_file_bytes()) + ", and " +
-                                 std::to_string(config.train.shuffle_clips) + " clips' shards (train.shuffle_clips)" +
-                                 (kept_shards > chunk ? " (" + format_size(kept_shards) + " of shards kept from the last run)" : ""));
+    cache::check_budget_fits(
+        config.storage.budget, standing_bytes + (kept_shards > chunk ? kept_shards - chunk : 0),
+        format_size(held) + " already on disk and kept for the ledger, " + std::to_string(slots) + " checkpoints of " +
+            format_size(checkpoint_file_bytes()) + ", and " + std::to_string(config.train.shuffle_clips) +
+            " clips' shards (train.shuffle_clips)" +
+            (kept_shards > chunk ? " (" + format_size(kept_shards) + " of shards kept from the last run)" : ""));
   }
 
   // Files up to this size are downloaded whole; larger ones are decoded while
@@ -351,7 +360,9 @@ struct Engine::Impl {
   void new_sequence(const cache::PlanCursor& start) {
     sequence = std::make_unique<cache::WindowSequence>(
         config.train.seed, config.train.shuffle_clips, config.train.repeat, start,
-        [this](int e, int64_t chunk, const std::vector<cache::ClipWindows>& clips) { retention.chunk_formed(e, chunk, clips); },
+        [this](int e, int64_t chunk, const std::vector<cache::ClipWindows>& clips) {
+          retention.chunk_formed(e, chunk, clips);
+        },
         chunk_bytes_cap());
   }
 
@@ -370,7 +381,8 @@ struct Engine::Impl {
     for (const auto& f : hub->list_files(config.source.repo, commit_sha, config.source.captions, {})) {
       try {
         if (f.size > kMaxCaptionFile)
-          throw Error(ErrorKind::corrupt, "larger than " + format_size(kMaxCaptionFile) + " (" + format_size(f.size) + ")");
+          throw Error(ErrorKind::corrupt,
+                      "larger than " + format_size(kMaxCaptionFile) + " (" + format_size(f.size) + ")");
         auto source = hub->open_stream(config.source.repo, commit_sha, f);
         std::string text;
         text.reserve(f.size);
@@ -379,7 +391,8 @@ struct Engine::Impl {
         std::istringstream in(text);
         auto parsed = decode::parse_captions(in, f.path);
         captions.merge(std::move(parsed));
-        spdlog::info("captions: {} read ({}), {} videos captioned in all", f.path, format_size(f.size), captions.size());
+        spdlog::info("captions: {} read ({}), {} videos captioned in all", f.path, format_size(f.size),
+                     captions.size());
       } catch (const Error& err) {
         if (err.kind() == ErrorKind::cancelled) throw;
         fail("captions " + f.path + " not used: " + err.what(), err.kind());
@@ -474,7 +487,8 @@ struct Engine::Impl {
     }
     if (file.size > threshold) {
       local.clear();
-      spdlog::info("streaming {} ({}) through decode: larger than {}", file.path, format_size(file.size), format_size(threshold));
+      spdlog::info("streaming {} ({}) through decode: larger than {}", file.path, format_size(file.size),
+                   format_size(threshold));
       return hub->open_stream(config.source.repo, commit_sha, repo_file);
     }
     if (claim)
@@ -484,7 +498,8 @@ struct Engine::Impl {
     return finish_download(file, e, submit_download(file, e, local), st);
   }
 
-  std::shared_future<fetch::DownloadResult> submit_download(const state::FileRecord& file, int e, const fs::path& local) {
+  std::shared_future<fetch::DownloadResult> submit_download(const state::FileRecord& file, int e,
+                                                            const fs::path& local) {
     ledger.set_file_local_path(file.id, e, local);
     ledger.set_file_state(file.id, e, state::FileState::downloading);
     auto result = std::make_shared<std::promise<fetch::DownloadResult>>();
@@ -494,8 +509,8 @@ struct Engine::Impl {
     return done;
   }
 
-  std::unique_ptr<ByteSource> finish_download(const state::FileRecord& file, int e, std::shared_future<fetch::DownloadResult> done,
-                                              std::stop_token st) {
+  std::unique_ptr<ByteSource> finish_download(const state::FileRecord& file, int e,
+                                              std::shared_future<fetch::DownloadResult> done, std::stop_token st) {
     while (done.wait_for(std::chrono::milliseconds(200)) != std::future_status::ready)
       if (st.stop_requested()) {
         downloader->stop();  // keeps the .part for the next run
@@ -588,7 +603,8 @@ struct Engine::Impl {
       if (status && (status->state == state::FileState::downloading || status->state == state::FileState::downloaded))
         ledger.set_file_state(id, ep, state::FileState::pending);
     }
-    spdlog::info("download {} kept from the last run given back ({}): the working set needs the space", kept.string(), format_size(bytes));
+    spdlog::info("download {} kept from the last run given back ({}): the working set needs the space", kept.string(),
+                 format_size(bytes));
     return true;
   }
 
@@ -644,7 +660,9 @@ struct Engine::Impl {
       decoder.skip_planned([&](const std::string& member) { return pinned_in_plan(file, member, e); });
       // A shard that outgrows what the budget can ever leave it fails alone.
       decoder.set_shard_limits({shard_limit(), std::chrono::seconds(10)});
-      decoder.run(std::move(source), file.path, captions.size() ? &captions : nullptr, [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
+      decoder.run(
+          std::move(source), file.path, captions.size() ? &captions : nullptr,
+          [&](decode::ClipResult r) { on_clip(file, pos, std::move(r), st); }, st);
       ledger.set_file_state(file.id, e, state::FileState::decoded);
       spdlog::info("decoded {} ({})", file.path, format_size(file.size));
     } catch (const Error& err) {
@@ -662,7 +680,7 @@ struct Engine::Impl {
     }
     if (!local.empty()) {
       fs::remove(local.string() + ".part");  // a failed download's bytes leave with its claim
-      fs::remove(local);  // unlink first, then give the bytes back
+      fs::remove(local);                     // unlink first, then give the bytes back
       download_claim.reset();
     }
     return done;
@@ -708,7 +726,8 @@ struct Engine::Impl {
       if (planned.count(id)) return true;
     }
     auto known = ledger.clip(id);
-    if (!known || known->state == state::ClipState::failed || known->windows <= 0 || !cache::planned_in(*known, e)) return false;
+    if (!known || known->state == state::ClipState::failed || known->windows <= 0 || !cache::planned_in(*known, e))
+      return false;
     if (known->state == state::ClipState::committed || known->state == state::ClipState::deleted) return true;
     std::lock_guard lock(mutex);
     return shard_paths.count(id) > 0;
@@ -721,7 +740,8 @@ struct Engine::Impl {
       std::lock_guard lock(mutex);
       if (planned.count(id)) return;  // delivered before this retry of its file
       auto known = ledger.clip(id);
-      if (!known) throw Error(ErrorKind::internal, "clip " + id + " of " + file.path + " is planned but not in the ledger");
+      if (!known)
+        throw Error(ErrorKind::internal, "clip " + id + " of " + file.path + " is planned but not in the ledger");
       sequence->add_clip({id, known->windows, pos, known->shard_bytes});
       planned.insert(id);
       return;
@@ -829,7 +849,8 @@ struct Engine::Impl {
     if (b.waiting == 0 || b.oldest_waiting_bytes + fixed_bytes <= b.budget) return;
     std::string what = b.oldest_waiting_what;
     cache::check_budget_fits(b.budget, b.oldest_waiting_bytes + fixed_bytes,
-                             what + " (" + format_size(b.oldest_waiting_bytes) + ") beside the fixed working set of " + format_size(fixed_bytes));
+                             what + " (" + format_size(b.oldest_waiting_bytes) + ") beside the fixed working set of " +
+                                 format_size(fixed_bytes));
   }
 
   void train_loop(std::stop_token st) {
@@ -856,7 +877,8 @@ struct Engine::Impl {
             std::lock_guard lock(mutex);
             reader = std::make_unique<decode::ShardReader>(shard_paths.at(batch[i].clip));
           }
-          std::memcpy(batch_bytes.data() + i * window_bytes, reader->window(static_cast<int>(batch[i].window)), window_bytes);
+          std::memcpy(batch_bytes.data() + i * window_bytes, reader->window(static_cast<int>(batch[i].window)),
+                      window_bytes);
         }
         auto result = trainer->step(batch_bytes.data(), static_cast<int>(batch.size()));
         int64_t step = trainer->steps_done();
@@ -966,7 +988,8 @@ struct Engine::Impl {
       try {
         trainer->save_checkpoint(path, extra);
         ledger.transaction([&] {
-          ledger.add_checkpoint({step, path, trainer->checkpoint_bytes() + extra.size(), static_cast<int64_t>(::time(nullptr)), extra});
+          ledger.add_checkpoint(
+              {step, path, trainer->checkpoint_bytes() + extra.size(), static_cast<int64_t>(::time(nullptr)), extra});
           ledger.save_position({cursor.epoch, step, samples, extra});
         });
         break;
@@ -993,8 +1016,8 @@ struct Engine::Impl {
         shard_paths.erase(id);
       }
     }
-    spdlog::info("checkpoint step {} durable ({}), loss {:.4f}, {} clips deleted ({})", step, cursor.to_string(), last_loss, released.clips.size(),
-                 format_size(released.shard_bytes));
+    spdlog::info("checkpoint step {} durable ({}), loss {:.4f}, {} clips deleted ({})", step, cursor.to_string(),
+                 last_loss, released.clips.size(), format_size(released.shard_bytes));
     changed.notify_all();
   }
 
@@ -1040,7 +1063,9 @@ Engine::Engine(Config config, WindowObserver* observer) : impl_(std::make_unique
   m.create_trainer();
 }
 
-Engine::~Engine() { stop(); }
+Engine::~Engine() {
+  stop();
+}
 
 void Engine::start() {
   auto& m = *impl_;
@@ -1077,11 +1102,12 @@ void Engine::reload(const Config& changed) {
                  format_size(changed.storage.budget), format_size(in_use));
   m.budget->set_budget(changed.storage.budget);
   m.downloader->set_limits(changed.fetch.parallel_files, changed.fetch.bandwidth_limit);
-  spdlog::info("reload: storage.budget {} (was {}), fetch.parallel_files {} (was {}), fetch.bandwidth_limit {}/s (was {}/s), "
-               "decode.workers {} (was {}, from the next archive); other keys take effect at the next start",
-               format_size(changed.storage.budget), format_size(c.storage.budget), changed.fetch.parallel_files,
-               c.fetch.parallel_files, format_size(changed.fetch.bandwidth_limit), format_size(c.fetch.bandwidth_limit),
-               changed.decode.workers, c.decode.workers);
+  spdlog::info(
+      "reload: storage.budget {} (was {}), fetch.parallel_files {} (was {}), fetch.bandwidth_limit {}/s (was {}/s), "
+      "decode.workers {} (was {}, from the next archive); other keys take effect at the next start",
+      format_size(changed.storage.budget), format_size(c.storage.budget), changed.fetch.parallel_files,
+      c.fetch.parallel_files, format_size(changed.fetch.bandwidth_limit), format_size(c.fetch.bandwidth_limit),
+      changed.decode.workers, c.decode.workers);
   c.storage.budget = changed.storage.budget;
   c.fetch.parallel_files = changed.fetch.parallel_files;
   c.fetch.bandwidth_limit = changed.fetch.bandwidth_limit;
@@ -1155,8 +1181,8 @@ ServiceStatus Engine::status() {
     s.state_detail = net.reason + ", next try at " + when;
   } else if (b.waiting > 0 && b.floor_reached) {
     s.state = "disk-full";
-    s.state_detail = "less than storage.free_disk_floor (" + format_size(m.config.storage.free_disk_floor) + ") free on " +
-                     m.config.storage.cache_dir.string() + "; " + b.oldest_waiting_what + " (" +
+    s.state_detail = "less than storage.free_disk_floor (" + format_size(m.config.storage.free_disk_floor) +
+                     ") free on " + m.config.storage.cache_dir.string() + "; " + b.oldest_waiting_what + " (" +
                      format_size(b.oldest_waiting_bytes) + ") waits";
   } else if (b.waiting > 0) {
     s.state = "budget-wait";
@@ -1197,17 +1223,23 @@ json Engine::handle_control(const std::string& cmd, const json& given_args, cons
     }
     if (files_ok)
       for (const auto& f : m.ledger.list_files(e, file_filter))
-        out["files"].push_back({{"name", f.file.path}, {"state", state::to_string(f.state)}, {"reason", f.reason},
-                                {"size", f.file.size}, {"attempts", f.attempts}});
+        out["files"].push_back({{"name", f.file.path},
+                                {"state", state::to_string(f.state)},
+                                {"reason", f.reason},
+                                {"size", f.file.size},
+                                {"attempts", f.attempts}});
     if (clips_ok)
       for (const auto& c : m.ledger.list_clips(clip_filter, 1000))
-        out["clips"].push_back({{"name", c.repo_path + ":" + c.member}, {"state", state::to_string(c.state)},
-                                {"reason", c.reason}, {"windows", c.windows}});
+        out["clips"].push_back({{"name", c.repo_path + ":" + c.member},
+                                {"state", state::to_string(c.state)},
+                                {"reason", c.reason},
+                                {"windows", c.windows}});
     return out;
   }
   if (cmd == "pause" || cmd == "resume") {
     if (!peer.admin)
-      throw Error(ErrorKind::usage, cmd + " needs root, the daemon's user or a member of group " + m.config.control.admin_group);
+      throw Error(ErrorKind::usage,
+                  cmd + " needs root, the daemon's user or a member of group " + m.config.control.admin_group);
     bool pausing = cmd == "pause";
     std::string reason = args.value("reason", std::string(pausing ? "paused by uid " + std::to_string(peer.uid) : ""));
     spdlog::info("control: {} by uid {} pid {}{}", cmd, peer.uid, peer.pid, reason.empty() ? "" : ": " + reason);
@@ -1219,8 +1251,10 @@ json Engine::handle_control(const std::string& cmd, const json& given_args, cons
     m.pause_acknowledged = false;
     m.changed.notify_all();
     if (pausing && m.trainer_thread.joinable() && !m.done && !m.failed) {
-      bool ok = m.changed.wait_for(lock, std::chrono::seconds(60), [&] { return m.pause_acknowledged || m.done || m.failed; });
-      if (!ok) throw Error(ErrorKind::transient, "pause stored, but the trainer did not reach a step boundary within 60 s");
+      bool ok = m.changed.wait_for(lock, std::chrono::seconds(60),
+                                   [&] { return m.pause_acknowledged || m.done || m.failed; });
+      if (!ok)
+        throw Error(ErrorKind::transient, "pause stored, but the trainer did not reach a step boundary within 60 s");
     }
     return {{"paused", pausing}, {"message", m.pause_reason}};
   }

@@ -41,9 +41,9 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  void start();                   // starts the stages
-  void stop();                    // clean stop: .part kept, checkpoint written
-  bool finished() const;          // done, or a fatal error
+  void start();                        // starts the stages
+  void stop();                         // clean stop: .part kept, checkpoint written
+  bool finished() const;               // done, or a fatal error
   void reload(const Config& changed);  // SIGHUP: budget, rate limits, parallelism
   ServiceStatus status();
   nlohmann::json handle_control(const std::string& cmd, const nlohmann::json& args, const Peer& peer);

@@ -24,8 +24,8 @@
 
 namespace {
 
-using nlohmann::json;
 using kaio::daemon::ControlClient;
+using nlohmann::json;
 
 constexpr const char* kDefaultSocket = "/run/kaio/kaiod.sock";
 
@@ -65,7 +65,8 @@ int call(const Args& args, const std::string& cmd, const json& params, json* res
     ControlClient client(args.socket, std::chrono::seconds(30));
     json reply = client.call(cmd, params);
     if (!reply.value("ok", false)) {
-      std::fprintf(stderr, "kaioctl: kaiod refused %s: %s\n", cmd.c_str(), reply.value("error", std::string("no reason")).c_str());
+      std::fprintf(stderr, "kaioctl: kaiod refused %s: %s\n", cmd.c_str(),
+                   reply.value("error", std::string("no reason")).c_str());
       return 1;
     }
     if (result) *result = reply["result"];
@@ -82,8 +83,10 @@ int status(const Args& args) {
     json result;
     if (int rc = call(args, "status", json::object(), &result); rc != 0) return rc;
     if (watch && isatty(STDOUT_FILENO)) std::fputs("\033[H\033[2J", stdout);
-    if (as_json) std::puts(result.dump(2).c_str());
-    else std::fputs(kaio::daemon::render_status(result).c_str(), stdout);
+    if (as_json)
+      std::puts(result.dump(2).c_str());
+    else
+      std::fputs(kaio::daemon::render_status(result).c_str(), stdout);
     std::fflush(stdout);
     if (!watch) return 0;
     std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -105,14 +108,16 @@ int ls(const Args& args) {
     for (const auto& row : result[kind]) {
       ++rows;
       std::string reason = row.value("reason", "");
-      std::printf("%-5s %-12s %s%s%s\n", kind, row.value("state", std::string("?")).c_str(), row.value("name", std::string("?")).c_str(),
-                  reason.empty() ? "" : "  -- ", reason.c_str());
+      std::printf("%-5s %-12s %s%s%s\n", kind, row.value("state", std::string("?")).c_str(),
+                  row.value("name", std::string("?")).c_str(), reason.empty() ? "" : "  -- ", reason.c_str());
     }
   }
   if (rows == 0) {
     // Files get a row once kaiod reaches them in the current epoch, clips once decoded.
-    if (auto s = args.value("--state"); !s.empty()) std::printf("no files or clips in state %s\n", s.c_str());
-    else std::puts("no files or clips yet: kaiod has not reached any file of this epoch");
+    if (auto s = args.value("--state"); !s.empty())
+      std::printf("no files or clips in state %s\n", s.c_str());
+    else
+      std::puts("no files or clips yet: kaiod has not reached any file of this epoch");
   }
   return 0;
 }
@@ -148,7 +153,10 @@ int main(int argc, char** argv) {
     if (auto r = args.value("--reason"); !r.empty()) params["reason"] = r;
     json result;
     int rc = call(args, "pause", params, &result);
-    if (rc == 0) std::printf("paused%s\n", result.value("message", std::string()).empty() ? "" : (": " + result.value("message", std::string())).c_str());
+    if (rc == 0)
+      std::printf("paused%s\n", result.value("message", std::string()).empty()
+                                    ? ""
+                                    : (": " + result.value("message", std::string())).c_str());
     return rc;
   }
   if (cmd == "resume") {

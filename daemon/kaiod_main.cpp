@@ -1,7 +1,7 @@
 // kaiod: the service. A thin shell over the engine: arguments, config,
 // logging, signals, the control socket and systemd notifications.
-#include <poll.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -38,8 +38,8 @@ void usage(FILE* to) {
 
 int check_config(const char* file) {
   kaio::Config c = kaio::load_config(file);
-  std::printf("%s: ok\n  repo %s@%s, budget %s, cache %s, state %s\n  model %s on %s, windows %dx%dx%d at %g fps\n", file,
-              c.source.repo.c_str(), c.source.revision.c_str(), kaio::format_size(c.storage.budget).c_str(),
+  std::printf("%s: ok\n  repo %s@%s, budget %s, cache %s, state %s\n  model %s on %s, windows %dx%dx%d at %g fps\n",
+              file, c.source.repo.c_str(), c.source.revision.c_str(), kaio::format_size(c.storage.budget).c_str(),
               c.storage.cache_dir.c_str(), c.storage.state_dir.c_str(), c.train.model.c_str(), c.train.backend.c_str(),
               c.decode.frames, c.decode.size, c.decode.size, c.decode.fps);
   std::printf("  metrics %s\n", c.metrics.listen.empty() ? "off" : ("http://" + c.metrics.listen + "/metrics").c_str());
@@ -110,15 +110,18 @@ int run(const char* config_file) {
     spdlog::info("window trace appended to {}", trace_file);
   }
   kaio::daemon::Engine engine(config, trace.get());
-  kaio::daemon::ControlServer control(config.control.socket, config.control.admin_group,
-                                      [&engine](const std::string& cmd, const nlohmann::json& args, const kaio::daemon::Peer& peer) {
-                                        return engine.handle_control(cmd, args, peer);
-                                      });
+  kaio::daemon::ControlServer control(
+      config.control.socket, config.control.admin_group,
+      [&engine](const std::string& cmd, const nlohmann::json& args, const kaio::daemon::Peer& peer) {
+        return engine.handle_control(cmd, args, peer);
+      });
   // metrics.listen: Prometheus /metrics, the numbers of engine.status() at each scrape.
   std::unique_ptr<kaio::daemon::MetricsServer> metrics;
   if (!config.metrics.listen.empty()) {
-    metrics = std::make_unique<kaio::daemon::MetricsServer>(config.metrics.host, config.metrics.port, [&engine] { return engine.status(); });
-    std::string host = config.metrics.host.find(':') != std::string::npos ? "[" + config.metrics.host + "]" : config.metrics.host;
+    metrics = std::make_unique<kaio::daemon::MetricsServer>(config.metrics.host, config.metrics.port,
+                                                            [&engine] { return engine.status(); });
+    std::string host =
+        config.metrics.host.find(':') != std::string::npos ? "[" + config.metrics.host + "]" : config.metrics.host;
     spdlog::info("metrics at http://{}:{}/metrics", host, metrics->port());
   }
   engine.start();
@@ -173,8 +176,10 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {  // kaio::Error, and anything a library throws (std::bad_alloc, filesystem errors)
     std::string msg = kaio::redact(e.what());
-    if (g_logging) spdlog::critical("kaiod cannot run: {}", msg);
-    else std::fprintf(stderr, "kaiod: %s\n", msg.c_str());
+    if (g_logging)
+      spdlog::critical("kaiod cannot run: {}", msg);
+    else
+      std::fprintf(stderr, "kaiod: %s\n", msg.c_str());
     return 1;
   }
 }

@@ -1,11 +1,10 @@
 #include "daemon/metrics.h"
 
 #include <dirent.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-
-#include <httplib.h>
 
 #include <cerrno>
 #include <charconv>
@@ -27,10 +26,14 @@ namespace {
 std::string label_value(const std::string& v) {
   std::string out;
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -43,8 +46,12 @@ std::string number(double v) {
   return ec == std::errc() ? std::string(buf, end) : "NaN";
 }
 
-std::string number(uint64_t v) { return std::to_string(v); }
-std::string number(int64_t v) { return std::to_string(v); }
+std::string number(uint64_t v) {
+  return std::to_string(v);
+}
+std::string number(int64_t v) {
+  return std::to_string(v);
+}
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
@@ -78,19 +85,23 @@ class Exposition {
 
 // Every state the status object can report, so that each has a series from
 // the first scrape on (a state's absence is 0, not a missing series).
-constexpr const char* kStates[] = {"starting", "running",     "paused",      "disk-full", "auth-required",
-                                   "waiting-network", "budget-wait", "done", "error"};
+constexpr const char* kStates[] = {"starting",        "running",     "paused", "disk-full", "auth-required",
+                                   "waiting-network", "budget-wait", "done",   "error"};
 
-constexpr ErrorKind kErrorKinds[] = {ErrorKind::config,    ErrorKind::usage,     ErrorKind::io,       ErrorKind::disk_full,
-                                     ErrorKind::transient, ErrorKind::not_found, ErrorKind::auth,     ErrorKind::corrupt,
-                                     ErrorKind::rejected,  ErrorKind::budget,    ErrorKind::internal};
+constexpr ErrorKind kErrorKinds[] = {ErrorKind::config,    ErrorKind::usage,     ErrorKind::io,
+                                     ErrorKind::disk_full, ErrorKind::transient, ErrorKind::not_found,
+                                     ErrorKind::auth,      ErrorKind::corrupt,   ErrorKind::rejected,
+                                     ErrorKind::budget,    ErrorKind::internal};
 
 }  // namespace
 
 std::string render_metrics(const ServiceStatus& s, const std::string& version) {
   Exposition e;
-  e.family("kaio_build_info", "gauge", "Always 1; the labels name the kaiod version, the dataset repo, its pinned revision and the training backend.");
-  e.sample("kaio_build_info", int64_t{1}, {{"version", version}, {"repo", s.repo}, {"revision", s.revision}, {"backend", s.train.backend}});
+  e.family(
+      "kaio_build_info", "gauge",
+      "Always 1; the labels name the kaiod version, the dataset repo, its pinned revision and the training backend.");
+  e.sample("kaio_build_info", int64_t{1},
+           {{"version", version}, {"repo", s.repo}, {"revision", s.revision}, {"backend", s.train.backend}});
 
   e.family("kaio_state", "gauge", "1 for the state kaiod is in (the state field of kaioctl status), 0 for the others.");
   bool known = false;
@@ -101,40 +112,53 @@ std::string render_metrics(const ServiceStatus& s, const std::string& version) {
   if (!known) e.sample("kaio_state", int64_t{1}, {{"state", s.state}});
   e.one("kaio_paused", "gauge", "1 while a pause (kaioctl pause) is stored.", int64_t{s.paused ? 1 : 0});
 
-  e.one("kaio_budget_bytes", "gauge", "storage.budget: bytes allowed on disk under cache_dir and state_dir together.", s.budget_bytes);
-  e.one("kaio_disk_bytes", "gauge", "Bytes allocated on disk under cache_dir and state_dir, measured at the scrape.", s.disk_bytes);
-  e.one("kaio_reserved_bytes", "gauge", "Bytes the budget accounts as used (on disk at start and not yet released, the ledger allowance, every claim).",
+  e.one("kaio_budget_bytes", "gauge", "storage.budget: bytes allowed on disk under cache_dir and state_dir together.",
+        s.budget_bytes);
+  e.one("kaio_disk_bytes", "gauge", "Bytes allocated on disk under cache_dir and state_dir, measured at the scrape.",
+        s.disk_bytes);
+  e.one("kaio_reserved_bytes", "gauge",
+        "Bytes the budget accounts as used (on disk at start and not yet released, the ledger allowance, every claim).",
         s.reserved_bytes);
-  e.one("kaio_reserved_peak_bytes", "gauge", "Highest kaio_reserved_bytes since kaiod started; never above the budget.", s.peak_reserved_bytes);
+  e.one("kaio_reserved_peak_bytes", "gauge", "Highest kaio_reserved_bytes since kaiod started; never above the budget.",
+        s.peak_reserved_bytes);
 
-  e.one("kaio_files_selected", "gauge", "Files of the repo selected by source.include and source.exclude.", s.files.total);
-  e.family("kaio_files", "gauge", "Files of the current epoch by state: done (decoded), active (downloading or extracting), failed.");
+  e.one("kaio_files_selected", "gauge", "Files of the repo selected by source.include and source.exclude.",
+        s.files.total);
+  e.family("kaio_files", "gauge",
+           "Files of the current epoch by state: done (decoded), active (downloading or extracting), failed.");
   e.sample("kaio_files", s.files.done, {{"state", "done"}});
   e.sample("kaio_files", s.files.active, {{"state", "active"}});
   e.sample("kaio_files", s.files.failed, {{"state", "failed"}});
 
   e.family("kaio_clips", "gauge",
-           "Clips by state: ready (shard on disk, not yet released), consumed (covered by a checkpoint, being deleted), deleted, failed.");
+           "Clips by state: ready (shard on disk, not yet released), consumed (covered by a checkpoint, being "
+           "deleted), deleted, failed.");
   e.sample("kaio_clips", s.clips.ready, {{"state", "ready"}});
   e.sample("kaio_clips", s.clips.consumed, {{"state", "consumed"}});
   e.sample("kaio_clips", s.clips.deleted, {{"state", "deleted"}});
   e.sample("kaio_clips", s.clips.failed, {{"state", "failed"}});
 
-  e.one("kaio_download_bytes_total", "counter", "Bytes received from the Hub since kaiod started.", s.download_bytes_total);
+  e.one("kaio_download_bytes_total", "counter", "Bytes received from the Hub since kaiod started.",
+        s.download_bytes_total);
   e.one("kaio_download_bytes_per_second", "gauge", "Download rate over the last 30 s or so.", s.rates.download_bps);
-  e.one("kaio_decode_clips_per_second", "gauge", "Clips decoded per second over the last 30 s or so.", s.rates.decode_clips_per_s);
-  e.one("kaio_train_samples_per_second", "gauge", "Windows trained per second over the last 30 s or so.", s.rates.train_samples_per_s);
+  e.one("kaio_decode_clips_per_second", "gauge", "Clips decoded per second over the last 30 s or so.",
+        s.rates.decode_clips_per_s);
+  e.one("kaio_train_samples_per_second", "gauge", "Windows trained per second over the last 30 s or so.",
+        s.rates.train_samples_per_s);
 
   e.one("kaio_train_epoch", "gauge", "Current epoch, from 0.", s.train.epoch);
-  e.one("kaio_train_steps_total", "counter", "Optimizer steps done, counted across restarts (a restart resumes from the last checkpoint).",
-        s.train.step);
+  e.one("kaio_train_steps_total", "counter",
+        "Optimizer steps done, counted across restarts (a restart resumes from the last checkpoint).", s.train.step);
   e.one("kaio_train_samples_total", "counter", "Windows trained, counted across restarts.", s.train.samples);
   e.one("kaio_train_loss", "gauge", "Loss of the last step (0 before the first).", s.train.loss);
-  e.one("kaio_data_wait_ratio", "gauge", "Share of the trainer's time spent waiting for data (0 to 1).", s.train.wait_fraction);
+  e.one("kaio_data_wait_ratio", "gauge", "Share of the trainer's time spent waiting for data (0 to 1).",
+        s.train.wait_fraction);
   e.one("kaio_checkpoint_step", "gauge", "Step of the last durable checkpoint, -1 if none.", s.train.checkpoint_step);
-  if (s.epoch_eta_seconds >= 0) e.one("kaio_epoch_eta_seconds", "gauge", "Estimated seconds to the end of the epoch.", s.epoch_eta_seconds);
+  if (s.epoch_eta_seconds >= 0)
+    e.one("kaio_epoch_eta_seconds", "gauge", "Estimated seconds to the end of the epoch.", s.epoch_eta_seconds);
 
-  e.family("kaio_errors_total", "counter", "Failures since kaiod started, by kind (transient: network or server, corrupt: bad data, ...).");
+  e.family("kaio_errors_total", "counter",
+           "Failures since kaiod started, by kind (transient: network or server, corrupt: bad data, ...).");
   std::map<std::string, uint64_t> errors;
   for (ErrorKind k : kErrorKinds) errors[std::string(to_string(k))] = 0;
   for (const auto& [kind, n] : s.errors_total) errors[kind] = n;
@@ -185,8 +209,9 @@ MetricsServer::MetricsServer(const std::string& host, int port, StatusSource sou
   }
   if (!bound) {
     int err = errno;
-    throw Error(ErrorKind::config, "metrics.listen " + where + ": cannot listen there" +
-                                       (err ? std::string(": ") + std::strerror(err) : std::string(" (not a local address?)")));
+    throw Error(ErrorKind::config,
+                "metrics.listen " + where + ": cannot listen there" +
+                    (err ? std::string(": ") + std::strerror(err) : std::string(" (not a local address?)")));
   }
   thread_ = std::thread([this] {
     server_->listen_after_bind();
@@ -213,10 +238,13 @@ void MetricsServer::shut_down_connections() const {
     socklen_t local_len = sizeof local, peer_len = sizeof peer;
     if (::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
     int local_port = -1;
-    if (local.ss_family == AF_INET) local_port = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
-    else if (local.ss_family == AF_INET6) local_port = ntohs(reinterpret_cast<sockaddr_in6*>(&local)->sin6_port);
+    if (local.ss_family == AF_INET)
+      local_port = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+    else if (local.ss_family == AF_INET6)
+      local_port = ntohs(reinterpret_cast<sockaddr_in6*>(&local)->sin6_port);
     if (local_port != port_) continue;
-    if (::getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;  // the listener
+    if (::getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0)
+      continue;  // the listener
     ::shutdown(static_cast<int>(fd), SHUT_RDWR);
   }
 }

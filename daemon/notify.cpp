@@ -13,9 +13,13 @@ SystemdNotifier::SystemdNotifier() {
   if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) watchdog_half_ = std::chrono::microseconds(usec / 2);
 }
 
-void SystemdNotifier::send(const std::string& message) { sd_notify(0, message.c_str()); }
+void SystemdNotifier::send(const std::string& message) {
+  sd_notify(0, message.c_str());
+}
 
-void SystemdNotifier::ready() { send("READY=1\nSTATUS=" + redact(last_status_)); }
+void SystemdNotifier::ready() {
+  send("READY=1\nSTATUS=" + redact(last_status_));
+}
 
 void SystemdNotifier::status(const std::string& line) {
   if (line == last_status_) return;
@@ -23,7 +27,9 @@ void SystemdNotifier::status(const std::string& line) {
   send("STATUS=" + redact(line));
 }
 
-void SystemdNotifier::stopping() { send("STOPPING=1"); }
+void SystemdNotifier::stopping() {
+  send("STOPPING=1");
+}
 
 void SystemdNotifier::extend_timeout(std::chrono::microseconds more) {
   send("EXTEND_TIMEOUT_USEC=" + std::to_string(more.count()));

@@ -22,8 +22,13 @@ json to_json(const ServiceStatus& s) {
       {"disk_bytes", s.disk_bytes},
       {"reserved_bytes", s.reserved_bytes},
       {"peak_reserved_bytes", s.peak_reserved_bytes},
-      {"files", {{"total", s.files.total}, {"done", s.files.done}, {"failed", s.files.failed}, {"active", s.files.active}}},
-      {"clips", {{"ready", s.clips.ready}, {"consumed", s.clips.consumed}, {"failed", s.clips.failed}, {"deleted", s.clips.deleted}}},
+      {"files",
+       {{"total", s.files.total}, {"done", s.files.done}, {"failed", s.files.failed}, {"active", s.files.active}}},
+      {"clips",
+       {{"ready", s.clips.ready},
+        {"consumed", s.clips.consumed},
+        {"failed", s.clips.failed},
+        {"deleted", s.clips.deleted}}},
       {"train",
        {{"epoch", s.train.epoch},
         {"step", s.train.step},
@@ -58,7 +63,8 @@ std::string bar(double fraction, int width) {
   if (fraction < 0) fraction = 0;
   if (fraction > 1) fraction = 1;
   int filled = static_cast<int>(fraction * width + 0.5);
-  return "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.') + "]";
+  return "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.') +
+         "]";
 }
 
 }  // namespace
@@ -74,28 +80,32 @@ std::string render_status(const json& j) {
   char line[512];
   std::string state = j.value("state", "?");
   std::string detail = j.value("state_detail", "");
-  std::snprintf(line, sizeof line, "state     %s%s%s\n", state.c_str(), detail.empty() ? "" : " (", detail.empty() ? "" : (detail + ")").c_str());
+  std::snprintf(line, sizeof line, "state     %s%s%s\n", state.c_str(), detail.empty() ? "" : " (",
+                detail.empty() ? "" : (detail + ")").c_str());
   out += line;
   if (j.value("paused", false)) out += "paused    " + j.value("pause_reason", std::string("(no reason given)")) + "\n";
-  std::snprintf(line, sizeof line, "disk      %s %s / %s (%.0f%%)\n", bar(budget ? double(disk) / double(budget) : 0, 30).c_str(),
-                format_size(disk).c_str(), format_size(budget).c_str(), budget ? 100.0 * double(disk) / double(budget) : 0.0);
+  std::snprintf(line, sizeof line, "disk      %s %s / %s (%.0f%%)\n",
+                bar(budget ? double(disk) / double(budget) : 0, 30).c_str(), format_size(disk).c_str(),
+                format_size(budget).c_str(), budget ? 100.0 * double(disk) / double(budget) : 0.0);
   out += line;
   std::snprintf(line, sizeof line, "files     %lld done / %lld total, %lld downloading, %lld failed\n",
                 f.value("done", 0LL), f.value("total", 0LL), f.value("active", 0LL), f.value("failed", 0LL));
   out += line;
-  std::snprintf(line, sizeof line, "clips     %lld ready, %lld consumed, %lld deleted, %lld failed\n", c.value("ready", 0LL),
-                c.value("consumed", 0LL), c.value("deleted", 0LL), c.value("failed", 0LL));
+  std::snprintf(line, sizeof line, "clips     %lld ready, %lld consumed, %lld deleted, %lld failed\n",
+                c.value("ready", 0LL), c.value("consumed", 0LL), c.value("deleted", 0LL), c.value("failed", 0LL));
   out += line;
-  std::snprintf(line, sizeof line, "train     epoch %lld step %lld samples %lld loss %.4f on %s, waiting for data %.1f%%\n",
+  std::snprintf(line, sizeof line,
+                "train     epoch %lld step %lld samples %lld loss %.4f on %s, waiting for data %.1f%%\n",
                 t.value("epoch", 0LL), t.value("step", 0LL), t.value("samples", 0LL), t.value("loss", 0.0),
                 t.value("backend", std::string("?")).c_str(), 100.0 * t.value("wait_fraction", 0.0));
   out += line;
   std::snprintf(line, sizeof line, "rates     download %s/s, decode %.2f clips/s, train %.1f samples/s\n",
-                format_size(static_cast<uint64_t>(r.value("download_bps", 0.0))).c_str(), r.value("decode_clips_per_s", 0.0),
-                r.value("train_samples_per_s", 0.0));
+                format_size(static_cast<uint64_t>(r.value("download_bps", 0.0))).c_str(),
+                r.value("decode_clips_per_s", 0.0), r.value("train_samples_per_s", 0.0));
   out += line;
   double eta = j.value("epoch_eta_seconds", -1.0);
-  if (eta >= 0) out += "epoch eta " + format_duration(std::chrono::milliseconds(static_cast<int64_t>(eta * 1000))) + "\n";
+  if (eta >= 0)
+    out += "epoch eta " + format_duration(std::chrono::milliseconds(static_cast<int64_t>(eta * 1000))) + "\n";
   std::string err = j.value("last_error", "");
   if (!err.empty()) out += "last error " + err + "\n";
   return out;

@@ -13,7 +13,7 @@ inline constexpr int kStatusVersion = 1;
 // starting, running, paused, waiting-network, auth-required, budget-wait, done, error
 struct ServiceStatus {
   std::string state = "starting";
-  std::string state_detail;     // next retry time, the waiting reservation, the error
+  std::string state_detail;  // next retry time, the waiting reservation, the error
   bool paused = false;
   std::string pause_reason;
   uint64_t budget_bytes = 0;
@@ -40,8 +40,9 @@ struct ServiceStatus {
   std::string last_error;
   std::string repo, revision;
   // Counters since this kaiod started (Prometheus counters, docs/metrics.md).
-  uint64_t download_bytes_total = 0;             // bytes received from the Hub
-  std::map<std::string, uint64_t> errors_total;  // failures by kaio::ErrorKind name (to_string): transient, corrupt, ...
+  uint64_t download_bytes_total = 0;  // bytes received from the Hub
+  std::map<std::string, uint64_t>
+      errors_total;  // failures by kaio::ErrorKind name (to_string): transient, corrupt, ...
 };
 
 nlohmann::json to_json(const ServiceStatus& s);

@@ -114,15 +114,15 @@ struct ArchiveReader::Impl {
   ArchivePtr ar;
   std::vector<std::byte> buffer = std::vector<std::byte>(kBlock);  // input blocks lent to libarchive
   std::vector<std::byte> data = std::vector<std::byte>(kBlock);    // member data read out of it
-  std::string sniffed;          // first bytes, replayed before the rest of the source
+  std::string sniffed;  // first bytes, replayed before the rest of the source
   size_t sniffed_pos = 0;
   std::exception_ptr source_error;  // what the source threw inside libarchive's callback
   std::exception_ptr broken;        // once set, every call rethrows it
-  uint64_t in = 0;              // bytes from the source
-  uint64_t data_out = 0;        // member data bytes read (extracted or drained)
-  bool pending_data = false;    // current entry's data not read yet
+  uint64_t in = 0;                  // bytes from the source
+  uint64_t data_out = 0;            // member data bytes read (extracted or drained)
+  bool pending_data = false;        // current entry's data not read yet
   bool media_done = false;
-  std::string current;          // current entry's path, for messages
+  std::string current;  // current entry's path, for messages
   int matched = 0;
   int skipped = 0;
 
@@ -184,7 +184,8 @@ struct ArchiveReader::Impl {
       std::rethrow_exception(broken);
     }
     const char* msg = archive_error_string(ar.get());
-    fail(Error(ErrorKind::corrupt, "archive " + name + ": broken stream " + where + ": " + (msg ? msg : "unknown error")));
+    fail(Error(ErrorKind::corrupt,
+               "archive " + name + ": broken stream " + where + ": " + (msg ? msg : "unknown error")));
   }
 
   uint64_t out_bytes() const {
@@ -295,8 +296,8 @@ struct ArchiveReader::Impl {
     auto sink = [&](const std::byte* data, size_t n) {
       written += n;
       if (written > limits.max_member_size) {
-        throw Error(ErrorKind::rejected, "archive " + name + ": member " + current +
-                                             " rejected: larger than decode.max_member_size");
+        throw Error(ErrorKind::rejected,
+                    "archive " + name + ": member " + current + " rejected: larger than decode.max_member_size");
       }
       if (claim && written > claim->bytes()) claim->resize(std::max(written, claim->bytes() + kClaimStep));
       write_all(out.fd, data, n, tmp);
@@ -347,15 +348,29 @@ ArchiveReader::ArchiveReader(std::unique_ptr<kaio::ByteSource> source, ArchiveLi
 
 ArchiveReader::~ArchiveReader() = default;
 
-bool ArchiveReader::next(Member& member) { return impl_->next(member); }
+bool ArchiveReader::next(Member& member) {
+  return impl_->next(member);
+}
 void ArchiveReader::extract_to(const std::filesystem::path& dest, kaio::SpaceClaim* claim) {
   impl_->extract_to(dest, claim);
 }
-bool ArchiveReader::broken() const { return impl_->broken != nullptr; }
-std::string ArchiveReader::member_path() const { return impl_->current; }
-int ArchiveReader::skipped() const { return impl_->skipped; }
-std::string ArchiveReader::describe() const { return impl_->name; }
-uint64_t ArchiveReader::bytes_in() const { return impl_->in; }
-uint64_t ArchiveReader::bytes_out() const { return impl_->out_bytes(); }
+bool ArchiveReader::broken() const {
+  return impl_->broken != nullptr;
+}
+std::string ArchiveReader::member_path() const {
+  return impl_->current;
+}
+int ArchiveReader::skipped() const {
+  return impl_->skipped;
+}
+std::string ArchiveReader::describe() const {
+  return impl_->name;
+}
+uint64_t ArchiveReader::bytes_in() const {
+  return impl_->in;
+}
+uint64_t ArchiveReader::bytes_out() const {
+  return impl_->out_bytes();
+}
 
 }  // namespace kaio::decode

@@ -59,10 +59,10 @@ class ArchiveReader {
 
   bool broken() const;
   std::string member_path() const;  // the entry last read, a rejected one included
-  int skipped() const;            // members not matching the globs
-  std::string describe() const;   // the source's name
-  uint64_t bytes_in() const;      // compressed bytes read so far
-  uint64_t bytes_out() const;     // expanded bytes so far
+  int skipped() const;              // members not matching the globs
+  std::string describe() const;     // the source's name
+  uint64_t bytes_in() const;        // compressed bytes read so far
+  uint64_t bytes_out() const;       // expanded bytes so far
 
  private:
   struct Impl;

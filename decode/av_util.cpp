@@ -5,7 +5,9 @@
 namespace kaio::decode::av {
 namespace {
 
-int interrupt_callback(void* opaque) { return static_cast<const Interrupt*>(opaque)->should_stop() ? 1 : 0; }
+int interrupt_callback(void* opaque) {
+  return static_cast<const Interrupt*>(opaque)->should_stop() ? 1 : 0;
+}
 
 }  // namespace
 

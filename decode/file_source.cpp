@@ -14,7 +14,9 @@ FileSource::FileSource(std::filesystem::path path) : path_(std::move(path)) {
   if (fd_ < 0) throw_errno("open", path_.string());
 }
 
-FileSource::~FileSource() { ::close(fd_); }
+FileSource::~FileSource() {
+  ::close(fd_);
+}
 
 size_t FileSource::read(std::span<std::byte> out) {
   while (true) {

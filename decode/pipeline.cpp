@@ -23,7 +23,9 @@ constexpr uint64_t kUnknownMemberReserve = 64 * 1024 * 1024;
 
 using Clock = std::chrono::steady_clock;
 
-std::string bytes_text(uint64_t n) { return std::to_string(n) + " bytes"; }
+std::string bytes_text(uint64_t n) {
+  return std::to_string(n) + " bytes";
+}
 
 // A shard's claim: what its container's duration gave it, plus what it grew
 // by while decoding. Bytes on disk never exceed it: the writer asks grow()
@@ -90,8 +92,9 @@ class ShardClaim : public kaio::SpaceClaim {
         auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(limits.grow_wait).count();
         throw Error(ErrorKind::budget,
                     ctx_.clip + ": its shard outgrew its claim: it needs " + bytes_text(need) + ", " + ctx_.declared +
-                        " (" + bytes_text(first_bytes_) + " claimed, " + bytes_text(held) + " held); no room for the other " +
-                        bytes_text(need - held) + " came within " + std::to_string(waited) +
+                        " (" + bytes_text(first_bytes_) + " claimed, " + bytes_text(held) +
+                        " held); no room for the other " + bytes_text(need - held) + " came within " +
+                        std::to_string(waited) +
                         " ms, and waiting longer would hold space that others need (storage.budget)");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -123,8 +126,8 @@ class ShardClaim : public kaio::SpaceClaim {
 
   [[noreturn]] void too_large(uint64_t need, const std::string& why) const {
     throw Error(ErrorKind::budget, ctx_.clip + ": too large for the budget: its shard needs " + bytes_text(need) +
-                                       " and more, " + ctx_.declared + " (" + bytes_text(first_bytes_) +
-                                       " claimed); " + why);
+                                       " and more, " + ctx_.declared + " (" + bytes_text(first_bytes_) + " claimed); " +
+                                       why);
   }
 
   kaio::SpaceReserver& reserver_;
@@ -145,10 +148,9 @@ struct Job {
 // One run(): the job queue, the workers, and in-order delivery.
 class Run {
  public:
-  Run(const WindowSpec& spec, int workers, int codec_threads,
-      std::chrono::milliseconds timeout, const ShardLimits& shard_limits, const std::filesystem::path& work_dir,
-      kaio::SpaceReserver& reserver, std::string source_file, std::function<void(ClipResult)> on_clip,
-      std::stop_token outer)
+  Run(const WindowSpec& spec, int workers, int codec_threads, std::chrono::milliseconds timeout,
+      const ShardLimits& shard_limits, const std::filesystem::path& work_dir, kaio::SpaceReserver& reserver,
+      std::string source_file, std::function<void(ClipResult)> on_clip, std::stop_token outer)
       : spec_(spec),
         codec_threads_(codec_threads),
         timeout_(timeout),
@@ -203,7 +205,8 @@ class Run {
         return claim;
       }
       lock.lock();
-      room_.wait_for(lock, stop(), std::chrono::milliseconds(50), [&] { return next_index_ - delivered_ - 1 < others; });
+      room_.wait_for(lock, stop(), std::chrono::milliseconds(50),
+                     [&] { return next_index_ - delivered_ - 1 < others; });
       if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
     }
     return reserver_.reserve(bytes, what);
@@ -340,8 +343,7 @@ class Run {
         return r;
       }
       r.error = e.what();
-      if (r.error.find(printable(job.member)) == std::string::npos ||
-          r.error.find(source_file_) == std::string::npos) {
+      if (r.error.find(printable(job.member)) == std::string::npos || r.error.find(source_file_) == std::string::npos) {
         r.error = "member " + printable(job.member) + " of " + source_file_ + ": " + r.error;
       }
       spdlog::warn("decode {}: member {} failed: {}", source_file_, printable(job.member), r.error);

@@ -19,17 +19,17 @@
 namespace kaio::decode {
 
 struct ClipResult {
-  std::string source_file;   // the archive in the repo
-  std::string member;        // the member inside it
-  std::string clip_id;       // member_id(source_file, member); names the shard
+  std::string source_file;      // the archive in the repo
+  std::string member;           // the member inside it
+  std::string clip_id;          // member_id(source_file, member); names the shard
   std::filesystem::path shard;  // empty when there is no shard
   int windows = 0;
   uint64_t shard_bytes = 0;
   std::unique_ptr<kaio::SpaceClaim> claim;  // holds the shard's bytes; now the caller's
   std::string caption;
-  std::string error;         // empty when ok; else why there is no shard
-  int index = 0;             // position of the member in archive order (rejected ones included)
-  bool planned = false;      // already in the plan: not decoded again, nothing else set
+  std::string error;     // empty when ok; else why there is no shard
+  int index = 0;         // position of the member in archive order (rejected ones included)
+  bool planned = false;  // already in the plan: not decoded again, nothing else set
 };
 
 // After a crash: removes what a run leaves in work_dir only while it runs

@@ -38,7 +38,8 @@ void write_png(const std::filesystem::path& file, const uint8_t* rgb, int width,
   auto packet = av::make_packet();
   rc = avcodec_receive_packet(ctx.get(), packet.get());
   if (rc < 0) throw Error(ErrorKind::internal, what + ": encode: " + av::message(rc));
-  write_file_durably(file, std::string_view(reinterpret_cast<const char*>(packet->data), static_cast<size_t>(packet->size)));
+  write_file_durably(file,
+                     std::string_view(reinterpret_cast<const char*>(packet->data), static_cast<size_t>(packet->size)));
 }
 
 }  // namespace kaio::decode

@@ -142,7 +142,8 @@ int run_probe_command(int argc, char** argv) {
     limits.member_globs = {"*.mp4", "*.m4v", "*.mov", "*.mkv", "*.webm", "*.avi"};
     // A file that is neither is named as such, not as a broken archive.
     std::error_code size_error;
-    if (std::filesystem::is_regular_file(args.file) && std::filesystem::file_size(args.file, size_error) == 0 && !size_error) {
+    if (std::filesystem::is_regular_file(args.file) && std::filesystem::file_size(args.file, size_error) == 0 &&
+        !size_error) {
       std::printf("%s: error: empty file: %s\n", args.file.c_str(), kNeither);
       return 1;
     }

@@ -14,7 +14,9 @@
 namespace kaio::decode {
 namespace {
 
-uint64_t align64(uint64_t n) { return (n + 63) & ~uint64_t{63}; }
+uint64_t align64(uint64_t n) {
+  return (n + 63) & ~uint64_t{63};
+}
 
 // Fixed part of one window's metadata record: time + three length prefixes.
 constexpr uint64_t kMetaFixedBytes = 8 + 3 * 4;
@@ -92,8 +94,8 @@ void ShardWriter::hold(uint64_t bytes) {
   if (bytes <= held_) return;
   held_ = space_(bytes);
   if (held_ < bytes) {
-    throw Error(ErrorKind::internal, "shard " + tmp_.string() + ": " + std::to_string(held_) + " bytes held for " +
-                                         std::to_string(bytes));
+    throw Error(ErrorKind::internal,
+                "shard " + tmp_.string() + ": " + std::to_string(held_) + " bytes held for " + std::to_string(bytes));
   }
 }
 
@@ -131,7 +133,8 @@ uint64_t ShardWriter::finish() {
   h.window_bytes = window_bytes_;
   h.meta_offset = kShardHeaderBytes + infos_.size() * window_bytes_;
   h.meta_bytes = meta.size();
-  if (h.meta_bytes != meta_bytes_) throw Error(ErrorKind::internal, "shard " + tmp_.string() + ": metadata size drifted");
+  if (h.meta_bytes != meta_bytes_)
+    throw Error(ErrorKind::internal, "shard " + tmp_.string() + ": metadata size drifted");
   write_at(h.meta_offset, meta.data(), meta.size());
   char header[kShardHeaderBytes] = {};
   std::memcpy(header, &h, sizeof h);
@@ -207,7 +210,9 @@ ShardReader::ShardReader(const std::filesystem::path& path) : path_(path) {
   }
 }
 
-ShardReader::~ShardReader() { ::munmap(const_cast<uint8_t*>(base_), size_); }
+ShardReader::~ShardReader() {
+  ::munmap(const_cast<uint8_t*>(base_), size_);
+}
 
 const uint8_t* ShardReader::window(int i) const {
   if (i < 0 || i >= windows()) {

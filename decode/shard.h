@@ -88,7 +88,7 @@ class ShardWriter {
   std::vector<WindowInfo> infos_;
   uint64_t meta_bytes_ = 0;  // metadata of the windows so far, as finish() writes it
   ShardSpace space_;
-  uint64_t held_ = 0;        // bytes space_ holds for the file
+  uint64_t held_ = 0;  // bytes space_ holds for the file
 };
 
 // Read-only view of a shard through mmap. Throws Error(corrupt) naming the file

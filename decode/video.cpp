@@ -115,8 +115,9 @@ class FrameConverter {
                                     SWS_BILINEAR, nullptr, nullptr, nullptr));
     if (!sws_) {
       av_frame_unref(work_.get());
-      throw Error(ErrorKind::corrupt, what_ + ": unsupported pixel format " +
-                                          std::string(av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) ?: "?"));
+      throw Error(ErrorKind::corrupt,
+                  what_ + ": unsupported pixel format " +
+                      std::string(av_get_pix_fmt_name(static_cast<AVPixelFormat>(frame->format)) ?: "?"));
     }
     uint8_t* target = rotation_ ? scratch(n) : out;
     if (spec_.resize == ResizeMode::pad) std::memset(target, 0, static_cast<size_t>(n) * n * 3);
@@ -335,7 +336,8 @@ av::CodecPtr open_decoder(const VideoStream& v, int threads, const std::string& 
 }
 
 std::string describe(const std::filesystem::path& clip, const ClipOrigin& origin) {
-  return "clip " + clip.string() + " (member " + printable(origin.member) + " of " + printable(origin.source_file) + ")";
+  return "clip " + clip.string() + " (member " + printable(origin.member) + " of " + printable(origin.source_file) +
+         ")";
 }
 
 }  // namespace
@@ -426,11 +428,11 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
   auto check_sample = [&](int64_t k, double end) {
     check_bounds();
     if (k < max_samples) return;
-    throw Error(ErrorKind::rejected,
-                what + ": frames run to " + std::to_string(end) + " s, more than the " + std::to_string(max_samples) +
-                    " samples at " + std::to_string(spec.fps) + " fps a file of " + std::to_string(file_bytes) +
-                    " bytes may give (one per " + std::to_string(kMinBytesPerSample) +
-                    " bytes): a gap in its timestamps or a hostile stream");
+    throw Error(ErrorKind::rejected, what + ": frames run to " + std::to_string(end) + " s, more than the " +
+                                         std::to_string(max_samples) + " samples at " + std::to_string(spec.fps) +
+                                         " fps a file of " + std::to_string(file_bytes) + " bytes may give (one per " +
+                                         std::to_string(kMinBytesPerSample) +
+                                         " bytes): a gap in its timestamps or a hostile stream");
   };
 
   ShardWriter shard(shard_out, spec, opts.shard_space);
@@ -512,8 +514,8 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
   summary.windows = shard.windows();
   if (summary.windows == 0) {
     summary.skipped_reason = "only " + std::to_string(summary.sampled_frames) + " frames at " +
-                             std::to_string(spec.fps) + " fps, fewer than a window of " +
-                             std::to_string(spec.frames) + " (decode.pad_short is off)";
+                             std::to_string(spec.fps) + " fps, fewer than a window of " + std::to_string(spec.frames) +
+                             " (decode.pad_short is off)";
     spdlog::info("{}: skipped: {}", what, summary.skipped_reason);
     return summary;  // the writer's destructor removes the temporary file
   }

@@ -36,9 +36,9 @@ struct ClipProbe {
   int width = 0, height = 0;  // coded size
   int rotation = 0;           // degrees clockwise applied to make it upright
   std::string codec;
-  int64_t sampled_frames = 0; // frames it will sample at spec.fps
+  int64_t sampled_frames = 0;  // frames it will sample at spec.fps
   int expected_windows = 0;
-  uint64_t shard_bytes = 0;   // for expected_windows + 1 windows, no metadata
+  uint64_t shard_bytes = 0;  // for expected_windows + 1 windows, no metadata
 };
 
 // Reads the container headers only. Throws Error(corrupt) naming the file.
@@ -68,9 +68,9 @@ struct DecodeOptions {
 };
 
 struct ShardSummary {
-  int windows = 0;          // 0: nothing written (see skipped_reason)
+  int windows = 0;  // 0: nothing written (see skipped_reason)
   int64_t sampled_frames = 0;
-  uint64_t bytes = 0;       // shard file size
+  uint64_t bytes = 0;          // shard file size
   std::string skipped_reason;  // why no shard was written
 };
 

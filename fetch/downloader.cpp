@@ -6,18 +6,17 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <future>
 #include <list>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/fd.h"
 #include "common/fs.h"
@@ -41,8 +40,12 @@ constexpr int kMaxCdnRefusals = 3;
 
 using kaio::Fd;
 
-fs::path part_path(const fs::path& dest) { return fs::path(dest.string() + ".part"); }
-fs::path ranges_path(const fs::path& dest) { return fs::path(dest.string() + ".part.ranges"); }
+fs::path part_path(const fs::path& dest) {
+  return fs::path(dest.string() + ".part");
+}
+fs::path ranges_path(const fs::path& dest) {
+  return fs::path(dest.string() + ".part.ranges");
+}
 
 struct Task;
 
@@ -85,7 +88,7 @@ struct Task {
   bool started = false;
   bool split = false;
   std::string etag;
-  http::SignedUrl cdn;                 // last cross-origin redirect target, reused by parts while fresh
+  http::SignedUrl cdn;           // last cross-origin redirect target, reused by parts while fresh
   std::optional<Digest> digest;  // hash of the .part's bytes [0, hashed)
   uint64_t hashed = 0;
   std::future<uint64_t> hashing;  // extends `hashed` on another thread, from the page cache
@@ -165,7 +168,9 @@ Downloader::Downloader(std::string endpoint, std::optional<std::string> token, c
   impl_->thread = std::thread([this] { impl_->run(); });
 }
 
-Downloader::~Downloader() { stop(); }
+Downloader::~Downloader() {
+  stop();
+}
 
 void Downloader::submit(DownloadJob job, std::function<void(const DownloadResult&)> on_done) {
   auto t = std::make_unique<Task>();
@@ -217,7 +222,9 @@ Progress Downloader::progress() const {
   return impl_->snapshot;
 }
 
-NetworkStatus Downloader::network_status() const { return impl_->network.get(); }
+NetworkStatus Downloader::network_status() const {
+  return impl_->network.get();
+}
 
 void Downloader::Impl::take_commands(bool& paused_now, bool& stop_now) {
   std::deque<std::unique_ptr<Task>> fresh;
@@ -341,20 +348,24 @@ bool Downloader::Impl::start_task(Task& t) {
   fs::create_directories(t.job.dest.parent_path(), ec);
   t.fd = Fd(::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (t.fd.get() < 0) {
-    finish_task(t, false, ErrorKind::io, "download " + t.name + ": cannot open " + part.string() + ": " + std::strerror(errno));
+    finish_task(t, false, ErrorKind::io,
+                "download " + t.name + ": cannot open " + part.string() + ": " + std::strerror(errno));
     return false;
   }
   struct stat st {};
   ::fstat(t.fd.get(), &st);
   uint64_t existing = static_cast<uint64_t>(st.st_size);
   if (existing > t.job.file.size) {
-    spdlog::warn("download {}: {} is larger than the file ({} > {}); starting over", t.name, part.string(), existing, t.job.file.size);
+    spdlog::warn("download {}: {} is larger than the file ({} > {}); starting over", t.name, part.string(), existing,
+                 t.job.file.size);
     if (::ftruncate(t.fd.get(), 0) != 0) spdlog::warn("download {}: truncate failed", t.name);
     fs::remove(ranges_path(t.job.dest), ec);
     existing = 0;
   }
   plan_parts(t, existing);
-  if (existing > 0) spdlog::info("download {}: resuming from {} of {}", t.name, format_size(t.done_bytes()), format_size(t.job.file.size));
+  if (existing > 0)
+    spdlog::info("download {}: resuming from {} of {}", t.name, format_size(t.done_bytes()),
+                 format_size(t.job.file.size));
   t.started = true;
   return true;
 }
@@ -378,8 +389,10 @@ void Downloader::Impl::start_transfers(bool paused_now) {
       // A signed URL that may have expired (after a pause, a queued part, a
       // retry) is not tried: the Hub signs a fresh one.
       bool fresh = t.cdn.usable(now, tuning.url_max_age, tuning.url_expiry_margin);
-      if (!fresh && std::any_of(transfers.begin(), transfers.end(), [&](auto& x) { return x->task == &t && x->resolving; }))
-        continue;  // another part is resolving the file now: its redirect serves this one too (one resolve, not one per part)
+      if (!fresh &&
+          std::any_of(transfers.begin(), transfers.end(), [&](auto& x) { return x->task == &t && x->resolving; }))
+        continue;  // another part is resolving the file now: its redirect serves this one too (one resolve, not one per
+                   // part)
       std::string url = fresh ? t.cdn.url : http::resolve_url(endpoint, t.job.repo, t.job.sha, t.job.file.path);
       if (http::origin_of(url) == http::origin_of(endpoint) && !limiter->try_acquire()) {
         p->retry_at = now + 200ms;  // over the API quota: wait for a slot
@@ -476,12 +489,14 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   if (x->io_errno) {
     bool full = x->io_errno == ENOSPC || x->io_errno == EDQUOT;
     return finish_task(t, false, full ? ErrorKind::disk_full : ErrorKind::io,
-                       "download " + t.name + ": writing " + part_path(t.job.dest).string() + " failed: " + std::strerror(x->io_errno));
+                       "download " + t.name + ": writing " + part_path(t.job.dest).string() +
+                           " failed: " + std::strerror(x->io_errno));
   }
   if (x->too_long) return restart_from_zero(t, "the server sent more bytes than the listed size");
   if (x->restart_whole) return restart_from_zero(t, "the server answered a Range request with the whole file");
   if (rc == CURLE_OK && http::is_redirect(status) && !x->headers.get("location").empty()) {
-    if (x->redirects >= kMaxRedirects) return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": too many redirects");
+    if (x->redirects >= kMaxRedirects)
+      return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": too many redirects");
     std::string next = http::join_location(x->url, x->headers.get("location"));
     if (http::origin_of(next) != http::origin_of(endpoint)) t.cdn = http::signed_url(next, x->headers, Clock::now());
     return start_transfer(t, p, next, x->redirects + 1);
@@ -503,7 +518,8 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   const bool on_cdn = http::origin_of(x->url) != http::origin_of(endpoint);
   if (rc != CURLE_OK) {
     if (!http::is_transient_curl(rc))
-      return finish_task(t, false, ErrorKind::rejected, "download " + t.name + ": " + http::curl_reason(rc, x->error_detail));
+      return finish_task(t, false, ErrorKind::rejected,
+                         "download " + t.name + ": " + http::curl_reason(rc, x->error_detail));
     // Nothing came: ask the Hub again (it may send us to another host). A body
     // cut short keeps a URL that is still fresh (every resolve costs quota).
     if (!moved) t.cdn.clear();
@@ -517,8 +533,8 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
     std::string why = "HTTP " + std::to_string(status) + " from the CDN host for a signed URL";
     if (++p.cdn_refusals > kMaxCdnRefusals)
       return finish_task(t, false, ErrorKind::rejected,
-                         "download " + t.name + ": the CDN host refused " + std::to_string(kMaxCdnRefusals) + " freshly signed URLs in a row (" +
-                             why + ")");
+                         "download " + t.name + ": the CDN host refused " + std::to_string(kMaxCdnRefusals) +
+                             " freshly signed URLs in a row (" + why + ")");
     if (p.cdn_refusals == 1) {
       p.retry_at = Clock::now();
       spdlog::info("download {}: {} (expired?); resolving it again at byte {}", t.name, why, p.pos);
@@ -528,7 +544,8 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   }
   if (http::is_transient_status(status)) {
     t.cdn.clear();
-    return retry_part(t, p, http::server_delay(x->headers).value_or(p.backoff.next()), "HTTP " + std::to_string(status), moved);
+    return retry_part(t, p, http::server_delay(x->headers).value_or(p.backoff.next()), "HTTP " + std::to_string(status),
+                      moved);
   }
   Error error = http::status_error(x->headers, "download " + t.name);
   if (error.kind() == ErrorKind::auth) network.auth_required(error.what());
@@ -541,14 +558,16 @@ void Downloader::Impl::on_transfer_done(Transfer* x, CURLcode rc) {
   finish_task(t, false, error.kind(), error.what());
 }
 
-void Downloader::Impl::retry_part(Task& t, Part& p, std::chrono::milliseconds delay, const std::string& reason, bool moved) {
+void Downloader::Impl::retry_part(Task& t, Part& p, std::chrono::milliseconds delay, const std::string& reason,
+                                  bool moved) {
   if (moved) {
     p.backoff.reset();
     delay = std::min(delay, std::chrono::milliseconds(500));  // it was moving: resume soon
   }
   p.retry_at = Clock::now() + delay;
   network.waiting("download " + t.name + ": " + reason, delay);
-  spdlog::warn("download {}: {} at byte {} of {}; resuming in {}", t.name, reason, p.pos, t.job.file.size, format_duration(delay));
+  spdlog::warn("download {}: {} at byte {} of {}; resuming in {}", t.name, reason, p.pos, t.job.file.size,
+               format_duration(delay));
 }
 
 void Downloader::Impl::check_stalls() {
@@ -587,7 +606,8 @@ void Downloader::Impl::restart_from_zero(Task& t, const std::string& reason) {
   abort_transfers(&t);
   std::error_code ec;
   fs::remove(ranges_path(t.job.dest), ec);
-  if (::ftruncate(t.fd.get(), 0) != 0) return finish_task(t, false, ErrorKind::io, "download " + t.name + ": truncate failed");
+  if (::ftruncate(t.fd.get(), 0) != 0)
+    return finish_task(t, false, ErrorKind::io, "download " + t.name + ": truncate failed");
   wait_hashing(t);
   t.etag.clear();
   t.cdn.clear();
@@ -617,7 +637,8 @@ void Downloader::Impl::advance_hash(Task& t) {
     try {
       t.hashed = t.hashing.get();
     } catch (const std::exception& e) {
-      return finish_task(t, false, ErrorKind::io, "download " + t.name + ": reading back " + part_path(t.job.dest).string() + ": " + e.what());
+      return finish_task(t, false, ErrorKind::io,
+                         "download " + t.name + ": reading back " + part_path(t.job.dest).string() + ": " + e.what());
     }
   }
   uint64_t to = contiguous_prefix(t);
@@ -625,7 +646,8 @@ void Downloader::Impl::advance_hash(Task& t) {
   t.hashing = std::async(std::launch::async, [fd = t.fd.get(), digest = &*t.digest, from = t.hashed, to] {
     std::vector<char> buf(1 << 20);
     for (uint64_t at = from; at < to;) {
-      ssize_t n = ::pread(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(buf.size(), to - at)), static_cast<off_t>(at));
+      ssize_t n =
+          ::pread(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(buf.size(), to - at)), static_cast<off_t>(at));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) throw std::runtime_error(n == 0 ? "unexpected end of file" : std::strerror(errno));
       digest->update(buf.data(), static_cast<size_t>(n));
@@ -654,7 +676,8 @@ void Downloader::Impl::maybe_complete(Task& t) {
   const fs::path part = part_path(t.job.dest);
   if (!t.verify_started) {
     t.verify_started = true;
-    if (::fsync(t.fd.get()) != 0) return finish_task(t, false, ErrorKind::io, "download " + t.name + ": fsync of " + part.string() + " failed");
+    if (::fsync(t.fd.get()) != 0)
+      return finish_task(t, false, ErrorKind::io, "download " + t.name + ": fsync of " + part.string() + " failed");
   }
   if (t.hashed < f.size || t.hashing.valid()) return;  // advance_hash is still reading
   std::string got = t.digest->hex();
@@ -666,7 +689,9 @@ void Downloader::Impl::maybe_complete(Task& t) {
                           ? "size " + std::to_string(st.st_size) + " != " + std::to_string(f.size)
                           : "hash mismatch (expected " + want + ", got " + got + ")";
     if (++t.corrupt_retries > kMaxCorruptRetries)
-      return finish_task(t, false, ErrorKind::corrupt, "download " + t.name + ": " + why + " after " + std::to_string(kMaxCorruptRetries) + " retries");
+      return finish_task(
+          t, false, ErrorKind::corrupt,
+          "download " + t.name + ": " + why + " after " + std::to_string(kMaxCorruptRetries) + " retries");
     return restart_from_zero(t, why);
   }
   t.fd = Fd();

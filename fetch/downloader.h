@@ -46,7 +46,7 @@ struct Progress {
   std::vector<FileProgress> files;  // active and queued jobs
   uint64_t done = 0;                // bytes, over every job submitted
   uint64_t total = 0;
-  double bytes_per_second = 0;      // moving average
+  double bytes_per_second = 0;  // moving average
   std::optional<std::chrono::seconds> eta;
   size_t finished = 0, failed = 0, pending = 0;
 };
@@ -62,10 +62,10 @@ class Downloader {
 
   // on_done runs on the download thread; keep it short.
   void submit(DownloadJob job, std::function<void(const DownloadResult&)> on_done);
-  void pause();   // in-flight transfers stop; .part files are kept
+  void pause();  // in-flight transfers stop; .part files are kept
   void resume();
   void cancel(const std::filesystem::path& dest);  // drops the job and its .part; reports cancelled
-  void stop();    // ends the thread; unfinished jobs report cancelled and keep their .part
+  void stop();  // ends the thread; unfinished jobs report cancelled and keep their .part
   // A config reload: files at once and the bandwidth cap apply to transfers
   // started from now on; running ones finish under the old cap.
   void set_limits(int parallel_files, uint64_t bandwidth_limit);

@@ -63,23 +63,39 @@ FetchArgs parse_args(int argc, char** argv) {
       }
       throw Error(ErrorKind::usage, arg + ": not a positive number: " + v);
     };
-    if (arg == "--repo") a.source.repo = value();
-    else if (arg == "--revision") a.source.revision = value();
-    else if (arg == "--include") a.source.include.push_back(value());
-    else if (arg == "--exclude") a.source.exclude.push_back(value());
-    else if (arg == "--out") a.out = value();
-    else if (arg == "--endpoint") a.source.endpoint = value();
-    else if (arg == "--token-file") a.source.token_file = value();
-    else if (arg == "--parallel") a.fetch.parallel_files = count();
-    else if (arg == "--split") a.fetch.split = count();
-    else if (arg == "--split-min-size") a.fetch.split_min_size = size();
-    else if (arg == "--stall-timeout") a.fetch.stall_timeout = duration();
-    else if (arg == "--max-backoff") a.fetch.max_backoff = duration();
-    else if (arg == "--bandwidth-limit") a.fetch.bandwidth_limit = size();
-    else if (arg == "--log-level") a.log_level = value();
-    else throw Error(ErrorKind::usage, "unknown option " + arg);
+    if (arg == "--repo")
+      a.source.repo = value();
+    else if (arg == "--revision")
+      a.source.revision = value();
+    else if (arg == "--include")
+      a.source.include.push_back(value());
+    else if (arg == "--exclude")
+      a.source.exclude.push_back(value());
+    else if (arg == "--out")
+      a.out = value();
+    else if (arg == "--endpoint")
+      a.source.endpoint = value();
+    else if (arg == "--token-file")
+      a.source.token_file = value();
+    else if (arg == "--parallel")
+      a.fetch.parallel_files = count();
+    else if (arg == "--split")
+      a.fetch.split = count();
+    else if (arg == "--split-min-size")
+      a.fetch.split_min_size = size();
+    else if (arg == "--stall-timeout")
+      a.fetch.stall_timeout = duration();
+    else if (arg == "--max-backoff")
+      a.fetch.max_backoff = duration();
+    else if (arg == "--bandwidth-limit")
+      a.fetch.bandwidth_limit = size();
+    else if (arg == "--log-level")
+      a.log_level = value();
+    else
+      throw Error(ErrorKind::usage, "unknown option " + arg);
   }
-  if (a.source.repo.empty() || a.source.repo.find('/') == std::string::npos) throw Error(ErrorKind::usage, "--repo ORG/NAME is required");
+  if (a.source.repo.empty() || a.source.repo.find('/') == std::string::npos)
+    throw Error(ErrorKind::usage, "--repo ORG/NAME is required");
   if (a.out.empty()) throw Error(ErrorKind::usage, "--out DIR is required");
   return a;
 }
@@ -104,12 +120,14 @@ void show_progress(const Progress& p, bool tty) {
   double fraction = p.total ? static_cast<double>(p.done) / static_cast<double>(p.total) : 1.0;
   std::string eta = p.eta ? format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(*p.eta)) : "-";
   char line[256];
-  std::snprintf(line, sizeof line, "%5.1f%%  %s / %s  %s/s  eta %s  files done %zu, failed %zu, left %zu", fraction * 100,
-                format_size(p.done).c_str(), format_size(p.total).c_str(), format_size(static_cast<uint64_t>(p.bytes_per_second)).c_str(),
-                eta.c_str(), p.finished, p.failed, p.pending);
+  std::snprintf(line, sizeof line, "%5.1f%%  %s / %s  %s/s  eta %s  files done %zu, failed %zu, left %zu",
+                fraction * 100, format_size(p.done).c_str(), format_size(p.total).c_str(),
+                format_size(static_cast<uint64_t>(p.bytes_per_second)).c_str(), eta.c_str(), p.finished, p.failed,
+                p.pending);
   if (tty) {
     int width = 30, filled = static_cast<int>(fraction * width);
-    std::fprintf(stderr, "\r[%s%s] %s", std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(), line);
+    std::fprintf(stderr, "\r[%s%s] %s", std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(),
+                 line);
   } else {
     std::fprintf(stderr, "progress: %s\n", line);
   }
@@ -166,8 +184,8 @@ int fetch(const FetchArgs& a) {
   downloader.stop();
   if (tty) std::fprintf(stderr, "\n");
   for (const auto& f : failures) std::fprintf(stderr, "kaio fetch: failed: %s\n", kaio::redact(f).c_str());
-  std::fprintf(stderr, "kaio fetch: %s@%s: %zu files selected, %zu failed, into %s\n", a.source.repo.c_str(), sha.c_str(), files.size(),
-               failures.size(), a.out.c_str());
+  std::fprintf(stderr, "kaio fetch: %s@%s: %zu files selected, %zu failed, into %s\n", a.source.repo.c_str(),
+               sha.c_str(), files.size(), failures.size(), a.out.c_str());
   return failures.empty() ? 0 : 1;
 }
 
@@ -185,7 +203,8 @@ int run_fetch_command(int argc, char** argv) {
   try {
     return fetch(args);
   } catch (const Error& e) {
-    std::fprintf(stderr, "kaio fetch: error (%s): %s\n", std::string(to_string(e.kind())).c_str(), kaio::redact(e.what()).c_str());
+    std::fprintf(stderr, "kaio fetch: error (%s): %s\n", std::string(to_string(e.kind())).c_str(),
+                 kaio::redact(e.what()).c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kaio fetch: error: %s\n", kaio::redact(e.what()).c_str());

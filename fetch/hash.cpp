@@ -19,7 +19,9 @@ struct Digest::Impl {
 };
 
 namespace {
-const EVP_MD* md_for(HashKind kind) { return kind == HashKind::sha1 ? EVP_sha1() : EVP_sha256(); }
+const EVP_MD* md_for(HashKind kind) {
+  return kind == HashKind::sha1 ? EVP_sha1() : EVP_sha256();
+}
 }  // namespace
 
 Digest::Digest(HashKind kind) : impl_(std::make_unique<Impl>()), kind_(kind) {
@@ -30,7 +32,9 @@ Digest::~Digest() = default;
 Digest::Digest(Digest&&) noexcept = default;
 Digest& Digest::operator=(Digest&&) noexcept = default;
 
-void Digest::update(const void* data, size_t size) { EVP_DigestUpdate(impl_->ctx.get(), data, size); }
+void Digest::update(const void* data, size_t size) {
+  EVP_DigestUpdate(impl_->ctx.get(), data, size);
+}
 
 std::string Digest::hex() {
   unsigned char out[EVP_MAX_MD_SIZE];

@@ -45,14 +45,20 @@ std::string trim(std::string_view s) {
 
 }  // namespace
 
-std::string encode_path(std::string_view path) { return encode(path, true); }
-std::string encode_component(std::string_view text) { return encode(text, false); }
+std::string encode_path(std::string_view path) {
+  return encode(path, true);
+}
+std::string encode_component(std::string_view text) {
+  return encode(text, false);
+}
 
-std::string resolve_url(const std::string& endpoint, const std::string& repo, const std::string& revision, const std::string& path) {
+std::string resolve_url(const std::string& endpoint, const std::string& repo, const std::string& revision,
+                        const std::string& path) {
   return endpoint + "/datasets/" + repo + "/resolve/" + encode_component(revision) + "/" + encode_path(path);
 }
 
-std::string api_url(const std::string& endpoint, const std::string& repo, const std::string& what, const std::string& revision) {
+std::string api_url(const std::string& endpoint, const std::string& repo, const std::string& what,
+                    const std::string& revision) {
   return endpoint + "/api/datasets/" + repo + "/" + what + "/" + encode_component(revision);
 }
 
@@ -203,15 +209,21 @@ SignedUrl signed_url(std::string url, const Headers& redirect, std::chrono::stea
   return s;
 }
 
-bool is_cdn_refusal(long status) { return status == 400 || status == 401 || status == 403 || status == 410; }
+bool is_cdn_refusal(long status) {
+  return status == 400 || status == 401 || status == 403 || status == 410;
+}
 
-bool is_redirect(long status) { return status == 301 || status == 302 || status == 303 || status == 307 || status == 308; }
+bool is_redirect(long status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
 
 bool is_transient_status(long status) {
   return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
 }
 
-std::string curl_reason(CURLcode code, const char* detail) { return detail && *detail ? detail : curl_easy_strerror(code); }
+std::string curl_reason(CURLcode code, const char* detail) {
+  return detail && *detail ? detail : curl_easy_strerror(code);
+}
 
 bool is_transient_curl(CURLcode code) {
   switch (code) {
@@ -240,7 +252,8 @@ Error status_error(const Headers& headers, const std::string& what) {
   std::string text = what + ": HTTP " + std::to_string(headers.status) + (code.empty() ? "" : " " + code) +
                      (message.empty() ? "" : ": " + message);
   if (code == "GatedRepo" || headers.status == 401 || headers.status == 403) {
-    return Error(ErrorKind::auth, text + " (gated dataset: accept its terms on the Hub, then set HF_TOKEN or source.token_file)");
+    return Error(ErrorKind::auth,
+                 text + " (gated dataset: accept its terms on the Hub, then set HF_TOKEN or source.token_file)");
   }
   if (headers.status == 404) return Error(ErrorKind::not_found, text);
   if (is_transient_status(headers.status)) return Error(ErrorKind::transient, text);
@@ -261,7 +274,9 @@ std::chrono::milliseconds delay_of(std::string_view digits) {
   return std::chrono::seconds(static_cast<int64_t>(n) + 1);
 }
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
 
 // The digits after the first `;\s*r=0\s*;\s*t=` in a RateLimit header, by
 // hand: std::regex recursed once per digit and overflowed the stack.
@@ -293,13 +308,15 @@ std::optional<std::string_view> rate_limit_reset(std::string_view rl) {
 
 std::optional<std::chrono::milliseconds> server_delay(const Headers& headers) {
   std::string retry_after = headers.get("retry-after");
-  if (!retry_after.empty() && std::all_of(retry_after.begin(), retry_after.end(), ::isdigit)) return delay_of(retry_after);
+  if (!retry_after.empty() && std::all_of(retry_after.begin(), retry_after.end(), ::isdigit))
+    return delay_of(retry_after);
   std::string rl = headers.get("ratelimit");
   if (auto digits = rate_limit_reset(rl)) return delay_of(*digits);
   return std::nullopt;
 }
 
-void sleep_unless_cancelled(std::chrono::milliseconds delay, const std::atomic<bool>& cancelled, const std::string& what) {
+void sleep_unless_cancelled(std::chrono::milliseconds delay, const std::atomic<bool>& cancelled,
+                            const std::string& what) {
   auto until = std::chrono::steady_clock::now() + delay;
   while (std::chrono::steady_clock::now() < until) {
     if (cancelled) throw Error(ErrorKind::cancelled, what + ": cancelled");

@@ -39,8 +39,10 @@ void global_init();  // once per process, thread-safe
 std::string encode_path(std::string_view path);
 std::string encode_component(std::string_view text);
 
-std::string resolve_url(const std::string& endpoint, const std::string& repo, const std::string& revision, const std::string& path);
-std::string api_url(const std::string& endpoint, const std::string& repo, const std::string& what, const std::string& revision);
+std::string resolve_url(const std::string& endpoint, const std::string& repo, const std::string& revision,
+                        const std::string& path);
+std::string api_url(const std::string& endpoint, const std::string& repo, const std::string& what,
+                    const std::string& revision);
 
 // scheme://host[:port] of an absolute URL, lowercased; "" when not absolute.
 std::string origin_of(std::string_view url);
@@ -71,7 +73,8 @@ struct SignedUrl {
   std::optional<std::chrono::steady_clock::time_point> expires;  // what the URL says, on our steady clock
   // Fresh: younger than max_age and, when it says when it expires, more than
   // `margin` before that.
-  bool usable(std::chrono::steady_clock::time_point now, std::chrono::milliseconds max_age, std::chrono::milliseconds margin) const;
+  bool usable(std::chrono::steady_clock::time_point now, std::chrono::milliseconds max_age,
+              std::chrono::milliseconds margin) const;
   void clear() { *this = SignedUrl{}; }
 };
 // The redirect target `url` as resolved now; its expiry comes from the URL
@@ -98,7 +101,8 @@ Error status_error(const Headers& headers, const std::string& what);
 std::optional<std::chrono::milliseconds> server_delay(const Headers& headers);
 
 // Sleeps, checking `cancelled` often; throws Error(cancelled) naming `what`.
-void sleep_unless_cancelled(std::chrono::milliseconds delay, const std::atomic<bool>& cancelled, const std::string& what);
+void sleep_unless_cancelled(std::chrono::milliseconds delay, const std::atomic<bool>& cancelled,
+                            const std::string& what);
 
 // Exponential backoff with full jitter, capped.
 class Backoff {

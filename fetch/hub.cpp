@@ -3,10 +3,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/log.h"
 #include "common/units.h"
@@ -129,7 +128,9 @@ NetworkStatus NetworkTracker::get() const {
 }
 
 ApiRateLimiter::ApiRateLimiter(int per_5min)
-    : tokens_(std::max(1, per_5min)), capacity_(std::max(1, per_5min)), per_second_(std::max(1, per_5min) / 300.0),
+    : tokens_(std::max(1, per_5min)),
+      capacity_(std::max(1, per_5min)),
+      per_second_(std::max(1, per_5min) / 300.0),
       last_(std::chrono::steady_clock::now()) {}
 
 bool ApiRateLimiter::try_acquire() {
@@ -150,7 +151,8 @@ bool ApiRateLimiter::acquire(const std::atomic<bool>& cancelled) {
   return !cancelled;
 }
 
-HubClient::HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config, HubTuning tuning)
+HubClient::HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config,
+                     HubTuning tuning)
     : endpoint_(std::move(endpoint)),
       token_(std::move(token)),
       config_(config),
@@ -163,10 +165,16 @@ HubClient::HubClient(std::string endpoint, std::optional<std::string> token, con
   if (token_) kaio::add_secret(*token_);
 }
 
-HubClient::~HubClient() { cancel(); }
+HubClient::~HubClient() {
+  cancel();
+}
 
-NetworkStatus HubClient::network_status() const { return network_->get(); }
-void HubClient::cancel() { *cancelled_ = true; }
+NetworkStatus HubClient::network_status() const {
+  return network_->get();
+}
+void HubClient::cancel() {
+  *cancelled_ = true;
+}
 
 namespace {
 
@@ -198,7 +206,9 @@ int api_progress(void* userdata, curl_off_t, curl_off_t now_bytes, curl_off_t, c
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
 
 // Whether `; rel="next"` (spaces allowed around ';') starts at `at`.
 bool rel_next_at(const std::string& link, size_t at) {
@@ -290,7 +300,8 @@ std::string HubClient::resolve_revision(const std::string& repo, const std::stri
   return sha;
 }
 
-std::vector<RepoFile> HubClient::list_files(const std::string& repo, const std::string& sha, const std::vector<std::string>& include,
+std::vector<RepoFile> HubClient::list_files(const std::string& repo, const std::string& sha,
+                                            const std::vector<std::string>& include,
                                             const std::vector<std::string>& exclude) {
   std::vector<RepoFile> files;
   std::string url = http::api_url(endpoint_, repo, "tree", sha) + "?recursive=true&expand=false";
@@ -315,7 +326,8 @@ std::string parse_revision(const std::string& body, const std::string& what) {
 }
 
 std::vector<RepoFile> parse_tree_page(const std::string& body, const std::string& what,
-                                      const std::vector<std::string>& include, const std::vector<std::string>& exclude) {
+                                      const std::vector<std::string>& include,
+                                      const std::vector<std::string>& exclude) {
   std::vector<RepoFile> files;
   auto page = nlohmann::json::parse(body, nullptr, false);
   if (page.is_discarded() || !page.is_array()) throw Error(ErrorKind::corrupt, what + ": not a JSON array");
@@ -350,8 +362,10 @@ std::vector<RepoFile> parse_tree_page(const std::string& body, const std::string
   return files;
 }
 
-std::unique_ptr<kaio::ByteSource> HubClient::open_stream(const std::string& repo, const std::string& sha, const RepoFile& file) {
-  StreamTarget target{endpoint_, token_, http::resolve_url(endpoint_, repo, sha, file.path), repo + "/" + file.path, file};
+std::unique_ptr<kaio::ByteSource> HubClient::open_stream(const std::string& repo, const std::string& sha,
+                                                         const RepoFile& file) {
+  StreamTarget target{endpoint_, token_, http::resolve_url(endpoint_, repo, sha, file.path), repo + "/" + file.path,
+                      file};
   return std::make_unique<StreamSource>(std::move(target), config_, tuning_, cancelled_, network_);
 }
 

@@ -86,14 +86,15 @@ class ApiRateLimiter {
 
 class HubClient {  // thread-safe
  public:
-  HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config, HubTuning tuning = {});
+  HubClient(std::string endpoint, std::optional<std::string> token, const kaio::FetchConfig& config,
+            HubTuning tuning = {});
   ~HubClient();
 
   // Branch, tag or commit -> commit sha.
   std::string resolve_revision(const std::string& repo, const std::string& revision);
   // Every file of the commit that the globs select, following pagination.
-  std::vector<RepoFile> list_files(const std::string& repo, const std::string& sha, const std::vector<std::string>& include,
-                                   const std::vector<std::string>& exclude);
+  std::vector<RepoFile> list_files(const std::string& repo, const std::string& sha,
+                                   const std::vector<std::string>& include, const std::vector<std::string>& exclude);
   // Streams a file's bytes, resuming with Range after faults and retrying
   // transient ones forever with capped backoff; checks size and hash at the end
   // (throws Error(corrupt) at EOF on mismatch).

@@ -19,9 +19,9 @@ constexpr int kMaxCdnRefusals = 3;
 struct Attempt {
   StreamSource* source;
   http::Headers headers;
-  uint64_t skip = 0;           // bytes of a 200 answer we already delivered
-  uint64_t received = 0;       // bytes delivered by this attempt
-  uint64_t* delivered;         // total delivered so far
+  uint64_t skip = 0;      // bytes of a 200 answer we already delivered
+  uint64_t received = 0;  // bytes delivered by this attempt
+  uint64_t* delivered;    // total delivered so far
   uint64_t size;
   Digest* digest;
   bool too_long = false;
@@ -68,7 +68,11 @@ int on_progress(void* userdata, curl_off_t, curl_off_t, curl_off_t, curl_off_t) 
 
 StreamSource::StreamSource(StreamTarget target, const kaio::FetchConfig& config, HubTuning tuning,
                            std::shared_ptr<std::atomic<bool>> cancelled, std::shared_ptr<NetworkTracker> network)
-    : target_(std::move(target)), config_(config), tuning_(tuning), cancelled_(std::move(cancelled)), network_(std::move(network)) {
+    : target_(std::move(target)),
+      config_(config),
+      tuning_(tuning),
+      cancelled_(std::move(cancelled)),
+      network_(std::move(network)) {
   producer_ = std::thread([this] { produce(); });
 }
 
@@ -139,8 +143,20 @@ void StreamSource::produce() {
   const std::string hub_origin = http::origin_of(target_.endpoint);
   try {
     for (;;) {
-      std::string url = cdn.usable(std::chrono::steady_clock::now(), tuning_.url_max_age, tuning_.url_expiry_margin) ? cdn.url : target_.url;
-      Attempt a{this, {}, 0, 0, &delivered, file.size, &digest, false, std::chrono::steady_clock::now(), config_.stall_timeout, false};
+      std::string url = cdn.usable(std::chrono::steady_clock::now(), tuning_.url_max_age, tuning_.url_expiry_margin)
+                            ? cdn.url
+                            : target_.url;
+      Attempt a{this,
+                {},
+                0,
+                0,
+                &delivered,
+                file.size,
+                &digest,
+                false,
+                std::chrono::steady_clock::now(),
+                config_.stall_timeout,
+                false};
       CURLcode rc = CURLE_OK;
       char detail[CURL_ERROR_SIZE] = "";
       for (int redirects = 0; redirects <= 10; ++redirects) {
@@ -148,7 +164,8 @@ void StreamSource::produce() {
         // A file over the unranged limit is never asked for whole: "bytes=0-" is a Range too.
         bool ranged = delivered > 0 || file.size > tuning_.unranged_limit;
         std::string range = ranged ? "bytes=" + std::to_string(delivered) + "-" : "";
-        http::Slist request = http::request_headers(url, target_.endpoint, target_.token, range, delivered > 0 ? etag : "");
+        http::Slist request =
+            http::request_headers(url, target_.endpoint, target_.token, range, delivered > 0 ? etag : "");
         a.headers = {};
         a.skip = delivered;  // only used if the answer is a full 200
         http::apply_common_options(easy.get(), config_.connect_timeout);
@@ -167,18 +184,22 @@ void StreamSource::produce() {
         rc = curl_easy_perform(easy.get());
         if (rc != CURLE_OK || !http::is_redirect(a.headers.status)) break;
         url = http::join_location(url, a.headers.get("location"));
-        if (http::origin_of(url) != hub_origin) cdn = http::signed_url(url, a.headers, std::chrono::steady_clock::now());
+        if (http::origin_of(url) != hub_origin)
+          cdn = http::signed_url(url, a.headers, std::chrono::steady_clock::now());
       }
       const bool on_cdn = http::origin_of(url) != hub_origin;
       if (stopping()) throw Error(ErrorKind::cancelled, target_.name + ": cancelled");
-      if (a.too_long) throw Error(ErrorKind::corrupt, target_.name + ": the server sent more than the listed " + std::to_string(file.size) + " bytes");
+      if (a.too_long)
+        throw Error(ErrorKind::corrupt,
+                    target_.name + ": the server sent more than the listed " + std::to_string(file.size) + " bytes");
       if (!a.headers.get("etag").empty() && a.received > 0) etag = a.headers.get("etag");
       if (a.received > 0) {
         backoff.reset();
         refusals = 0;
       }
-      bool complete = delivered == file.size &&
-                      ((rc == CURLE_OK && (a.headers.status == 200 || a.headers.status == 206)) || a.headers.status == 416);
+      bool complete =
+          delivered == file.size &&
+          ((rc == CURLE_OK && (a.headers.status == 200 || a.headers.status == 206)) || a.headers.status == 416);
       if (complete) {
         std::string got = digest.hex();
         std::string want = lfs ? file.sha256 : file.git_oid;
@@ -191,7 +212,8 @@ void StreamSource::produce() {
       std::string reason;
       std::chrono::milliseconds delay = backoff.next();
       if (rc != CURLE_OK) {
-        if (!a.stalled && !http::is_transient_curl(rc)) throw Error(ErrorKind::rejected, target_.name + ": " + http::curl_reason(rc, detail));
+        if (!a.stalled && !http::is_transient_curl(rc))
+          throw Error(ErrorKind::rejected, target_.name + ": " + http::curl_reason(rc, detail));
         reason = a.stalled ? "no byte for " + format_duration(config_.stall_timeout) : http::curl_reason(rc, detail);
         if (a.received == 0) cdn.clear();  // nothing came: ask the Hub again (it may send us to another host)
       } else if (a.headers.status == 200 || a.headers.status == 206) {
@@ -200,10 +222,12 @@ void StreamSource::produce() {
         // The signed URL expired (or was revoked): that says nothing about the
         // Hub token. Resolve again through the Hub, at once the first time.
         cdn.clear();
-        reason = "the CDN host refused the signed URL (HTTP " + std::to_string(a.headers.status) + "); resolving it again";
+        reason =
+            "the CDN host refused the signed URL (HTTP " + std::to_string(a.headers.status) + "); resolving it again";
         if (++refusals > kMaxCdnRefusals)
-          throw Error(ErrorKind::rejected, "download " + target_.name + ": the CDN host refused " + std::to_string(kMaxCdnRefusals) +
-                                               " freshly signed URLs in a row (HTTP " + std::to_string(a.headers.status) + ")");
+          throw Error(ErrorKind::rejected,
+                      "download " + target_.name + ": the CDN host refused " + std::to_string(kMaxCdnRefusals) +
+                          " freshly signed URLs in a row (HTTP " + std::to_string(a.headers.status) + ")");
         if (refusals == 1) delay = std::chrono::milliseconds(0);
       } else if (http::is_transient_status(a.headers.status)) {
         reason = "HTTP " + std::to_string(a.headers.status);
@@ -218,7 +242,8 @@ void StreamSource::produce() {
       if (delay > std::chrono::milliseconds(0)) network_->waiting(target_.name + ": " + reason, delay);
       spdlog::warn("stream {}: {} at byte {}; resuming in {}", target_.name, reason, delivered, format_duration(delay));
       auto until = std::chrono::steady_clock::now() + delay;
-      while (std::chrono::steady_clock::now() < until && !stopping()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      while (std::chrono::steady_clock::now() < until && !stopping())
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
       if (stopping()) throw Error(ErrorKind::cancelled, target_.name + ": cancelled");
     }
   } catch (const Error& e) {

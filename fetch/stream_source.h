@@ -31,8 +31,8 @@ struct StreamTarget {
 
 class StreamSource : public kaio::ByteSource {
  public:
-  StreamSource(StreamTarget target, const kaio::FetchConfig& config, HubTuning tuning, std::shared_ptr<std::atomic<bool>> cancelled,
-               std::shared_ptr<NetworkTracker> network);
+  StreamSource(StreamTarget target, const kaio::FetchConfig& config, HubTuning tuning,
+               std::shared_ptr<std::atomic<bool>> cancelled, std::shared_ptr<NetworkTracker> network);
   ~StreamSource() override;
   size_t read(std::span<std::byte> out) override;
   std::string describe() const override { return target_.name; }

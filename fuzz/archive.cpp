@@ -2,10 +2,11 @@
 // Properties: only kaio::Error escapes; every member handed out has a safe
 // name; once broken() every call rethrows; the expansion stays under the ratio;
 // a tar is never read as a bare media file.
+#include "decode/archive.h"
+
 #include <cstdint>
 
 #include "common/error.h"
-#include "decode/archive.h"
 #include "fuzz/fuzz_util.h"
 
 using namespace kaio;

@@ -44,10 +44,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   std::unique_ptr<archive, WriteFree> w(archive_write_new());
   switch (format_pick) {
-    case 0: archive_write_set_format_pax_restricted(w.get()); break;
-    case 1: archive_write_set_format_gnutar(w.get()); break;
-    case 2: archive_write_set_format_ustar(w.get()); break;
-    default: archive_write_set_format_zip(w.get()); break;
+    case 0:
+      archive_write_set_format_pax_restricted(w.get());
+      break;
+    case 1:
+      archive_write_set_format_gnutar(w.get());
+      break;
+    case 2:
+      archive_write_set_format_ustar(w.get());
+      break;
+    default:
+      archive_write_set_format_zip(w.get());
+      break;
   }
   static std::string buffer(1 << 20, '\0');
   size_t used = 0;
@@ -77,7 +85,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     archive_entry* got = nullptr;
     if (archive_read_open_memory(r.get(), buffer.data(), used) == ARCHIVE_OK &&
         archive_read_next_header(r.get(), &got) >= ARCHIVE_WARN) {
-      stored_regular = archive_entry_filetype(got) == AE_IFREG && !archive_entry_hardlink(got) && !archive_entry_symlink(got);
+      stored_regular =
+          archive_entry_filetype(got) == AE_IFREG && !archive_entry_hardlink(got) && !archive_entry_symlink(got);
     }
   }
 

@@ -1,9 +1,10 @@
 // kaiod's config loader. Properties: only Error(config) escapes, and its
 // message names the file; a config that loads has a repo.
+#include "common/config.h"
+
 #include <cstdint>
 #include <string>
 
-#include "common/config.h"
 #include "common/error.h"
 #include "fuzz/fuzz_util.h"
 

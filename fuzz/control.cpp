@@ -2,11 +2,12 @@
 // by a handler that reads args the way the engine's does.
 // Properties: every reply is one JSON object with "v":1 and a boolean "ok",
 // on one line; nothing escapes.
+#include "daemon/control.h"
+
 #include <cstdint>
 #include <string>
 
 #include "common/error.h"
-#include "daemon/control.h"
 #include "fuzz/fuzz_util.h"
 
 using namespace kaio;
@@ -19,7 +20,8 @@ json handler(const std::string& cmd, const json& given_args, const daemon::Peer&
   if (cmd == "status") return {{"version", 1}, {"state", "running"}};
   if (cmd == "ls") {
     std::string wanted = args.value("state", "");
-    if (!wanted.empty() && wanted != "failed" && wanted != "done") throw Error(ErrorKind::usage, "unknown state \"" + wanted + "\"");
+    if (!wanted.empty() && wanted != "failed" && wanted != "done")
+      throw Error(ErrorKind::usage, "unknown state \"" + wanted + "\"");
     return {{"files", json::array()}, {"clips", json::array()}};
   }
   if (cmd == "pause" || cmd == "resume") {

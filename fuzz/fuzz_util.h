@@ -19,12 +19,12 @@
 
 namespace kaio::fuzz {
 
-#define KAIO_FUZZ_CHECK(cond, what)                                                   \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
+#define KAIO_FUZZ_CHECK(cond, what)                                                         \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
       std::fprintf(stderr, "fuzz property broken: %s (%s:%d)\n", what, __FILE__, __LINE__); \
-      std::abort();                                                                  \
-    }                                                                                \
+      std::abort();                                                                         \
+    }                                                                                       \
   } while (0)
 
 // Hands the input out in chunks of `chunk` bytes, like a download arriving.
@@ -58,7 +58,10 @@ inline const std::filesystem::path& scratch_dir() {
       std::abort();
     }
     std::filesystem::path p = tmpl;
-    std::atexit([] { std::error_code ec; std::filesystem::remove_all(scratch_dir(), ec); });
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(scratch_dir(), ec);
+    });
     return p;
   }();
   return dir;

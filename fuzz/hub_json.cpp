@@ -19,8 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     KAIO_FUZZ_CHECK(e.kind() == ErrorKind::corrupt, "a bad revision answer is corrupt");
   }
   try {
-    auto files = fetch::parse_tree_page(body, "file list of dataset fuzz/repo (page 1)", {"**/*.tar*", "*.mp4", "data/**"},
-                                        {"**/skip*"});
+    auto files = fetch::parse_tree_page(body, "file list of dataset fuzz/repo (page 1)",
+                                        {"**/*.tar*", "*.mp4", "data/**"}, {"**/skip*"});
     for (const auto& f : files) KAIO_FUZZ_CHECK(!f.path.empty(), "listed files have a path");
   } catch (const Error& e) {
     KAIO_FUZZ_CHECK(e.kind() == ErrorKind::corrupt, "a bad tree page is corrupt");

@@ -1,12 +1,13 @@
 // The video decode entry point: probe_clip and decode_clip on a file holding
 // the input (FFmpeg reads files; the pipeline hands it extracted members).
 // Properties: only kaio::Error escapes; a shard written holds the windows said.
+#include "decode/video.h"
+
 #include <cstdint>
 #include <fstream>
 
 #include "common/error.h"
 #include "decode/shard.h"
-#include "decode/video.h"
 #include "fuzz/fuzz_util.h"
 
 using namespace kaio;

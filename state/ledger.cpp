@@ -52,7 +52,7 @@ std::string hex16(uint64_t v) {
 }
 
 constexpr std::array<std::string_view, 7> kFileStateNames{"pending", "downloading", "downloaded", "extracting",
-                                                          "decoded", "done", "failed"};
+                                                          "decoded", "done",        "failed"};
 constexpr std::array<std::string_view, 5> kClipStateNames{"ready", "consumed", "committed", "deleted", "failed"};
 
 // The 64 bits of a 16-hex-digit id (what file_id and clip_id make), as SQLite's
@@ -62,9 +62,12 @@ std::optional<int64_t> key_of(std::string_view id) {
   uint64_t v = 0;
   for (char c : id) {
     int d;
-    if (c >= '0' && c <= '9') d = c - '0';
-    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-    else return std::nullopt;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else
+      return std::nullopt;
     v = (v << 4) | static_cast<uint64_t>(d);
   }
   return static_cast<int64_t>(v);
@@ -75,8 +78,10 @@ std::optional<int64_t> key_of(std::string_view id) {
 void sql_key_of(sqlite3_context* ctx, int, sqlite3_value** argv) {
   auto* p = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
   auto key = p ? key_of(std::string_view(p, static_cast<size_t>(sqlite3_value_bytes(argv[0])))) : std::nullopt;
-  if (key) sqlite3_result_int64(ctx, *key);
-  else sqlite3_result_null(ctx);
+  if (key)
+    sqlite3_result_int64(ctx, *key);
+  else
+    sqlite3_result_null(ctx);
 }
 
 // Trained, covered and deleted clips whose ids fit a compact row.
@@ -90,7 +95,9 @@ int64_t now_unix() {
 
 }  // namespace
 
-FileId file_id(std::string_view repo, std::string_view path) { return hex16(stable_hash(repo, path)); }
+FileId file_id(std::string_view repo, std::string_view path) {
+  return hex16(stable_hash(repo, path));
+}
 
 ClipId clip_id(std::string_view repo, std::string_view path, std::string_view member) {
   std::string key(path);
@@ -99,8 +106,12 @@ ClipId clip_id(std::string_view repo, std::string_view path, std::string_view me
   return hex16(stable_hash(repo, key));
 }
 
-std::string_view to_string(FileState s) { return kFileStateNames.at(static_cast<size_t>(s)); }
-std::string_view to_string(ClipState s) { return kClipStateNames.at(static_cast<size_t>(s)); }
+std::string_view to_string(FileState s) {
+  return kFileStateNames.at(static_cast<size_t>(s));
+}
+std::string_view to_string(ClipState s) {
+  return kClipStateNames.at(static_cast<size_t>(s));
+}
 
 FileState parse_file_state(std::string_view s) {
   for (size_t i = 0; i < kFileStateNames.size(); ++i)
@@ -211,8 +222,8 @@ struct Ledger::Impl {
     char* err = nullptr;
     if (sqlite3_exec(db.get(), sql, nullptr, nullptr, &err) != SQLITE_OK) {
       std::unique_ptr<char, decltype(&sqlite3_free)> owned(err, &sqlite3_free);
-      throw Error(ErrorKind::io, "ledger " + db_file.string() + ": " + (owned ? owned.get() : "error") + " in: " +
-                                     std::string(sql).substr(0, 80));
+      throw Error(ErrorKind::io, "ledger " + db_file.string() + ": " + (owned ? owned.get() : "error") +
+                                     " in: " + std::string(sql).substr(0, 80));
     }
   }
 
@@ -242,8 +253,10 @@ struct Ledger::Impl {
   }
   template <typename T>
   void bind(sqlite3_stmt* s, int i, const std::optional<T>& v) {
-    if (v) bind(s, i, *v);
-    else sqlite3_bind_null(s, i);
+    if (v)
+      bind(s, i, *v);
+    else
+      sqlite3_bind_null(s, i);
   }
 
   template <typename... Args>
@@ -373,7 +386,8 @@ struct Ledger::Impl {
     r.clips_compacted = sqlite3_changes(db.get());
     run(std::string("DELETE FROM live_clips WHERE ") + kCompactable);
     // Deleted clips that stay live (never trained, or ids from elsewhere) lose their texts.
-    run("UPDATE live_clips SET caption = '', shard_path = '' WHERE state = 'deleted' AND (caption != '' OR shard_path != '')");
+    run("UPDATE live_clips SET caption = '', shard_path = '' WHERE state = 'deleted' AND (caption != '' OR shard_path "
+        "!= '')");
     if (epoch > pruned_below) {
       run("DELETE FROM done_clips WHERE plan_epoch < ?", epoch);
       r.clips_pruned = sqlite3_changes(db.get());
@@ -449,7 +463,6 @@ std::string clip_select(const std::string& source) {
          source + ") c LEFT JOIN files f ON f.id = c.file_id ";
 }
 
-
 // Takes the exclusive lock on state_dir/lock, or explains who holds it.
 FdPtr lock_state_dir(const fs::path& dir) {
   fs::path lock_path = dir / Ledger::kLockName;
@@ -495,8 +508,8 @@ Ledger Ledger::open(const fs::path& state_dir, const LedgerOptions& options) {
   impl->lock = lock_state_dir(state_dir);
 
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(impl->db_file.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(impl->db_file.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   impl->db.reset(raw);
   if (rc != SQLITE_OK) impl->fail("open");
   sqlite3_busy_timeout(raw, options.busy_timeout_ms);
@@ -518,7 +531,9 @@ Ledger Ledger::open(const fs::path& state_dir, const LedgerOptions& options) {
   return ledger;
 }
 
-fs::path Ledger::db_path() const { return impl_->db_file; }
+fs::path Ledger::db_path() const {
+  return impl_->db_file;
+}
 
 uint64_t Ledger::disk_bytes() const {
   uint64_t total = 0;
@@ -559,8 +574,9 @@ void Ledger::upgrade_to_incremental_vacuum() {
                  impl_->db_file.string(), owned ? owned.get() : "error");
   }
   sqlite3_wal_checkpoint_v2(impl_->db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-  spdlog::info("ledger {}: upgraded to compact rows and incremental auto-vacuum: {} clips compacted, {} pruned, {} -> {} bytes",
-               impl_->db_file.string(), r.clips_compacted, r.clips_pruned, before, file_bytes());
+  spdlog::info(
+      "ledger {}: upgraded to compact rows and incremental auto-vacuum: {} clips compacted, {} pruned, {} -> {} bytes",
+      impl_->db_file.string(), r.clips_compacted, r.clips_pruned, before, file_bytes());
 }
 
 int Ledger::schema_version() {
@@ -568,7 +584,9 @@ int Ledger::schema_version() {
   return impl_->user_version();
 }
 
-void Ledger::transaction(const std::function<void()>& body) { impl_->write(body); }
+void Ledger::transaction(const std::function<void()>& body) {
+  impl_->write(body);
+}
 
 // ---------------------------------------------------------------- source
 
@@ -710,7 +728,8 @@ void Ledger::add_clips(const std::string& repo, std::vector<ClipRecord> clips) {
   impl_->write([&] {
     for (auto& c : clips) {
       if (c.id.empty()) {
-        if (c.repo_path.empty()) throw Error(ErrorKind::internal, "ledger: clip " + c.member + " has no id nor repo path");
+        if (c.repo_path.empty())
+          throw Error(ErrorKind::internal, "ledger: clip " + c.member + " has no id nor repo path");
         c.id = clip_id(repo, c.repo_path, c.member);
       }
       impl_->run(
@@ -743,8 +762,10 @@ void Ledger::set_clips_state(const std::vector<ClipId>& ids, ClipState state, co
         // Not expected (a compact row's clip is trained and gone), but kept
         // honest: the clip comes back as a live row, without its texts.
         impl_->run(
-            "INSERT INTO live_clips(id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, state, "
-            "reason, plan_epoch, plan_chunk) SELECT printf('%016x', key), printf('%016x', file_key), '#' || member_index, "
+            "INSERT INTO live_clips(id, file_id, member, member_index, caption, windows, shard_path, shard_bytes, "
+            "state, "
+            "reason, plan_epoch, plan_chunk) SELECT printf('%016x', key), printf('%016x', file_key), '#' || "
+            "member_index, "
             "member_index, '', windows, '', 0, 'deleted', '', plan_epoch, plan_chunk FROM done_clips WHERE key = ?",
             *key);
         impl_->run("DELETE FROM done_clips WHERE key = ?", *key);
@@ -791,15 +812,17 @@ std::vector<ClipRecord> Ledger::list_clips(std::optional<ClipState> only, size_t
   if (*only != ClipState::deleted)
     return impl_->read_clips(impl_->query(
         clip_select(std::string(kLiveClips) + "WHERE state = ?") + kClipOrder + " LIMIT ?", to_string(*only), lim));
-  return impl_->read_clips(impl_->query(
-      clip_select(std::string(kLiveClips) + "WHERE state = 'deleted' UNION ALL " + kDoneClips) + kClipOrder + " LIMIT ?",
-      lim));
+  return impl_->read_clips(
+      impl_->query(clip_select(std::string(kLiveClips) + "WHERE state = 'deleted' UNION ALL " + kDoneClips) +
+                       kClipOrder + " LIMIT ?",
+                   lim));
 }
 
 std::vector<ClipRecord> Ledger::clips_of_file(const FileId& id) {
   std::lock_guard lock(impl_->mu);
   auto key = key_of(id);
-  if (!key) return impl_->read_clips(impl_->query(clip_select(std::string(kLiveClips) + "WHERE file_id = ?") + kClipOrder, id));
+  if (!key)
+    return impl_->read_clips(impl_->query(clip_select(std::string(kLiveClips) + "WHERE file_id = ?") + kClipOrder, id));
   return impl_->read_clips(impl_->query(
       clip_select(std::string(kLiveClips) + "WHERE file_id = ? UNION ALL " + kDoneClips + "WHERE file_key = ?") +
           kClipOrder,
@@ -820,12 +843,12 @@ std::map<ClipState, int64_t> Ledger::clip_counts() {
 
 std::vector<ClipRecord> Ledger::clips_before(int epoch, int64_t chunk) {
   std::lock_guard lock(impl_->mu);
-  return impl_->read_clips(impl_->query(
-      clip_select(std::string(kLiveClips) +
-                  "WHERE state IN ('ready', 'consumed', 'committed') AND plan_epoch IS NOT NULL "
-                  "AND (plan_epoch < ? OR (plan_epoch = ? AND plan_chunk < ?))") +
-          kClipOrder,
-      epoch, epoch, chunk));
+  return impl_->read_clips(
+      impl_->query(clip_select(std::string(kLiveClips) +
+                               "WHERE state IN ('ready', 'consumed', 'committed') AND plan_epoch IS NOT NULL "
+                               "AND (plan_epoch < ? OR (plan_epoch = ? AND plan_chunk < ?))") +
+                       kClipOrder,
+                   epoch, epoch, chunk));
 }
 
 // ---------------------------------------------------------------- position, checkpoints, pause, counters
@@ -852,7 +875,8 @@ TrainingPosition Ledger::position() {
 void Ledger::add_checkpoint(const CheckpointRecord& c) {
   impl_->write([&] {
     impl_->run(
-        "INSERT INTO checkpoints(path, step, bytes, created, cursor) VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE "
+        "INSERT INTO checkpoints(path, step, bytes, created, cursor) VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO "
+        "UPDATE "
         "SET step = excluded.step, bytes = excluded.bytes, created = excluded.created, cursor = excluded.cursor",
         c.path.string(), c.step, c.bytes, c.created_unix, c.cursor);
   });
@@ -926,7 +950,8 @@ KnownPaths Ledger::known_paths() {
   s = impl_->query("SELECT path FROM checkpoints");
   while (impl_->step(s)) out.checkpoints.emplace_back(Impl::text(s, 0));
   sqlite3_reset(s);
-  s = impl_->query("SELECT DISTINCT local_path FROM file_states WHERE local_path != '' "
+  s = impl_->query(
+      "SELECT DISTINCT local_path FROM file_states WHERE local_path != '' "
       "AND state IN ('pending', 'downloading', 'downloaded', 'extracting')");
   while (impl_->step(s)) out.downloads.emplace_back(Impl::text(s, 0));
   sqlite3_reset(s);
@@ -949,9 +974,10 @@ CompactReport Ledger::compact_after_checkpoint() {
   sqlite3_wal_checkpoint_v2(impl_->db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
   r.bytes_after = file_bytes();
   r.bytes_peak = std::max(r.bytes_peak, r.bytes_after);
-  spdlog::debug("ledger: compacted {} clips, pruned {} clips and {} file states of epochs before {}, freed {} pages: {} -> {} bytes",
-                r.clips_compacted, r.clips_pruned, r.file_states_pruned, epoch, r.pages_freed, r.bytes_before,
-                r.bytes_after);
+  spdlog::debug(
+      "ledger: compacted {} clips, pruned {} clips and {} file states of epochs before {}, freed {} pages: {} -> {} "
+      "bytes",
+      r.clips_compacted, r.clips_pruned, r.file_states_pruned, epoch, r.pages_freed, r.bytes_before, r.bytes_after);
   return r;
 }
 
@@ -963,7 +989,8 @@ int64_t Ledger::mark_shards_missing(const std::vector<ClipId>& ids, int epoch) {
     for (const auto& id : ids) impl_->run("INSERT OR IGNORE INTO missing_clips(id) VALUES (?)", id);
     impl_->run(
         "UPDATE file_states SET state = 'pending', reason = 'shard missing at recovery', updated = ? "
-        "WHERE epoch >= ? AND state != 'pending' AND file_id IN (SELECT c.file_id FROM live_clips c JOIN missing_clips m "
+        "WHERE epoch >= ? AND state != 'pending' AND file_id IN (SELECT c.file_id FROM live_clips c JOIN missing_clips "
+        "m "
         "ON m.id = c.id WHERE c.state IN ('ready', 'consumed')) "
         "AND epoch = (SELECT MAX(f.epoch) FROM file_states f WHERE f.file_id = file_states.file_id)",
         now_unix(), epoch);

@@ -47,7 +47,7 @@ struct SourceRecord {
 };
 
 struct FileRecord {
-  FileId id;  // filled in by upsert_files when empty
+  FileId id;         // filled in by upsert_files when empty
   std::string path;  // path inside the repo
   uint64_t size = 0;
   std::string git_oid;
@@ -58,16 +58,16 @@ struct FileStatus {
   FileRecord file;
   int epoch = 0;
   FileState state = FileState::pending;
-  std::string reason;  // why it failed (or was rolled back)
-  int attempts = 0;    // failures so far in this epoch
+  std::string reason;                // why it failed (or was rolled back)
+  int attempts = 0;                  // failures so far in this epoch
   std::filesystem::path local_path;  // where the download lands; its ".part" while in flight
 };
 
 struct ClipRecord {
   ClipId id;  // filled in by add_clips when empty (needs `repo_path`)
   FileId file_id;
-  std::string repo_path;  // the source file's path in the repo, for the id
-  std::string member;     // member name inside the archive ("" when the file is the video)
+  std::string repo_path;     // the source file's path in the repo, for the id
+  std::string member;        // member name inside the archive ("" when the file is the video)
   int64_t member_index = 0;  // position in the archive: plan order within a file
   std::string caption;
   int64_t windows = 0;
@@ -75,7 +75,7 @@ struct ClipRecord {
   uint64_t shard_bytes = 0;
   ClipState state = ClipState::ready;
   std::string reason;
-  std::optional<int> plan_epoch;       // the chunk this clip was trained in, once assigned
+  std::optional<int> plan_epoch;  // the chunk this clip was trained in, once assigned
   std::optional<int64_t> plan_chunk;
   // Read back from a compact row (see Ledger::compact_after_checkpoint): a clip
   // trained, covered by a durable checkpoint and deleted. Such a row keeps the
@@ -112,7 +112,7 @@ struct KnownPaths {
     ClipId clip;
     std::filesystem::path path;
   };
-  std::vector<Shard> shards;                        // clips not yet deleted or failed
+  std::vector<Shard> shards;  // clips not yet deleted or failed
   std::vector<std::filesystem::path> checkpoints;
   // local_path of files not yet extracted (pending, downloading, downloaded,
   // extracting); their ".part" siblings are vouched for too.
@@ -127,7 +127,7 @@ struct CompactReport {
   int64_t pages_freed = 0;         // pages incremental_vacuum gave back to the filesystem
   uint64_t bytes_before = 0;       // file_bytes() before and after
   uint64_t bytes_after = 0;
-  uint64_t bytes_peak = 0;         // the most file_bytes() measured during the call (WAL before its truncation)
+  uint64_t bytes_peak = 0;  // the most file_bytes() measured during the call (WAL before its truncation)
 };
 
 struct LedgerOptions {

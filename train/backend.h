@@ -28,37 +28,32 @@ class Backend {
   virtual void zero(void* dst, size_t bytes) = 0;
   // Copies one batch of windows and masks into backend memory; GPUs go through
   // pinned host buffers on a separate copy stream.
-  virtual void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes,
-                            uint8_t* mask_dst, const uint8_t* mask, size_t mask_bytes) = 0;
+  virtual void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes, uint8_t* mask_dst,
+                            const uint8_t* mask, size_t mask_bytes) = 0;
 
   virtual void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) = 0;
-  virtual void embed_combine_forward(float* x, const float* emb, const float* mask_token,
-                                     const float* pos, const uint8_t* mask, int batch, int tokens,
-                                     int dim) = 0;
+  virtual void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
+                                     const uint8_t* mask, int batch, int tokens, int dim) = 0;
   virtual void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx,
                                       const uint8_t* mask, int batch, int tokens, int dim) = 0;
-  virtual void linear_forward(float* out, const float* in, const float* weight, const float* bias,
-                              int rows, int in_dim, int out_dim) = 0;
-  virtual void linear_backward(float* din, float* dweight, float* dbias, const float* dout,
-                               const float* in, const float* weight, int rows, int in_dim,
-                               int out_dim) = 0;
-  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* in,
-                                 const float* weight, const float* bias, int rows, int dim) = 0;
-  virtual void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout,
-                                  const float* in, const float* weight, const float* mean,
-                                  const float* rstd, int rows, int dim) = 0;
-  virtual void attention_forward(float* out, float* probs, const float* qkv,
-                                 const cpu::AttentionShape& s) = 0;
-  virtual void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv,
-                                  const float* probs, const cpu::AttentionShape& s) = 0;
+  virtual void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
+                              int out_dim) = 0;
+  virtual void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                               const float* weight, int rows, int in_dim, int out_dim) = 0;
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight,
+                                 const float* bias, int rows, int dim) = 0;
+  virtual void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                                  const float* weight, const float* mean, const float* rstd, int rows, int dim) = 0;
+  virtual void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) = 0;
+  virtual void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
+                                  const cpu::AttentionShape& s) = 0;
   virtual void gelu_forward(float* out, const float* in, size_t n) = 0;
   virtual void gelu_backward(float* din, const float* dout, const float* in, size_t n) = 0;
   virtual void add(float* out, const float* a, const float* b, size_t n) = 0;
-  virtual double masked_mse(float* dpred, const float* pred, const float* patches,
-                            const uint8_t* mask, int rows, int patch_dim) = 0;
+  virtual double masked_mse(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
+                            int patch_dim) = 0;
   virtual double sum_squares(const float* x, size_t n) = 0;
-  virtual void adamw(float* param, const float* grad, float* m, float* v, size_t n,
-                     const AdamWStep& s) = 0;
+  virtual void adamw(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s) = 0;
   virtual void synchronize() = 0;
 };
 

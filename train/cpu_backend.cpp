@@ -35,8 +35,8 @@ class CpuBackend final : public Backend {
   void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
-  void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes,
-                    uint8_t* mask_dst, const uint8_t* mask, size_t mask_bytes) override {
+  void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes, uint8_t* mask_dst,
+                    const uint8_t* mask, size_t mask_bytes) override {
     std::memcpy(windows_dst, windows, window_bytes);
     std::memcpy(mask_dst, mask, mask_bytes);
   }
@@ -44,37 +44,35 @@ class CpuBackend final : public Backend {
   void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
     cpu::patchify(patches, windows, batch, g);
   }
-  void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
-                             const uint8_t* mask, int batch, int tokens, int dim) override {
+  void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos, const uint8_t* mask,
+                             int batch, int tokens, int dim) override {
     cpu::embed_combine_forward(x, emb, mask_token, pos, mask, batch, tokens, dim);
   }
-  void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx,
-                              const uint8_t* mask, int batch, int tokens, int dim) override {
+  void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
+                              int batch, int tokens, int dim) override {
     cpu::embed_combine_backward(demb, dmask_token, dpos, dx, mask, batch, tokens, dim);
   }
-  void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows,
-                      int in_dim, int out_dim) override {
+  void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
+                      int out_dim) override {
     cpu::linear_forward(out, in, weight, bias, rows, in_dim, out_dim);
   }
   void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
                        const float* weight, int rows, int in_dim, int out_dim) override {
     cpu::linear_backward(din, dweight, dbias, dout, in, weight, rows, in_dim, out_dim);
   }
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight,
-                         const float* bias, int rows, int dim) override {
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight, const float* bias,
+                         int rows, int dim) override {
     cpu::layernorm_forward(out, mean, rstd, in, weight, bias, rows, dim);
   }
-  void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout,
-                          const float* in, const float* weight, const float* mean,
-                          const float* rstd, int rows, int dim) override {
+  void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+                          const float* weight, const float* mean, const float* rstd, int rows, int dim) override {
     cpu::layernorm_backward(din, dweight, dbias, dout, in, weight, mean, rstd, rows, dim);
   }
-  void attention_forward(float* out, float* probs, const float* qkv,
-                         const cpu::AttentionShape& s) override {
+  void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) override {
     cpu::attention_forward(out, probs, qkv, s);
   }
-  void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv,
-                          const float* probs, const cpu::AttentionShape& s) override {
+  void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
+                          const cpu::AttentionShape& s) override {
     cpu::attention_backward(dqkv, dprobs, dout, qkv, probs, s);
   }
   void gelu_forward(float* out, const float* in, size_t n) override { cpu::gelu_forward(out, in, n); }
@@ -85,8 +83,8 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for
     for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
   }
-  double masked_mse(float* dpred, const float* pred, const float* patches, const uint8_t* mask,
-                    int rows, int patch_dim) override {
+  double masked_mse(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
+                    int patch_dim) override {
     return cpu::masked_mse_forward_backward(dpred, pred, patches, mask, rows, patch_dim);
   }
   double sum_squares(const float* x, size_t n) override {
@@ -95,8 +93,7 @@ class CpuBackend final : public Backend {
     for (size_t i = 0; i < n; ++i) sum += double(x[i]) * x[i];
     return sum;
   }
-  void adamw(float* param, const float* grad, float* m, float* v, size_t n,
-             const AdamWStep& s) override {
+  void adamw(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s) override {
     cpu::adamw_update(param, grad, m, v, n, s);
   }
   void synchronize() override {}
@@ -104,6 +101,8 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+  return std::make_unique<CpuBackend>(threads);
+}
 
 }  // namespace kaio::train

@@ -12,7 +12,8 @@ namespace {
 
 class GpuBackend final : public Backend {
  public:
-  GpuBackend(std::string vendor, const KaioGpuOps* ops, bool bf16) : vendor_(std::move(vendor)), ops_(ops), bf16_(bf16) {
+  GpuBackend(std::string vendor, const KaioGpuOps* ops, bool bf16)
+      : vendor_(std::move(vendor)), ops_(ops), bf16_(bf16) {
     check(ops_->init(), "init");
   }
   ~GpuBackend() override {
@@ -23,11 +24,14 @@ class GpuBackend final : public Backend {
 
   void* allocate(size_t bytes) override {
     void* ptr = ops_->malloc_device(bytes);
-    if (!ptr) throw Error(ErrorKind::io, vendor_ + ": out of device memory allocating " + std::to_string(bytes) + " bytes");
+    if (!ptr)
+      throw Error(ErrorKind::io, vendor_ + ": out of device memory allocating " + std::to_string(bytes) + " bytes");
     return ptr;
   }
   void release(void* ptr) noexcept override { ops_->free_device(ptr); }
-  void to_device(void* dst, const void* src, size_t bytes) override { check(ops_->to_device(dst, src, bytes), "to_device"); }
+  void to_device(void* dst, const void* src, size_t bytes) override {
+    check(ops_->to_device(dst, src, bytes), "to_device");
+  }
   void to_host(void* dst, const void* src, size_t bytes) override { check(ops_->to_host(dst, src, bytes), "to_host"); }
   void zero(void* dst, size_t bytes) override { check(ops_->zero(dst, bytes), "zero"); }
 
@@ -52,13 +56,14 @@ class GpuBackend final : public Backend {
   void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
     check(ops_->patchify(patches, windows, batch, {g.frames, g.size, g.tubelet_frames, g.tubelet_size}), "patchify");
   }
-  void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
-                             const uint8_t* mask, int batch, int tokens, int dim) override {
+  void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos, const uint8_t* mask,
+                             int batch, int tokens, int dim) override {
     check(ops_->embed_combine_forward(x, emb, mask_token, pos, mask, batch, tokens, dim), "embed_combine_forward");
   }
   void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
                               int batch, int tokens, int dim) override {
-    check(ops_->embed_combine_backward(demb, dmask_token, dpos, dx, mask, batch, tokens, dim), "embed_combine_backward");
+    check(ops_->embed_combine_backward(demb, dmask_token, dpos, dx, mask, batch, tokens, dim),
+          "embed_combine_backward");
   }
   void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
                       int out_dim) override {
@@ -66,10 +71,11 @@ class GpuBackend final : public Backend {
   }
   void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
                        const float* weight, int rows, int in_dim, int out_dim) override {
-    check(ops_->linear_backward(din, dweight, dbias, dout, in, weight, rows, in_dim, out_dim, bf16_), "linear_backward");
+    check(ops_->linear_backward(din, dweight, dbias, dout, in, weight, rows, in_dim, out_dim, bf16_),
+          "linear_backward");
   }
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight,
-                         const float* bias, int rows, int dim) override {
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight, const float* bias,
+                         int rows, int dim) override {
     check(ops_->layernorm_forward(out, mean, rstd, in, weight, bias, rows, dim), "layernorm_forward");
   }
   void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
@@ -84,7 +90,9 @@ class GpuBackend final : public Backend {
     check(ops_->attention_backward(dqkv, dprobs, dout, qkv, probs, s.batch, s.tokens, s.heads, s.head_dim, bf16_),
           "attention_backward");
   }
-  void gelu_forward(float* out, const float* in, size_t n) override { check(ops_->gelu_forward(out, in, n), "gelu_forward"); }
+  void gelu_forward(float* out, const float* in, size_t n) override {
+    check(ops_->gelu_forward(out, in, n), "gelu_forward");
+  }
   void gelu_backward(float* din, const float* dout, const float* in, size_t n) override {
     check(ops_->gelu_backward(din, dout, in, n), "gelu_backward");
   }

@@ -129,10 +129,9 @@ void Model::layout_params() {
   for (int l = 0; l < spec_.depth; ++l) {
     const std::string b = "blocks." + std::to_string(l) + ".";
     block_params_.push_back({&param(b + "norm1.weight"), &param(b + "norm1.bias"), &param(b + "attn.qkv.weight"),
-                             &param(b + "attn.qkv.bias"), &param(b + "attn.proj.weight"),
-                             &param(b + "attn.proj.bias"), &param(b + "norm2.weight"), &param(b + "norm2.bias"),
-                             &param(b + "mlp.fc1.weight"), &param(b + "mlp.fc1.bias"),
-                             &param(b + "mlp.fc2.weight"), &param(b + "mlp.fc2.bias")});
+                             &param(b + "attn.qkv.bias"), &param(b + "attn.proj.weight"), &param(b + "attn.proj.bias"),
+                             &param(b + "norm2.weight"), &param(b + "norm2.bias"), &param(b + "mlp.fc1.weight"),
+                             &param(b + "mlp.fc1.bias"), &param(b + "mlp.fc2.weight"), &param(b + "mlp.fc2.bias")});
   }
 }
 
@@ -151,8 +150,8 @@ void Model::allocate_activations() {
   patches_ = f(rows * grid_.patch_dim());
   emb_ = f(rows * d);
   for (int l = 0; l < spec_.depth; ++l)
-    acts_.push_back({f(rows * d), f(rows * d), f(rows), f(rows), f(rows * 3 * d), f(rows * d), f(probs),
-                     f(rows * d), f(rows * d), f(rows), f(rows), f(rows * 4 * d), f(rows * 4 * d)});
+    acts_.push_back({f(rows * d), f(rows * d), f(rows), f(rows), f(rows * 3 * d), f(rows * d), f(probs), f(rows * d),
+                     f(rows * d), f(rows), f(rows), f(rows * 4 * d), f(rows * 4 * d)});
   final_x_ = f(rows * d);
   lnf_ = f(rows * d);
   lnf_mean_ = f(rows);
@@ -181,9 +180,15 @@ void Model::init_weights(uint64_t seed) {
   write_params(host.data());
 }
 
-void Model::read_params(float* host) const { backend_.to_host(host, params_buf_.get(), param_count_ * sizeof(float)); }
-void Model::write_params(const float* host) { backend_.to_device(params_buf_.get(), host, param_count_ * sizeof(float)); }
-void Model::read_grads(float* host) const { backend_.to_host(host, grads_buf_.get(), param_count_ * sizeof(float)); }
+void Model::read_params(float* host) const {
+  backend_.to_host(host, params_buf_.get(), param_count_ * sizeof(float));
+}
+void Model::write_params(const float* host) {
+  backend_.to_device(params_buf_.get(), host, param_count_ * sizeof(float));
+}
+void Model::read_grads(float* host) const {
+  backend_.to_host(host, grads_buf_.get(), param_count_ * sizeof(float));
+}
 void Model::read_moments(float* host_m, float* host_v) const {
   backend_.to_host(host_m, m_buf_.get(), param_count_ * sizeof(float));
   backend_.to_host(host_v, v_buf_.get(), param_count_ * sizeof(float));
@@ -219,18 +224,21 @@ void Model::forward(int batch) {
     BlockActs& a = acts_[l];
     const BlockParams& w = block_params_[l];
     float* next_x = l + 1 < spec_.depth ? acts_[l + 1].x.get() : final_x_.get();
-    backend_.layernorm_forward(a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), a.x.get(), p(w.ln1_w), p(w.ln1_b), rows, d);
+    backend_.layernorm_forward(a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), a.x.get(), p(w.ln1_w), p(w.ln1_b), rows,
+                               d);
     backend_.linear_forward(a.qkv.get(), a.ln1.get(), p(w.qkv_w), p(w.qkv_b), rows, d, 3 * d);
     backend_.attention_forward(a.att.get(), a.probs.get(), a.qkv.get(), shape);
     backend_.linear_forward(scratch_d_.get(), a.att.get(), p(w.proj_w), p(w.proj_b), rows, d, d);
     backend_.add(a.res.get(), a.x.get(), scratch_d_.get(), n);
-    backend_.layernorm_forward(a.ln2.get(), a.ln2_mean.get(), a.ln2_rstd.get(), a.res.get(), p(w.ln2_w), p(w.ln2_b), rows, d);
+    backend_.layernorm_forward(a.ln2.get(), a.ln2_mean.get(), a.ln2_rstd.get(), a.res.get(), p(w.ln2_w), p(w.ln2_b),
+                               rows, d);
     backend_.linear_forward(a.h.get(), a.ln2.get(), p(w.fc1_w), p(w.fc1_b), rows, d, 4 * d);
     backend_.gelu_forward(a.g.get(), a.h.get(), n * 4);
     backend_.linear_forward(scratch_d_.get(), a.g.get(), p(w.fc2_w), p(w.fc2_b), rows, 4 * d, d);
     backend_.add(next_x, a.res.get(), scratch_d_.get(), n);
   }
-  backend_.layernorm_forward(lnf_.get(), lnf_mean_.get(), lnf_rstd_.get(), final_x_.get(), p(norm_w_), p(norm_b_), rows, d);
+  backend_.layernorm_forward(lnf_.get(), lnf_mean_.get(), lnf_rstd_.get(), final_x_.get(), p(norm_w_), p(norm_b_), rows,
+                             d);
   backend_.linear_forward(pred_.get(), lnf_.get(), p(head_w_), p(head_b_), rows, d, pd);
 }
 
@@ -238,7 +246,8 @@ void Model::backward(int batch) {
   const int rows = batch * grid_.tokens(), d = spec_.dim, pd = grid_.patch_dim();
   const size_t n = static_cast<size_t>(rows) * d;
   const cpu::AttentionShape shape{batch, grid_.tokens(), spec_.heads, d / spec_.heads};
-  backend_.linear_backward(scratch_d_.get(), gp(head_w_), gp(head_b_), dpred_.get(), lnf_.get(), p(head_w_), rows, d, pd);
+  backend_.linear_backward(scratch_d_.get(), gp(head_w_), gp(head_b_), dpred_.get(), lnf_.get(), p(head_w_), rows, d,
+                           pd);
   backend_.zero(dres_.get(), n * sizeof(float));
   backend_.layernorm_backward(dres_.get(), gp(norm_w_), gp(norm_b_), scratch_d_.get(), final_x_.get(), p(norm_w_),
                               lnf_mean_.get(), lnf_rstd_.get(), rows, d);
@@ -247,21 +256,27 @@ void Model::backward(int batch) {
     const BlockParams& w = block_params_[l];
     backend_.linear_backward(dh_.get(), gp(w.fc2_w), gp(w.fc2_b), dres_.get(), a.g.get(), p(w.fc2_w), rows, 4 * d, d);
     backend_.gelu_backward(dh_.get(), dh_.get(), a.h.get(), n * 4);
-    backend_.linear_backward(scratch_d_.get(), gp(w.fc1_w), gp(w.fc1_b), dh_.get(), a.ln2.get(), p(w.fc1_w), rows, d, 4 * d);
+    backend_.linear_backward(scratch_d_.get(), gp(w.fc1_w), gp(w.fc1_b), dh_.get(), a.ln2.get(), p(w.fc1_w), rows, d,
+                             4 * d);
     backend_.layernorm_backward(dres_.get(), gp(w.ln2_w), gp(w.ln2_b), scratch_d_.get(), a.res.get(), p(w.ln2_w),
                                 a.ln2_mean.get(), a.ln2_rstd.get(), rows, d);
-    backend_.linear_backward(scratch_d_.get(), gp(w.proj_w), gp(w.proj_b), dres_.get(), a.att.get(), p(w.proj_w), rows, d, d);
+    backend_.linear_backward(scratch_d_.get(), gp(w.proj_w), gp(w.proj_b), dres_.get(), a.att.get(), p(w.proj_w), rows,
+                             d, d);
     backend_.attention_backward(dqkv_.get(), dprobs_.get(), scratch_d_.get(), a.qkv.get(), a.probs.get(), shape);
-    backend_.linear_backward(scratch_d_.get(), gp(w.qkv_w), gp(w.qkv_b), dqkv_.get(), a.ln1.get(), p(w.qkv_w), rows, d, 3 * d);
+    backend_.linear_backward(scratch_d_.get(), gp(w.qkv_w), gp(w.qkv_b), dqkv_.get(), a.ln1.get(), p(w.qkv_w), rows, d,
+                             3 * d);
     backend_.layernorm_backward(dres_.get(), gp(w.ln1_w), gp(w.ln1_b), scratch_d_.get(), a.x.get(), p(w.ln1_w),
                                 a.ln1_mean.get(), a.ln1_rstd.get(), rows, d);
   }
   backend_.embed_combine_backward(scratch_d_.get(), gp(mask_token_), gp(pos_), dres_.get(), mask_.get(), batch,
                                   grid_.tokens(), d);
-  backend_.linear_backward(nullptr, gp(embed_w_), gp(embed_b_), scratch_d_.get(), patches_.get(), p(embed_w_), rows, pd, d);
+  backend_.linear_backward(nullptr, gp(embed_w_), gp(embed_b_), scratch_d_.get(), patches_.get(), p(embed_w_), rows, pd,
+                           d);
 }
 
-double Model::grad_norm() { return std::sqrt(backend_.sum_squares(grads_buf_.get(), param_count_)); }
+double Model::grad_norm() {
+  return std::sqrt(backend_.sum_squares(grads_buf_.get(), param_count_));
+}
 
 void Model::adamw_step(float lr, float weight_decay, float grad_scale, int64_t step) {
   for (const ParamInfo& info : params_) {

@@ -26,10 +26,10 @@ ModelSpec model_spec(std::string_view name);
 TubeletGrid make_grid(const ModelSpec& spec, int frames, int size);
 
 struct ParamInfo {
-  std::string name;             // PyTorch-style, e.g. "blocks.0.attn.qkv.weight"
+  std::string name;  // PyTorch-style, e.g. "blocks.0.attn.qkv.weight"
   std::vector<int64_t> shape;
-  size_t offset, count;         // in floats, inside the parameter buffer
-  bool decay;                   // AdamW weight decay applies (weight matrices only)
+  size_t offset, count;  // in floats, inside the parameter buffer
+  bool decay;            // AdamW weight decay applies (weight matrices only)
 };
 
 // Tube masking: round(ratio * spatial positions) positions per sample, the same
@@ -65,8 +65,7 @@ class Model {
 
  private:
   struct BlockParams {
-    const ParamInfo *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w,
-        *fc1_b, *fc2_w, *fc2_b;
+    const ParamInfo *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
   };
   struct BlockActs {
     BackendBuffer<float> x, ln1, ln1_mean, ln1_rstd, qkv, att, probs, res, ln2, ln2_mean, ln2_rstd, h, g;
@@ -90,7 +89,8 @@ class Model {
   BackendBuffer<float> params_buf_, grads_buf_, m_buf_, v_buf_;
   BackendBuffer<uint8_t> windows_, mask_;
   BackendBuffer<float> patches_, emb_, final_x_, lnf_, lnf_mean_, lnf_rstd_, pred_, dpred_;
-  BackendBuffer<float> dres_, scratch_d_, dqkv_, dprobs_, dh_;  // scratch_d_: projection outputs forward, [rows, dim] gradients backward
+  BackendBuffer<float> dres_, scratch_d_, dqkv_, dprobs_,
+      dh_;  // scratch_d_: projection outputs forward, [rows, dim] gradients backward
   std::vector<BlockActs> acts_;
 };
 

@@ -60,8 +60,8 @@ TensorMap read_safetensors(const std::filesystem::path& path, std::map<std::stri
     const auto offsets = entry.value("data_offsets", std::vector<uint64_t>{});
     const size_t count = std::accumulate(t.shape.begin(), t.shape.end(), size_t{1},
                                          [](size_t a, int64_t b) { return a * static_cast<size_t>(b); });
-    if (offsets.size() != 2 || offsets[1] < offsets[0] || base + offsets[1] > data.size() ||
-        dtype_size(t.dtype) == 0 || offsets[1] - offsets[0] != count * dtype_size(t.dtype))
+    if (offsets.size() != 2 || offsets[1] < offsets[0] || base + offsets[1] > data.size() || dtype_size(t.dtype) == 0 ||
+        offsets[1] - offsets[0] != count * dtype_size(t.dtype))
       throw Error(ErrorKind::corrupt, path.string() + ": tensor '" + name + "' has a bad dtype, shape or offsets");
     t.bytes = data.substr(base + offsets[0], offsets[1] - offsets[0]);
     out.emplace(name, std::move(t));

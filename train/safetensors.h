@@ -10,7 +10,7 @@
 namespace kaio::train {
 
 struct Tensor {
-  std::string dtype;            // "F32", "F64", "U8"
+  std::string dtype;  // "F32", "F64", "U8"
   std::vector<int64_t> shape;
   std::string bytes;
 };

@@ -9,9 +9,9 @@
 #include <cstring>
 #include <fstream>
 
-#include "train/backend.h"
 #include "common/error.h"
 #include "common/fs.h"
+#include "train/backend.h"
 #include "train/model.h"
 #include "train/safetensors.h"
 #include "train/trainer_internal.h"
@@ -36,7 +36,9 @@ uint64_t checksum(const std::string& data, size_t end) {
   return h;
 }
 
-void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+void put_u64(std::string& out, uint64_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 8);
+}
 uint64_t get_u64(const std::string& in, size_t at) {
   uint64_t v;
   std::memcpy(&v, in.data() + at, 8);
@@ -53,7 +55,8 @@ std::unique_ptr<Backend> pick_backend(const TrainConfig& config, std::string& no
     if (!backend) throw Error(ErrorKind::config, "train.backend: '" + wanted + "' is unavailable: " + why);
     return backend;
   }
-  if (wanted != "auto") throw Error(ErrorKind::config, "train.backend: unknown backend '" + wanted + "' (auto, hip, cuda, cpu)");
+  if (wanted != "auto")
+    throw Error(ErrorKind::config, "train.backend: unknown backend '" + wanted + "' (auto, hip, cuda, cpu)");
   std::string why_hip, why_cuda;
   if (auto hip = make_gpu_backend("hip", config.bf16, why_hip)) return hip;
   if (auto cuda = make_gpu_backend("cuda", config.bf16, why_cuda)) return cuda;
@@ -161,9 +164,14 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     const auto& s = model_.spec();
     const auto& g = model_.grid();
     const std::map<std::string, std::string> meta{
-        {"model", s.name}, {"dim", std::to_string(s.dim)}, {"depth", std::to_string(s.depth)},
-        {"heads", std::to_string(s.heads)}, {"tubelet", std::to_string(s.tubelet_frames) + "x" + std::to_string(s.tubelet_size)},
-        {"frames", std::to_string(g.frames)}, {"size", std::to_string(g.size)}, {"step", std::to_string(steps_)}};
+        {"model", s.name},
+        {"dim", std::to_string(s.dim)},
+        {"depth", std::to_string(s.depth)},
+        {"heads", std::to_string(s.heads)},
+        {"tubelet", std::to_string(s.tubelet_frames) + "x" + std::to_string(s.tubelet_size)},
+        {"frames", std::to_string(g.frames)},
+        {"size", std::to_string(g.size)},
+        {"step", std::to_string(steps_)}};
     write_file_durably(path, encode_safetensors(tensors, meta));
     spdlog::info("trainer: exported weights to {} at step {}", path.string(), steps_);
   }
@@ -178,8 +186,9 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   std::array<uint64_t, kHeaderWords> header_words() const {
     const auto& s = model_.spec();
     const auto& g = model_.grid();
-    return {uint64_t(s.dim), uint64_t(s.depth), uint64_t(s.heads), uint64_t(s.tubelet_frames),
-            uint64_t(s.tubelet_size), uint64_t(g.frames), uint64_t(g.size), model_.param_count(), uint64_t(steps_)};
+    return {uint64_t(s.dim),          uint64_t(s.depth),  uint64_t(s.heads), uint64_t(s.tubelet_frames),
+            uint64_t(s.tubelet_size), uint64_t(g.frames), uint64_t(g.size),  model_.param_count(),
+            uint64_t(steps_)};
   }
 
   TrainConfig config_;
@@ -204,6 +213,8 @@ std::unique_ptr<Trainer> Trainer::create(const TrainConfig& config, int frames, 
   return std::make_unique<ModelTrainer>(config, frames, size);
 }
 
-TrainerInternals& internals(Trainer& trainer) { return dynamic_cast<TrainerInternals&>(trainer); }
+TrainerInternals& internals(Trainer& trainer) {
+  return dynamic_cast<TrainerInternals&>(trainer);
+}
 
 }  // namespace kaio::train

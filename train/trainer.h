@@ -13,7 +13,7 @@ namespace kaio::train {
 struct StepResult {
   double loss;
   double lr;
-  double grad_norm;        // before clipping
+  double grad_norm;  // before clipping
   double compute_seconds;
 };
 

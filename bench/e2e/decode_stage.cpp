@@ -37,7 +37,9 @@ class Unbounded final : public kaio::SpaceClaim {
 // this compiles against either shape of it.
 class NoBudget final : public kaio::SpaceReserver {
  public:
-  std::unique_ptr<kaio::SpaceClaim> reserve(uint64_t bytes, const std::string&) { return std::make_unique<Unbounded>(bytes); }
+  std::unique_ptr<kaio::SpaceClaim> reserve(uint64_t bytes, const std::string&) {
+    return std::make_unique<Unbounded>(bytes);
+  }
   std::unique_ptr<kaio::SpaceClaim> try_reserve(uint64_t bytes, const std::string&) {
     return std::make_unique<Unbounded>(bytes);
   }
@@ -61,22 +63,23 @@ int main(int argc, char** argv) {
     std::stop_source never;
     const auto start = std::chrono::steady_clock::now();
     for (int i = 3; i < argc; ++i) {
-      decoder.run(std::make_unique<kaio::decode::FileSource>(argv[i]), std::filesystem::path(argv[i]).filename().string(),
-                  nullptr,
-                  [&](kaio::decode::ClipResult r) {
-                    if (!r.error.empty()) {
-                      failed += 1;
-                      std::fprintf(stderr, "kaio-decode-stage: %s: %s\n", r.member.c_str(), r.error.c_str());
-                    }
-                    clips += 1;
-                    windows += r.windows;
-                    if (!r.shard.empty()) std::filesystem::remove(r.shard);
-                  },
-                  never.get_token());
+      decoder.run(
+          std::make_unique<kaio::decode::FileSource>(argv[i]), std::filesystem::path(argv[i]).filename().string(),
+          nullptr,
+          [&](kaio::decode::ClipResult r) {
+            if (!r.error.empty()) {
+              failed += 1;
+              std::fprintf(stderr, "kaio-decode-stage: %s: %s\n", r.member.c_str(), r.error.c_str());
+            }
+            clips += 1;
+            windows += r.windows;
+            if (!r.shard.empty()) std::filesystem::remove(r.shard);
+          },
+          never.get_token());
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("{\"archives\": %d, \"clips\": %lld, \"windows\": %lld, \"failed\": %lld, \"seconds\": %.4f}\n", argc - 3,
-                static_cast<long long>(clips.load()), static_cast<long long>(windows.load()),
+    std::printf("{\"archives\": %d, \"clips\": %lld, \"windows\": %lld, \"failed\": %lld, \"seconds\": %.4f}\n",
+                argc - 3, static_cast<long long>(clips.load()), static_cast<long long>(windows.load()),
                 static_cast<long long>(failed.load()), seconds);
     return failed.load() == 0 ? 0 : 1;
   } catch (const kaio::Error& e) {

@@ -25,7 +25,9 @@
 
 namespace {
 
-bool read_exact(std::FILE* in, uint8_t* dst, size_t n) { return std::fread(dst, 1, n, in) == n; }
+bool read_exact(std::FILE* in, uint8_t* dst, size_t n) {
+  return std::fread(dst, 1, n, in) == n;
+}
 
 }  // namespace
 

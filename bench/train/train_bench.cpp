@@ -2,13 +2,13 @@
 // one JSON line: ms per step (median after warm-up), samples/s and achieved
 // model TFLOP/s (6 * matmul params * tokens + attention, per sample).
 // Usage: kaio_train_bench MODEL FRAMES SIZE BATCH STEPS THREADS BACKEND [bf16]
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "common/error.h"
 #include "train/model.h"
@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
     for (int s = 0; s < steps + 2; ++s) {
       const auto start = std::chrono::steady_clock::now();
       trainer->step(windows.data(), config.batch_size);
-      const double elapsed = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      const double elapsed =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       if (s >= 2) ms.push_back(elapsed);  // the first steps allocate and warm caches
     }
     std::sort(ms.begin(), ms.end());
@@ -46,10 +47,11 @@ int main(int argc, char** argv) {
     const double d = spec.dim, n = grid.tokens(), pd = grid.patch_dim();
     const double matmul_params = spec.depth * 12.0 * d * d + 2.0 * d * pd;
     const double flops = config.batch_size * (6.0 * matmul_params * n + 12.0 * spec.depth * n * n * d);
-    std::printf("{\"model\":\"%s\",\"backend\":\"%s\",\"batch\":%d,\"threads\":%d,\"ms\":%.3f,\"samples_per_s\":%.3f,"
-                "\"tflops\":%.4f}\n",
-                config.model.c_str(), trainer->backend().c_str(), config.batch_size, config.threads, median,
-                1000.0 * config.batch_size / median, flops / (median * 1e-3) / 1e12);
+    std::printf(
+        "{\"model\":\"%s\",\"backend\":\"%s\",\"batch\":%d,\"threads\":%d,\"ms\":%.3f,\"samples_per_s\":%.3f,"
+        "\"tflops\":%.4f}\n",
+        config.model.c_str(), trainer->backend().c_str(), config.batch_size, config.threads, median,
+        1000.0 * config.batch_size / median, flops / (median * 1e-3) / 1e12);
     return 0;
   } catch (const kaio::Error& e) {
     std::fprintf(stderr, "kaio_train_bench: %s\n", e.what());

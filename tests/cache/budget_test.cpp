@@ -53,7 +53,8 @@ BudgetOptions options_for(const Folders& f, uint64_t budget_above_baseline) {
 template <typename F>
 void wait_until(F&& condition) {
   auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(120);  // a bound for a hang only
-  while (!condition() && std::chrono::steady_clock::now() < limit) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (!condition() && std::chrono::steady_clock::now() < limit)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_TRUE(condition());
 }
 
@@ -92,7 +93,7 @@ TEST(Budget, ConcurrentWritersNeverExceedItOnDisk) {
       for (int i = 0; i < 3000 && (i < 150 || samples < 50); ++i) {  // enough work for 50 samples
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         uint64_t size = 10 * KiB + x % (990 * KiB);
-        if (held.size() > 1) {  // hold at most one file while waiting, so some waiter always fits
+        if (held.size() > 1) {             // hold at most one file while waiting, so some waiter always fits
           fs::remove(held.front().first);  // unlink first, then drop the claim
           held.pop_front();
         }
@@ -377,7 +378,8 @@ TEST(DiskSampler, CountsDeletedFilesStillOpenOrMapped) {
   EXPECT_LE(bytes, 520 * KiB);
   {
     kaio::test::DiskSampler sampler({f.cache, f.state}, ::getpid());
-    while (sampler.samples() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // bounded by the sampler's progress
+    while (sampler.samples() < 3)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // bounded by the sampler's progress
     sampler.finish();
     EXPECT_GE(sampler.peak(), f.on_disk() + 500 * KiB) << sampler.peak_detail();
     EXPECT_GE(sampler.peak_deleted(), 500 * KiB);
@@ -423,8 +425,10 @@ TEST(ProgressWatchdog, TripsOnlyOnBudgetWaitWithNothingMoving) {
   }
   {
     NoProgressTracker t(std::chrono::seconds(120));
-    for (int s = 0; s <= 600; s += 10) EXPECT_FALSE(t.feed(s % 20 ? waiting : running, at(s))) << "not stuck in budget-wait throughout";
+    for (int s = 0; s <= 600; s += 10)
+      EXPECT_FALSE(t.feed(s % 20 ? waiting : running, at(s))) << "not stuck in budget-wait throughout";
     NoProgressTracker still(std::chrono::seconds(120));
-    for (int s = 0; s <= 600; s += 10) EXPECT_FALSE(still.feed(running, at(s))) << "nothing moving outside budget-wait is not its business";
+    for (int s = 0; s <= 600; s += 10)
+      EXPECT_FALSE(still.feed(running, at(s))) << "nothing moving outside budget-wait is not its business";
   }
 }

@@ -99,7 +99,8 @@ TEST(Plan, ChunksAreTrainedRepeatTimesBeforeTheNextStarts) {
 
 TEST(Plan, WaitsForAFullChunkUnlessTheEpochIsOver) {
   std::vector<int64_t> formed;
-  WindowSequence seq(1, 3, 1, {}, [&](int, int64_t chunk, const std::vector<ClipWindows>&) { formed.push_back(chunk); });
+  WindowSequence seq(1, 3, 1, {},
+                     [&](int, int64_t chunk, const std::vector<ClipWindows>&) { formed.push_back(chunk); });
   seq.add_clip({"a", 2, 0});
   seq.add_clip({"b", 2, 0});
   EXPECT_FALSE(seq.next().has_value());
@@ -152,9 +153,10 @@ TEST(Plan, CursorRoundTripsThroughText) {
   EXPECT_EQ(v1.chunk_index, 12);
   EXPECT_EQ(v1.first_clip, -1) << "unknown: chunk * K";
   EXPECT_EQ(v1.chunk_clips, 0);
-  for (const char* bad : {"", "v2 epoch=0 file=0 chunk=0 window=0 pass=0", "v3 epoch=0 file=0 chunk=0 window=0 pass=0",
-                          "v2 epoch=0 file=0 chunk=0 first=-2 clips=0 window=0 pass=0", "v1 epoch=0 file=0 chunk=0 window=0",
-                          "v1 epoch=-1 file=0 chunk=0 window=0 pass=0", "v1 epoch=0 file=0 chunk=0 window=0 pass=0 x"}) {
+  for (const char* bad :
+       {"", "v2 epoch=0 file=0 chunk=0 window=0 pass=0", "v3 epoch=0 file=0 chunk=0 window=0 pass=0",
+        "v2 epoch=0 file=0 chunk=0 first=-2 clips=0 window=0 pass=0", "v1 epoch=0 file=0 chunk=0 window=0",
+        "v1 epoch=-1 file=0 chunk=0 window=0 pass=0", "v1 epoch=0 file=0 chunk=0 window=0 pass=0 x"}) {
     try {
       PlanCursor::parse(bad);
       FAIL() << bad;
@@ -176,7 +178,8 @@ TEST(Plan, ResumingFromASavedCursorTrainsTheSameSuffix) {
     std::vector<WindowRef> suffix;
     while (auto w = resumed.next()) suffix.push_back(*w);
     ASSERT_EQ(suffix.size(), steps.size() - kill_at) << "killed at " << kill_at;
-    for (size_t i = 0; i < suffix.size(); ++i) ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at;
+    for (size_t i = 0; i < suffix.size(); ++i)
+      ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at;
   }
 }
 
@@ -191,9 +194,12 @@ TEST(Plan, ByteCapClosesChunksEarlyAndAResumeKeepsTheChunkInProgress) {
   const int k = 6, repeat = 2;
   const uint64_t cap = 600;
   std::map<int64_t, std::vector<std::string>> chunks;
-  WindowSequence seq(5, k, repeat, PlanCursor{}, [&](int, int64_t chunk, const std::vector<ClipWindows>& in) {
-    for (const auto& c : in) chunks[chunk].push_back(c.clip);
-  }, cap);
+  WindowSequence seq(
+      5, k, repeat, PlanCursor{},
+      [&](int, int64_t chunk, const std::vector<ClipWindows>& in) {
+        for (const auto& c : in) chunks[chunk].push_back(c.clip);
+      },
+      cap);
   for (const auto& c : clips) seq.add_clip(c);
   seq.finish_epoch();
   while (seq.next()) {
@@ -222,20 +228,24 @@ TEST(Plan, ByteCapClosesChunksEarlyAndAResumeKeepsTheChunkInProgress) {
       resumed.finish_epoch();
       std::vector<WindowRef> suffix;
       while (auto w = resumed.next()) suffix.push_back(*w);
-      ASSERT_EQ(suffix.size(), steps.size() - kill_at) << "killed at " << kill_at << ", resumed with cap " << resume_cap;
+      ASSERT_EQ(suffix.size(), steps.size() - kill_at)
+          << "killed at " << kill_at << ", resumed with cap " << resume_cap;
       if (resume_cap == cap) {
-        for (size_t i = 0; i < suffix.size(); ++i) ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at;
+        for (size_t i = 0; i < suffix.size(); ++i)
+          ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at;
       }
       std::multiset<std::pair<std::string, int64_t>> want, got;
       for (size_t i = kill_at; i < steps.size(); ++i) want.insert({steps[i].window.clip, steps[i].window.window});
       for (const auto& w : suffix) got.insert({w.clip, w.window});
       ASSERT_EQ(got, want) << "killed at " << kill_at << ", resumed with cap " << resume_cap;
       // The chunk in progress keeps its clips: its windows come first, as before.
-      auto chunk_end = std::find_if(steps.begin() + static_cast<std::ptrdiff_t>(kill_at), steps.end(),
-                                    [&](const Step& s) { return s.before.chunk_index != steps[kill_at].before.chunk_index; });
+      auto chunk_end =
+          std::find_if(steps.begin() + static_cast<std::ptrdiff_t>(kill_at), steps.end(),
+                       [&](const Step& s) { return s.before.chunk_index != steps[kill_at].before.chunk_index; });
       if (steps[kill_at].before.chunk_clips > 0) {
         for (size_t i = 0; kill_at + i < static_cast<size_t>(chunk_end - steps.begin()); ++i)
-          ASSERT_EQ(suffix[i], steps[kill_at + i].window) << "killed at " << kill_at << ", resumed with cap " << resume_cap;
+          ASSERT_EQ(suffix[i], steps[kill_at + i].window)
+              << "killed at " << kill_at << ", resumed with cap " << resume_cap;
       }
     }
   }

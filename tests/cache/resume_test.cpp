@@ -16,7 +16,9 @@ const std::string kRepo = "org/videos";
 constexpr uint64_t kSeed = 3;
 constexpr int kK = 2, kRepeat = 2, kFiles = 4, kClipsPerFile = 3;
 
-std::string path_of(int f) { return "part-" + std::to_string(f) + ".tar"; }
+std::string path_of(int f) {
+  return "part-" + std::to_string(f) + ".tar";
+}
 
 ClipRecord record(int f, int m) {
   ClipRecord c;

@@ -40,7 +40,8 @@ TEST(Config, ReadsSizesDurationsAndLists) {
     "fetch": {"stall_timeout": "5s", "bandwidth_limit": "20MB"},
     "storage": {"budget": "200MB", "cache_dir": "/tmp/c"},
     "train": {"model": "tiny", "lr": 0.001, "max_steps": 50}
-  })", "test.json");
+  })",
+                          "test.json");
   EXPECT_EQ(c.source.include, std::vector<std::string>{"**/*.tar.gz"});
   EXPECT_EQ(c.source.exclude, std::vector<std::string>{"x/*"});
   EXPECT_EQ(c.fetch.stall_timeout, std::chrono::seconds(5));
@@ -60,10 +61,15 @@ TEST(Config, UnknownKeyIsNamedWithItsPath) {
 }
 
 TEST(Config, BadValuesAreNamed) {
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "storage": {"budget": "10 potatoes"}})").find("storage.budget"), std::string::npos);
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "decode": {"frames": "16"}})").find("decode.frames: must be an integer"), std::string::npos);
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "train": {"backend": "tpu"}})").find("train.backend"), std::string::npos);
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "decode": {"frames": 0}})").find("out of range"), std::string::npos);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "storage": {"budget": "10 potatoes"}})").find("storage.budget"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(R"({"source": {"repo": "a/b"}, "decode": {"frames": "16"}})").find("decode.frames: must be an integer"),
+      std::string::npos);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "train": {"backend": "tpu"}})").find("train.backend"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "decode": {"frames": 0}})").find("out of range"),
+            std::string::npos);
   EXPECT_NE(error_of(R"({"source": {"repo": "nope"}})").find("source.repo"), std::string::npos);
   EXPECT_NE(error_of(R"({"storage": {}})").find("source.repo: is required"), std::string::npos);
   EXPECT_NE(error_of(R"({"source": )").find("not valid JSON"), std::string::npos);
@@ -92,10 +98,13 @@ TEST(Config, UnknownKeySuggestsTheClosestKnownOne) {
   std::string msg = error_of(R"({"source": {"repo": "a/b"}, "storage": {"budjet": "1GB"}})");
   EXPECT_NE(msg.find("test.json: storage.budjet: unknown key; did you mean storage.budget?"), std::string::npos) << msg;
   // Swapped letters, a wrong case and a misspelt section.
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "fetch": {"parralel_files": 2}})").find("did you mean fetch.parallel_files?"),
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "fetch": {"parralel_files": 2}})")
+                .find("did you mean fetch.parallel_files?"),
             std::string::npos);
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "train": {"Seed": 2}})").find("did you mean train.seed?"), std::string::npos);
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "storge": {"budget": "1GB"}})").find("storge: unknown key; did you mean storage?"),
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "train": {"Seed": 2}})").find("did you mean train.seed?"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "storge": {"budget": "1GB"}})")
+                .find("storge: unknown key; did you mean storage?"),
             std::string::npos);
   // Nothing near: no guess.
   std::string far = error_of(R"({"source": {"repo": "a/b"}, "storage": {"colour": "blue"}})");
@@ -113,9 +122,11 @@ TEST(Config, MetricsListenIsOffByDefaultAndParsed) {
   Config v6 = parse_config(R"({"source": {"repo": "a/b"}, "metrics": {"listen": "[::1]:0"}})", "test.json");
   EXPECT_EQ(v6.metrics.host, "::1");
   EXPECT_EQ(v6.metrics.port, 0);
-  for (const char* bad : {"9464", "127.0.0.1:", ":9464", "127.0.0.1:http", "127.0.0.1:70000", "::1:9464", "127.0.0.1:-1"}) {
+  for (const char* bad :
+       {"9464", "127.0.0.1:", ":9464", "127.0.0.1:http", "127.0.0.1:70000", "::1:9464", "127.0.0.1:-1"}) {
     std::string msg = error_of(std::string(R"({"source": {"repo": "a/b"}, "metrics": {"listen": ")") + bad + "\"}}");
     EXPECT_NE(msg.find("metrics.listen"), std::string::npos) << bad << ": " << msg;
   }
-  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "metrics": {"port": 9464}})").find("metrics.port: unknown key"), std::string::npos);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "metrics": {"port": 9464}})").find("metrics.port: unknown key"),
+            std::string::npos);
 }

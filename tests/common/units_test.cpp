@@ -15,7 +15,8 @@ TEST(Units, ParsesDecimalAndBinarySizes) {
 }
 
 TEST(Units, RejectsMalformedSizes) {
-  for (const char* bad : {"", "GB", "10XB", "-5MB", "1..2GB", "ten", "10 G B", "1e400"}) EXPECT_FALSE(parse_size(bad)) << bad;
+  for (const char* bad : {"", "GB", "10XB", "-5MB", "1..2GB", "ten", "10 G B", "1e400"})
+    EXPECT_FALSE(parse_size(bad)) << bad;
 }
 
 TEST(Units, ParsesDurations) {

@@ -1,5 +1,8 @@
 // The control socket over a real Unix socket: replies, errors, peer checks,
 // and hostile clients (oversized, malformed, slow) that must not stall it.
+#include "daemon/control.h"
+
+#include <gtest/gtest.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -9,11 +12,9 @@
 
 #include <atomic>
 #include <cstring>
-#include <gtest/gtest.h>
 #include <thread>
 
 #include "common/error.h"
-#include "daemon/control.h"
 
 using namespace kaio::daemon;
 using nlohmann::json;
@@ -73,7 +74,8 @@ TEST_F(ControlSocket, MalformedAndWrongVersionGetErrorReplies) {
   json r1 = json::parse(client.call_raw("this is not json\n"));
   EXPECT_FALSE(r1["ok"].get<bool>());
   EXPECT_NE(r1["error"].get<std::string>().find("malformed"), std::string::npos);
-  json r2 = json::parse(client.call_raw(R"({"v": 99, "cmd": "status"})" "\n"));
+  json r2 = json::parse(client.call_raw(R"({"v": 99, "cmd": "status"})"
+                                        "\n"));
   EXPECT_NE(r2["error"].get<std::string>().find("version 99"), std::string::npos);
   json r3 = json::parse(client.call_raw("[1,2,3]\n"));
   EXPECT_FALSE(r3["ok"].get<bool>());
@@ -164,9 +166,12 @@ TEST_F(ControlSocket, ClientNamesTheSocketWhenNoDaemon) {
 
 TEST_F(ControlSocket, KaioctlExitCodes) {
   std::string kaioctl = std::string(KAIO_BUILD_DIR) + "/daemon/kaioctl";
-  EXPECT_EQ(WEXITSTATUS(std::system((kaioctl + " --socket " + (dir / "none.sock").string() + " status 2>/dev/null").c_str())), 3);
+  EXPECT_EQ(
+      WEXITSTATUS(std::system((kaioctl + " --socket " + (dir / "none.sock").string() + " status 2>/dev/null").c_str())),
+      3);
   EXPECT_EQ(WEXITSTATUS(std::system((kaioctl + " bogus 2>/dev/null").c_str())), 2);
   ControlServer server(sock, "", handler);
   EXPECT_EQ(WEXITSTATUS(std::system((kaioctl + " --socket " + sock.string() + " ls 2>/dev/null").c_str())), 1);
-  EXPECT_EQ(WEXITSTATUS(std::system((kaioctl + " --socket " + sock.string() + " pause --reason x >/dev/null").c_str())), 0);
+  EXPECT_EQ(WEXITSTATUS(std::system((kaioctl + " --socket " + sock.string() + " pause --reason x >/dev/null").c_str())),
+            0);
 }

@@ -6,11 +6,10 @@
 // loopback, the engine trains the tiny model on the cpu backend. Kills, pauses
 // and the filling of the disk are driven by the progress the test observes.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <fstream>
@@ -85,7 +84,8 @@ TEST_F(Guarantees, NoDeletedShardStaysMappedAfterAPauseOrAnEpoch) {
   engine.start();
   daemon::Peer admin{::getpid(), 0, 0, true};
   auto deadline = std::chrono::steady_clock::now() + 300s;
-  while (engine.status().train.step < 6 && !engine.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  while (engine.status().train.step < 6 && !engine.finished() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
   ASSERT_GE(engine.status().train.step, 6) << engine.status().last_error;
   engine.handle_control("pause", {}, admin);  // returns once the pause checkpoint is durable
   int held_after_pause = deleted_but_held(dir);
@@ -98,8 +98,9 @@ TEST_F(Guarantees, NoDeletedShardStaysMappedAfterAPauseOrAnEpoch) {
   }
   auto s = engine.status();
   ASSERT_EQ(s.state, "done") << s.last_error;
-  std::printf("deleted shards still mapped: %d after a pause, %d at the first window of epoch 1; eta while running %.1f s\n",
-              held_after_pause, held_at_epoch_1.load(), eta_running);
+  std::printf(
+      "deleted shards still mapped: %d after a pause, %d at the first window of epoch 1; eta while running %.1f s\n",
+      held_after_pause, held_at_epoch_1.load(), eta_running);
   EXPECT_EQ(held_after_pause, 0);
   EXPECT_EQ(held_at_epoch_1.load(), 0);
   EXPECT_GT(eta_running, 0) << "status.epoch_eta_seconds is known while training runs";
@@ -117,7 +118,8 @@ TEST_F(Guarantees, NoDeletedShardStaysMappedAfterAPauseOrAnEpoch) {
 // downloading"), and the part-failed file's clips left the plan on restart
 // (windows lost and repeated against the uninterrupted run).
 TEST_F(Guarantees, KilledAtProgressPointsAcrossEpochsPausesAndAPartFailedFile) {
-  auto served = serve(dir, "--seed 13 --clips 30 --clips-per-archive 5 --seconds 4 --width 160 --height 120 --fps 30", truncate_one_archive);
+  auto served = serve(dir, "--seed 13 --clips 30 --clips-per-archive 5 --seconds 4 --width 160 --height 120 --fps 30",
+                      truncate_one_archive);
   Config c = config_for(dir, served, "12MB", R"(, "epochs": 2, "checkpoint_every": 3)");
 
   Trace reference;
@@ -158,9 +160,11 @@ TEST_F(Guarantees, KilledAtProgressPointsAcrossEpochsPausesAndAPartFailedFile) {
   auto resumed = replay(file);
   int64_t loss_mismatches = 0;
   for (const auto& [step, loss] : reference.losses)
-    if (!resumed.losses.count(step) || std::abs(resumed.losses[step] - loss) > 1e-5 * std::max(1.0, std::abs(loss))) ++loss_mismatches;
+    if (!resumed.losses.count(step) || std::abs(resumed.losses[step] - loss) > 1e-5 * std::max(1.0, std::abs(loss)))
+      ++loss_mismatches;
   size_t first_diff = 0;
-  while (first_diff < std::min(resumed.windows.size(), reference.windows.size()) && resumed.windows[first_diff] == reference.windows[first_diff])
+  while (first_diff < std::min(resumed.windows.size(), reference.windows.size()) &&
+         resumed.windows[first_diff] == reference.windows[first_diff])
     ++first_diff;
   std::printf("kills %d (lives %d), windows %zu of %zu, first difference at %zu, loss mismatches %lld\n", kills, lives,
               resumed.windows.size(), reference.windows.size(), first_diff, static_cast<long long>(loss_mismatches));
@@ -252,7 +256,8 @@ void expect_disk_full_loses_nothing(const fs::path& dir, const std::string& stor
     std::this_thread::sleep_for(50ms);
   }
   ASSERT_TRUE(WIFEXITED(status)) << "child died by signal " << WTERMSIG(status);
-  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "skipped: cannot mount a private tmpfs here (needs root or user namespaces)";
+  if (WEXITSTATUS(status) == 77)
+    GTEST_SKIP() << "skipped: cannot mount a private tmpfs here (needs root or user namespaces)";
   EXPECT_EQ(WEXITSTATUS(status), 0) << "see FAILED: above";
 }
 
@@ -286,8 +291,9 @@ void expect_epoch_finishes(const fs::path& dir, Config c, uint64_t budget, size_
     s = run_to_end(engine);
   }
   std::set<Window> unique(trace.windows.begin(), trace.windows.end());
-  std::printf("budget %llu: state %s, %zu windows (%zu distinct), peak reserved %llu\n", static_cast<unsigned long long>(budget),
-              s.state.c_str(), trace.windows.size(), unique.size(), static_cast<unsigned long long>(s.peak_reserved_bytes));
+  std::printf("budget %llu: state %s, %zu windows (%zu distinct), peak reserved %llu\n",
+              static_cast<unsigned long long>(budget), s.state.c_str(), trace.windows.size(), unique.size(),
+              static_cast<unsigned long long>(s.peak_reserved_bytes));
   EXPECT_EQ(s.state, "done") << "budget " << budget << ": " << s.state_detail << " " << s.last_error;
   EXPECT_EQ(unique.size(), trace.windows.size()) << "budget " << budget << ": a window repeated";
   EXPECT_LE(s.peak_reserved_bytes, budget);
@@ -315,11 +321,14 @@ TEST_F(Guarantees, AnAcceptedBudgetFinishesTheEpochOnHonestData) {
 // the room beside the chunk being formed can still wait for good (issue 14
 // item 7 is open for it): this sweep starts at 2x until that is fixed.
 TEST_F(Guarantees, EveryAcceptedBudgetFinishesAnEpoch) {
-  auto served = serve(dir, "--seed 16 --clips 12 --clips-per-archive 3 --seconds 6 --width 320 --height 240 --fps 30", [](const fs::path& repo) {
-    std::string more = test::tool("kaio-mkdata").string() + " --layout llava --out " + (repo / "more").string() +
-                       " --seed 17 --clips 10 --clips-per-archive 5 --seconds 2 --width 160 --height 120 --fps 24 >/dev/null 2>&1";
-    ASSERT_EQ(std::system(more.c_str()), 0);
-  });
+  auto served = serve(
+      dir, "--seed 16 --clips 12 --clips-per-archive 3 --seconds 6 --width 320 --height 240 --fps 30",
+      [](const fs::path& repo) {
+        std::string more =
+            test::tool("kaio-mkdata").string() + " --layout llava --out " + (repo / "more").string() +
+            " --seed 17 --clips 10 --clips-per-archive 5 --seconds 2 --width 160 --height 120 --fps 24 >/dev/null 2>&1";
+        ASSERT_EQ(std::system(more.c_str()), 0);
+      });
   Config c = config_for(dir, served, "64MB", R"(, "checkpoint_every": 5)");
   c.decode.frames = 16;
   c.decode.stride = 8;

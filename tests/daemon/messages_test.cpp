@@ -1,10 +1,10 @@
 // What kaiod and kaioctl say when the user got something wrong or there is
 // nothing to show: the real binaries, their output read as the user sees it.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <gtest/gtest.h>
 #include <string>
 
 #include "common/error.h"
@@ -19,8 +19,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string kaiod() { return std::string(KAIO_BUILD_DIR) + "/daemon/kaiod"; }
-std::string kaioctl() { return std::string(KAIO_BUILD_DIR) + "/daemon/kaioctl"; }
+std::string kaiod() {
+  return std::string(KAIO_BUILD_DIR) + "/daemon/kaiod";
+}
+std::string kaioctl() {
+  return std::string(KAIO_BUILD_DIR) + "/daemon/kaioctl";
+}
 
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;
@@ -55,7 +59,9 @@ TEST_F(Messages, UnknownConfigKeySuggestsTheKnownOneOnce) {
   auto check = run_command(shell_quote(kaiod()) + " --check-config " + shell_quote(config.string()), 30);
   EXPECT_EQ(check.exit_code, 1) << check.output;
   EXPECT_EQ(count(check.output, said), 1u) << check.output;
-  auto run = run_command("env -u JOURNAL_STREAM -u NOTIFY_SOCKET " + shell_quote(kaiod()) + " --config " + shell_quote(config.string()), 30);
+  auto run = run_command(
+      "env -u JOURNAL_STREAM -u NOTIFY_SOCKET " + shell_quote(kaiod()) + " --config " + shell_quote(config.string()),
+      30);
   EXPECT_EQ(run.exit_code, 1) << run.output;
   EXPECT_EQ(count(run.output, said), 1u) << run.output;
   EXPECT_EQ(count(run.output, "budjet"), 1u) << run.output;
@@ -65,10 +71,14 @@ TEST_F(Messages, UnknownConfigKeySuggestsTheKnownOneOnce) {
 TEST_F(Messages, StartUpFailureAfterLoggingIsPrintedOnce) {
   write("not-a-folder", "x");
   json c = {{"source", {{"repo", "org/data"}, {"endpoint", "http://127.0.0.1:1"}}},
-            {"storage", {{"cache_dir", (dir / "not-a-folder" / "cache").string()}, {"state_dir", (dir / "not-a-folder" / "state").string()}}},
+            {"storage",
+             {{"cache_dir", (dir / "not-a-folder" / "cache").string()},
+              {"state_dir", (dir / "not-a-folder" / "state").string()}}},
             {"control", {{"socket", (dir / "kaiod.sock").string()}}}};
   fs::path config = write("kaiod.json", c.dump());
-  auto run = run_command("env -u JOURNAL_STREAM -u NOTIFY_SOCKET " + shell_quote(kaiod()) + " --config " + shell_quote(config.string()), 60);
+  auto run = run_command(
+      "env -u JOURNAL_STREAM -u NOTIFY_SOCKET " + shell_quote(kaiod()) + " --config " + shell_quote(config.string()),
+      60);
   EXPECT_EQ(run.exit_code, 1) << run.output;
   EXPECT_EQ(count(run.output, "cannot run"), 1u) << run.output;
   EXPECT_EQ(count(run.output, "not-a-folder/state"), 1u) << run.output;
@@ -124,7 +134,8 @@ TEST_F(Messages, ProbeOfAFileThatIsNeitherVideoNorArchiveSaysSo) {
     EXPECT_EQ(r.output.find("broken stream"), std::string::npos) << name << ": " << r.output;
   }
   // A file that is an archive, only a broken one, is still called that.
-  std::string gzip_then_garbage = std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10) + std::string(512, '\x01');
+  std::string gzip_then_garbage =
+      std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10) + std::string(512, '\x01');
   fs::path broken = write("broken.tar.gz", gzip_then_garbage);
   auto r = run_command(shell_quote(kaioctl()) + " probe " + shell_quote(broken.string()), 60);
   EXPECT_EQ(r.exit_code, 1) << r.output;

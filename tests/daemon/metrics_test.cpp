@@ -1,12 +1,13 @@
 // Prometheus /metrics: the exposition text read back by the Prometheus
 // project's own Python parser (Debian's python3-prometheus-client), and the
 // real kaiod serving it next to its control socket.
+#include "daemon/metrics.h"
+
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
@@ -15,7 +16,6 @@
 #include <string>
 
 #include "common/version.h"
-#include "daemon/metrics.h"
 #include "tests/reliability/harness.h"
 
 using namespace kaio::reliability;
@@ -34,12 +34,15 @@ struct Family {
 std::string python() {
   static const std::string found = [] {
     for (const char* candidate : {"/usr/bin/python3", "python3"})
-      if (std::system((std::string(candidate) + " -c 'import prometheus_client.parser' >/dev/null 2>&1").c_str()) == 0) return std::string(candidate);
+      if (std::system((std::string(candidate) + " -c 'import prometheus_client.parser' >/dev/null 2>&1").c_str()) == 0)
+        return std::string(candidate);
     return std::string();
   }();
   return found;
 }
-bool have_parser() { return !python().empty(); }
+bool have_parser() {
+  return !python().empty();
+}
 
 // Parses exposition text with prometheus_client; a parse error fails the test.
 std::map<std::string, Family> parse(const std::string& text, const fs::path& dir) {
@@ -77,7 +80,8 @@ std::map<std::string, Family> parse(const std::string& text, const fs::path& dir
 }
 
 // The value of the family's sample with these labels; NaN when there is none.
-double value(const std::map<std::string, Family>& fams, const std::string& family, const std::map<std::string, std::string>& labels = {}) {
+double value(const std::map<std::string, Family>& fams, const std::string& family,
+             const std::map<std::string, std::string>& labels = {}) {
   auto it = fams.find(family);
   if (it == fams.end()) return std::nan("");
   for (const auto& s : it->second.samples) {
@@ -91,16 +95,26 @@ double value(const std::map<std::string, Family>& fams, const std::string& famil
 // What every scrape must hold, with its type. Counters are named by the parser
 // without their _total suffix.
 const std::map<std::string, std::string> kFamilies = {
-    {"kaio_build_info", "gauge"},          {"kaio_state", "gauge"},
-    {"kaio_paused", "gauge"},              {"kaio_budget_bytes", "gauge"},
-    {"kaio_disk_bytes", "gauge"},          {"kaio_reserved_bytes", "gauge"},
-    {"kaio_reserved_peak_bytes", "gauge"}, {"kaio_files_selected", "gauge"},
-    {"kaio_files", "gauge"},               {"kaio_clips", "gauge"},
-    {"kaio_download_bytes", "counter"},    {"kaio_download_bytes_per_second", "gauge"},
-    {"kaio_decode_clips_per_second", "gauge"}, {"kaio_train_samples_per_second", "gauge"},
-    {"kaio_train_epoch", "gauge"},         {"kaio_train_steps", "counter"},
-    {"kaio_train_samples", "counter"},     {"kaio_train_loss", "gauge"},
-    {"kaio_data_wait_ratio", "gauge"},     {"kaio_checkpoint_step", "gauge"},
+    {"kaio_build_info", "gauge"},
+    {"kaio_state", "gauge"},
+    {"kaio_paused", "gauge"},
+    {"kaio_budget_bytes", "gauge"},
+    {"kaio_disk_bytes", "gauge"},
+    {"kaio_reserved_bytes", "gauge"},
+    {"kaio_reserved_peak_bytes", "gauge"},
+    {"kaio_files_selected", "gauge"},
+    {"kaio_files", "gauge"},
+    {"kaio_clips", "gauge"},
+    {"kaio_download_bytes", "counter"},
+    {"kaio_download_bytes_per_second", "gauge"},
+    {"kaio_decode_clips_per_second", "gauge"},
+    {"kaio_train_samples_per_second", "gauge"},
+    {"kaio_train_epoch", "gauge"},
+    {"kaio_train_steps", "counter"},
+    {"kaio_train_samples", "counter"},
+    {"kaio_train_loss", "gauge"},
+    {"kaio_data_wait_ratio", "gauge"},
+    {"kaio_checkpoint_step", "gauge"},
     {"kaio_errors", "counter"},
 };
 
@@ -179,7 +193,9 @@ TEST(Metrics, ExpositionParsesWithThePrometheusParser) {
   EXPECT_EQ(value(fams, "kaio_errors", {{"kind", "transient"}}), 12.0);
   EXPECT_EQ(value(fams, "kaio_errors", {{"kind", "corrupt"}}), 3.0);
   EXPECT_EQ(value(fams, "kaio_errors", {{"kind", "disk_full"}}), 0.0);  // every kind has a series from the start
-  EXPECT_EQ(value(fams, "kaio_build_info", {{"version", "9.8.7"}, {"repo", s.repo}, {"revision", "0123abcd"}, {"backend", "cpu"}}), 1.0);
+  EXPECT_EQ(value(fams, "kaio_build_info",
+                  {{"version", "9.8.7"}, {"repo", s.repo}, {"revision", "0123abcd"}, {"backend", "cpu"}}),
+            1.0);
   EXPECT_EQ(fams.count("kaio_epoch_eta_seconds"), 0u);  // unknown (-1): no sample rather than a fake one
 }
 
@@ -210,7 +226,8 @@ TEST(Metrics, KaiodServesMetricsAndStopsOnSigterm) {
       120s));
   ASSERT_TRUE(std::regex_search(log, m, said)) << tail(log);
   int port = std::stoi(m[1]);
-  ASSERT_TRUE(wait_until([&] { return status(run.s).has_value() || !kaiod.running(); }, 120s)) << tail(read_text(run.s.log()));
+  ASSERT_TRUE(wait_until([&] { return status(run.s).has_value() || !kaiod.running(); }, 120s))
+      << tail(read_text(run.s.log()));
 
   std::string url = "http://127.0.0.1:" + std::to_string(port) + "/metrics";
   auto headers = run_command("curl -s -f -m 20 -o /dev/null -w '%{content_type}' " + shell_quote(url), 30);
@@ -221,11 +238,14 @@ TEST(Metrics, KaiodServesMetricsAndStopsOnSigterm) {
   auto fams = parse(scrape.output, run.dir);
   expect_families(fams);
   EXPECT_EQ(value(fams, "kaio_budget_bytes"), 16e6);
-  EXPECT_EQ(value(fams, "kaio_build_info", {{"version", KAIO_VERSION}, {"repo", "kaio-test/llava"}, {"backend", "cpu"}}), 1.0) << scrape.output;
+  EXPECT_EQ(
+      value(fams, "kaio_build_info", {{"version", KAIO_VERSION}, {"repo", "kaio-test/llava"}, {"backend", "cpu"}}), 1.0)
+      << scrape.output;
   EXPECT_EQ(value(fams, "kaio_files_selected"), 2.0);
   EXPECT_EQ(value(fams, "kaio_paused"), 0.0);
   // A path other than /metrics is not found, and kaiod keeps serving.
-  auto other = run_command("curl -s -m 20 -o /dev/null -w '%{http_code}' http://127.0.0.1:" + std::to_string(port) + "/nothing", 30);
+  auto other = run_command(
+      "curl -s -m 20 -o /dev/null -w '%{http_code}' http://127.0.0.1:" + std::to_string(port) + "/nothing", 30);
   EXPECT_EQ(other.output, "404");
 
   // Half a request, then silence.
@@ -276,7 +296,8 @@ TEST(Metrics, KaiodNamesAMetricsAddressItCannotListenOn) {
   ASSERT_TRUE(exited.has_value()) << tail(read_text(run.s.log()));
   EXPECT_EQ(kaiod.exit_code(), 1);
   std::string log = read_text(run.s.log());
-  EXPECT_NE(log.find("metrics.listen 127.0.0.1:" + std::to_string(port) + ": cannot listen there"), std::string::npos) << tail(log);
+  EXPECT_NE(log.find("metrics.listen 127.0.0.1:" + std::to_string(port) + ": cannot listen there"), std::string::npos)
+      << tail(log);
   fs::remove_all(run.dir);
 }
 
@@ -288,13 +309,15 @@ TEST(Metrics, DocsNameWhatKaiodServes) {
   std::string text = kaio::daemon::render_metrics(s, KAIO_VERSION);
   std::set<std::string> served;
   std::regex sample_re("(^|\\n)(kaio_[a-z_]+)[{ ]");
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), sample_re); it != std::sregex_iterator(); ++it) served.insert((*it)[2]);
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), sample_re); it != std::sregex_iterator(); ++it)
+    served.insert((*it)[2]);
   ASSERT_GT(served.size(), 15u) << text;
 
   std::string doc = read_text(fs::path(KAIO_SOURCE_DIR) / "docs/metrics.md");
   std::set<std::string> named;
   std::regex name_re("kaio_[a-z_]*[a-z]");
-  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), name_re); it != std::sregex_iterator(); ++it) named.insert(it->str());
+  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), name_re); it != std::sregex_iterator(); ++it)
+    named.insert(it->str());
   for (const auto& n : named) {
     EXPECT_TRUE(served.count(n)) << "docs/metrics.md names " << n << ", which kaiod does not serve";
   }

@@ -1,16 +1,15 @@
 // SystemdNotifier against a fake NOTIFY_SOCKET: the datagrams systemd would get.
+#include "daemon/notify.h"
+
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
-
-#include "daemon/notify.h"
 
 namespace {
 

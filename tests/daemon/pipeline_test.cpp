@@ -1,16 +1,15 @@
 // The whole pipeline for real: kaio-mkdata writes a LLaVA-style dataset,
 // kaio-hub serves it on loopback, the engine fetches, decodes, trains (tiny
 // model, cpu backend) and deletes, while a sampler watches the disk.
-#include <sched.h>
-#include <sys/mount.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -27,9 +26,9 @@
 #include "common/fd.h"
 #include "common/fs.h"
 #include "daemon/engine.h"
+#include "daemon/status.h"
 #include "decode/shard.h"
 #include "state/ledger.h"
-#include "daemon/status.h"
 #include "tests/support/disk_sampler.h"
 #include "tests/support/private_tmpfs.h"
 #include "tests/support/progress_watchdog.h"
@@ -72,15 +71,16 @@ class Hub {
     root_ = fs::temp_directory_path() / ("kaio-pipeline-hub-" + std::to_string(::getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_ / "repos" / "kaio-test");
-    EXPECT_EQ(run(kBuild + "/tools/kaio-mkdata/kaio-mkdata --layout llava --out " + (root_ / "repos/kaio-test/llava").string() +
-                  " --seed 7 --clips " + std::to_string(kClips) + " --clips-per-archive 6 --seconds 4 --width 640 --height 360 --fps 30 >/dev/null 2>&1"),
+    EXPECT_EQ(run(kBuild + "/tools/kaio-mkdata/kaio-mkdata --layout llava --out " +
+                  (root_ / "repos/kaio-test/llava").string() + " --seed 7 --clips " + std::to_string(kClips) +
+                  " --clips-per-archive 6 --seconds 4 --width 640 --height 360 --fps 30 >/dev/null 2>&1"),
               0);
     fs::path port_file = root_ / "port";
     pid_ = ::fork();
     if (pid_ == 0) {
       std::string hub = kBuild + "/tools/kaio-hub/kaio-hub";
-      ::execl(hub.c_str(), hub.c_str(), "--root", (root_ / "repos").c_str(), "--port", "0", "--port-file", port_file.c_str(),
-              "--cdn-port", "0", static_cast<char*>(nullptr));
+      ::execl(hub.c_str(), hub.c_str(), "--root", (root_ / "repos").c_str(), "--port", "0", "--port-file",
+              port_file.c_str(), "--cdn-port", "0", static_cast<char*>(nullptr));
       ::_exit(127);
     }
     for (int i = 0; i < 1200 && port_ == 0; ++i) {  // up to 60 s
@@ -135,13 +135,18 @@ struct Pipeline : testing::Test {
   void TearDown() override { fs::remove_all(dir); }
 
   Config config(const std::string& budget = "16MB", const std::string& extra_train = "") {
-    std::string json = R"({"source": {"endpoint": ")" + Hub::get().endpoint() + R"(", "repo": "kaio-test/llava", "include": ["**/*.tar.gz"], "captions": ["**/*_cap_processed.json"]},
-      "storage": {"cache_dir": ")" + (dir / "cache").string() + R"(", "state_dir": ")" + (dir / "state").string() +
-                       R"(", "budget": ")" + budget + R"(", "free_disk_floor": "10MB"},
+    std::string json =
+        R"({"source": {"endpoint": ")" + Hub::get().endpoint() +
+        R"(", "repo": "kaio-test/llava", "include": ["**/*.tar.gz"], "captions": ["**/*_cap_processed.json"]},
+      "storage": {"cache_dir": ")" +
+        (dir / "cache").string() + R"(", "state_dir": ")" + (dir / "state").string() + R"(", "budget": ")" + budget +
+        R"(", "free_disk_floor": "10MB"},
       "decode": {"frames": 8, "stride": 8, "fps": 4, "size": 32, "workers": 2},
       "train": {"backend": "cpu", "model": "tiny", "batch_size": 4, "checkpoint_every": 4, "shuffle_clips": 4,
-                "lr": 0.001, "warmup_steps": 2, "threads": 1, "seed": 3)" + extra_train + R"(},
-      "control": {"socket": ")" + (dir / "kaiod.sock").string() + R"("}})";
+                "lr": 0.001, "warmup_steps": 2, "threads": 1, "seed": 3)" +
+        extra_train + R"(},
+      "control": {"socket": ")" +
+        (dir / "kaiod.sock").string() + R"("}})";
     return parse_config(json, "pipeline-test.json");
   }
 
@@ -158,9 +163,10 @@ struct Pipeline : testing::Test {
   static void wait_finished(daemon::Engine& engine, std::chrono::seconds limit) {
     auto watchdog = watch(engine);
     auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!engine.finished() && !watchdog->tripped() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
-    EXPECT_TRUE(engine.finished() || watchdog->tripped()) << "the engine did not finish within " << limit.count() << " s; status: "
-                                                          << daemon::to_json(engine.status()).dump();
+    while (!engine.finished() && !watchdog->tripped() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(50ms);
+    EXPECT_TRUE(engine.finished() || watchdog->tripped()) << "the engine did not finish within " << limit.count()
+                                                          << " s; status: " << daemon::to_json(engine.status()).dump();
   }
 };
 
@@ -206,27 +212,37 @@ void run_whole_dataset(Pipeline& p, const std::string& budget) {
   EXPECT_EQ(unique.size(), trace.windows.size()) << "a window was trained twice";
   EXPECT_EQ(trace.windows.size(), kClips * 2u) << "clips of 4 s at 4 fps give 2 windows of 8 frames each";
   uint64_t dataset = 0;
-  for (const auto& e : fs::recursive_directory_iterator(fs::temp_directory_path() / ("kaio-pipeline-hub-" + std::to_string(::getpid()))))
+  for (const auto& e : fs::recursive_directory_iterator(fs::temp_directory_path() /
+                                                        ("kaio-pipeline-hub-" + std::to_string(::getpid()))))
     if (e.is_regular_file() && e.path().extension() == ".gz") dataset += e.file_size();
   EXPECT_GT(dataset, c.storage.budget) << "the dataset must be larger than the budget";
-  std::printf("pipeline: dataset %llu bytes, %zu windows, peak disk %llu / budget %llu over %lld samples\n", static_cast<unsigned long long>(dataset), trace.windows.size(),
-              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), static_cast<long long>(sampler.samples()));
-  EXPECT_LE(sampler.peak(), c.storage.budget) << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
-                                              << " bytes: " << sampler.peak_deleted_detail();
-  EXPECT_EQ(files_under(p.dir / "cache"), std::vector<std::string>{}) << "shards, downloads and temporaries are all gone";
+  std::printf("pipeline: dataset %llu bytes, %zu windows, peak disk %llu / budget %llu over %lld samples\n",
+              static_cast<unsigned long long>(dataset), trace.windows.size(),
+              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget),
+              static_cast<long long>(sampler.samples()));
+  EXPECT_LE(sampler.peak(), c.storage.budget)
+      << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
+      << " bytes: " << sampler.peak_deleted_detail();
+  EXPECT_EQ(files_under(p.dir / "cache"), std::vector<std::string>{})
+      << "shards, downloads and temporaries are all gone";
   // After the run: nothing deleted is still held open or mapped by this process.
   auto held = kaio::test::deleted_but_held(::getpid(), {(p.dir / "cache").string(), (p.dir / "state").string()});
   std::string held_text;
-  for (const auto& f : held) held_text += f.path + " (" + std::to_string(f.bytes) + " bytes, " + (f.open ? "open" : "mapped") + ") ";
+  for (const auto& f : held)
+    held_text += f.path + " (" + std::to_string(f.bytes) + " bytes, " + (f.open ? "open" : "mapped") + ") ";
   EXPECT_TRUE(held.empty()) << "deleted files still held after the engine is gone: " << held_text;
 }
 
-TEST_F(Pipeline, BudgetHeldAndEveryWindowTrainedOnce) { run_whole_dataset(*this, "16MB"); }
+TEST_F(Pipeline, BudgetHeldAndEveryWindowTrainedOnce) {
+  run_whole_dataset(*this, "16MB");
+}
 
 // 8 MB leaves about 1.3 MB beside three checkpoints of 1.85 MB and the ledger:
 // archives must stream, and extraction ahead must not take the space the
 // shards of members in flight need (it did: the pipeline sat in budget-wait).
-TEST_F(Pipeline, BudgetNearTheWorkingSetStillFinishes) { run_whole_dataset(*this, "8MB"); }
+TEST_F(Pipeline, BudgetNearTheWorkingSetStillFinishes) {
+  run_whole_dataset(*this, "8MB");
+}
 
 namespace {
 
@@ -317,7 +333,8 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
           engine.start();
           wait_finished(engine, 900s);
           auto st = engine.status();
-          if (st.state != "done") std::fprintf(stderr, "child: ended in state %s: %s\n", st.state.c_str(), st.last_error.c_str());
+          if (st.state != "done")
+            std::fprintf(stderr, "child: ended in state %s: %s\n", st.state.c_str(), st.last_error.c_str());
           ::_exit(st.state == "done" ? 0 : 3);
         } catch (const std::exception& e) {
           std::fprintf(stderr, "child: %s\n", e.what());
@@ -353,7 +370,8 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
         if (!exited) {
           ::kill(child, SIGKILL);
           ::waitpid(child, &status, 0);
-          FAIL() << "a life neither reached its kill point (" << k << " events) nor finished within 900 s; log: " << file_tail(log_file);
+          FAIL() << "a life neither reached its kill point (" << k
+                 << " events) nor finished within 900 s; log: " << file_tail(log_file);
         }
       } else {
         ::waitpid(child, &status, 0);  // the child bounds its own run (wait_finished)
@@ -389,9 +407,12 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
     std::vector<std::pair<std::string, int>> resumed;
     for (auto& [step, windows] : by_step) resumed.insert(resumed.end(), windows.begin(), windows.end());
     size_t first_diff = 0;
-    while (first_diff < std::min(resumed.size(), reference.windows.size()) && resumed[first_diff] == reference.windows[first_diff]) ++first_diff;
-    EXPECT_EQ(resumed, reference.windows) << "the window sequence differs from the uninterrupted run at window " << first_diff
-                                          << " of " << reference.windows.size() << " (resumed has " << resumed.size() << ")";
+    while (first_diff < std::min(resumed.size(), reference.windows.size()) &&
+           resumed[first_diff] == reference.windows[first_diff])
+      ++first_diff;
+    EXPECT_EQ(resumed, reference.windows)
+        << "the window sequence differs from the uninterrupted run at window " << first_diff << " of "
+        << reference.windows.size() << " (resumed has " << resumed.size() << ")";
     std::printf("steps in trace: %zu, reference steps %zu\n", by_step.size(), reference.losses.size());
     int64_t loss_mismatches = 0;
     for (auto& [step, loss] : reference.losses)
@@ -399,11 +420,13 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
     std::set<std::pair<std::string, int>> unique(resumed.begin(), resumed.end());
     std::string points;
     for (int k : kill_points) points += (points.empty() ? "" : ",") + std::to_string(k);
-    std::printf("kills survived %d (after progress events %s of at most %d; %d rounds, %d lives), windows lost %zd, repeated %zd, "
-                "loss mismatches %lld\n",
-                kills, points.c_str(), max_events, rounds, lives,
-                static_cast<ssize_t>(reference.windows.size()) - static_cast<ssize_t>(unique.size()),
-                static_cast<ssize_t>(resumed.size() - unique.size()), static_cast<long long>(loss_mismatches));
+    std::printf(
+        "kills survived %d (after progress events %s of at most %d; %d rounds, %d lives), windows lost %zd, repeated "
+        "%zd, "
+        "loss mismatches %lld\n",
+        kills, points.c_str(), max_events, rounds, lives,
+        static_cast<ssize_t>(reference.windows.size()) - static_cast<ssize_t>(unique.size()),
+        static_cast<ssize_t>(resumed.size() - unique.size()), static_cast<long long>(loss_mismatches));
     EXPECT_EQ(loss_mismatches, 0);
     EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{}) << "no orphan file";
   }
@@ -423,7 +446,8 @@ void restart_with_kept_downloads(Pipeline& p, int parallel_files, size_t want) {
     daemon::Engine engine(c, &trace);
     engine.start();
     auto deadline = std::chrono::steady_clock::now() + 600s;
-    while (downloads() < want && !engine.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    while (downloads() < want && !engine.finished() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(5ms);
     engine.stop();
     kept = downloads();
   }
@@ -440,18 +464,22 @@ void restart_with_kept_downloads(Pipeline& p, int parallel_files, size_t want) {
   EXPECT_EQ(unique.size(), static_cast<size_t>(kClips * 2)) << "every window trained";
   EXPECT_EQ(trace.windows.size(), unique.size()) << "a window was trained twice";
   EXPECT_TRUE(downloads() == 0);
-  std::printf("kept downloads: %zu left by the 64 MB run; the 8 MB run trained %zu windows (%zu distinct)\n", kept, trace.windows.size(),
-              unique.size());
+  std::printf("kept downloads: %zu left by the 64 MB run; the 8 MB run trained %zu windows (%zu distinct)\n", kept,
+              trace.windows.size(), unique.size());
 }
 
 // The kept downloads fit at start-up but leave no room for the checkpoint slots
 // and decoding: they are given back (at start-up here; when decoding waits in
 // the 200-kill soak that found this) instead of kaiod waiting for ever.
-TEST_F(Pipeline, DownloadsKeptAheadAreGivenBackWhenTheWorkingSetNeedsThem) { restart_with_kept_downloads(*this, 1, 2); }
+TEST_F(Pipeline, DownloadsKeptAheadAreGivenBackWhenTheWorkingSetNeedsThem) {
+  restart_with_kept_downloads(*this, 1, 2);
+}
 
 // More kept downloads than the budget holds at all: they are removed at
 // start-up (they can be fetched again) instead of kaiod refusing to start.
-TEST_F(Pipeline, DownloadsKeptOverTheBudgetAreRemovedAtStart) { restart_with_kept_downloads(*this, 4, 5); }
+TEST_F(Pipeline, DownloadsKeptOverTheBudgetAreRemovedAtStart) {
+  restart_with_kept_downloads(*this, 4, 5);
+}
 
 // The pause comes once training has made progress (observed, not timed).
 TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
@@ -467,7 +495,8 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
     {
       auto watchdog = watch(engine);
       auto limit = std::chrono::steady_clock::now() + 600s;  // a bound for a hang only
-      while (engine.status().train.step < 6 && !engine.finished() && !watchdog->tripped() && std::chrono::steady_clock::now() < limit)
+      while (engine.status().train.step < 6 && !engine.finished() && !watchdog->tripped() &&
+             std::chrono::steady_clock::now() < limit)
         std::this_thread::sleep_for(20ms);
       ASSERT_GE(engine.status().train.step, 6) << daemon::to_json(engine.status()).dump();
     }
@@ -477,11 +506,13 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
     // The pause's checkpoint covers every step trained (checkpoint_every is
     // 100: no other checkpoint comes); wait for it, bounded.
     auto limit = std::chrono::steady_clock::now() + 300s;
-    while (engine.status().train.checkpoint_step != engine.status().train.step && std::chrono::steady_clock::now() < limit)
+    while (engine.status().train.checkpoint_step != engine.status().train.step &&
+           std::chrono::steady_clock::now() < limit)
       std::this_thread::sleep_for(20ms);
     auto s1 = engine.status();
     EXPECT_EQ(s1.train.checkpoint_step, s1.train.step) << "pause writes a checkpoint";
-    std::this_thread::sleep_for(1500ms);  // watching for a step that must not come (any wait can only miss one, never invent one)
+    std::this_thread::sleep_for(
+        1500ms);  // watching for a step that must not come (any wait can only miss one, never invent one)
     EXPECT_EQ(engine.status().train.step, s1.train.step) << "no step while paused";
     // Paused, with the checkpoint durable: clips it covers are deleted, and
     // nothing deleted may still hold disk space through this process.
@@ -508,8 +539,9 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
     EXPECT_THROW(engine.handle_control("ls", {{"state", "bogus"}}, stranger), Error);
   }
   sampler.finish();
-  EXPECT_LE(sampler.peak(), c.storage.budget) << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
-                                              << " bytes: " << sampler.peak_deleted_detail();
+  EXPECT_LE(sampler.peak(), c.storage.budget)
+      << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
+      << " bytes: " << sampler.peak_deleted_detail();
 }
 
 // Epochs re-download the dataset (storage is the constraint) in a new order,
@@ -534,20 +566,25 @@ TEST_F(Pipeline, SecondEpochTrainsEveryWindowOnceMoreInANewOrder) {
   EXPECT_EQ(first.size(), kClips * 2u);
   EXPECT_EQ(second.size(), kClips * 2u);
   EXPECT_EQ(std::set(first.begin(), first.end()).size(), first.size()) << "a window repeated in epoch 0";
-  EXPECT_EQ(std::set(first.begin(), first.end()), std::set(second.begin(), second.end())) << "the same windows each epoch";
+  EXPECT_EQ(std::set(first.begin(), first.end()), std::set(second.begin(), second.end()))
+      << "the same windows each epoch";
   EXPECT_NE(first, second) << "the plan shuffles per epoch";
   EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{});
   sampler.finish();
   std::printf("two epochs: peak disk %llu / budget %llu (%s); deleted files held at most %llu bytes: %s\n",
-              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget), sampler.peak_detail().c_str(),
-              static_cast<unsigned long long>(sampler.peak_deleted()), sampler.peak_deleted_detail().c_str());
-  EXPECT_LE(sampler.peak(), c.storage.budget) << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
-                                              << " bytes: " << sampler.peak_deleted_detail();
+              static_cast<unsigned long long>(sampler.peak()), static_cast<unsigned long long>(c.storage.budget),
+              sampler.peak_detail().c_str(), static_cast<unsigned long long>(sampler.peak_deleted()),
+              sampler.peak_deleted_detail().c_str());
+  EXPECT_LE(sampler.peak(), c.storage.budget)
+      << sampler.peak_detail() << "; deleted files held at most: " << sampler.peak_deleted()
+      << " bytes: " << sampler.peak_deleted_detail();
 }
 
 namespace {
 
-uint64_t free_bytes(const fs::path& p) { return fs::space(p).available; }
+uint64_t free_bytes(const fs::path& p) {
+  return fs::space(p).available;
+}
 
 }  // namespace
 
@@ -571,13 +608,15 @@ TEST_F(Pipeline, FullFilesystemWaitsAndLosesNothing) {
       daemon::Engine engine(c, &trace);
       engine.start();
       auto deadline = std::chrono::steady_clock::now() + 600s;
-      while (engine.status().train.step < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(50ms);
+      while (engine.status().train.step < 4 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(50ms);
       check(engine.status().train.step >= 4, "training started");
       // Leave half the floor free: reservations must wait, the ledger can still write.
       uint64_t fill = free_bytes(dir) - c.storage.free_disk_floor / 2;
       {
         Fd filler(::open((dir / "filler").c_str(), O_CREAT | O_WRONLY, 0600));
-        check(filler.get() >= 0 && ::posix_fallocate(filler.get(), 0, static_cast<off_t>(fill)) == 0, "filling the tmpfs");
+        check(filler.get() >= 0 && ::posix_fallocate(filler.get(), 0, static_cast<off_t>(fill)) == 0,
+              "filling the tmpfs");
       }
       deadline = std::chrono::steady_clock::now() + 300s;
       while (std::chrono::steady_clock::now() < deadline) {
@@ -602,8 +641,8 @@ TEST_F(Pipeline, FullFilesystemWaitsAndLosesNothing) {
     check(unique.size() == trace.windows.size(), "no window repeated");
     check(trace.windows.size() == kClips * 2u, "no window lost: " + std::to_string(trace.windows.size()));
     check(files_under(dir / "cache").empty(), "nothing left behind");
-    std::printf("disk full: state %s (%s); resumed when space returned; windows %zu, lost 0, repeated 0\n", seen_state.c_str(),
-                seen_detail.c_str(), trace.windows.size());
+    std::printf("disk full: state %s (%s); resumed when space returned; windows %zu, lost 0, repeated 0\n",
+                seen_state.c_str(), seen_detail.c_str(), trace.windows.size());
     std::fflush(stdout);
     ::_exit(0);
   }
@@ -618,7 +657,8 @@ TEST_F(Pipeline, FullFilesystemWaitsAndLosesNothing) {
     std::this_thread::sleep_for(100ms);
   }
   ASSERT_TRUE(WIFEXITED(status)) << "child died by signal " << WTERMSIG(status);
-  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "skipped: cannot mount a private tmpfs here (needs root or user namespaces)";
+  if (WEXITSTATUS(status) == 77)
+    GTEST_SKIP() << "skipped: cannot mount a private tmpfs here (needs root or user namespaces)";
   EXPECT_EQ(WEXITSTATUS(status), 0) << "see FAILED: above";
 }
 

@@ -43,7 +43,9 @@ T pick(std::mt19937& rng, std::initializer_list<T> choices) {
   return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)];
 }
 
-int between(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+int between(std::mt19937& rng, int lo, int hi) {
+  return std::uniform_int_distribution<int>(lo, hi)(rng);
+}
 
 struct Draw {
   std::string describe;
@@ -64,10 +66,10 @@ Draw draw(int seed) {
                                 : pick(rng, {std::pair{96, 64}, std::pair{160, 120}, std::pair{320, 240}});
     if (seconds >= 15) per_archive = std::min(per_archive, 3);  // bounds the encoding time
     std::string encoder = pick(rng, {std::string("libx264"), std::string("mpeg4")});
-    d.batches.push_back("--seed " + std::to_string(seed * 10 + b) + " --clips " + std::to_string(per_archive * archives) +
-                        " --clips-per-archive " + std::to_string(per_archive) + " --seconds " + std::to_string(seconds) +
-                        " --width " + std::to_string(w) + " --height " + std::to_string(h) + " --fps " +
-                        std::to_string(pick(rng, {24, 30})) + " --encoder " + encoder);
+    d.batches.push_back("--seed " + std::to_string(seed * 10 + b) + " --clips " +
+                        std::to_string(per_archive * archives) + " --clips-per-archive " + std::to_string(per_archive) +
+                        " --seconds " + std::to_string(seconds) + " --width " + std::to_string(w) + " --height " +
+                        std::to_string(h) + " --fps " + std::to_string(pick(rng, {24, 30})) + " --encoder " + encoder);
   }
   d.cut_one = between(rng, 0, 2) == 0;
   d.epochs = between(rng, 1, 2);
@@ -99,8 +101,8 @@ TEST(Property, EveryRunFinishesUnderItsBudgetAndTrainsEveryWindowOnce) {
     fs::path dir = temp_dir("property");
     auto served = serve(dir, d.batches[0], [&](const fs::path& repo) {
       for (size_t b = 1; b < d.batches.size(); ++b) {
-        std::string cmd = tool("kaio-mkdata").string() + " --layout llava --out " + (repo / ("batch" + std::to_string(b))).string() +
-                          " " + d.batches[b] + " >/dev/null 2>&1";
+        std::string cmd = tool("kaio-mkdata").string() + " --layout llava --out " +
+                          (repo / ("batch" + std::to_string(b))).string() + " " + d.batches[b] + " >/dev/null 2>&1";
         ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
       }
       size_t archives = 0;
@@ -108,7 +110,8 @@ TEST(Property, EveryRunFinishesUnderItsBudgetAndTrainsEveryWindowOnce) {
       if (d.cut_one && archives >= 2) truncate_one_archive(repo);
     });
     Config c = config_for(dir, served, "64MB",
-                          ", \"epochs\": " + std::to_string(d.epochs) + ", \"shuffle_clips\": " + std::to_string(d.shuffle_clips) +
+                          ", \"epochs\": " + std::to_string(d.epochs) +
+                              ", \"shuffle_clips\": " + std::to_string(d.shuffle_clips) +
                               ", \"checkpoint_every\": " + std::to_string(d.checkpoint_every));
     c.storage.budget = smallest_accepted(c) * static_cast<uint64_t>(d.budget_factor);
     std::printf("  budget %llu, dataset %llu bytes\n", static_cast<unsigned long long>(c.storage.budget),
@@ -159,9 +162,10 @@ TEST(Property, EveryRunFinishesUnderItsBudgetAndTrainsEveryWindowOnce) {
     auto resumed = replay(file);
     int64_t loss_mismatches = 0;
     for (const auto& [step, loss] : reference.losses)
-      if (!resumed.losses.count(step) || std::abs(resumed.losses[step] - loss) > 1e-5 * std::max(1.0, std::abs(loss))) ++loss_mismatches;
-    std::printf("  windows %zu of %zu (the uninterrupted run's), lives %d, loss mismatches %lld\n", resumed.windows.size(),
-                reference.windows.size(), lives, static_cast<long long>(loss_mismatches));
+      if (!resumed.losses.count(step) || std::abs(resumed.losses[step] - loss) > 1e-5 * std::max(1.0, std::abs(loss)))
+        ++loss_mismatches;
+    std::printf("  windows %zu of %zu (the uninterrupted run's), lives %d, loss mismatches %lld\n",
+                resumed.windows.size(), reference.windows.size(), lives, static_cast<long long>(loss_mismatches));
     EXPECT_EQ(resumed.windows, reference.windows);
     EXPECT_EQ(loss_mismatches, 0);
     EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{}) << "nothing left behind";

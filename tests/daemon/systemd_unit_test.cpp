@@ -9,7 +9,8 @@
 
 TEST(SystemdUnit, ExposureScoreIsTwoOrBetter) {
   if (std::system("command -v systemd-analyze >/dev/null 2>&1") != 0) GTEST_SKIP() << "skipped: no systemd-analyze";
-  std::string cmd = std::string("systemd-analyze security --offline=true --no-pager ") + KAIO_SOURCE_DIR + "/systemd/kaiod.service";
+  std::string cmd =
+      std::string("systemd-analyze security --offline=true --no-pager ") + KAIO_SOURCE_DIR + "/systemd/kaiod.service";
   std::string out = kaio::test::run_command(cmd, 120).output;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(out, m, std::regex("Overall exposure level for kaiod.service: ([0-9.]+)"))) << out;

@@ -17,14 +17,18 @@ enum class Format { tar, tar_gz, zip };
 struct Entry {
   Entry(std::string name_, std::string data_ = "", mode_t type_ = AE_IFREG, std::string link_ = "",
         std::string hardlink_ = "", size_t zeros_ = 0)
-      : name(std::move(name_)), data(std::move(data_)), type(type_), link(std::move(link_)),
-        hardlink(std::move(hardlink_)), zeros(zeros_) {}
+      : name(std::move(name_)),
+        data(std::move(data_)),
+        type(type_),
+        link(std::move(link_)),
+        hardlink(std::move(hardlink_)),
+        zeros(zeros_) {}
   std::string name;
-  std::string data;          // for regular files
-  mode_t type = AE_IFREG;    // AE_IFREG, AE_IFLNK, AE_IFCHR, AE_IFIFO, AE_IFDIR
-  std::string link;          // symlink target
-  std::string hardlink;      // hard link target (an earlier entry)
-  size_t zeros = 0;          // appended zero bytes (bombs), written in chunks
+  std::string data;        // for regular files
+  mode_t type = AE_IFREG;  // AE_IFREG, AE_IFLNK, AE_IFCHR, AE_IFIFO, AE_IFDIR
+  std::string link;        // symlink target
+  std::string hardlink;    // hard link target (an earlier entry)
+  size_t zeros = 0;        // appended zero bytes (bombs), written in chunks
 };
 
 inline void write_archive(const std::filesystem::path& path, Format format, const std::vector<Entry>& entries) {
@@ -35,7 +39,8 @@ inline void write_archive(const std::filesystem::path& path, Format format, cons
     archive_write_set_format_pax_restricted(a.get());
     if (format == Format::tar_gz) archive_write_add_filter_gzip(a.get());
   }
-  if (archive_write_open_filename(a.get(), path.c_str()) != ARCHIVE_OK) throw std::runtime_error("open " + path.string());
+  if (archive_write_open_filename(a.get(), path.c_str()) != ARCHIVE_OK)
+    throw std::runtime_error("open " + path.string());
   for (const auto& e : entries) {
     std::unique_ptr<archive_entry, void (*)(archive_entry*)> en(archive_entry_new(), archive_entry_free);
     archive_entry_set_pathname(en.get(), e.name.c_str());

@@ -1,5 +1,7 @@
 // Archive reading: tar, tar.gz, zip and plain media streamed from a source;
 // hostile members and bombs rejected, nothing written outside the work dir.
+#include "decode/archive.h"
+
 #include <gtest/gtest.h>
 #include <sys/sysmacros.h>
 
@@ -7,9 +9,8 @@
 #include <cstring>
 
 #include "archive_builder.h"
-#include "counting_reserver.h"
 #include "common/error.h"
-#include "decode/archive.h"
+#include "counting_reserver.h"
 #include "decode/file_source.h"
 #include "test_util.h"
 
@@ -22,9 +23,12 @@ using testing::ScratchDir;
 
 const char* extension(Format f) {
   switch (f) {
-    case Format::tar: return ".tar";
-    case Format::tar_gz: return ".tar.gz";
-    case Format::zip: return ".zip";
+    case Format::tar:
+      return ".tar";
+    case Format::tar_gz:
+      return ".tar.gz";
+    case Format::zip:
+      return ".zip";
   }
   return "";
 }
@@ -39,7 +43,9 @@ TEST_P(ArchiveFormats, ReadsMatchingMembersInOrderAndSkipsOthers) {
   ScratchDir dir;
   auto path = dir / (std::string("a") + extension(GetParam()));
   testing::write_archive(path, GetParam(),
-                         {{"dir/", "", AE_IFDIR}, {"dir/one.mp4", "first"}, {"notes.txt", "skip me"},
+                         {{"dir/", "", AE_IFDIR},
+                          {"dir/one.mp4", "first"},
+                          {"notes.txt", "skip me"},
                           {"dir/sub/two.mp4", std::string(200000, 'x')}});
   auto reader = open(path);
   Member m;
@@ -138,7 +144,9 @@ TEST_P(ArchiveFormats, OversizedMemberIsRejected) {
   EXPECT_EQ(m.path, "small.mp4");
 }
 
-[[maybe_unused]] void PrintTo(Format f, std::ostream* os) { *os << extension(f); }
+[[maybe_unused]] void PrintTo(Format f, std::ostream* os) {
+  *os << extension(f);
+}
 
 INSTANTIATE_TEST_SUITE_P(Archive, ArchiveFormats, ::testing::Values(Format::tar, Format::tar_gz, Format::zip),
                          [](const ::testing::TestParamInfo<Format>& i) {

@@ -1,9 +1,10 @@
+#include "decode/captions.h"
+
 #include <gtest/gtest.h>
 
 #include <sstream>
 
 #include "common/error.h"
-#include "decode/captions.h"
 
 namespace kaio::decode {
 namespace {

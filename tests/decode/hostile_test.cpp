@@ -48,7 +48,9 @@ kaio::DecodeConfig small_config() {
   return c;
 }
 
-WindowSpec small_spec() { return from_config(small_config()); }
+WindowSpec small_spec() {
+  return from_config(small_config());
+}
 
 std::string good_clip(const ScratchDir& dir) {
   auto clip = dir / "good.mp4";
@@ -163,11 +165,12 @@ TEST(DecodeHostile, RawH264NamedMp4NeverOutgrowsItsClaimAndFailsAlone) {
   double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   watch.stop();
 
-  std::printf("raw h264 (.mp4): %d samples of its shard file, largest %llu bytes, over its claim %d times "
-              "(worst %llu bytes on disk against %llu held); peak held %llu of %llu; %.2f s\n",
-              watch.samples(), static_cast<unsigned long long>(watch.largest()), watch.over(),
-              static_cast<unsigned long long>(watch.worst_file()), static_cast<unsigned long long>(watch.worst_claim()),
-              static_cast<unsigned long long>(reserver.peak()), static_cast<unsigned long long>(budget), seconds);
+  std::printf(
+      "raw h264 (.mp4): %d samples of its shard file, largest %llu bytes, over its claim %d times "
+      "(worst %llu bytes on disk against %llu held); peak held %llu of %llu; %.2f s\n",
+      watch.samples(), static_cast<unsigned long long>(watch.largest()), watch.over(),
+      static_cast<unsigned long long>(watch.worst_file()), static_cast<unsigned long long>(watch.worst_claim()),
+      static_cast<unsigned long long>(reserver.peak()), static_cast<unsigned long long>(budget), seconds);
   ASSERT_EQ(got.results.size(), 3u);
   const auto& bad = got.results[1];
   std::printf("raw h264 (.mp4): %s\n", bad.error.c_str());
@@ -250,7 +253,8 @@ TEST(DecodeHostile, ShardCapFailsTheClipAtOnce) {
   testing::make_raw_h264(dir / "raw.mp4", 60);
   std::string good = good_clip(dir);
   auto archive = dir / "a.tar";
-  testing::write_archive(archive, testing::Format::tar, {{"a.mp4", good}, {"raw.mp4", testing::read_file(dir / "raw.mp4")}});
+  testing::write_archive(archive, testing::Format::tar,
+                         {{"a.mp4", good}, {"raw.mp4", testing::read_file(dir / "raw.mp4")}});
   CountingReserver reserver(1ull << 30, CountingReserver::Mode::wait);
   ArchiveDecoder decoder(small_config(), dir.path(), reserver);
   decoder.set_shard_limits({100'000, std::chrono::milliseconds(60'000)});

@@ -18,7 +18,8 @@ std::string run_tool(const std::string& args) {
 TEST(MkData, LlavaLayoutIsDeterministic) {
   testing::ScratchDir dir;
   for (const char* name : {"a", "b"}) {
-    run_tool("--out " + (dir / name).string() + " --seed 5 --clips 3 --clips-per-archive 2 --seconds 1 --width 64 --height 48 --fps 8");
+    run_tool("--out " + (dir / name).string() +
+             " --seed 5 --clips 3 --clips-per-archive 2 --seconds 1 --width 64 --height 48 --fps 8");
   }
   auto sub = std::filesystem::path("0_30_s_academic_v0_1");
   for (const auto& file : {sub / "0_30_s_academic_v0_1_videos_1.tar.gz", sub / "0_30_s_academic_v0_1_videos_2.tar.gz",
@@ -27,7 +28,8 @@ TEST(MkData, LlavaLayoutIsDeterministic) {
     EXPECT_EQ(testing::read_file(dir / "a" / file), testing::read_file(dir / "b" / file)) << file;
   }
   std::string listing;
-  testing::run_command("tar tzf '" + (dir / "a" / sub / "0_30_s_academic_v0_1_videos_1.tar.gz").string() + "'", &listing);
+  testing::run_command("tar tzf '" + (dir / "a" / sub / "0_30_s_academic_v0_1_videos_1.tar.gz").string() + "'",
+                       &listing);
   EXPECT_NE(listing.find("academic_source/"), std::string::npos) << listing;
   EXPECT_NE(testing::read_file(dir / "a" / sub / "0_30_s_academic_v0_1_cap_processed.json").find("\"gpt\""),
             std::string::npos);

@@ -1,5 +1,7 @@
 // The decode stage end to end: generated LLaVA and PhysicalAI archives through
 // ArchiveDecoder, with a ledger-keeping reserver.
+#include "decode/pipeline.h"
+
 #include <gtest/gtest.h>
 
 #include <mutex>
@@ -9,7 +11,6 @@
 #include "counting_reserver.h"
 #include "decode/captions.h"
 #include "decode/file_source.h"
-#include "decode/pipeline.h"
 #include "decode/shard.h"
 #include "synth.h"
 #include "test_util.h"
@@ -141,7 +142,11 @@ TEST(DecodePipeline, MemberFailuresDoNotStopTheArchive) {
   std::string good = testing::read_file(clip);
   auto archive = dir / "mixed.tar.gz";
   testing::write_archive(archive, testing::Format::tar_gz,
-                         {{"a.mp4", good}, {"broken.mp4", "not a video"}, {"../evil.mp4", good}, {"short.mp4", good.substr(0, 200)}, {"b.mp4", good}});
+                         {{"a.mp4", good},
+                          {"broken.mp4", "not a video"},
+                          {"../evil.mp4", good},
+                          {"short.mp4", good.substr(0, 200)},
+                          {"b.mp4", good}});
   CountingReserver reserver(1ull << 30);
   ArchiveDecoder decoder(small_config(), dir.path(), reserver);
   Collected got;
@@ -220,16 +225,15 @@ TEST(DecodePipeline, HundredClipsDecodeAndReleaseEverything) {
   ArchiveDecoder decoder(config, dir / "data", reserver);
   int delivered = 0, windows = 0;
   uint64_t largest_claim = 0;
-  decoder.run(
-      std::make_unique<FileSource>(dir / "data" / summary.archives.at(0)), "chunk.zip", nullptr,
-      [&](ClipResult r) {
-        EXPECT_EQ(r.index, delivered);
-        ++delivered;
-        windows += r.windows;
-        largest_claim = std::max(largest_claim, r.claim ? r.claim->bytes() : 0);
-        std::filesystem::remove(r.shard);
-      },
-      {});
+  decoder.run(std::make_unique<FileSource>(dir / "data" / summary.archives.at(0)), "chunk.zip", nullptr,
+              [&](ClipResult r) {
+                EXPECT_EQ(r.index, delivered);
+                ++delivered;
+                windows += r.windows;
+                largest_claim = std::max(largest_claim, r.claim ? r.claim->bytes() : 0);
+                std::filesystem::remove(r.shard);
+              },
+              {});
   EXPECT_EQ(delivered, 100);
   EXPECT_EQ(windows, 100);
   EXPECT_EQ(reserver.held(), 0u);

@@ -1,10 +1,11 @@
+#include "decode/shard.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <fstream>
 
 #include "common/error.h"
-#include "decode/shard.h"
 #include "decode/video.h"
 #include "test_util.h"
 
@@ -75,11 +76,11 @@ TEST(ShardFormat, BadFilesAreCorruptNamingTheFile) {
   bad_magic[0] = 'X';
   std::string bad_count = good;
   bad_count[28] = 9;  // windows
-  for (const auto& [name, data] : std::vector<std::pair<std::string, std::string>>{
-           {"short.shard", good.substr(0, 20)},
-           {"magic.shard", bad_magic},
-           {"count.shard", bad_count},
-           {"truncated.shard", good.substr(0, good.size() - 3)}}) {
+  for (const auto& [name, data] :
+       std::vector<std::pair<std::string, std::string>>{{"short.shard", good.substr(0, 20)},
+                                                        {"magic.shard", bad_magic},
+                                                        {"count.shard", bad_count},
+                                                        {"truncated.shard", good.substr(0, good.size() - 3)}}) {
     auto p = write(name, data);
     try {
       ShardReader r(p);

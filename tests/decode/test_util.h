@@ -60,8 +60,8 @@ inline bool has_encoder(const std::string& name) {
 inline void make_clip(const std::filesystem::path& out, const std::string& size, double fps, double seconds,
                       const std::string& codec_args, const std::string& extra = "") {
   std::string cmd = "ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i testsrc2=size=" + size +
-                    ":rate=" + std::to_string(fps) + ":duration=" + std::to_string(seconds) + " " + codec_args +
-                    " " + extra + " '" + out.string() + "' 2>&1";
+                    ":rate=" + std::to_string(fps) + ":duration=" + std::to_string(seconds) + " " + codec_args + " " +
+                    extra + " '" + out.string() + "' 2>&1";
   std::string log;
   int rc = run_command(cmd, &log);
   ASSERT_EQ(rc, 0) << cmd << "\n" << log;

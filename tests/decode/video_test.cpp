@@ -1,5 +1,7 @@
 // Decoding real encoded clips: window counts from duration and fps, pixels
 // against the ffmpeg command line, rotation, VFR, audio, short clips, errors.
+#include "decode/video.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 
 #include "common/error.h"
 #include "decode/shard.h"
-#include "decode/video.h"
 #include "test_util.h"
 
 namespace kaio::decode {
@@ -43,9 +44,9 @@ std::string ffmpeg_frame_at(const std::filesystem::path& clip, double t, int siz
   std::snprintf(filter, sizeof filter, "select='gte(t\\,%.6f)',crop='min(iw\\,ih)':'min(iw\\,ih)',scale=%d:%d",
                 t - 0.001, size, size);
   std::string out;
-  std::string cmd = "ffmpeg -hide_banner -loglevel error -nostdin " +
-                    std::string(rotated_ccw ? "-noautorotate " : "") + "-i '" + clip.string() + "' -vf \"" + filter +
-                    (rotated_ccw ? ",transpose=cclock" : "") + "\" -frames:v 1 -f rawvideo -pix_fmt rgb24 -";
+  std::string cmd = "ffmpeg -hide_banner -loglevel error -nostdin " + std::string(rotated_ccw ? "-noautorotate " : "") +
+                    "-i '" + clip.string() + "' -vf \"" + filter + (rotated_ccw ? ",transpose=cclock" : "") +
+                    "\" -frames:v 1 -f rawvideo -pix_fmt rgb24 -";
   EXPECT_EQ(testing::run_command(cmd, &out), 0) << cmd;
   return out;
 }
@@ -61,7 +62,9 @@ struct DecodeCase {
   bool rotate90 = false;  // remux with a display matrix (ffmpeg 5.1 sets it only when stream-copying)
 };
 
-void PrintTo(const DecodeCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const DecodeCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 void add_rotation(const std::filesystem::path& clip) {
   auto rotated = clip;
@@ -110,18 +113,20 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         DecodeCase{"h264_640x360", "libx264", "640x360", 30, 4, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p", ""},
         DecodeCase{"h264_1080p", "libx264", "1920x1080", 24, 2, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p", ""},
-        DecodeCase{"h264_321x241_yuv444", "libx264", "321x241", 25, 3, "-c:v libx264 -preset ultrafast -pix_fmt yuv444p", ""},
+        DecodeCase{"h264_321x241_yuv444", "libx264", "321x241", 25, 3,
+                   "-c:v libx264 -preset ultrafast -pix_fmt yuv444p", ""},
         DecodeCase{"hevc", "libx265", "320x180", 30, 3,
                    "-c:v libx265 -preset ultrafast -x265-params log-level=error -pix_fmt yuv420p -tag:v hvc1", ""},
-        DecodeCase{"vp9", "libvpx-vp9", "320x180", 30, 3, "-c:v libvpx-vp9 -deadline realtime -cpu-used 8 -b:v 500k", ""},
+        DecodeCase{"vp9", "libvpx-vp9", "320x180", 30, 3, "-c:v libvpx-vp9 -deadline realtime -cpu-used 8 -b:v 500k",
+                   ""},
         DecodeCase{"av1", "libaom-av1", "320x180", 24, 2, "-c:v libaom-av1 -cpu-used 8 -row-mt 1 -b:v 300k", ""},
         DecodeCase{"mpeg4", "mpeg4", "640x360", 30, 3, "-c:v mpeg4 -q:v 3", ""},
         DecodeCase{"with_audio", "libx264", "320x240", 30, 3,
                    "-f lavfi -i sine=frequency=440:duration=3 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac "
                    "-shortest",
                    ""},
-        DecodeCase{"portrait_rotated", "libx264", "640x360", 30, 3,
-                   "-c:v libx264 -preset ultrafast -pix_fmt yuv420p", "", true},
+        DecodeCase{"portrait_rotated", "libx264", "640x360", 30, 3, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p",
+                   "", true},
         DecodeCase{"variable_frame_rate", "libx264", "320x240", 30, 4,
                    "-vf \"select='lt(mod(n\\,30)\\,8)+gte(n\\,60)'\" -fps_mode vfr -c:v libx264 -preset ultrafast "
                    "-pix_fmt yuv420p",
@@ -228,10 +233,12 @@ TEST(DecodeErrors, HugeClaimedResolutionIsRejected) {
   ScratchDir dir;
   auto clip = dir / "huge.mov";
   std::string log;
-  ASSERT_EQ(testing::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i color=size=17000x2:d=1:r=1 "
-                                 "-c:v png '" + clip.string() + "' 2>&1",
-                                 &log),
-            0)
+  ASSERT_EQ(
+      testing::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i color=size=17000x2:d=1:r=1 "
+                           "-c:v png '" +
+                               clip.string() + "' 2>&1",
+                           &log),
+      0)
       << log;
   try {
     decode_clip(clip, ClipOrigin{"r", "huge.mov", ""}, small_spec(), dir / "h.shard", DecodeOptions{});
@@ -263,7 +270,8 @@ TEST(DecodeErrors, TruncatedClipNamesFileAndMember) {
   make_clip(clip, "320x240", 30, 2, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   std::filesystem::resize_file(clip, std::filesystem::file_size(clip) / 2);
   try {
-    decode_clip(clip, ClipOrigin{"repo/a.tar.gz", "videos/trunc.mp4", ""}, small_spec(), dir / "t.shard", DecodeOptions{});
+    decode_clip(clip, ClipOrigin{"repo/a.tar.gz", "videos/trunc.mp4", ""}, small_spec(), dir / "t.shard",
+                DecodeOptions{});
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::corrupt);
@@ -308,10 +316,11 @@ TEST(DecodeErrors, AudioOnlyFileIsNotAVideo) {
   ScratchDir dir;
   auto clip = dir / "audio.mp4";
   std::string log;
-  ASSERT_EQ(testing::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i sine=duration=1 -c:a aac '" +
-                                     clip.string() + "' 2>&1",
-                                 &log),
-            0)
+  ASSERT_EQ(
+      testing::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i sine=duration=1 -c:a aac '" +
+                               clip.string() + "' 2>&1",
+                           &log),
+      0)
       << log;
   try {
     probe_clip(clip, small_spec());

@@ -41,8 +41,8 @@ class HubExpiry : public ::testing::Test {
   }
 
   // Submits one file and returns the future of its result.
-  static std::future<fetch::DownloadResult> submit(fetch::Downloader& d, const std::string& sha, const fetch::RepoFile& f,
-                                                   const std::filesystem::path& dest) {
+  static std::future<fetch::DownloadResult> submit(fetch::Downloader& d, const std::string& sha,
+                                                   const fetch::RepoFile& f, const std::filesystem::path& dest) {
     auto done = std::make_shared<std::promise<fetch::DownloadResult>>();
     d.submit({"org/ds", sha, f, dest}, [done](const fetch::DownloadResult& r) { done->set_value(r); });
     return done->get_future();
@@ -118,9 +118,11 @@ TEST(HubSignedUrl, ExpiryIsReadFromTheUrlAndAgedOnTheSteadyClock) {
   auto at = [](int64_t s) { return system_clock::time_point(std::chrono::seconds(s)); };
   EXPECT_EQ(url_expiry("https://cdn.example/x?Expires=1700000000&Signature=abc&Key-Pair-Id=K"), at(1700000000));
   // The Xet bridge's S3-style signature: X-Amz-Date plus X-Amz-Expires.
-  EXPECT_EQ(url_expiry("https://cas-bridge.example/x?X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600&X-Amz-Signature=s"), at(1735693200));
+  EXPECT_EQ(url_expiry("https://cas-bridge.example/x?X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600&X-Amz-Signature=s"),
+            at(1735693200));
   // Both: the earlier wins.
-  EXPECT_EQ(url_expiry("https://c/x?X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600&Expires=1735690000"), at(1735690000));
+  EXPECT_EQ(url_expiry("https://c/x?X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600&Expires=1735690000"),
+            at(1735690000));
   EXPECT_FALSE(url_expiry("https://c/x?sig=kaio").has_value());
   EXPECT_FALSE(url_expiry("https://c/x?Expires=soon").has_value());
   EXPECT_FALSE(url_expiry("https://c/x?X-Amz-Date=2025&X-Amz-Expires=3600").has_value());
@@ -179,9 +181,12 @@ TEST_F(HubExpiry, DownloadPartsOutlivingTheUrlResolveAgainFirst) {
   ASSERT_EQ(result.wait_for(120s), std::future_status::ready);
   auto r = result.get();
   auto stats = hub.stats();
-  std::printf("split download paused past the URL lifetime: %s, %llu resolves (%llu after the pause), %llu CDN requests, %llu refused as expired\n",
-              r.ok ? "completed" : r.message.c_str(), stats.value("resolves", 0ull), stats.value("resolves", 0ull) - resolves_before,
-              stats.value("cdn_requests", 0ull), stats.value("expired_urls", 0ull));
+  std::printf(
+      "split download paused past the URL lifetime: %s, %llu resolves (%llu after the pause), %llu CDN requests, %llu "
+      "refused as expired\n",
+      r.ok ? "completed" : r.message.c_str(), stats.value("resolves", 0ull),
+      stats.value("resolves", 0ull) - resolves_before, stats.value("cdn_requests", 0ull),
+      stats.value("expired_urls", 0ull));
   EXPECT_TRUE(r.ok) << r.message;
   EXPECT_EQ(sha256_of(out_ / "big.bin"), sha256_of(repo_dir_ / "big.bin"));
   EXPECT_NE(downloader.network_status().state, State::auth_required) << downloader.network_status().reason;
@@ -222,8 +227,9 @@ TEST_F(HubExpiry, CdnRefusalIsRetriedThroughResolveAndIsNotAuth) {
   ASSERT_EQ(second.wait_for(120s), std::future_status::ready);
   auto r2 = second.get();
   auto stats = hub.stats();
-  std::printf("CDN refusals: %llu answered 403 Request has expired; downloads %s, %s after %llu resolves\n", stats.value("expired_urls", 0ull),
-              r1.ok ? "completed" : r1.message.c_str(), r2.ok ? "completed" : r2.message.c_str(), stats.value("resolves", 0ull));
+  std::printf("CDN refusals: %llu answered 403 Request has expired; downloads %s, %s after %llu resolves\n",
+              stats.value("expired_urls", 0ull), r1.ok ? "completed" : r1.message.c_str(),
+              r2.ok ? "completed" : r2.message.c_str(), stats.value("resolves", 0ull));
   EXPECT_TRUE(r2.ok) << r2.message;
   if (r1.ok) {
     EXPECT_EQ(sha256_of(out_ / "mid.bin"), sha256_of(repo_dir_ / "mid.bin"));
@@ -271,7 +277,9 @@ TEST_F(HubExpiry, StreamPausedLongerThanTheUrlLifetimeContinues) {
   write_random(repo_dir_ / "huge.bin", 40'000'000, 14);  // more than the stream buffer and the socket buffers hold
   // URLs live 3 s (4 at most, Expires being whole seconds); a reader that takes
   // nothing for 5 s has its body cut, so by then the URL has expired.
-  HubProcess hub(root_, {"--faults", R"({"url_lifetime_ms": 3000, "send_timeout_ms": 5000, "drop_after": 2000000, "drop_count": 2})"});
+  HubProcess hub(
+      root_,
+      {"--faults", R"({"url_lifetime_ms": 3000, "send_timeout_ms": 5000, "drop_after": 2000000, "drop_count": 2})"});
   ASSERT_TRUE(hub.ok());
   fetch::HubTuning tuning;
   tuning.url_expiry_margin = 300ms;
@@ -284,23 +292,27 @@ TEST_F(HubExpiry, StreamPausedLongerThanTheUrlLifetimeContinues) {
   // The pause: wait for kaio-hub to cut the body nobody reads.
   ASSERT_TRUE(wait_until([&] { return hub.stats()["send_timeouts"].get<int>() >= 1; }, 90s)) << hub.stats().dump();
   auto paused = hub.stats();
-  EXPECT_GE(paused["now_ms"].get<int64_t>(), paused["signed_urls_valid_until_ms"].get<int64_t>()) << "the URL outlived the pause";
+  EXPECT_GE(paused["now_ms"].get<int64_t>(), paused["signed_urls_valid_until_ms"].get<int64_t>())
+      << "the URL outlived the pause";
   try {
     data += read_all(*stream);
   } catch (const Error& e) {
     FAIL() << "the stream failed after the pause: " << e.what();
   }
   auto stats = hub.stats();
-  std::printf("stream paused past the URL lifetime: %zu bytes, %llu drops, %llu cut by send timeout, %llu CDN requests, %llu resolves, %llu refused as expired\n",
-              data.size(), stats["faults"].value("drop", 0ull), stats.value("send_timeouts", 0ull), stats.value("cdn_requests", 0ull),
-              stats.value("resolves", 0ull), stats.value("expired_urls", 0ull));
+  std::printf(
+      "stream paused past the URL lifetime: %zu bytes, %llu drops, %llu cut by send timeout, %llu CDN requests, %llu "
+      "resolves, %llu refused as expired\n",
+      data.size(), stats["faults"].value("drop", 0ull), stats.value("send_timeouts", 0ull),
+      stats.value("cdn_requests", 0ull), stats.value("resolves", 0ull), stats.value("expired_urls", 0ull));
   EXPECT_EQ(data.size(), huge.size);
   EXPECT_EQ(sha256_text(data), huge.sha256);
   EXPECT_NE(client.network_status().state, State::auth_required) << client.network_status().reason;
   EXPECT_EQ(stats["faults"]["drop"].get<int>(), 2);
   EXPECT_EQ(stats["expired_urls"].get<int>(), 0) << "a reconnect used a URL past its Expires";
   EXPECT_GE(stats["resolves"].get<int>(), 2) << "the reconnect after the pause did not resolve again";
-  EXPECT_LT(stats["resolves"].get<int>(), stats["cdn_requests"].get<int>()) << "every reconnect resolved again: the fresh URL was not reused";
+  EXPECT_LT(stats["resolves"].get<int>(), stats["cdn_requests"].get<int>())
+      << "every reconnect resolved again: the fresh URL was not reused";
 }
 
 // Files over the unranged limit (50 GB on the Hub; lowered here) are only ever
@@ -332,8 +344,8 @@ TEST_F(HubExpiry, LargeFileIsOnlyFetchedWithRanges) {
     }
   }
   auto stats = hub.stats();
-  std::printf("files over the unranged limit: %llu range requests, %llu unranged GETs refused\n", stats.value("range_requests", 0ull),
-              stats.value("unranged_refused", 0ull));
+  std::printf("files over the unranged limit: %llu range requests, %llu unranged GETs refused\n",
+              stats.value("range_requests", 0ull), stats.value("unranged_refused", 0ull));
   EXPECT_EQ(stats["unranged_refused"].get<int>(), 0) << stats.dump();
   EXPECT_GE(stats["range_requests"].get<int>(), 4);  // two files, downloaded and streamed
 }

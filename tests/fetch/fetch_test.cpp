@@ -34,8 +34,9 @@ class HubFixture : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::vector<std::string> fetch_args(const HubProcess& hub, std::vector<std::string> extra = {}) const {
-    std::vector<std::string> args = {"--repo", "org/ds", "--out", out_.string(), "--endpoint", hub.url(), "--split-min-size", "1MB",
-                                     "--stall-timeout", "2s", "--max-backoff", "2s"};
+    std::vector<std::string> args = {
+        "--repo",           "org/ds", "--out",           out_.string(), "--endpoint",    hub.url(),
+        "--split-min-size", "1MB",    "--stall-timeout", "2s",          "--max-backoff", "2s"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   }
@@ -174,7 +175,9 @@ struct FaultCase {
   const char* counter;
 };
 
-void PrintTo(const FaultCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const FaultCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class FetchFaults : public HubFixture, public ::testing::WithParamInterface<FaultCase> {};
 
@@ -202,7 +205,9 @@ INSTANTIATE_TEST_SUITE_P(
                       FaultCase{"throttle", R"({"throttle_bps": 2000000})", "none"},
                       // Signed URLs that live 1.5 s (under kaio-fetch's 60 s margin, so every request resolves
                       // again) and four CDN requests refused as expired whatever their URL says.
-                      FaultCase{"expired", R"({"url_lifetime_ms": 1500, "cdn_expired_count": 4, "throttle_bps": 1000000})", "expired_url"},
+                      FaultCase{"expired",
+                                R"({"url_lifetime_ms": 1500, "cdn_expired_count": 4, "throttle_bps": 1000000})",
+                                "expired_url"},
                       FaultCase{"mixed", R"({"drop_after": 250000, "drop_count": 4, "rate_429": 0.15, "rate_5xx": 0.15,
                                               "stall_after": 100000, "stall_ms": 4000, "stall_count": 1, "corrupt_first": true})",
                                 "drop"}),
@@ -219,7 +224,8 @@ TEST_F(HubFixture, OutageOfTwentySecondsMidDownloadHeals) {
   auto running = std::async(std::launch::async, [&] { return run_fetch(fetch_args(hub)); });
   uint64_t sent = 0;
   auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(300);
-  while (std::chrono::steady_clock::now() < limit && running.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
+  while (std::chrono::steady_clock::now() < limit &&
+         running.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) {
     sent = hub.stats()["bytes_sent"].get<uint64_t>();
     if (sent >= total / 4) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // poll interval only
@@ -312,7 +318,8 @@ TEST_F(HubFixture, DownloaderPausesKeepsPartsAndResumesSplit) {
   config.stall_timeout = std::chrono::milliseconds(2000);
   fetch::Downloader downloader(hub.url(), std::nullopt, config);
   std::promise<fetch::DownloadResult> done;
-  downloader.submit({"org/ds", sha, files[0], out_ / "big.bin"}, [&](const fetch::DownloadResult& r) { done.set_value(r); });
+  downloader.submit({"org/ds", sha, files[0], out_ / "big.bin"},
+                    [&](const fetch::DownloadResult& r) { done.set_value(r); });
   // Pause once bytes have arrived (observed, not timed).
   auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(300);
   while (downloader.progress().done == 0 && std::chrono::steady_clock::now() < limit)

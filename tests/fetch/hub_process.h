@@ -9,13 +9,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "fetch/hash.h"
 #include "tests/support/process.h"
@@ -24,11 +23,14 @@ namespace kaio::test {
 
 namespace fs = std::filesystem;
 
-inline fs::path tool(const std::string& name) { return fs::path(KAIO_BUILD_DIR) / "tools" / name / name; }
+inline fs::path tool(const std::string& name) {
+  return fs::path(KAIO_BUILD_DIR) / "tools" / name / name;
+}
 
 inline fs::path temp_dir(const std::string& tag) {
-  fs::path dir = fs::temp_directory_path() / ("kaio-" + tag + "-" + std::to_string(::getpid()) + "-" +
-                                              std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  fs::path dir =
+      fs::temp_directory_path() / ("kaio-" + tag + "-" + std::to_string(::getpid()) + "-" +
+                                   std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
   fs::create_directories(dir);
   return dir;
 }
@@ -41,14 +43,17 @@ inline void write_random(const fs::path& file, size_t size, uint64_t seed) {
   std::ofstream(file, std::ios::binary) << data;
 }
 
-inline std::string sha256_of(const fs::path& file) { return fetch::hash_file(file, fetch::HashKind::sha256, false); }
+inline std::string sha256_of(const fs::path& file) {
+  return fetch::hash_file(file, fetch::HashKind::sha256, false);
+}
 
 // A kaio-hub child process; killed when the object goes away.
 class HubProcess {
  public:
   HubProcess(const fs::path& root, std::vector<std::string> extra = {}) {
     port_file_ = root.parent_path() / (root.filename().string() + ".port");
-    std::vector<std::string> args = {tool("kaio-hub").string(), "--root", root.string(), "--port", "0", "--port-file", port_file_.string()};
+    std::vector<std::string> args = {tool("kaio-hub").string(), "--root", root.string(), "--port", "0", "--port-file",
+                                     port_file_.string()};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -72,7 +77,9 @@ class HubProcess {
     std::string cmd = "curl -s -m 10 -X POST --data-binary '" + j.dump() + "' " + url() + "/_kaio/faults >/dev/null";
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("cannot set faults");
   }
-  nlohmann::json stats() const { return nlohmann::json::parse(run_command("curl -s -m 10 " + url() + "/_kaio/stats", 20).output); }
+  nlohmann::json stats() const {
+    return nlohmann::json::parse(run_command("curl -s -m 10 " + url() + "/_kaio/stats", 20).output);
+  }
 
  private:
   fs::path port_file_;

@@ -23,8 +23,8 @@ TEST(KaioHubNode, OfficialJsClientListsAndDownloads) {
   HubProcess hub(dir / "root", {"--page-size", "2", "--lfs-threshold", "1000000"});
   ASSERT_TRUE(hub.ok());
 
-  std::string script = "cd " + shell_quote(node_dir.string()) + " && node fidelity.mjs " + shell_quote(hub.url()) + " org/videos " +
-                       shell_quote((dir / "out").string());
+  std::string script = "cd " + shell_quote(node_dir.string()) + " && node fidelity.mjs " + shell_quote(hub.url()) +
+                       " org/videos " + shell_quote((dir / "out").string());
   auto run = run_command("sh -c " + shell_quote(script), 120);
   const std::string& output = run.output;
   ASSERT_EQ(run.exit_code, 0) << output;

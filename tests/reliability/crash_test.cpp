@@ -73,7 +73,9 @@ std::pair<fs::path, std::string> repo_for(const fs::path& data, bool cut) {
   for (const auto& e : fs::recursive_directory_iterator(data))
     if (e.is_regular_file() && e.path().extension() == ".gz") archives.push_back(fs::relative(e.path(), data));
   std::sort(archives.begin(), archives.end());
-  if (archives.size() < 3) throw std::runtime_error("KAIO_CUT_ARCHIVE needs at least 3 archives, the dataset has " + std::to_string(archives.size()));
+  if (archives.size() < 3)
+    throw std::runtime_error("KAIO_CUT_ARCHIVE needs at least 3 archives, the dataset has " +
+                             std::to_string(archives.size()));
   const fs::path victim = archives[1];
   fs::path out = data.string() + "-cut60";
   if (fs::exists(out / ".complete")) return {out, victim.string()};
@@ -108,14 +110,17 @@ int64_t failed_files(const fs::path& db) {
   }
 }
 std::string failed_rows(const fs::path& db) {
-  return sql_copy(db, "select f.path, s.epoch, s.reason from file_states s join files f on f.id = s.file_id where s.state = 'failed'");
+  return sql_copy(
+      db,
+      "select f.path, s.epoch, s.reason from file_states s join files f on f.id = s.file_id where s.state = 'failed'");
 }
 
 }  // namespace
 
 TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   const int kills_wanted = static_cast<int>(env_int("KAIO_KILLS", 10));
-  const std::string budget = std::getenv("KAIO_BUDGET") && *std::getenv("KAIO_BUDGET") ? std::getenv("KAIO_BUDGET") : "12MB";
+  const std::string budget =
+      std::getenv("KAIO_BUDGET") && *std::getenv("KAIO_BUDGET") ? std::getenv("KAIO_BUDGET") : "12MB";
   std::mt19937 rng(static_cast<unsigned>(env_int("KAIO_SEED", 1)));
   DatasetSpec spec = spec_from_env();
   const int epochs = static_cast<int>(env_int("KAIO_EPOCHS", 2));
@@ -157,7 +162,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     start_kaiod(kaiod, ref);
     sampler.set_pid(kaiod.pid());  // deleted-but-open files of kaiod count too
     auto st = kaiod.wait_for(run_limit);
-    ASSERT_TRUE(st.has_value()) << "the uninterrupted run did not finish within " << run_limit.count() << " s\n" << tail(read_text(ref.log()));
+    ASSERT_TRUE(st.has_value()) << "the uninterrupted run did not finish within " << run_limit.count() << " s\n"
+                                << tail(read_text(ref.log()));
     ASSERT_FALSE(kaiod.watchdog_tripped()) << tail(read_text(ref.log()));
     ASSERT_EQ(kaiod.exit_code(), 0) << tail(read_text(ref.log()));
     reference.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -173,8 +179,10 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     expect_no_orphans(ref);
     reference_failed = failed_files(ref.db());
     if (cut)
-      EXPECT_EQ(reference_failed, 1) << "the cut archive " << cut_file << " must fail its file (files.failed == 1); failed rows: "
-                                     << failed_rows(ref.db()) << "\n" << tail(read_text(ref.log()));
+      EXPECT_EQ(reference_failed, 1) << "the cut archive " << cut_file
+                                     << " must fail its file (files.failed == 1); failed rows: "
+                                     << failed_rows(ref.db()) << "\n"
+                                     << tail(read_text(ref.log()));
     else
       EXPECT_EQ(reference_failed, 0) << failed_rows(ref.db());
   }
@@ -195,7 +203,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   if (cut) {
     // The cut file delivers clips before it fails: those are trained (its row in
     // the ledger lists the clips it delivered).
-    std::istringstream ids(sql_copy(ref.db(), "select c.id from clips c join files f on f.id = c.file_id where f.path = '" + cut_file + "'"));
+    std::istringstream ids(sql_copy(
+        ref.db(), "select c.id from clips c join files f on f.id = c.file_id where f.path = '" + cut_file + "'"));
     for (std::string id; std::getline(ids, id);) cut_clips_trained += ref_clips.count(id);
     // kaiod's log names each clip it decoded with its file ("clip ... (member M
     // of FILE): N windows"): counted too, for a ledger that has compacted the
@@ -207,10 +216,13 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
       for (std::string line; std::getline(log, line);)
         if (line.find(" clip ") != std::string::npos && line.find(of) != std::string::npos) ++cut_clips_logged;
     }
-    std::printf("crash: cut archive %s (60%%): %zu of its clips trained in the uninterrupted run before its file failed (by the ledger; "
-                "%zu decodes of them in its log, all epochs)\n",
-                cut_file.c_str(), cut_clips_trained, cut_clips_logged);
-    EXPECT_GT(std::max(cut_clips_trained, cut_clips_logged), 0u) << "the cut archive must fail part-way, after delivering clips";
+    std::printf(
+        "crash: cut archive %s (60%%): %zu of its clips trained in the uninterrupted run before its file failed (by "
+        "the ledger; "
+        "%zu decodes of them in its log, all epochs)\n",
+        cut_file.c_str(), cut_clips_trained, cut_clips_logged);
+    EXPECT_GT(std::max(cut_clips_trained, cut_clips_logged), 0u)
+        << "the cut archive must fail part-way, after delivering clips";
   }
 
   // The same run killed with SIGKILL and restarted each time, in rounds of at
@@ -238,7 +250,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   bool stuck = false;  // a run that did not finish or failed: figures so far are still printed
   size_t replayed_lines = 0;
   int64_t resume_mismatches = 0;
-  int64_t lost = 0, repeated = 0, loss_mismatches = 0, order_mismatches = 0, length_mismatches = 0, failed_mismatches = 0;
+  int64_t lost = 0, repeated = 0, loss_mismatches = 0, order_mismatches = 0, length_mismatches = 0,
+          failed_mismatches = 0;
   // Pauses: one in each of `pauses_wanted` lives drawn among the first
   // kills_wanted (a pause that its life did not reach moves to the next life).
   std::set<int> pause_lives;
@@ -310,7 +323,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
         auto st = status_direct(crash.socket());
         if (!st || st->value("state", std::string()) != "paused") {
           if (!kaiod.running() || (st && st->value("state", std::string()) == "done")) return true;  // ended at once
-          ADD_FAILURE() << "after kaioctl pause, status is not paused: " << (st ? st->dump() : std::string("(no answer)"));
+          ADD_FAILURE() << "after kaioctl pause, status is not paused: "
+                        << (st ? st->dump() : std::string("(no answer)"));
           return false;
         }
         // Held: nothing trains while paused (the trace does not grow, the step stays).
@@ -320,11 +334,13 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
         auto held = status_direct(crash.socket());
         const size_t trace_after = read_trace(crash.trace()).size();
         pause_lines_while_paused += trace_after - trace_at_pause;
-        if (!held || held->value("state", std::string()) != "paused" || (*held)["train"].value("step", int64_t{-2}) != step_at_pause)
+        if (!held || held->value("state", std::string()) != "paused" ||
+            (*held)["train"].value("step", int64_t{-2}) != step_at_pause)
           ADD_FAILURE() << "kaiod did not stay paused: " << (held ? held->dump() : std::string("(no answer)"));
         r = kaioctl(crash, "resume", 60);
         if (r.exit_code != 0) {
-          ADD_FAILURE() << "kaioctl resume failed: " << r.output << "\nlog tail: " << tail(read_text(crash.log()), 1500);
+          ADD_FAILURE() << "kaioctl resume failed: " << r.output
+                        << "\nlog tail: " << tail(read_text(crash.log()), 1500);
           return false;
         }
         auto after = status_direct(crash.socket());
@@ -332,7 +348,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
           ADD_FAILURE() << "after kaioctl resume, status still says paused: " << after->dump();
           return false;
         }
-        pause_notes.push_back("life " + std::to_string(restarts) + " event " + std::to_string(events) + " step " + std::to_string(step_at_pause));
+        pause_notes.push_back("life " + std::to_string(restarts) + " event " + std::to_string(events) + " step " +
+                              std::to_string(step_at_pause));
         return true;
       };
       if (kills < round_target) {
@@ -366,14 +383,15 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
           log_lines.poll();
           const std::string& last_log_line = log_lines.last_line();
           auto has = [&](const char* w) { return last_log_line.find(w) != std::string::npos; };
-          std::string phase = has("checkpoint")                                       ? "checkpoint write/commit"
-                              : has("retention") || has("deleted")                    ? "deletion"
-                              : has("archive read") || has("extract")                 ? "extraction"
-                              : has("clip ") || has("decod")                          ? "decode"
-                              : has("download") || has("sha256") || has("verified")   ? "download"
-                              : has("ready") || has("resumed") || has("recover") || has("starting") || has("pinned") || has("selected")
-                                  ? "start-up/recovery"
-                                  : "other";
+          std::string phase =
+              has("checkpoint")                                     ? "checkpoint write/commit"
+              : has("retention") || has("deleted")                  ? "deletion"
+              : has("archive read") || has("extract")               ? "extraction"
+              : has("clip ") || has("decod")                        ? "decode"
+              : has("download") || has("sha256") || has("verified") ? "download"
+              : has("ready") || has("resumed") || has("recover") || has("starting") || has("pinned") || has("selected")
+                  ? "start-up/recovery"
+                  : "other";
           ++kills;
           kill_phase[phase]++;
           kill_events.push_back(k);
@@ -404,8 +422,9 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
       if (kaiod.running()) {
         // Stuck: say what kaiod reports about itself before it is killed.
         auto st = status(crash);
-        ADD_FAILURE() << "a life of round " << rounds << " neither reached its kill point nor finished within " << life_limit.count()
-                      << " s; kaioctl status: " << (st ? st->dump() : std::string("(no answer)")) << "\nlog tail: " << tail(read_text(crash.log()), 1500);
+        ADD_FAILURE() << "a life of round " << rounds << " neither reached its kill point nor finished within "
+                      << life_limit.count() << " s; kaioctl status: " << (st ? st->dump() : std::string("(no answer)"))
+                      << "\nlog tail: " << tail(read_text(crash.log()), 1500);
         stuck = true;
         break;
       }
@@ -414,7 +433,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
         break;
       }
       if (kaiod.exit_code() != 0) {
-        ADD_FAILURE() << "the last run of round " << rounds << " exited " << kaiod.exit_code() << ": " << tail(read_text(crash.log()), 1500);
+        ADD_FAILURE() << "the last run of round " << rounds << " exited " << kaiod.exit_code() << ": "
+                      << tail(read_text(crash.log()), 1500);
         stuck = true;
         break;
       }
@@ -434,7 +454,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     for (const auto& l : resumed) seen.emplace(l.epoch, l.clip, l.window);
     for (const auto& w : ref_windows)
       if (!seen.count(w)) ++lost;
-    for (auto it = seen.begin(); it != seen.end(); it = seen.upper_bound(*it)) repeated += static_cast<int64_t>(seen.count(*it)) - 1;
+    for (auto it = seen.begin(); it != seen.end(); it = seen.upper_bound(*it))
+      repeated += static_cast<int64_t>(seen.count(*it)) - 1;
     if (resumed.size() != reference.trace.size()) ++length_mismatches;
     for (size_t i = 0; i < std::min(resumed.size(), reference.trace.size()); ++i) {
       const auto& a = resumed[i];
@@ -446,7 +467,8 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     expect_no_orphans(crash);
     if (int64_t f = failed_files(crash.db()); f != reference_failed) {
       ++failed_mismatches;
-      ADD_FAILURE() << "round " << rounds << ": " << f << " failed files, the uninterrupted run " << reference_failed << ": " << failed_rows(crash.db());
+      ADD_FAILURE() << "round " << rounds << ": " << f << " failed files, the uninterrupted run " << reference_failed
+                    << ": " << failed_rows(crash.db());
     }
     if (kills < round_target) ++rounds_finished_early;  // the next round goes on counting
   }
@@ -457,37 +479,45 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
 
   json cfg = json::parse(read_text(crash.config_file()));
   std::string budget_text = cfg["storage"]["budget"];
-  std::printf("crash: dataset %llu bytes, %zu windows, %zu steps; uninterrupted run %.1f s, killed runs %.1f s (%d rounds), %d starts, %zu trace lines replayed\n",
-              static_cast<unsigned long long>(dataset_bytes), reference.trace.size(), static_cast<size_t>(reference.trace.back().step),
-              reference.seconds, crash_seconds, rounds, restarts, replayed_lines);
-  std::printf("crash: kills by what kaiod was logging last: %s; %d kills in lives that had trained steps\n", phases.c_str(),
-              kills_while_training);
+  std::printf(
+      "crash: dataset %llu bytes, %zu windows, %zu steps; uninterrupted run %.1f s, killed runs %.1f s (%d rounds), %d "
+      "starts, %zu trace lines replayed\n",
+      static_cast<unsigned long long>(dataset_bytes), reference.trace.size(),
+      static_cast<size_t>(reference.trace.back().step), reference.seconds, crash_seconds, rounds, restarts,
+      replayed_lines);
+  std::printf("crash: kills by what kaiod was logging last: %s; %d kills in lives that had trained steps\n",
+              phases.c_str(), kills_while_training);
   {
     int lo = kill_events.empty() ? 0 : *std::min_element(kill_events.begin(), kill_events.end());
     int hi = kill_events.empty() ? 0 : *std::max_element(kill_events.begin(), kill_events.end());
-    std::printf("crash: kill points drawn from progress events (log and trace lines; the uninterrupted run had %zu): k in 1..%d, "
-                "landed %d..%d; %d rounds ended by the run finishing before their kills were done\n",
-                reference_events, max_events, lo, hi, rounds_finished_early);
+    std::printf(
+        "crash: kill points drawn from progress events (log and trace lines; the uninterrupted run had %zu): k in "
+        "1..%d, "
+        "landed %d..%d; %d rounds ended by the run finishing before their kills were done\n",
+        reference_events, max_events, lo, hi, rounds_finished_early);
   }
   if (crash_peak_deleted > 0)
-    std::printf("crash: killed runs held up to %llu bytes of deleted files: %s\n", static_cast<unsigned long long>(crash_peak_deleted),
-                crash_peak_deleted_detail.c_str());
-  std::printf("crash: epochs %d, cut archive %s, failed files %lld (uninterrupted run), %lld rounds with another count; "
-              "pauses %d of %d (kaioctl pause/resume; %d lives killed after their pause; %zu trace lines while paused)%s%s\n",
-              epochs, cut ? cut_file.c_str() : "none", static_cast<long long>(reference_failed), static_cast<long long>(failed_mismatches),
-              pauses_done, pauses_wanted, kills_after_pause, pause_lines_while_paused, pause_notes.empty() ? "" : ": ",
-              [&] {
-                std::string n;
-                for (const auto& x : pause_notes) n += (n.empty() ? "" : "; ") + x;
-                return n;
-              }()
-                  .c_str());
+    std::printf("crash: killed runs held up to %llu bytes of deleted files: %s\n",
+                static_cast<unsigned long long>(crash_peak_deleted), crash_peak_deleted_detail.c_str());
+  std::printf(
+      "crash: epochs %d, cut archive %s, failed files %lld (uninterrupted run), %lld rounds with another count; "
+      "pauses %d of %d (kaioctl pause/resume; %d lives killed after their pause; %zu trace lines while paused)%s%s\n",
+      epochs, cut ? cut_file.c_str() : "none", static_cast<long long>(reference_failed),
+      static_cast<long long>(failed_mismatches), pauses_done, pauses_wanted, kills_after_pause,
+      pause_lines_while_paused, pause_notes.empty() ? "" : ": ",
+      [&] {
+        std::string n;
+        for (const auto& x : pause_notes) n += (n.empty() ? "" : "; ") + x;
+        return n;
+      }()
+          .c_str());
   if (stuck) std::printf("crash: STOPPED EARLY in round %d (see the failure above); figures up to then:\n", rounds);
-  std::printf("kills survived %d, windows lost %lld, repeated %lld, peak disk %llu / budget %s (%lld samples every 20 ms), "
-              "order mismatches %lld, loss mismatches %lld\n",
-              kills, static_cast<long long>(lost), static_cast<long long>(repeated), static_cast<unsigned long long>(peak), budget_text.c_str(),
-              static_cast<long long>(reference.samples + crash_samples), static_cast<long long>(order_mismatches),
-              static_cast<long long>(loss_mismatches));
+  std::printf(
+      "kills survived %d, windows lost %lld, repeated %lld, peak disk %llu / budget %s (%lld samples every 20 ms), "
+      "order mismatches %lld, loss mismatches %lld\n",
+      kills, static_cast<long long>(lost), static_cast<long long>(repeated), static_cast<unsigned long long>(peak),
+      budget_text.c_str(), static_cast<long long>(reference.samples + crash_samples),
+      static_cast<long long>(order_mismatches), static_cast<long long>(loss_mismatches));
   std::fflush(stdout);
 
   EXPECT_GT(dataset_bytes, 0u);
@@ -505,15 +535,16 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     // The budget as kaiod reads it: sizes in powers of 1000 or 1024.
     std::string b = budget_text;
     double n = std::stod(b);
-    uint64_t unit = b.find("GiB") != std::string::npos ? 1ull << 30
+    uint64_t unit = b.find("GiB") != std::string::npos   ? 1ull << 30
                     : b.find("MiB") != std::string::npos ? 1ull << 20
                     : b.find("GB") != std::string::npos  ? 1000000000ull
                     : b.find("MB") != std::string::npos  ? 1000000ull
-                                                          : 1ull;
+                                                         : 1ull;
     budget_limit = static_cast<uint64_t>(n * static_cast<double>(unit));
   }
-  EXPECT_LE(peak, budget_limit) << "the disk sampler saw more than the budget (it counts kaiod's deleted-but-open or mapped files too; "
-                                << "the most of those in one sample: " << crash_peak_deleted << " bytes: " << crash_peak_deleted_detail << ")";
+  EXPECT_LE(peak, budget_limit)
+      << "the disk sampler saw more than the budget (it counts kaiod's deleted-but-open or mapped files too; "
+      << "the most of those in one sample: " << crash_peak_deleted << " bytes: " << crash_peak_deleted_detail << ")";
   EXPECT_GT(dataset_bytes, budget_limit) << "the dataset must be larger than the budget";
   if (!HasFailure()) fs::remove_all(dir);
 }

@@ -2,11 +2,11 @@
 // NOTIFY_SOCKET (issue #7), hostile control-socket requests, and where the Hub
 // token may and may not go (issue #8, security checks).
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -105,8 +105,8 @@ int connect_unix(const fs::path& path) {
 }
 
 // Sends `request` (as is) and reads one reply line (bounded by SO_RCVTIMEO).
-std::string exchange(const fs::path& socket, const std::string& request, std::chrono::milliseconds pause_before_end = 0ms,
-                     const std::string& end = "") {
+std::string exchange(const fs::path& socket, const std::string& request,
+                     std::chrono::milliseconds pause_before_end = 0ms, const std::string& end = "") {
   int fd = connect_unix(socket);
   if (fd < 0) return "<connect failed>";
   size_t off = 0;
@@ -116,7 +116,8 @@ std::string exchange(const fs::path& socket, const std::string& request, std::ch
     off += static_cast<size_t>(n);
   }
   if (pause_before_end > 0ms) std::this_thread::sleep_for(pause_before_end);
-  if (!end.empty()) [[maybe_unused]] auto n = ::send(fd, end.data(), end.size(), MSG_NOSIGNAL);
+  if (!end.empty()) [[maybe_unused]]
+    auto n = ::send(fd, end.data(), end.size(), MSG_NOSIGNAL);
   std::string reply;
   char c;
   while (::recv(fd, &c, 1, 0) == 1 && c != '\n') reply += c;
@@ -137,7 +138,8 @@ class TlsServer {
     X509_gmtime_adj(X509_getm_notAfter(cert), 86400);
     X509_set_pubkey(cert, key);
     X509_NAME* name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1,
+                               0);
     X509_set_issuer_name(cert, name);
     X509_sign(cert, key, EVP_sha256());
     ctx_ = SSL_CTX_new(TLS_server_method());
@@ -215,10 +217,12 @@ TEST(Daemon, NotifyReadyStatusWatchdogStopping) {
   start_kaiod(kaiod, f.s, true,
               {{"NOTIFY_SOCKET", (f.dir / "notify.sock").string()}, {"WATCHDOG_USEC", std::to_string(watchdog_usec)}},
               {"WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT", "JOURNAL_STREAM"});
-  ASSERT_TRUE(wait_until([&] { return systemd.seen("READY=1") || !kaiod.running(); }, 300s)) << tail(read_text(f.s.log()));
+  ASSERT_TRUE(wait_until([&] { return systemd.seen("READY=1") || !kaiod.running(); }, 300s))
+      << tail(read_text(f.s.log()));
   ASSERT_TRUE(kaiod.running()) << tail(read_text(f.s.log()));
   // Training has begun: at least one step in the trace.
-  ASSERT_TRUE(wait_until([&] { return !read_trace(f.s.trace()).empty() || !kaiod.running(); }, 300s)) << tail(read_text(f.s.log()));
+  ASSERT_TRUE(wait_until([&] { return !read_trace(f.s.trace()).empty() || !kaiod.running(); }, 300s))
+      << tail(read_text(f.s.log()));
   // A few watchdog periods: until 5 more pings have come (counted, not timed).
   const size_t pings_before = systemd.count("WATCHDOG=1");
   ASSERT_TRUE(wait_until([&] { return systemd.count("WATCHDOG=1") >= pings_before + 5 || !kaiod.running(); }, 300s))
@@ -300,12 +304,16 @@ TEST(Daemon, NotifyReadyStatusWatchdogStopping) {
   int64_t checkpoint = last_durable_checkpoint(f.s.db());
   EXPECT_EQ(checkpoint, trace.back().step) << "the stop checkpoint must cover the last step trained";
   EXPECT_TRUE(fs::exists(f.s.socket()) == false) << "the control socket is removed on a clean stop";
-  std::printf("notify: READY=1 once (socket bound, ledger open, status answered: %s), %d STATUS= lines (first \"%s\", last \"%s\"), "
-              "%zu WATCHDOG=1 pings every %.0f ms on average (%.0f-%.0f) for WATCHDOG_USEC=%lld, STOPPING=1 %.0f ms after SIGTERM, stop checkpoint at step %lld "
-              "(last step trained %lld)\n",
-              ready_checks ? "yes" : "no", statuses, first_status.c_str(), last_status.c_str(), running_pings.size(), mean_gap, min_gap, max_gap,
-              static_cast<long long>(watchdog_usec), std::chrono::duration<double, std::milli>(stopping_at - sigterm_at).count(),
-              static_cast<long long>(checkpoint), static_cast<long long>(trace.back().step));
+  std::printf(
+      "notify: READY=1 once (socket bound, ledger open, status answered: %s), %d STATUS= lines (first \"%s\", last "
+      "\"%s\"), "
+      "%zu WATCHDOG=1 pings every %.0f ms on average (%.0f-%.0f) for WATCHDOG_USEC=%lld, STOPPING=1 %.0f ms after "
+      "SIGTERM, stop checkpoint at step %lld "
+      "(last step trained %lld)\n",
+      ready_checks ? "yes" : "no", statuses, first_status.c_str(), last_status.c_str(), running_pings.size(), mean_gap,
+      min_gap, max_gap, static_cast<long long>(watchdog_usec),
+      std::chrono::duration<double, std::milli>(stopping_at - sigterm_at).count(), static_cast<long long>(checkpoint),
+      static_cast<long long>(trace.back().step));
   if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
 }
 
@@ -318,14 +326,17 @@ TEST(Daemon, ControlSocketRefusesHostileRequestsAndKeepsServing) {
   f.s.write_config();
   Child kaiod;
   start_kaiod(kaiod, f.s);
-  ASSERT_TRUE(wait_until([&] { return status(f.s).has_value() || !kaiod.running(); }, 300s)) << tail(read_text(f.s.log()));
+  ASSERT_TRUE(wait_until([&] { return status(f.s).has_value() || !kaiod.running(); }, 300s))
+      << tail(read_text(f.s.log()));
 
   struct Case {
     std::string name, reply;
   };
   std::vector<Case> cases;
   cases.push_back({"oversized (100 KiB, no newline)", exchange(f.s.socket(), std::string(100 * 1024, 'x'))});
-  cases.push_back({"oversized line (70 KiB JSON)", exchange(f.s.socket(), "{\"v\":1,\"cmd\":\"status\",\"args\":{\"pad\":\"" + std::string(70 * 1024, 'a') + "\"}}\n")});
+  cases.push_back(
+      {"oversized line (70 KiB JSON)", exchange(f.s.socket(), "{\"v\":1,\"cmd\":\"status\",\"args\":{\"pad\":\"" +
+                                                                  std::string(70 * 1024, 'a') + "\"}}\n")});
   cases.push_back({"malformed JSON", exchange(f.s.socket(), "{\"v\":1,\"cmd\":\n")});
   cases.push_back({"not an object", exchange(f.s.socket(), "[1,2,3]\n")});
   cases.push_back({"unknown command", exchange(f.s.socket(), "{\"v\":1,\"cmd\":\"rm -rf\",\"args\":{}}\n")});
@@ -379,14 +390,16 @@ TEST(Daemon, ControlSocketRefusesHostileRequestsAndKeepsServing) {
     std::printf("control: %s -> %s\n", c.name.c_str(), c.reply.substr(0, 160).c_str());
   }
   EXPECT_EQ(during.exit_code, 0) << "status while a slow client holds a connection: " << during.output;
-  EXPECT_LT(during_at, slow_reply_at) << "a slow client must not hold up others: status was answered only after the slow request was cut ("
-                                      << during_ms << " ms)";
+  EXPECT_LT(during_at, slow_reply_at)
+      << "a slow client must not hold up others: status was answered only after the slow request was cut (" << during_ms
+      << " ms)";
   std::printf("control: the slow request was cut after %.1f s (the deadline is 5 s)\n", slow_s);
   EXPECT_TRUE(kaiod.running()) << tail(read_text(f.s.log()));
   auto after = status(f.s);
   ASSERT_TRUE(after.has_value()) << "kaiod stopped answering";
-  std::printf("control: %zu hostile requests refused, status answered in %.0f ms during a slow request, kaiod state %s\n", cases.size(), during_ms,
-              (*after)["state"].get<std::string>().c_str());
+  std::printf(
+      "control: %zu hostile requests refused, status answered in %.0f ms during a slow request, kaiod state %s\n",
+      cases.size(), during_ms, (*after)["state"].get<std::string>().c_str());
   kaiod.signal(SIGTERM);
   EXPECT_TRUE(kaiod.wait_for(300s).has_value());
   if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
@@ -419,7 +432,8 @@ TEST(Security, TokenNeverShownAndNeverSentToOtherHosts) {
   // The right token: the run finishes; status, ls and the log are scanned.
   Child kaiod;
   start_kaiod(kaiod, f.s, true, {{"HF_TOKEN", token}});
-  ASSERT_TRUE(wait_until([&] { return status(f.s).has_value() || !kaiod.running(); }, 300s)) << tail(read_text(f.s.log()));
+  ASSERT_TRUE(wait_until([&] { return status(f.s).has_value() || !kaiod.running(); }, 300s))
+      << tail(read_text(f.s.log()));
   auto run_started = Clock::now();
   while (kaiod.running()) {
     auto r = kaioctl(f.s, "status --json");
@@ -433,7 +447,9 @@ TEST(Security, TokenNeverShownAndNeverSentToOtherHosts) {
   }
   EXPECT_EQ(kaiod.exit_code(), 0) << tail(read_text(f.s.log()));
   outputs += read_text(f.s.log()) + read_text(f.s.trace()) + read_text(f.dir / "hub.log");
-  outputs += run_command(shell_quote(kaiod_bin().string()) + " --check-config " + shell_quote(f.s.config_file().string()), 30).output;
+  outputs +=
+      run_command(shell_quote(kaiod_bin().string()) + " --check-config " + shell_quote(f.s.config_file().string()), 30)
+          .output;
   outputs += sql(f.s.db(), ".dump");
   for (const auto& e : fs::recursive_directory_iterator(f.s.dir))
     if (e.is_regular_file()) outputs += read_text(e.path());
@@ -441,8 +457,10 @@ TEST(Security, TokenNeverShownAndNeverSentToOtherHosts) {
   for (size_t at = outputs.find(token); at != std::string::npos; at = outputs.find(token, at + 1)) ++hits;
   auto stats = f.hub->stats();
   uint64_t cdn = stats.value("cdn_requests", 0ull), cdn_auth = stats.value("cdn_requests_with_authorization", 0ull);
-  std::printf("security: token found %zu times in %zu bytes of logs, status, ls, errors, ledger, trace and files; CDN requests %llu, with Authorization %llu\n",
-              hits, outputs.size(), static_cast<unsigned long long>(cdn), static_cast<unsigned long long>(cdn_auth));
+  std::printf(
+      "security: token found %zu times in %zu bytes of logs, status, ls, errors, ledger, trace and files; CDN requests "
+      "%llu, with Authorization %llu\n",
+      hits, outputs.size(), static_cast<unsigned long long>(cdn), static_cast<unsigned long long>(cdn_auth));
   EXPECT_EQ(hits, 0u);
   EXPECT_GT(cdn, 0u) << "the LFS files must go through the CDN redirect";
   EXPECT_EQ(cdn_auth, 0u) << "Authorization sent to another host after a redirect";
@@ -467,7 +485,8 @@ TEST(Security, ACrashLeavesNoCoreFile) {
   start_kaiod(kaiod, f.s, false, {{"HF_TOKEN", token}});
   fs::current_path(cwd);
   ASSERT_EQ(::setrlimit(RLIMIT_CORE, &before), 0);
-  ASSERT_TRUE(wait_until([&] { return status(f.s).has_value() || !kaiod.running(); }, 300s)) << tail(read_text(f.s.log()));
+  ASSERT_TRUE(wait_until([&] { return status(f.s).has_value() || !kaiod.running(); }, 300s))
+      << tail(read_text(f.s.log()));
   ASSERT_TRUE(kaiod.running()) << tail(read_text(f.s.log()));
 
   std::string limits = read_text("/proc/" + std::to_string(kaiod.pid()) + "/limits");
@@ -489,9 +508,12 @@ TEST(Security, ACrashLeavesNoCoreFile) {
   EXPECT_EQ(cores, 0u);
   std::string pattern = read_text("/proc/sys/kernel/core_pattern");
   while (!pattern.empty() && std::isspace(static_cast<unsigned char>(pattern.back()))) pattern.pop_back();
-  std::printf("security: kaiod core limit %s/%s (started with %s allowed), SIGSEGV: core dumped %s, core files %zu, with the token %zu (core_pattern %s)\n",
-              m[1].str().c_str(), m[2].str().c_str(), allowed.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(allowed.rlim_cur).c_str(),
-              WCOREDUMP(*exit_status) ? "yes" : "no", cores, hits, pattern.c_str());
+  std::printf(
+      "security: kaiod core limit %s/%s (started with %s allowed), SIGSEGV: core dumped %s, core files %zu, with the "
+      "token %zu (core_pattern %s)\n",
+      m[1].str().c_str(), m[2].str().c_str(),
+      allowed.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(allowed.rlim_cur).c_str(),
+      WCOREDUMP(*exit_status) ? "yes" : "no", cores, hits, pattern.c_str());
   if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
 }
 
@@ -509,23 +531,28 @@ TEST(Security, TlsVerifiedAndPlainHttpLogged) {
   s.write_config();
   Child kaiod;
   // Environment switches other tools honour must not turn verification off.
-  start_kaiod(kaiod, s, false, {{"GIT_SSL_NO_VERIFY", "1"}, {"PYTHONHTTPSVERIFY", "0"}, {"NODE_TLS_REJECT_UNAUTHORIZED", "0"},
-                                {"HF_HUB_DISABLE_SSL_VERIFICATION", "1"}});
-  ASSERT_TRUE(kaiod.wait_for(300s).has_value()) << "kaiod kept running against an unverifiable TLS server: " << tail(read_text(s.log()));
+  start_kaiod(kaiod, s, false,
+              {{"GIT_SSL_NO_VERIFY", "1"},
+               {"PYTHONHTTPSVERIFY", "0"},
+               {"NODE_TLS_REJECT_UNAUTHORIZED", "0"},
+               {"HF_HUB_DISABLE_SSL_VERIFICATION", "1"}});
+  ASSERT_TRUE(kaiod.wait_for(300s).has_value())
+      << "kaiod kept running against an unverifiable TLS server: " << tail(read_text(s.log()));
   std::string log = read_text(s.log());
   EXPECT_NE(kaiod.exit_code(), 0);
   EXPECT_TRUE(log.find("certificate") != std::string::npos || log.find("SSL") != std::string::npos) << log;
   std::string said = log;
   if (auto at = log.find("kaiod: "); at != std::string::npos) said = log.substr(at, log.find('\n', at) - at);
-  std::printf("security: self-signed https endpoint (%d TLS handshakes tried, %d completed) -> exit %d: %s\n", server.attempts(), server.completed(),
-              kaiod.exit_code(), said.c_str());
+  std::printf("security: self-signed https endpoint (%d TLS handshakes tried, %d completed) -> exit %d: %s\n",
+              server.attempts(), server.completed(), kaiod.exit_code(), said.c_str());
   EXPECT_GT(server.attempts(), 0) << "kaiod never reached the TLS server";
   EXPECT_EQ(server.completed(), 0) << "kaiod completed a TLS handshake with an unverifiable certificate";
   // No config key turns it off.
   json c = json::parse(read_text(s.config_file()));
   c["fetch"]["insecure"] = true;
   std::ofstream(s.config_file()) << c.dump();
-  auto check = run_command(shell_quote(kaiod_bin().string()) + " --check-config " + shell_quote(s.config_file().string()), 30);
+  auto check =
+      run_command(shell_quote(kaiod_bin().string()) + " --check-config " + shell_quote(s.config_file().string()), 30);
   EXPECT_NE(check.exit_code, 0) << check.output;
   EXPECT_NE(check.output.find("insecure"), std::string::npos) << check.output;
   std::printf("security: fetch.insecure -> %s", check.output.c_str());
@@ -539,7 +566,8 @@ TEST(Security, TlsVerifiedAndPlainHttpLogged) {
   std::string plain = read_text(f.s.log());
   auto at = plain.find("plain http");
   EXPECT_NE(at, std::string::npos) << tail(plain);
-  if (at != std::string::npos) std::printf("security: http endpoint -> ...%s\n", plain.substr(at > 60 ? at - 60 : 0, 120).c_str());
+  if (at != std::string::npos)
+    std::printf("security: http endpoint -> ...%s\n", plain.substr(at > 60 ? at - 60 : 0, 120).c_str());
   k2.signal(SIGTERM);
   k2.wait_for(300s);
   if (!::testing::Test::HasFailure()) {

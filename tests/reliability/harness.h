@@ -3,6 +3,7 @@
 // binaries as child processes on loopback, each in its own temp folder. Every
 // child is killed and reaped when its object goes away; every wait is bounded.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,19 +11,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <set>
@@ -30,8 +30,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/fs.h"
 #include "tests/support/disk_sampler.h"
@@ -43,18 +41,26 @@ namespace kaio::reliability {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-using nlohmann::json;
 using kaio::test::CommandResult;
 using kaio::test::DiskSampler;
 using kaio::test::ProgressSample;
 using kaio::test::ProgressWatchdog;
 using kaio::test::run_command;
 using kaio::test::shell_quote;
+using nlohmann::json;
 
-inline fs::path build_dir() { return KAIO_BUILD_DIR; }
-inline fs::path tool(const std::string& name) { return build_dir() / "tools" / name / name; }
-inline fs::path kaiod_bin() { return build_dir() / "daemon" / "kaiod"; }
-inline fs::path kaioctl_bin() { return build_dir() / "daemon" / "kaioctl"; }
+inline fs::path build_dir() {
+  return KAIO_BUILD_DIR;
+}
+inline fs::path tool(const std::string& name) {
+  return build_dir() / "tools" / name / name;
+}
+inline fs::path kaiod_bin() {
+  return build_dir() / "daemon" / "kaiod";
+}
+inline fs::path kaioctl_bin() {
+  return build_dir() / "daemon" / "kaioctl";
+}
 
 // KAIO_SOAK=1 selects the long forms; each figure can also be set on its own.
 inline bool soak() {
@@ -74,8 +80,8 @@ inline std::string read_text(const fs::path& file) {
 }
 
 inline fs::path make_temp_dir(const std::string& tag) {
-  fs::path dir = fs::temp_directory_path() /
-                 ("kaio-rel-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(Clock::now().time_since_epoch().count() % 1000000007));
+  fs::path dir = fs::temp_directory_path() / ("kaio-rel-" + tag + "-" + std::to_string(::getpid()) + "-" +
+                                              std::to_string(Clock::now().time_since_epoch().count() % 1000000007));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
@@ -94,8 +100,8 @@ class Child {
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
 
-  void start(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {},
-             const std::vector<std::string>& unset = {}) {
+  void start(const std::vector<std::string>& args, const fs::path& log,
+             const std::map<std::string, std::string>& env = {}, const std::vector<std::string>& unset = {}) {
     kill_and_reap();
     std::lock_guard lock(mutex_);
     exit_status_.reset();
@@ -181,9 +187,9 @@ struct DatasetSpec {
   uint64_t target_bytes = 0;  // > 0: kaio-mkdata --target-bytes instead of --clips
   int seed = 7;
   std::string key() const {
-    return "c" + std::to_string(clips) + "-a" + std::to_string(clips_per_archive) + "-s" + std::to_string(static_cast<int>(seconds * 10)) + "-" +
-           std::to_string(width) + "x" + std::to_string(height) + "-f" + std::to_string(fps) + "-t" + std::to_string(target_bytes) + "-r" +
-           std::to_string(seed);
+    return "c" + std::to_string(clips) + "-a" + std::to_string(clips_per_archive) + "-s" +
+           std::to_string(static_cast<int>(seconds * 10)) + "-" + std::to_string(width) + "x" + std::to_string(height) +
+           "-f" + std::to_string(fps) + "-t" + std::to_string(target_bytes) + "-r" + std::to_string(seed);
   }
 };
 
@@ -192,11 +198,13 @@ inline fs::path dataset(const DatasetSpec& spec) {
   if (fs::exists(cache / ".complete")) return cache;
   fs::path tmp = cache.string() + ".tmp-" + std::to_string(::getpid());
   fs::remove_all(tmp);
-  std::string cmd = shell_quote(tool("kaio-mkdata").string()) + " --layout llava --out " + shell_quote(tmp.string()) + " --seed " +
-                    std::to_string(spec.seed) + " --clips-per-archive " + std::to_string(spec.clips_per_archive) + " --seconds " +
-                    std::to_string(spec.seconds) + " --width " + std::to_string(spec.width) + " --height " + std::to_string(spec.height) +
-                    " --fps " + std::to_string(spec.fps) +
-                    (spec.target_bytes ? " --target-bytes " + std::to_string(spec.target_bytes) : " --clips " + std::to_string(spec.clips));
+  std::string cmd = shell_quote(tool("kaio-mkdata").string()) + " --layout llava --out " + shell_quote(tmp.string()) +
+                    " --seed " + std::to_string(spec.seed) + " --clips-per-archive " +
+                    std::to_string(spec.clips_per_archive) + " --seconds " + std::to_string(spec.seconds) +
+                    " --width " + std::to_string(spec.width) + " --height " + std::to_string(spec.height) + " --fps " +
+                    std::to_string(spec.fps) +
+                    (spec.target_bytes ? " --target-bytes " + std::to_string(spec.target_bytes)
+                                       : " --clips " + std::to_string(spec.clips));
   auto r = run_command(cmd, 1800);
   if (r.exit_code != 0) throw std::runtime_error("kaio-mkdata failed: " + r.output);
   std::ofstream(tmp / ".complete") << r.output;
@@ -217,10 +225,12 @@ inline uint64_t repo_bytes(const fs::path& repo) {
 // kaio-hub serving root/<org>/<name>.
 class Hub {
  public:
-  Hub(const fs::path& root, const fs::path& log, std::vector<std::string> extra = {}) : port_file_(root.string() + ".port") {
+  Hub(const fs::path& root, const fs::path& log, std::vector<std::string> extra = {})
+      : port_file_(root.string() + ".port") {
     fs::remove(port_file_);
-    std::vector<std::string> args = {tool("kaio-hub").string(), "--root", root.string(), "--port", "0", "--cdn-port", "0", "--port-file",
-                                     port_file_.string()};
+    std::vector<std::string> args = {
+        tool("kaio-hub").string(), "--root", root.string(), "--port", "0", "--cdn-port", "0", "--port-file",
+        port_file_.string()};
     args.insert(args.end(), extra.begin(), extra.end());
     child_.start(args, log);
     for (int i = 0; i < 600 && !fs::exists(port_file_) && child_.running(); ++i) std::this_thread::sleep_for(50ms);
@@ -230,7 +240,8 @@ class Hub {
   int port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   void faults(const json& j) const {
-    auto r = run_command("curl -s -f -m 10 -X POST --data-binary " + shell_quote(j.dump()) + " " + url() + "/_kaio/faults", 20);
+    auto r = run_command(
+        "curl -s -f -m 10 -X POST --data-binary " + shell_quote(j.dump()) + " " + url() + "/_kaio/faults", 20);
     if (r.exit_code != 0) throw std::runtime_error("cannot set faults: " + r.output);
   }
   json stats() const {
@@ -246,7 +257,7 @@ class Hub {
 
 // One kaiod run's folders and config.
 struct DaemonSetup {
-  fs::path dir;                  // the test's folder; cache/ and state/ are what the budget covers
+  fs::path dir;  // the test's folder; cache/ and state/ are what the budget covers
   std::string endpoint, repo = "kaio-test/llava";
   std::string budget = "16MB";
   json source_extra = json::object(), fetch = json::object(), decode = json::object(), train = json::object();
@@ -262,13 +273,17 @@ struct DaemonSetup {
     json c;
     c["source"] = {{"endpoint", endpoint}, {"repo", repo}, {"include", {"**/*.tar.gz"}}};
     c["source"].update(source_extra);
-    c["storage"] = {{"cache_dir", cache().string()}, {"state_dir", state().string()}, {"budget", budget}, {"free_disk_floor", "10MB"}};
+    c["storage"] = {{"cache_dir", cache().string()},
+                    {"state_dir", state().string()},
+                    {"budget", budget},
+                    {"free_disk_floor", "10MB"}};
     c["fetch"] = {{"max_backoff", "2s"}, {"stall_timeout", "5s"}, {"connect_timeout", "5s"}};
     c["fetch"].update(fetch);
     c["decode"] = {{"frames", 8}, {"stride", 8}, {"fps", 4}, {"size", 32}, {"workers", 2}};
     c["decode"].update(decode);
-    c["train"] = {{"backend", "cpu"},       {"model", "tiny"}, {"batch_size", 4}, {"checkpoint_every", 4}, {"shuffle_clips", 4},
-                  {"lr", 0.001},            {"warmup_steps", 2}, {"threads", 1},  {"seed", 3}};
+    c["train"] = {{"backend", "cpu"},      {"model", "tiny"},    {"batch_size", 4},
+                  {"checkpoint_every", 4}, {"shuffle_clips", 4}, {"lr", 0.001},
+                  {"warmup_steps", 2},     {"threads", 1},       {"seed", 3}};
     c["train"].update(train);
     c["control"] = {{"socket", socket().string()}};
     c["log"] = {{"level", "info"}};
@@ -301,7 +316,8 @@ struct HubRun {
   DatasetSpec spec;
   std::unique_ptr<Hub> hub;
   DaemonSetup s;
-  HubRun(const std::string& tag, std::vector<std::string> hub_args, DatasetSpec data) : dir(make_temp_dir(tag)), spec(data) {
+  HubRun(const std::string& tag, std::vector<std::string> hub_args, DatasetSpec data)
+      : dir(make_temp_dir(tag)), spec(data) {
     fs::create_directories(dir / "repos/kaio-test");
     fs::create_directory_symlink(dataset(spec), dir / "repos/kaio-test/llava");
     hub = std::make_unique<Hub>(dir / "repos", dir / "hub.log", hub_args);
@@ -354,9 +370,10 @@ inline void watch_kaiod(Child& child, const fs::path& socket) {
 
 // kaiod with its log; the trace is on when `trace` is set. It carries a
 // no-progress watchdog (watch_kaiod).
-inline void start_kaiod(Child& child, const DaemonSetup& s, bool trace = true, std::map<std::string, std::string> env = {},
-                        std::vector<std::string> unset = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT",
-                                                          "HF_TOKEN_PATH", "JOURNAL_STREAM"}) {
+inline void start_kaiod(Child& child, const DaemonSetup& s, bool trace = true,
+                        std::map<std::string, std::string> env = {},
+                        std::vector<std::string> unset = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN",
+                                                          "HF_ENDPOINT", "HF_TOKEN_PATH", "JOURNAL_STREAM"}) {
   if (trace) env["KAIO_WINDOW_TRACE"] = s.trace().string();
   if (!env.count("HOME")) env["HOME"] = s.dir.string();  // no ~/.cache/huggingface/token of the machine
   child.start({kaiod_bin().string(), "--config", s.config_file().string()}, s.log(), env, unset);
@@ -364,7 +381,8 @@ inline void start_kaiod(Child& child, const DaemonSetup& s, bool trace = true, s
 }
 
 inline CommandResult kaioctl(const DaemonSetup& s, const std::string& args, int timeout_s = 20) {
-  return run_command(shell_quote(kaioctl_bin().string()) + " --socket " + shell_quote(s.socket().string()) + " " + args, timeout_s);
+  return run_command(shell_quote(kaioctl_bin().string()) + " --socket " + shell_quote(s.socket().string()) + " " + args,
+                     timeout_s);
 }
 
 inline std::optional<json> status(const DaemonSetup& s) {
@@ -452,7 +470,8 @@ inline size_t truncate_trace(const fs::path& file, int64_t checkpoint_step) {
       ++dropped;
       continue;
     }
-    kept += std::to_string(l.epoch) + " " + std::to_string(l.step) + " " + l.clip + " " + std::to_string(l.window) + " " + l.loss + "\n";
+    kept += std::to_string(l.epoch) + " " + std::to_string(l.step) + " " + l.clip + " " + std::to_string(l.window) +
+            " " + l.loss + "\n";
   }
   std::ofstream(file, std::ios::trunc) << kept;
   return dropped;
@@ -467,7 +486,9 @@ inline size_t count_files(const fs::path& dir) {
   return n;
 }
 
-inline std::string tail(const std::string& text, size_t n = 3000) { return text.size() > n ? text.substr(text.size() - n) : text; }
+inline std::string tail(const std::string& text, size_t n = 3000) {
+  return text.size() > n ? text.substr(text.size() - n) : text;
+}
 
 // Counts the lines appended to a file, reading only what is new at each poll
 // (kill points in the crash test are drawn from these events).

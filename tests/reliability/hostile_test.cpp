@@ -69,15 +69,16 @@ std::string huge_duration(std::string mp4) {
   }
   if (auto at = mp4.find("stts"); at != std::string::npos) {
     uint32_t entries = get_be32(mp4, at + 8);
-    for (uint32_t i = 0; i < entries && at + 16 + 8 * i + 4 <= mp4.size(); ++i) put_be32(mp4, at + 16 + 8 * i, 0x7fffffffu / 200);
+    for (uint32_t i = 0; i < entries && at + 16 + 8 * i + 4 <= mp4.size(); ++i)
+      put_be32(mp4, at + 16 + 8 * i, 0x7fffffffu / 200);
   }
   return mp4;
 }
 
 struct Item {
-  std::string file;     // repo path
-  std::string what;     // the case
-  std::string expect;   // text the reason must contain (any of '|'-separated)
+  std::string file;    // repo path
+  std::string what;    // the case
+  std::string expect;  // text the reason must contain (any of '|'-separated)
 };
 
 }  // namespace
@@ -92,7 +93,8 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
     if (e.path().string().ends_with(".tar.gz")) good.push_back(e.path());
   std::sort(good.begin(), good.end());
   ASSERT_GE(good.size(), 2u);
-  for (size_t i = 0; i < good.size(); ++i) fs::copy_file(good[i], repo / "good" / ("part-" + std::to_string(i) + ".tar.gz"));
+  for (size_t i = 0; i < good.size(); ++i)
+    fs::copy_file(good[i], repo / "good" / ("part-" + std::to_string(i) + ".tar.gz"));
   std::string mp4 = first_mp4(good[0]);
   ASSERT_GT(mp4.size(), 10000u);
   std::string outside = (dir / "escaped.mp4").string();
@@ -125,13 +127,15 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
     std::string whole = read_text(good[1]);
     std::ofstream(h / "truncated.tar.gz", std::ios::binary) << whole.substr(0, whole.size() / 2);
     std::string bad = whole;
-    for (size_t i = bad.size() / 3; i < bad.size() / 3 + 4096 && i < bad.size(); ++i) bad[i] = static_cast<char>(bad[i] ^ 0x5a);
+    for (size_t i = bad.size() / 3; i < bad.size() / 3 + 4096 && i < bad.size(); ++i)
+      bad[i] = static_cast<char>(bad[i] ^ 0x5a);
     std::ofstream(h / "corrupt.tar.gz", std::ios::binary) << bad;
   }
-  dt::write_archive(h / "videos.tar.gz", Format::tar_gz,
-                    {Entry("short.mp4", mp4.substr(0, mp4.size() / 3)), Entry("zero.mp4", ""),
-                     Entry("text.mp4", "this is a text file, not a video\n"), Entry("huge-res.mp4", huge_resolution(mp4)),
-                     Entry("huge-duration.mp4", huge_duration(mp4)), Entry("fine.mp4", mp4)});
+  dt::write_archive(
+      h / "videos.tar.gz", Format::tar_gz,
+      {Entry("short.mp4", mp4.substr(0, mp4.size() / 3)), Entry("zero.mp4", ""),
+       Entry("text.mp4", "this is a text file, not a video\n"), Entry("huge-res.mp4", huge_resolution(mp4)),
+       Entry("huge-duration.mp4", huge_duration(mp4)), Entry("fine.mp4", mp4)});
   dt::write_archive(h / "names.tar.gz", Format::tar_gz, {Entry(std::string("esc\x1b[31mred\x07.mp4"), mp4)});
 
   Hub hub(dir / "repos", dir / "hub.log");
@@ -152,7 +156,7 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
   while (kaiod.running() && Clock::now() - t0 < 300s) {
     bool ok = status(s).has_value();
     if (!ok && answered > 0 && kaiod.wait_for(2s)) break;  // no answer because kaiod was finishing: not a miss
-    if (ok || answered > 0) ++polls;  // from the first answer on (READY comes after start-up)
+    if (ok || answered > 0) ++polls;                       // from the first answer on (READY comes after start-up)
     if (ok) ++answered;
     kaiod.wait_for(1s);
   }
@@ -164,12 +168,17 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
   // Per-item reasons from the ledger: failed files and failed clips.
   std::map<std::string, std::string> reasons;
   {
-    std::istringstream rows(sql(s.db(), "select f.path || char(9) || replace(replace(s.reason, char(10), ' '), char(13), ' ') from file_states s join files f on f.id = s.file_id where s.state = 'failed'"));
+    std::istringstream rows(sql(s.db(),
+                                "select f.path || char(9) || replace(replace(s.reason, char(10), ' '), char(13), ' ') "
+                                "from file_states s join files f on f.id = s.file_id where s.state = 'failed'"));
     for (std::string row; std::getline(rows, row);) {
       auto tab = row.find('\t');
       if (tab != std::string::npos) reasons[row.substr(0, tab)] = row.substr(tab + 1);
     }
-    std::istringstream clips(sql(s.db(), "select f.path || ':' || c.member || char(9) || replace(replace(c.reason, char(10), ' '), char(13), ' ') from clips c join files f on f.id = c.file_id where c.state = 'failed'"));
+    std::istringstream clips(
+        sql(s.db(),
+            "select f.path || ':' || c.member || char(9) || replace(replace(c.reason, char(10), ' '), char(13), ' ') "
+            "from clips c join files f on f.id = c.file_id where c.state = 'failed'"));
     for (std::string row; std::getline(clips, row);) {
       auto tab = row.find('\t');
       if (tab == std::string::npos) continue;
@@ -189,7 +198,8 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
     std::string reason = it == reasons.end() ? "" : it->second;
     bool ok = false;
     std::stringstream alts(item.expect);
-    for (std::string alt; std::getline(alts, alt, '|');) ok = ok || (!reason.empty() && reason.find(alt) != std::string::npos);
+    for (std::string alt; std::getline(alts, alt, '|');)
+      ok = ok || (!reason.empty() && reason.find(alt) != std::string::npos);
     clear += ok;
     std::string shown;
     for (unsigned char c : reason.substr(0, 200)) shown += c < 0x20 || c == 0x7f ? '?' : static_cast<char>(c);
@@ -210,9 +220,12 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
   for (char ch : log) raw_controls += ch == '\x1b' || ch == '\x07';
   std::printf("hostile: raw escape/BEL bytes in kaiod's log: %zu\n", raw_controls);
   EXPECT_EQ(raw_controls, 0u) << "raw control characters of a member name reached the log";
-  std::printf("hostile: %d of %zu cases ended in a clear per-item error, %zu windows of the good archives trained, kaiod exit %d after %.0f s, "
-              "status answered %d/%d\n",
-              clear, items.size(), trace.size(), kaiod.exit_code(), std::chrono::duration<double>(Clock::now() - t0).count(), answered, polls);
+  std::printf(
+      "hostile: %d of %zu cases ended in a clear per-item error, %zu windows of the good archives trained, kaiod exit "
+      "%d after %.0f s, "
+      "status answered %d/%d\n",
+      clear, items.size(), trace.size(), kaiod.exit_code(), std::chrono::duration<double>(Clock::now() - t0).count(),
+      answered, polls);
   if (!::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 
@@ -243,7 +256,9 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
       {"control characters in listed names", {{"control_names", true}}, "EntryNotFound"},
       // The body is all there before the connection closes: the file verifies and the run ends.
       {"Content-Length 1000 too large", {{"wrong_length", victim_name}, {"wrong_length_delta", 1000}}, "@done"},
-      {"Content-Length 1000 too small", {{"wrong_length", victim_name}, {"wrong_length_delta", -1000}}, "body ended early"},
+      {"Content-Length 1000 too small",
+       {{"wrong_length", victim_name}, {"wrong_length_delta", -1000}},
+       "body ended early"},
       {"endless headers on a file", {{"endless_headers", victim_name}}, "response headers"},
       {"endless body on a file", {{"endless_body", victim_name}}, "more bytes than the listed size"},
       {"endless body on the listing", {{"endless_body", "/tree/"}}, "larger|too large|256|Failure writing"},
@@ -303,7 +318,8 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
     bool ok = false;
     std::stringstream alts(c.expect);
     for (std::string alt; std::getline(alts, alt, '|');)
-      ok = ok || (alt == "@done" ? last_state == "done" && sql(s.db(), "select count(*) from file_states where state = 'failed'") == "0"
+      ok = ok || (alt == "@done" ? last_state == "done" &&
+                                       sql(s.db(), "select count(*) from file_states where state = 'failed'") == "0"
                                  : where.find(alt) != std::string::npos);
     // The line that says it: the first log line at warn or worse, past the
     // warning that every run on kaio-hub's http:// endpoint starts with.
@@ -312,8 +328,8 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
       std::istringstream lines(log);
       for (std::string line; std::getline(lines, line);) {
         if (line.find("plain http") != std::string::npos) continue;
-        if (line.find(" warning ") != std::string::npos || line.find(" error ") != std::string::npos || line.find("kaiod:") == 0 ||
-            line.find(" critical ") != std::string::npos) {
+        if (line.find(" warning ") != std::string::npos || line.find(" error ") != std::string::npos ||
+            line.find("kaiod:") == 0 || line.find(" critical ") != std::string::npos) {
           said = line;
           break;
         }
@@ -324,8 +340,9 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
       if (static_cast<unsigned char>(ch) < 0x20) ch = '?';
     clear += ok;
     auto fx = hub.stats()["faults"];
-    std::printf("hostile server: %-36s -> %s after %.0f s (%s): %s\n", c.name.c_str(), still_running ? "still running" : "ended",
-                std::chrono::duration<double>(Clock::now() - t0).count(), last_state.c_str(), said.substr(0, 220).c_str());
+    std::printf("hostile server: %-36s -> %s after %.0f s (%s): %s\n", c.name.c_str(),
+                still_running ? "still running" : "ended", std::chrono::duration<double>(Clock::now() - t0).count(),
+                last_state.c_str(), said.substr(0, 220).c_str());
     EXPECT_TRUE(ok) << c.name << ": no clear error naming " << c.expect << "\n" << tail(where);
     EXPECT_EQ(log.find('\x1b'), std::string::npos) << c.name << ": a raw escape character reached the log";
     EXPECT_LE(sampler.peak(), 16'000'000u) << c.name << ": the budget was exceeded";

@@ -35,8 +35,8 @@ TEST(Network, FaultMixEveryFileVerifiedAndRunFinishes) {
   // LFS files (over 100 kB) go through the CDN redirect, as on the Hub.
   NetRun t("faults", {"--lfs-threshold", "100000", "--seed", "5"});
   ASSERT_TRUE(t.hub->ok());
-  json faults = {{"drop_after", 300000}, {"drop_count", 4},    {"rate_429", 0.1},     {"retry_after", 1},
-                 {"rate_5xx", 0.1},      {"stall_after", 150000}, {"stall_ms", 3500}, {"stall_count", 2},
+  json faults = {{"drop_after", 300000},  {"drop_count", 4},        {"rate_429", 0.1},  {"retry_after", 1},
+                 {"rate_5xx", 0.1},       {"stall_after", 150000},  {"stall_ms", 3500}, {"stall_count", 2},
                  {"corrupt_first", true}, {"throttle_bps", 3000000}};
   t.hub->faults(faults);
   t.s.fetch = {{"stall_timeout", "2s"}};
@@ -45,7 +45,8 @@ TEST(Network, FaultMixEveryFileVerifiedAndRunFinishes) {
   Child kaiod;
   auto t0 = Clock::now();
   start_kaiod(kaiod, t.s);
-  bool finished = kaiod.wait_for(900s).has_value();  // a bound for a hang only; the watchdog catches a stuck budget-wait
+  bool finished =
+      kaiod.wait_for(900s).has_value();  // a bound for a hang only; the watchdog catches a stuck budget-wait
   double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   ASSERT_TRUE(finished) << "the run did not finish within 900 s: " << tail(read_text(t.s.log()));
   ASSERT_FALSE(kaiod.watchdog_tripped());
@@ -59,13 +60,18 @@ TEST(Network, FaultMixEveryFileVerifiedAndRunFinishes) {
   std::string clips_failed = sql(t.s.db(), "select count(*) from clips where state = 'failed'");
   auto trace = read_trace(t.s.trace());
   size_t mismatches = count(log, "hash mismatch");
-  std::printf("faults injected: drop %llu, 429 %llu (Retry-After 1 s), 5xx %llu, stall %llu (3.5 s > stall_timeout 2 s), flipped byte %llu, "
-              "throttle 3 MB/s per connection, %llu requests, %llu range requests\n",
-              fx.value("drop", 0ull), fx.value("429", 0ull), fx.value("5xx", 0ull), fx.value("stall", 0ull), fx.value("corrupt", 0ull),
-              stats.value("requests", 0ull), stats.value("range_requests", 0ull));
-  std::printf("faults survived: all; %d/%d files verified by sha256 (%zu hash mismatches caught and re-fetched), failed files %s, "
-              "clips deleted %s/%d, failed %s, %zu windows trained, %.1f s\n",
-              t.files, t.files, mismatches, failed_files.c_str(), clips_deleted.c_str(), t.clips, clips_failed.c_str(), trace.size(), seconds);
+  std::printf(
+      "faults injected: drop %llu, 429 %llu (Retry-After 1 s), 5xx %llu, stall %llu (3.5 s > stall_timeout 2 s), "
+      "flipped byte %llu, "
+      "throttle 3 MB/s per connection, %llu requests, %llu range requests\n",
+      fx.value("drop", 0ull), fx.value("429", 0ull), fx.value("5xx", 0ull), fx.value("stall", 0ull),
+      fx.value("corrupt", 0ull), stats.value("requests", 0ull), stats.value("range_requests", 0ull));
+  std::printf(
+      "faults survived: all; %d/%d files verified by sha256 (%zu hash mismatches caught and re-fetched), failed files "
+      "%s, "
+      "clips deleted %s/%d, failed %s, %zu windows trained, %.1f s\n",
+      t.files, t.files, mismatches, failed_files.c_str(), clips_deleted.c_str(), t.clips, clips_failed.c_str(),
+      trace.size(), seconds);
   EXPECT_GT(fx.value("drop", 0ull), 0u);
   EXPECT_GT(fx.value("429", 0ull), 0u);
   EXPECT_GT(fx.value("5xx", 0ull), 0u);
@@ -89,7 +95,8 @@ TEST(Network, FaultMixEveryFileVerifiedAndRunFinishes) {
 TEST(Network, OutageShowsWaitingNetworkThenFinishesByItself) {
   std::vector<int> outages;
   {
-    std::string list = std::getenv("KAIO_OUTAGES_S") && *std::getenv("KAIO_OUTAGES_S") ? std::getenv("KAIO_OUTAGES_S") : "30";
+    std::string list =
+        std::getenv("KAIO_OUTAGES_S") && *std::getenv("KAIO_OUTAGES_S") ? std::getenv("KAIO_OUTAGES_S") : "30";
     std::stringstream ss(list);
     for (std::string item; std::getline(ss, item, ',');) outages.push_back(std::stoi(item));
   }
@@ -140,20 +147,24 @@ TEST(Network, OutageShowsWaitingNetworkThenFinishesByItself) {
     outage_end = Clock::now();
     double outage_len_s = std::chrono::duration<double>(outage_end - outage_start).count();
     EXPECT_TRUE(kaiod.running()) << "kaiod must wait out the outage: " << tail(read_text(t.s.log()));
-    bool finished = kaiod.wait_for(900s).has_value();  // a bound for a hang only; the watchdog catches a stuck budget-wait
+    bool finished =
+        kaiod.wait_for(900s).has_value();  // a bound for a hang only; the watchdog catches a stuck budget-wait
     double after_s = std::chrono::duration<double>(Clock::now() - outage_end).count();
     ASSERT_TRUE(finished) << "the run did not finish within 900 s after the outage: " << tail(read_text(t.s.log()));
     ASSERT_FALSE(kaiod.watchdog_tripped());
     EXPECT_EQ(kaiod.exit_code(), 0) << tail(read_text(t.s.log()));
     auto trace = read_trace(t.s.trace());
     std::string failed = sql(t.s.db(), "select count(*) from file_states where state = 'failed'");
-    std::printf("outage %d s (cut when kaio-hub had sent %llu of %llu bytes; held %.1f s): waiting-network in status after %.1f s (%d of %d "
-                "polls, %d unanswered; \"%s\"), run finished by itself %.1f s after the outage ended (%.1f s in all), %zu windows, failed files %s, "
-                "outage closes %llu\n",
-                outage_s, static_cast<unsigned long long>(sent_at_cut), static_cast<unsigned long long>(total), outage_len_s, first_waiting_s,
-                waiting_polls, polls, unanswered, detail.c_str(), after_s,
-                std::chrono::duration<double>(Clock::now() - t0).count(), trace.size(), failed.c_str(),
-                t.hub->stats()["faults"].value("outage_close", 0ull));
+    std::printf(
+        "outage %d s (cut when kaio-hub had sent %llu of %llu bytes; held %.1f s): waiting-network in status after "
+        "%.1f s (%d of %d "
+        "polls, %d unanswered; \"%s\"), run finished by itself %.1f s after the outage ended (%.1f s in all), %zu "
+        "windows, failed files %s, "
+        "outage closes %llu\n",
+        outage_s, static_cast<unsigned long long>(sent_at_cut), static_cast<unsigned long long>(total), outage_len_s,
+        first_waiting_s, waiting_polls, polls, unanswered, detail.c_str(), after_s,
+        std::chrono::duration<double>(Clock::now() - t0).count(), trace.size(), failed.c_str(),
+        t.hub->stats()["faults"].value("outage_close", 0ull));
     EXPECT_GE(first_waiting_s, 0) << "status never showed waiting-network during the outage";
     EXPECT_EQ(unanswered, 0) << "status must answer during an outage";
     EXPECT_LT(sent_at_cut, total) << "the whole dataset was sent before the outage: it cut nothing";

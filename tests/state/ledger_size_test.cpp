@@ -27,13 +27,14 @@ using kaio::cache::PlanCursor;
 namespace {
 
 const std::string kRepo = "lmms-lab/LLaVA-Video-178K";
-constexpr int kShuffle = 8;                // train.shuffle_clips: clips per plan chunk
-constexpr int kChunksPerCheckpoint = 30;   // 240 clips between checkpoints (not a whole number of files)
+constexpr int kShuffle = 8;               // train.shuffle_clips: clips per plan chunk
+constexpr int kChunksPerCheckpoint = 30;  // 240 clips between checkpoints (not a whole number of files)
 
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() / ("kaio-ledger-size-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    path_ = fs::temp_directory_path() /
+            ("kaio-ledger-size-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -54,11 +55,12 @@ uint64_t mix(uint64_t x) {
 
 // About 300 bytes of LLaVA-style caption, different for every clip.
 std::string caption_for(int f, int m) {
-  static const char* words[] = {"the", "a", "man", "woman", "camera", "slowly", "pans", "across", "kitchen", "table",
-                                "while", "child", "laughs", "and", "points", "at", "bright", "red", "ball", "rolling",
-                                "under", "wooden", "chair", "outside", "window", "rain", "falls", "on", "street", "cars",
-                                "pass", "by", "she", "picks", "up", "cup", "pours", "coffee", "then", "turns", "toward",
-                                "dog", "sitting", "near", "door", "scene", "shifts", "to", "crowded", "market"};
+  static const char* words[] = {
+      "the",    "a",      "man",     "woman",   "camera", "slowly", "pans",   "across", "kitchen", "table",
+      "while",  "child",  "laughs",  "and",     "points", "at",     "bright", "red",    "ball",    "rolling",
+      "under",  "wooden", "chair",   "outside", "window", "rain",   "falls",  "on",     "street",  "cars",
+      "pass",   "by",     "she",     "picks",   "up",     "cup",    "pours",  "coffee", "then",    "turns",
+      "toward", "dog",    "sitting", "near",    "door",   "scene",  "shifts", "to",     "crowded", "market"};
   uint64_t r = mix(static_cast<uint64_t>(f) * 100003u + static_cast<uint64_t>(m));
   std::string out = "The video opens as";
   while (out.size() < 300) {
@@ -81,7 +83,9 @@ std::string member_for(int f, int m) {
   return buf;
 }
 
-int64_t windows_for(int f, int m) { return 1 + (f * 7 + m * 13) % 9; }
+int64_t windows_for(int f, int m) {
+  return 1 + (f * 7 + m * 13) % 9;
+}
 
 // One kaiod's worth of ledger traffic, measured after every step.
 class LedgerRun {
@@ -229,7 +233,8 @@ void expect_epoch_answers(Ledger& ledger, int epoch, int through, int per_file, 
     for (int m = 0; m < per_file; m += 7) {
       int64_t n = static_cast<int64_t>(f) * per_file + m;  // plan number of the clip this epoch
       auto c = ledger.clip(clip_id(kRepo, file_path(f), member_for(f, m)));
-      bool ok = c.has_value() && c->windows == windows_for(f, m) && c->member_index == m && c->repo_path == file_path(f);
+      bool ok =
+          c.has_value() && c->windows == windows_for(f, m) && c->member_index == m && c->repo_path == file_path(f);
       if (ok && n < durable_chunk * kShuffle)
         ok = c->state == ClipState::deleted && c->plan_epoch == epoch && c->plan_chunk == n / kShuffle;
       else if (ok)
@@ -249,10 +254,11 @@ void expect_plan_resumes(Ledger& ledger, int files, int epoch, const LedgerRun& 
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;  // ledger.files() is in path order, the plan's order here
   std::vector<std::vector<ClipWindows>> formed;
   std::vector<int64_t> formed_index;
-  kaio::cache::WindowSequence sequence(0, kShuffle, 1, run.durable, [&](int, int64_t chunk, const std::vector<ClipWindows>& c) {
-    formed.push_back(c);
-    formed_index.push_back(chunk);
-  });
+  kaio::cache::WindowSequence sequence(0, kShuffle, 1, run.durable,
+                                       [&](int, int64_t chunk, const std::vector<ClipWindows>& c) {
+                                         formed.push_back(c);
+                                         formed_index.push_back(chunk);
+                                       });
   kaio::cache::feed_decoded_files(ledger, epoch, order, sequence);
   sequence.finish_epoch();  // release the partial chunk at the end of what was decoded
   ASSERT_TRUE(sequence.next().has_value());
@@ -266,13 +272,13 @@ void expect_plan_resumes(Ledger& ledger, int files, int epoch, const LedgerRun& 
 }
 
 void report(const char* name, const LedgerRun& run, uint64_t allowance, int clips, uint64_t final_bytes) {
-  std::printf("%s: %d clips, allowance %llu bytes: peak %llu bytes (at %s), peak on disk %llu, final %llu "
-              "(%.1f bytes a clip); %lld compacted, %lld pruned, %lld file states pruned\n",
-              name, clips, static_cast<unsigned long long>(allowance), static_cast<unsigned long long>(run.max_bytes),
-              run.max_at.c_str(), static_cast<unsigned long long>(run.max_disk),
-              static_cast<unsigned long long>(final_bytes), static_cast<double>(final_bytes) / clips,
-              static_cast<long long>(run.compacted), static_cast<long long>(run.pruned),
-              static_cast<long long>(run.file_states_pruned));
+  std::printf(
+      "%s: %d clips, allowance %llu bytes: peak %llu bytes (at %s), peak on disk %llu, final %llu "
+      "(%.1f bytes a clip); %lld compacted, %lld pruned, %lld file states pruned\n",
+      name, clips, static_cast<unsigned long long>(allowance), static_cast<unsigned long long>(run.max_bytes),
+      run.max_at.c_str(), static_cast<unsigned long long>(run.max_disk), static_cast<unsigned long long>(final_bytes),
+      static_cast<double>(final_bytes) / clips, static_cast<long long>(run.compacted),
+      static_cast<long long>(run.pruned), static_cast<long long>(run.file_states_pruned));
 }
 
 }  // namespace

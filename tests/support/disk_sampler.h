@@ -30,16 +30,17 @@ namespace kaio::test {
 
 // One deleted file still held by a process.
 struct DeletedFile {
-  std::string path;   // as /proc shows it, without " (deleted)"
-  uint64_t bytes = 0; // allocated (st_blocks * 512), as disk_usage counts
-  bool open = false;  // an fd holds it (else only a mapping)
+  std::string path;    // as /proc shows it, without " (deleted)"
+  uint64_t bytes = 0;  // allocated (st_blocks * 512), as disk_usage counts
+  bool open = false;   // an fd holds it (else only a mapping)
 };
 
 namespace detail {
 
 inline bool strip_deleted(std::string& path) {
   static const std::string kSuffix = " (deleted)";
-  if (path.size() < kSuffix.size() || path.compare(path.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) return false;
+  if (path.size() < kSuffix.size() || path.compare(path.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+    return false;
   path.resize(path.size() - kSuffix.size());
   return true;
 }
@@ -68,7 +69,8 @@ inline std::vector<DeletedFile> deleted_but_held(pid_t pid, const std::vector<st
     }
     if (!detail::strip_deleted(target) || !detail::under_any(target, prefixes)) continue;
     struct stat st {};
-    if (::stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;  // stat follows the link to the open file
+    if (::stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+      continue;  // stat follows the link to the open file
     auto& f = found[{st.st_dev, st.st_ino}];
     f.path = target;
     f.bytes = static_cast<uint64_t>(st.st_blocks) * 512;
@@ -77,7 +79,8 @@ inline std::vector<DeletedFile> deleted_but_held(pid_t pid, const std::vector<st
   ec.clear();
   // Mappings: "start-end perms offset dev inode path (deleted)".
   std::ifstream maps(proc / "maps");
-  std::map<std::pair<std::string, uint64_t>, uint64_t> extent;  // (dev text, inode) -> end of the mapped part of the file
+  std::map<std::pair<std::string, uint64_t>, uint64_t>
+      extent;  // (dev text, inode) -> end of the mapped part of the file
   std::map<std::pair<std::string, uint64_t>, std::pair<std::string, std::string>> mapped;  // -> (path, range)
   for (std::string line; std::getline(maps, line);) {
     if (line.find(" (deleted)") == std::string::npos) continue;
@@ -91,7 +94,8 @@ inline std::vector<DeletedFile> deleted_but_held(pid_t pid, const std::vector<st
     if (!detail::strip_deleted(path) || path.empty() || path[0] != '/' || !detail::under_any(path, prefixes)) continue;
     auto dash = range.find('-');
     if (dash == std::string::npos) continue;
-    uint64_t start = std::stoull(range.substr(0, dash), nullptr, 16), stop = std::stoull(range.substr(dash + 1), nullptr, 16);
+    uint64_t start = std::stoull(range.substr(0, dash), nullptr, 16),
+             stop = std::stoull(range.substr(dash + 1), nullptr, 16);
     uint64_t offset = std::stoull(offset_hex, nullptr, 16);
     auto key = std::make_pair(dev, inode);
     extent[key] = std::max(extent[key], offset + (stop - start));
@@ -182,7 +186,8 @@ class DiskSampler {
     if (deleted > peak_deleted_) {
       std::string text;
       for (const auto& f : held)
-        text += (text.empty() ? "" : ", ") + f.path + " " + std::to_string(f.bytes) + " bytes " + (f.open ? "open" : "mapped");
+        text += (text.empty() ? "" : ", ") + f.path + " " + std::to_string(f.bytes) + " bytes " +
+                (f.open ? "open" : "mapped");
       std::lock_guard lock(mutex_);
       peak_deleted_ = deleted;
       peak_deleted_detail_ = text;
@@ -190,7 +195,8 @@ class DiskSampler {
     if (total > peak_) {
       std::lock_guard lock(mutex_);
       peak_ = total;
-      peak_detail_ = std::to_string(visible) + " bytes in the folders + " + std::to_string(deleted) + " bytes deleted but held";
+      peak_detail_ =
+          std::to_string(visible) + " bytes in the folders + " + std::to_string(deleted) + " bytes deleted but held";
     }
     ++samples_;
   }

@@ -3,11 +3,10 @@
 // kaio-hub, a config for it, the window trace, bounded waits with a
 // budget-wait watchdog, engine lives in forked children that a test kills at
 // progress points, and the replay of their trace.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -39,9 +38,11 @@ struct Served {
   uint64_t archive_bytes = 0;
 };
 
-inline Served serve(const fs::path& dir, const std::string& mkdata_args, const std::function<void(const fs::path&)>& mangle = {}) {
+inline Served serve(const fs::path& dir, const std::string& mkdata_args,
+                    const std::function<void(const fs::path&)>& mangle = {}) {
   fs::path repo = dir / "hub" / "kaio-test" / "data";
-  std::string cmd = tool("kaio-mkdata").string() + " --layout llava --out " + repo.string() + " " + mkdata_args + " >/dev/null 2>&1";
+  std::string cmd =
+      tool("kaio-mkdata").string() + " --layout llava --out " + repo.string() + " " + mkdata_args + " >/dev/null 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   if (mangle) mangle(repo);
   Served s;
@@ -52,17 +53,20 @@ inline Served serve(const fs::path& dir, const std::string& mkdata_args, const s
   return s;
 }
 
-inline Config config_for(const fs::path& dir, const Served& served, const std::string& budget, const std::string& train = "",
-                  const std::string& storage = R"("free_disk_floor": "10MB")") {
-  std::string json = R"({"source": {"endpoint": ")" + served.hub->url() +
-                     R"(", "repo": "kaio-test/data", "include": ["**/*.tar.gz"], "captions": ["**/*_cap_processed.json"]},
-      "storage": {"cache_dir": ")" + (dir / "cache").string() + R"(", "state_dir": ")" + (dir / "state").string() +
-                     R"(", "budget": ")" + budget + R"(", )" + storage + R"(},
+inline Config config_for(const fs::path& dir, const Served& served, const std::string& budget,
+                         const std::string& train = "", const std::string& storage = R"("free_disk_floor": "10MB")") {
+  std::string json =
+      R"({"source": {"endpoint": ")" + served.hub->url() +
+      R"(", "repo": "kaio-test/data", "include": ["**/*.tar.gz"], "captions": ["**/*_cap_processed.json"]},
+      "storage": {"cache_dir": ")" +
+      (dir / "cache").string() + R"(", "state_dir": ")" + (dir / "state").string() + R"(", "budget": ")" + budget +
+      R"(", )" + storage + R"(},
       "decode": {"frames": 8, "stride": 8, "fps": 4, "size": 32, "workers": 2},
       "train": {"backend": "cpu", "model": "tiny", "batch_size": 4, "checkpoint_every": 4, "shuffle_clips": 4,
                 "lr": 0.001, "warmup_steps": 2, "threads": 1, "seed": 3)" +
-                     train + R"(},
-      "control": {"socket": ")" + (dir / "kaiod.sock").string() + R"("}})";
+      train + R"(},
+      "control": {"socket": ")" +
+      (dir / "kaiod.sock").string() + R"("}})";
   return parse_config(json, "guarantees-test.json");
 }
 
@@ -89,21 +93,24 @@ struct Trace : daemon::WindowObserver {
 // Waits, bounded, for the engine to finish; returns its last status. A run
 // that sits in budget-wait with nothing moving for `stuck` is given up on
 // (the caller's check of the state then fails with the status shown).
-inline daemon::ServiceStatus run_to_end(daemon::Engine& engine, std::chrono::seconds limit = 600s, std::chrono::seconds stuck = 120s) {
+inline daemon::ServiceStatus run_to_end(daemon::Engine& engine, std::chrono::seconds limit = 600s,
+                                        std::chrono::seconds stuck = 120s) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   auto moved = std::chrono::steady_clock::now();
   std::string last;
   while (!engine.finished() && std::chrono::steady_clock::now() < deadline) {
     auto s = engine.status();
     std::string progress = std::to_string(s.train.step) + " " + std::to_string(s.files.done) + " " +
-                           std::to_string(s.clips.ready) + " " + std::to_string(s.reserved_bytes) + " " + std::to_string(s.disk_bytes);
+                           std::to_string(s.clips.ready) + " " + std::to_string(s.reserved_bytes) + " " +
+                           std::to_string(s.disk_bytes);
     if (progress != last || s.state != "budget-wait") {
       last = progress;
       moved = std::chrono::steady_clock::now();
     } else if (std::chrono::steady_clock::now() - moved > stuck) {
       std::printf("watchdog: budget-wait with nothing moving for %lld s: %s; reserved %llu of %llu, disk %llu\n",
-                  static_cast<long long>(stuck.count()), s.state_detail.c_str(), static_cast<unsigned long long>(s.reserved_bytes),
-                  static_cast<unsigned long long>(s.budget_bytes), static_cast<unsigned long long>(s.disk_bytes));
+                  static_cast<long long>(stuck.count()), s.state_detail.c_str(),
+                  static_cast<unsigned long long>(s.reserved_bytes), static_cast<unsigned long long>(s.budget_bytes),
+                  static_cast<unsigned long long>(s.disk_bytes));
       return s;
     }
     std::this_thread::sleep_for(50ms);
@@ -117,11 +124,13 @@ inline int deleted_but_held(const fs::path& dir) {
   std::set<std::string> held;
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);)
-    if (line.find(dir.string()) != std::string::npos && line.find("(deleted)") != std::string::npos) held.insert(line.substr(line.find('/')));
+    if (line.find(dir.string()) != std::string::npos && line.find("(deleted)") != std::string::npos)
+      held.insert(line.substr(line.find('/')));
   std::error_code ec;
   for (const auto& fd : fs::directory_iterator("/proc/self/fd", ec)) {
     auto target = fs::read_symlink(fd.path(), ec).string();
-    if (!ec && target.find(dir.string()) != std::string::npos && target.find("(deleted)") != std::string::npos) held.insert(target);
+    if (!ec && target.find(dir.string()) != std::string::npos && target.find("(deleted)") != std::string::npos)
+      held.insert(target);
   }
   return static_cast<int>(held.size());
 }
@@ -144,7 +153,8 @@ inline pid_t start_life(const Config& c, const fs::path& file, std::set<int64_t>
     FILE* out = nullptr;
     std::string pending;
     void on_window(int epoch, int64_t step, const std::string& clip, int window) override {
-      pending += "w " + std::to_string(epoch) + " " + std::to_string(step) + " " + clip + " " + std::to_string(window) + "\n";
+      pending +=
+          "w " + std::to_string(epoch) + " " + std::to_string(step) + " " + clip + " " + std::to_string(window) + "\n";
     }
     void on_step(int64_t step, double loss) override {
       std::fprintf(out, "%sloss %lld %.9g\n", pending.c_str(), static_cast<long long>(step), loss);

@@ -16,12 +16,11 @@
 #include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace kaio::test {
 
@@ -50,9 +49,10 @@ inline ProgressSample progress_of(const nlohmann::json& st) {
   const auto& t = st.contains("train") ? st["train"] : empty;
   const auto& f = st.contains("files") ? st["files"] : empty;
   const auto& c = st.contains("clips") ? st["clips"] : empty;
-  s.figures = {num(t, "epoch"),      num(t, "step"),     num(t, "samples"),   num(t, "checkpoint_step"), num(f, "done"),
-               num(f, "failed"),     num(f, "active"),   num(c, "ready"),     num(c, "consumed"),        num(c, "failed"),
-               num(c, "deleted"),    num(st, "disk_bytes"), num(st, "reserved_bytes")};
+  s.figures = {num(t, "epoch"),          num(t, "step"),   num(t, "samples"), num(t, "checkpoint_step"),
+               num(f, "done"),           num(f, "failed"), num(f, "active"),  num(c, "ready"),
+               num(c, "consumed"),       num(c, "failed"), num(c, "deleted"), num(st, "disk_bytes"),
+               num(st, "reserved_bytes")};
   s.dump = st.dump();
   return s;
 }
@@ -66,8 +66,10 @@ class NoProgressTracker {
   bool feed(const ProgressSample& s, Clock::time_point now = Clock::now()) {
     if (tripped_) return false;
     bool moved = !last_ || last_->figures != s.figures;
-    if (s.state != "budget-wait") stuck_since_.reset();
-    else if (moved || !stuck_since_) stuck_since_ = now;  // in budget-wait; nothing has moved since now
+    if (s.state != "budget-wait")
+      stuck_since_.reset();
+    else if (moved || !stuck_since_)
+      stuck_since_ = now;  // in budget-wait; nothing has moved since now
     last_ = s;
     if (stuck_since_ && now - *stuck_since_ >= limit_) {
       tripped_ = true;
@@ -77,7 +79,8 @@ class NoProgressTracker {
   }
   bool tripped() const { return tripped_; }
   std::string message() const {
-    return "watchdog: status stayed in budget-wait with nothing moving (train step, samples, files, clips, disk and download bytes) for " +
+    return "watchdog: status stayed in budget-wait with nothing moving (train step, samples, files, clips, disk and "
+           "download bytes) for " +
            std::to_string(limit_.count()) + " s; last status: " + (last_ ? last_->dump : std::string("(none)"));
   }
 

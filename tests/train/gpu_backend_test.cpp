@@ -92,7 +92,8 @@ TEST_P(GpuBackendTest, LinearForwardBackward) {
 
 TEST_P(GpuBackendTest, LayerNormForwardBackward) {
   const int rows = 50, dim = 96;
-  const auto x = random_vector(rows * dim, 5), w = random_vector(dim, 6), b = random_vector(dim, 7), dy = random_vector(rows * dim, 8);
+  const auto x = random_vector(rows * dim, 5), w = random_vector(dim, 6), b = random_vector(dim, 7),
+             dy = random_vector(rows * dim, 8);
   const auto din0 = random_vector(rows * dim, 9);
   std::vector<float> zeros(dim, 0.f), rowbuf(rows), y(rows * dim);
   std::vector<std::vector<float>> results[2];
@@ -119,7 +120,8 @@ TEST_P(GpuBackendTest, AttentionForwardBackward) {
   Backend* backends[2] = {cpu_.get(), gpu_.get()};
   for (int k = 0; k < 2; ++k) {
     Mirror m(*backends[k]);
-    float *pq = m.put(qkv), *pdo = m.put(dout), *po = m.put(out), *pp = m.put(probs), *pdp = m.put(probs), *pdq = m.put(dqkv);
+    float *pq = m.put(qkv), *pdo = m.put(dout), *po = m.put(out), *pp = m.put(probs), *pdp = m.put(probs),
+          *pdq = m.put(dqkv);
     backends[k]->attention_forward(po, pp, pq, s);
     backends[k]->attention_backward(pdq, pdp, pdo, pq, pp, s);
     results[k] = {m.get(po, out_n), m.get(pp, probs_n), m.get(pdq, qkv_n)};
@@ -137,7 +139,8 @@ TEST_P(GpuBackendTest, ElementwiseLossEmbedAndAdamW) {
   std::vector<uint8_t> mask(rows);
   for (int r = 0; r < rows; ++r) mask[r] = r % 3 != 0;
   const int batch = 2, tokens = 20, dim = 8;
-  const auto emb = random_vector(batch * tokens * dim, 16), pos = random_vector(tokens * dim, 17), tok = random_vector(dim, 18);
+  const auto emb = random_vector(batch * tokens * dim, 16), pos = random_vector(tokens * dim, 17),
+             tok = random_vector(dim, 18);
   const TubeletGrid grid{4, 16, 2, 8};
   std::vector<uint8_t> windows(batch * grid.window_bytes());
   for (size_t i = 0; i < windows.size(); ++i) windows[i] = static_cast<uint8_t>(i * 13 % 256);
@@ -169,14 +172,22 @@ TEST_P(GpuBackendTest, ElementwiseLossEmbedAndAdamW) {
     be.patchify(ppatches, pwin, batch, grid);
     float *pp = m.put(x), *pm = m.put(buf), *pv = m.put(buf);
     for (int step = 1; step <= 3; ++step) be.adamw(pp, pdy, pm, pv, n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.05f, 0.5f, step});
-    results[k] = {m.get(py, n), m.get(pdx, n), m.get(psum, n), m.get(pdpred, pred.size()), m.get(pxe, emb.size()),
-                  m.get(pdemb, emb.size()), m.get(pdpos, zeros.size()), m.get(pdtok, dim), m.get(ppatches, pbuf.size()),
+    results[k] = {m.get(py, n),
+                  m.get(pdx, n),
+                  m.get(psum, n),
+                  m.get(pdpred, pred.size()),
+                  m.get(pxe, emb.size()),
+                  m.get(pdemb, emb.size()),
+                  m.get(pdpos, zeros.size()),
+                  m.get(pdtok, dim),
+                  m.get(ppatches, pbuf.size()),
                   m.get(pp, n)};
   }
-  const char* names[] = {"gelu.out", "gelu.din", "add", "masked_mse.dpred", "embed.x", "embed.demb", "embed.dpos",
-                         "embed.dmask_token", "patchify", "adamw.param"};
+  const char* names[] = {"gelu.out",   "gelu.din",          "add",      "masked_mse.dpred", "embed.x", "embed.demb",
+                         "embed.dpos", "embed.dmask_token", "patchify", "adamw.param"};
   for (int i = 0; i < 10; ++i) expect_close(names[i], results[0][i], results[1][i]);
-  std::printf("masked_mse loss: cpu %.8f, gpu %.8f; sum_squares: cpu %.6f, gpu %.6f\n", losses[0], losses[1], sums[0], sums[1]);
+  std::printf("masked_mse loss: cpu %.8f, gpu %.8f; sum_squares: cpu %.6f, gpu %.6f\n", losses[0], losses[1], sums[0],
+              sums[1]);
   EXPECT_LT(std::abs(losses[0] - losses[1]) / losses[0], 1e-5);
   EXPECT_LT(std::abs(sums[0] - sums[1]) / sums[0], 1e-5);
 }
@@ -198,8 +209,8 @@ TEST_P(GpuBackendTest, WholeStepsMatchCpuInFp32AndBf16) {
   for (int s = 0; s < 3; ++s) {
     const double want = cpu->step(windows.data(), 2).loss;
     const double got = gpu->step(windows.data(), 2).loss, got_bf16 = gpu_bf16->step(windows.data(), 2).loss;
-    std::printf("step %d loss: cpu %.7f, %s fp32 %.7f (rel %.3g), bf16 %.7f (rel %.3g)\n", s, want, GetParam().c_str(), got,
-                std::abs(got - want) / want, got_bf16, std::abs(got_bf16 - want) / want);
+    std::printf("step %d loss: cpu %.7f, %s fp32 %.7f (rel %.3g), bf16 %.7f (rel %.3g)\n", s, want, GetParam().c_str(),
+                got, std::abs(got - want) / want, got_bf16, std::abs(got_bf16 - want) / want);
     EXPECT_LT(std::abs(got - want) / want, 1e-4) << "fp32 step " << s;
     EXPECT_LT(std::abs(got_bf16 - want) / want, 3e-2) << "bf16 step " << s;
   }

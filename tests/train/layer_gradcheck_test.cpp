@@ -82,7 +82,8 @@ TEST(LayerGradcheck, LayerNorm) {
     return dot(y, r);
   };
   objective();
-  cpu::layernorm_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(), rstd.data(), rows, dim);
+  cpu::layernorm_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(), rstd.data(), rows,
+                          dim);
   expect_gradient("layernorm.x", x, dx, objective);
   expect_gradient("layernorm.w", w, dw, objective);
   expect_gradient("layernorm.b", b, db, objective);
@@ -92,7 +93,8 @@ TEST(LayerGradcheck, Attention) {
   const cpu::AttentionShape s{2, 5, 2, 4};
   auto qkv = random_vector(s.batch * s.tokens * 3 * s.dim(), 9);
   const auto r = random_vector(s.batch * s.tokens * s.dim(), 10);
-  std::vector<float> out(r.size()), probs(s.batch * s.heads * s.tokens * s.tokens), dprobs(probs.size()), dqkv(qkv.size());
+  std::vector<float> out(r.size()), probs(s.batch * s.heads * s.tokens * s.tokens), dprobs(probs.size()),
+      dqkv(qkv.size());
   auto objective = [&] {
     cpu::attention_forward(out.data(), probs.data(), qkv.data(), s);
     return dot(out, r);
@@ -120,8 +122,11 @@ TEST(LayerGradcheck, MaskedMse) {
   const auto patches = random_vector(rows * pd, 14);
   const std::vector<uint8_t> mask{1, 0, 1, 1, 0, 1};
   std::vector<float> dpred(pred.size()), scratch(pred.size());
-  auto objective = [&] { return cpu::masked_mse_forward_backward(scratch.data(), pred.data(), patches.data(), mask.data(), rows, pd); };
-  const double loss = cpu::masked_mse_forward_backward(dpred.data(), pred.data(), patches.data(), mask.data(), rows, pd);
+  auto objective = [&] {
+    return cpu::masked_mse_forward_backward(scratch.data(), pred.data(), patches.data(), mask.data(), rows, pd);
+  };
+  const double loss =
+      cpu::masked_mse_forward_backward(dpred.data(), pred.data(), patches.data(), mask.data(), rows, pd);
   EXPECT_GT(loss, 0.0);
   for (int i = 0; i < pd; ++i) EXPECT_EQ(dpred[pd + i], 0.0f) << "visible rows get no gradient";
   expect_gradient("masked_mse.pred", pred, dpred, objective);
@@ -129,7 +134,8 @@ TEST(LayerGradcheck, MaskedMse) {
 
 TEST(LayerGradcheck, EmbedCombine) {
   const int batch = 2, tokens = 3, dim = 4;
-  auto emb = random_vector(batch * tokens * dim, 15), token = random_vector(dim, 16), pos = random_vector(tokens * dim, 17);
+  auto emb = random_vector(batch * tokens * dim, 15), token = random_vector(dim, 16),
+       pos = random_vector(tokens * dim, 17);
   const auto r = random_vector(batch * tokens * dim, 18);
   const std::vector<uint8_t> mask{0, 1, 0, 1, 1, 0};
   std::vector<float> x(r.size()), demb(r.size()), dtoken(dim, 0.f), dpos(tokens * dim, 0.f);

@@ -107,7 +107,8 @@ TEST(ModelReference, TenAdamWStepsMatchPyTorchAndResumeBitIdentically) {
     worst = std::max(worst, rel);
     EXPECT_LT(rel, 1e-5) << "step " << s << ": kaio " << got[s] << ", PyTorch " << want[s];
   }
-  std::printf("10 AdamW steps: max relative loss error %.3g (last: kaio %.8f, PyTorch %.8f)\n", worst, got.back(), want.back());
+  std::printf("10 AdamW steps: max relative loss error %.3g (last: kaio %.8f, PyTorch %.8f)\n", worst, got.back(),
+              want.back());
   auto resumed = Trainer::create(ref.config, ref.frames, ref.size);
   EXPECT_EQ(resumed->load_checkpoint(ckpt), "half");
   for (size_t s = want.size() / 2; s < want.size(); ++s)

@@ -1,6 +1,8 @@
 // The whole model on the cpu backend: finite-difference gradients, checkpoint
 // resume, weight export, learning on synthetic moving shapes, and agreement
 // with the PyTorch reference in data/reference_tiny.safetensors.
+#include "train/model.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 #include <random>
 
 #include "common/error.h"
-#include "train/model.h"
 #include "train/safetensors.h"
 #include "train/trainer.h"
 #include "train/trainer_internal.h"
@@ -104,7 +105,8 @@ TEST(ModelGradcheck, EveryParameterMatchesFiniteDifferences) {
 
 TEST(ModelMask, TubeMaskIsReproducibleAndSharedOverTime) {
   const TubeletGrid grid = make_grid(model_spec("tiny"), 8, 64);
-  const auto a = tube_mask(grid, 3, 0.9, 11, 42), b = tube_mask(grid, 3, 0.9, 11, 42), c = tube_mask(grid, 3, 0.9, 11, 43);
+  const auto a = tube_mask(grid, 3, 0.9, 11, 42), b = tube_mask(grid, 3, 0.9, 11, 42),
+             c = tube_mask(grid, 3, 0.9, 11, 43);
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
   const int spatial = grid.grid_hw() * grid.grid_hw();
@@ -112,7 +114,8 @@ TEST(ModelMask, TubeMaskIsReproducibleAndSharedOverTime) {
     int masked = 0;
     for (int i = 0; i < spatial; ++i) {
       masked += a[s * grid.tokens() + i];
-      for (int t = 1; t < grid.grid_t(); ++t) EXPECT_EQ(a[s * grid.tokens() + t * spatial + i], a[s * grid.tokens() + i]);
+      for (int t = 1; t < grid.grid_t(); ++t)
+        EXPECT_EQ(a[s * grid.tokens() + t * spatial + i], a[s * grid.tokens() + i]);
     }
     EXPECT_EQ(masked, static_cast<int>(std::lround(0.9 * spatial)));
   }
@@ -123,7 +126,8 @@ TEST(TrainerBackend, AutoFallsBackToCpuAndSaysWhy) {
   config.backend = "auto";
   auto trainer = Trainer::create(config, 8, 32);
   if (trainer->backend() != "cpu") GTEST_SKIP() << "skipped: a GPU is present (" << trainer->backend() << ")";
-  EXPECT_NE(trainer->backend_note().find("no GPU found: using cpu backend"), std::string::npos) << trainer->backend_note();
+  EXPECT_NE(trainer->backend_note().find("no GPU found: using cpu backend"), std::string::npos)
+      << trainer->backend_note();
   config.model = "huge";
   try {
     Trainer::create(config, 8, 32);
@@ -180,7 +184,8 @@ TEST(CheckpointExport, SafetensorsHoldsEveryParameter) {
   for (const ParamInfo& info : model.params()) {
     const Tensor& t = tensors.at(info.name);
     EXPECT_EQ(t.shape, info.shape) << info.name;
-    EXPECT_EQ(as_f32(t, info.name), std::vector<float>(params.begin() + info.offset, params.begin() + info.offset + info.count));
+    EXPECT_EQ(as_f32(t, info.name),
+              std::vector<float>(params.begin() + info.offset, params.begin() + info.offset + info.count));
   }
   EXPECT_EQ(meta.at("model"), "tiny");
   fs::remove_all(dir);

@@ -2,4 +2,6 @@
 // benchmarks can drive the Hub client as a real process.
 #include "fetch/fetch_command.h"
 
-int main(int argc, char** argv) { return kaio::fetch::run_fetch_command(argc, argv); }
+int main(int argc, char** argv) {
+  return kaio::fetch::run_fetch_command(argc, argv);
+}

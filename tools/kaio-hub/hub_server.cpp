@@ -37,12 +37,12 @@ using kaio::Fd;
 
 // Faults in force; every key of POST /_kaio/faults maps to one member.
 struct Faults {
-  int64_t drop_after = -1;     // cut a body after this many bytes (-1: off)
-  int64_t drop_count = -1;     // bodies left to cut (-1: all)
-  double rate_429 = 0;         // fraction of requests answered 429
-  int retry_after = 1;         // seconds, in Retry-After and RateLimit
-  double rate_5xx = 0;         // fraction of requests answered 503
-  int64_t stall_after = -1;    // pause a body after this many bytes
+  int64_t drop_after = -1;   // cut a body after this many bytes (-1: off)
+  int64_t drop_count = -1;   // bodies left to cut (-1: all)
+  double rate_429 = 0;       // fraction of requests answered 429
+  int retry_after = 1;       // seconds, in Retry-After and RateLimit
+  double rate_5xx = 0;       // fraction of requests answered 503
+  int64_t stall_after = -1;  // pause a body after this many bytes
   int64_t stall_ms = 0;
   int64_t stall_count = -1;    // bodies left to stall (-1: all)
   bool corrupt_first = false;  // flip one byte in the first full download of each file
@@ -50,20 +50,22 @@ struct Faults {
   Clock::time_point outage_until{};
   // Hostile-server faults. The string ones apply to requests whose path
   // contains the string ("" is off; "/" is every request).
-  bool tree_malformed = false;        // the tree listing is cut mid-JSON
-  std::string wrong_length;           // Content-Length off by wrong_length_delta, then the connection closes
+  bool tree_malformed = false;  // the tree listing is cut mid-JSON
+  std::string wrong_length;     // Content-Length off by wrong_length_delta, then the connection closes
   int64_t wrong_length_delta = 1000;
-  std::string endless_headers;        // header lines without end
-  std::string endless_body;           // a 200 with no length and a body without end
-  bool control_names = false;         // the listing also names files with control characters
+  std::string endless_headers;  // header lines without end
+  std::string endless_body;     // a 200 with no length and a body without end
+  bool control_names = false;   // the listing also names files with control characters
   // Signed CDN URLs, as the Hub's: the redirect target carries Expires= (Unix
   // seconds) and a Signature; the CDN answers 403 AccessDenied "Request has
   // expired" once it has passed, or when the URL was revoked.
   int64_t url_lifetime_ms = 3'600'000;  // an hour, as on huggingface.co
   uint64_t url_generation = 0;          // "expire_urls": true revokes every URL signed so far
   int64_t cdn_expired_count = 0;        // the next N CDN requests are refused as expired whatever their URL says
-  uint64_t unranged_limit = 0;          // a GET without Range of a larger file is refused with 400 (0: off), as the Hub does over 50 GB
-  int64_t send_timeout_ms = 0;          // a body whose reader takes no byte for this long is cut (0: off), like a CDN's send timeout
+  uint64_t unranged_limit =
+      0;  // a GET without Range of a larger file is refused with 400 (0: off), as the Hub does over 50 GB
+  int64_t send_timeout_ms =
+      0;  // a body whose reader takes no byte for this long is cut (0: off), like a CDN's send timeout
 
   void merge(const json& j) {
     if (j.contains("tree_malformed")) tree_malformed = j["tree_malformed"];
@@ -93,7 +95,8 @@ struct Faults {
 
 struct Stats {
   std::atomic<uint64_t> requests{0}, cdn_requests{0}, cdn_requests_with_authorization{0}, bytes_sent{0};
-  std::atomic<uint64_t> drops{0}, status_429{0}, status_5xx{0}, stalls{0}, corruptions{0}, outage_closes{0}, range_requests{0};
+  std::atomic<uint64_t> drops{0}, status_429{0}, status_5xx{0}, stalls{0}, corruptions{0}, outage_closes{0},
+      range_requests{0};
   std::atomic<uint64_t> malformed_trees{0}, wrong_lengths{0}, endless_headers{0}, endless_bodies{0}, control_names{0};
   // resolves: /resolve requests answered with a redirect or the file;
   // expired_urls: CDN requests refused because the signed URL had expired or
@@ -108,7 +111,9 @@ struct Stats {
             {"unranged_refused", unranged_refused.load()},
             {"send_timeouts", send_timeouts.load()},
             {"signed_urls_valid_until_ms", signed_valid_until_ms.load()},
-            {"now_ms", std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count()},
+            {"now_ms",
+             std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                 .count()},
             {"cdn_requests", cdn_requests.load()},
             {"cdn_requests_with_authorization", cdn_requests_with_authorization.load()},
             {"bytes_sent", bytes_sent.load()},
@@ -199,17 +204,28 @@ std::string query_param(const std::string& query, const std::string& key) {
 
 const char* reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 206: return "Partial Content";
-    case 302: return "Found";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 416: return "Range Not Satisfiable";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 206:
+      return "Partial Content";
+    case 302:
+      return "Found";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 416:
+      return "Range Not Satisfiable";
+    case 429:
+      return "Too Many Requests";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
   }
 }
 
@@ -234,13 +250,15 @@ std::string http_date() {
 }
 
 int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // The signature of a CDN URL: FNV-1a over what it grants and the generation,
 // so a URL cannot be extended by editing Expires, and revoking is a new generation.
 std::string url_signature(const std::string& object, int64_t expires, uint64_t generation, uint64_t seed) {
-  std::string text = object + "|" + std::to_string(expires) + "|" + std::to_string(generation) + "|" + std::to_string(seed);
+  std::string text =
+      object + "|" + std::to_string(expires) + "|" + std::to_string(generation) + "|" + std::to_string(seed);
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : text) {
     h ^= c;
@@ -392,7 +410,8 @@ struct HubServer::State {
   bool send_simple(int fd, const Request& req, const Response& r);
   // Endless headers or body, when a fault asks for them; true when it did (the connection then closes).
   bool endless(int fd, const Request& req);
-  bool send_file(int fd, const Request& req, const HubRepo& repo, const HubFile& file, Response r, const std::string& etag);
+  bool send_file(int fd, const Request& req, const HubRepo& repo, const HubFile& file, Response r,
+                 const std::string& etag);
   bool injected_status(int fd, const Request& req);
   Response control(const Request& req);
   Response revision_info(const HubRepo& repo, const std::string& rev);
@@ -421,8 +440,12 @@ HubServer::HubServer(HubOptions options) : state_(std::make_unique<State>()) {
 }
 
 HubServer::~HubServer() = default;
-int HubServer::port() const { return bound_port(state_->main_fd.get()); }
-int HubServer::cdn_port() const { return bound_port(state_->cdn_fd.get()); }
+int HubServer::port() const {
+  return bound_port(state_->main_fd.get());
+}
+int HubServer::cdn_port() const {
+  return bound_port(state_->cdn_fd.get());
+}
 
 void HubServer::serve_forever() {
   pollfd fds[2] = {{state_->main_fd.get(), POLLIN, 0}, {state_->cdn_fd.get(), POLLIN, 0}};
@@ -437,7 +460,9 @@ void HubServer::serve_forever() {
       ::setsockopt(conn.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
       int one = 1;
       ::setsockopt(conn.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      std::thread([this, c = std::move(conn), cdn = i == 1]() mutable { state_->handle_connection(std::move(c), cdn); }).detach();
+      std::thread([this, c = std::move(conn), cdn = i == 1]() mutable {
+        state_->handle_connection(std::move(c), cdn);
+      }).detach();
     }
   }
 }
@@ -496,9 +521,11 @@ bool HubServer::State::respond(int fd, const Request& req, bool cdn) {
       stats.cdn_requests_with_authorization++;
       return send_simple(fd, req, error_response(400, "", "Authorization header is not allowed on signed CDN URLs"));
     }
-    if (parts.size() < 6 || parts[1] != "cdn") return send_simple(fd, req, error_response(404, "", "no such CDN object"));
+    if (parts.size() < 6 || parts[1] != "cdn")
+      return send_simple(fd, req, error_response(404, "", "no such CDN object"));
     const HubRepo* repo = find_repo(parts[2], parts[3]);
-    std::string path = percent_decode(req.path.substr(("/cdn/" + parts[2] + "/" + parts[3] + "/" + parts[4] + "/").size()));
+    std::string path =
+        percent_decode(req.path.substr(("/cdn/" + parts[2] + "/" + parts[3] + "/" + parts[4] + "/").size()));
     const HubFile* file = repo && parts[4] == repo->sha ? repo->find(path) : nullptr;
     if (!file) return send_simple(fd, req, error_response(404, "", "no such CDN object"));
     if (!url_valid(req, *repo, *file)) {
@@ -507,18 +534,22 @@ bool HubServer::State::respond(int fd, const Request& req, bool cdn) {
       Response r;
       r.status = 403;
       r.headers.emplace_back("Content-Type", "application/xml");
-      r.body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+      r.body =
+          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Request has "
+          "expired</Message></Error>";
       return send_simple(fd, req, r);
     }
     return send_file(fd, req, *repo, *file, Response{}, "\"" + file->sha256 + "\"");
   }
-  if (req.method != "GET" && req.method != "HEAD") return send_simple(fd, req, error_response(400, "", "unsupported method"));
+  if (req.method != "GET" && req.method != "HEAD")
+    return send_simple(fd, req, error_response(400, "", "unsupported method"));
   // /api/datasets/{org}/{name}/revision/{rev} and /api/datasets/{org}/{name}/tree/{rev}[/{path}]
   if (parts.size() >= 7 && parts[1] == "api" && parts[2] == "datasets") {
     const HubRepo* repo = find_repo(parts[3], parts[4]);
     if (!repo) return send_simple(fd, req, error_response(404, "RepoNotFound", "Repository not found"));
     std::string rev = percent_decode(parts[6]);
-    if (!revision_ok(*repo, rev)) return send_simple(fd, req, error_response(404, "RevisionNotFound", "Invalid rev id: " + rev));
+    if (!revision_ok(*repo, rev))
+      return send_simple(fd, req, error_response(404, "RevisionNotFound", "Invalid rev id: " + rev));
     if (parts[5] == "revision") return send_simple(fd, req, revision_info(*repo, rev));
     if (parts[5] == "tree") {
       std::string prefix = "/api/datasets/" + parts[3] + "/" + parts[4] + "/tree/" + parts[6];
@@ -533,8 +564,10 @@ bool HubServer::State::respond(int fd, const Request& req, bool cdn) {
     Response denied = gate(req, *repo);
     if (denied.status != 200) return send_simple(fd, req, denied);
     std::string rev = percent_decode(parts[5]);
-    if (!revision_ok(*repo, rev)) return send_simple(fd, req, error_response(404, "RevisionNotFound", "Invalid rev id: " + rev));
-    std::string path = percent_decode(req.path.substr(("/datasets/" + parts[2] + "/" + parts[3] + "/resolve/" + parts[5] + "/").size()));
+    if (!revision_ok(*repo, rev))
+      return send_simple(fd, req, error_response(404, "RevisionNotFound", "Invalid rev id: " + rev));
+    std::string path = percent_decode(
+        req.path.substr(("/datasets/" + parts[2] + "/" + parts[3] + "/resolve/" + parts[5] + "/").size()));
     const HubFile* file = repo->find(path);
     if (!file) return send_simple(fd, req, error_response(404, "EntryNotFound", "Entry not found: " + path));
     Response r;
@@ -544,8 +577,9 @@ bool HubServer::State::respond(int fd, const Request& req, bool cdn) {
       r.status = 302;
       r.headers.emplace_back("X-Linked-Etag", "\"" + file->sha256 + "\"");
       r.headers.emplace_back("X-Linked-Size", std::to_string(file->size));
-      r.headers.emplace_back("Location", "http://" + options.cdn_host + ":" + std::to_string(bound_port(cdn_fd.get())) + "/cdn/" +
-                                             repo->id + "/" + repo->sha + "/" + percent_encode(file->path, true) + "?" + sign(*repo, *file));
+      r.headers.emplace_back("Location", "http://" + options.cdn_host + ":" + std::to_string(bound_port(cdn_fd.get())) +
+                                             "/cdn/" + repo->id + "/" + repo->sha + "/" +
+                                             percent_encode(file->path, true) + "?" + sign(*repo, *file));
       r.body = "Found. Redirecting";
       return send_simple(fd, req, r);
     }
@@ -559,9 +593,11 @@ std::string HubServer::State::sign(const HubRepo& repo, const HubFile& file) {
   // Whole seconds, as the Hub's Expires: rounded up, so a URL lives at least url_lifetime_ms.
   int64_t expires = (unix_ms() + std::max<int64_t>(0, f.url_lifetime_ms) + 999) / 1000;
   int64_t until = expires * 1000;
-  for (int64_t seen = stats.signed_valid_until_ms.load(); until > seen && !stats.signed_valid_until_ms.compare_exchange_weak(seen, until);) {
+  for (int64_t seen = stats.signed_valid_until_ms.load();
+       until > seen && !stats.signed_valid_until_ms.compare_exchange_weak(seen, until);) {
   }
-  return "Expires=" + std::to_string(expires) + "&Signature=" + url_signature(repo.id + "/" + repo.sha + "/" + file.path, expires, f.url_generation, options.seed) +
+  return "Expires=" + std::to_string(expires) + "&Signature=" +
+         url_signature(repo.id + "/" + repo.sha + "/" + file.path, expires, f.url_generation, options.seed) +
          "&Key-Pair-Id=KAIOHUB";
 }
 
@@ -576,19 +612,24 @@ bool HubServer::State::url_valid(const Request& req, const HubRepo& repo, const 
     generation = faults.url_generation;
   }
   std::string expires_text = query_param(req.query, "Expires");
-  if (expires_text.empty() || expires_text.size() > 15 || !std::all_of(expires_text.begin(), expires_text.end(), ::isdigit)) return false;
+  if (expires_text.empty() || expires_text.size() > 15 ||
+      !std::all_of(expires_text.begin(), expires_text.end(), ::isdigit))
+    return false;
   int64_t expires = std::stoll(expires_text);
   if (unix_ms() >= expires * 1000) return false;
-  return query_param(req.query, "Signature") == url_signature(repo.id + "/" + repo.sha + "/" + file.path, expires, generation, options.seed);
+  return query_param(req.query, "Signature") ==
+         url_signature(repo.id + "/" + repo.sha + "/" + file.path, expires, generation, options.seed);
 }
 
 Response HubServer::State::gate(const Request& req, const HubRepo& repo) {
   if (options.token.empty()) return Response{};
   std::string auth = req.header("authorization");
   if (auth.empty())
-    return error_response(401, "GatedRepo", "Access to dataset " + repo.id + " is restricted. You must be authenticated to access it.");
+    return error_response(401, "GatedRepo",
+                          "Access to dataset " + repo.id + " is restricted. You must be authenticated to access it.");
   if (auth != "Bearer " + options.token)
-    return error_response(403, "GatedRepo", "Access to dataset " + repo.id + " is restricted and you are not in the authorized list.");
+    return error_response(403, "GatedRepo",
+                          "Access to dataset " + repo.id + " is restricted and you are not in the authorized list.");
   return Response{};
 }
 
@@ -607,7 +648,8 @@ Response HubServer::State::revision_info(const HubRepo& repo, const std::string&
   return r;
 }
 
-Response HubServer::State::tree(const HubRepo& repo, const std::string& rev, const std::string& path, const Request& req) {
+Response HubServer::State::tree(const HubRepo& repo, const std::string& rev, const std::string& path,
+                                const Request& req) {
   if (!path.empty() && !repo.is_directory(path) && !repo.find(path))
     return error_response(404, "EntryNotFound", "Entry not found: " + path);
   bool recursive = query_param(req.query, "recursive") == "true" || query_param(req.query, "recursive") == "1";
@@ -618,9 +660,11 @@ Response HubServer::State::tree(const HubRepo& repo, const std::string& rev, con
     if (!f.path.starts_with(prefix)) continue;
     std::string rest = f.path.substr(prefix.size());
     // Directories on the way to the file, as the Hub lists them.
-    for (size_t slash = rest.find('/'); slash != std::string::npos; slash = recursive ? rest.find('/', slash + 1) : std::string::npos) {
+    for (size_t slash = rest.find('/'); slash != std::string::npos;
+         slash = recursive ? rest.find('/', slash + 1) : std::string::npos) {
       std::string dir = prefix + rest.substr(0, slash);
-      if (dirs.insert(dir).second) entries.push_back({{"type", "directory"}, {"oid", std::string(40, '0')}, {"size", 0}, {"path", dir}});
+      if (dirs.insert(dir).second)
+        entries.push_back({{"type", "directory"}, {"oid", std::string(40, '0')}, {"size", 0}, {"path", dir}});
     }
     if (!recursive && rest.find('/') != std::string::npos) continue;
     json e = {{"type", "file"}, {"oid", f.git_oid}, {"size", f.size}, {"path", f.path}};
@@ -640,7 +684,8 @@ Response HubServer::State::tree(const HubRepo& repo, const std::string& rev, con
   r.headers.emplace_back("Content-Type", "application/json");
   if (cursor + page < entries.size()) {
     std::string next = base_url() + "/api/datasets/" + repo.id + "/tree/" + percent_encode(rev, false) +
-                       (path.empty() ? "" : "/" + percent_encode(path, true)) + "?recursive=" + (recursive ? "true" : "false") +
+                       (path.empty() ? "" : "/" + percent_encode(path, true)) +
+                       "?recursive=" + (recursive ? "true" : "false") +
                        "&expand=false&cursor=" + std::to_string(cursor + page);
     r.headers.emplace_back("Link", "<" + next + ">; rel=\"next\"");
   }
@@ -681,7 +726,8 @@ Response HubServer::State::control(const Request& req) {
   return r;
 }
 
-bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo, const HubFile& file, Response r, const std::string& etag) {
+bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo, const HubFile& file, Response r,
+                                 const std::string& etag) {
   r.headers.emplace_back("Accept-Ranges", "bytes");
   if (r.headers.end() == std::find_if(r.headers.begin(), r.headers.end(), [](auto& h) { return h.first == "ETag"; }))
     r.headers.emplace_back("ETag", etag);
@@ -689,8 +735,10 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
   Faults f = snapshot();
   if (req.method == "GET" && f.unranged_limit > 0 && file.size > f.unranged_limit && req.header("range").empty()) {
     stats.unranged_refused++;
-    return send_simple(fd, req, error_response(400, "", "Files over " + std::to_string(f.unranged_limit) + " bytes are only served with Range (" +
-                                                            repo.id + "/" + file.path + ")"));
+    return send_simple(fd, req,
+                       error_response(400, "",
+                                      "Files over " + std::to_string(f.unranged_limit) +
+                                          " bytes are only served with Range (" + repo.id + "/" + file.path + ")"));
   }
   std::string if_range = req.header("if-range");
   ByteRange range = parse_range(if_range.empty() || if_range == etag ? req.header("range") : "", file.size);
@@ -702,8 +750,9 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
   }
   if (range.partial) {
     r.status = 206;
-    r.headers.emplace_back("Content-Range", "bytes " + std::to_string(range.start) + "-" + std::to_string(range.start + range.length - 1) +
-                                                "/" + std::to_string(file.size));
+    r.headers.emplace_back("Content-Range", "bytes " + std::to_string(range.start) + "-" +
+                                                std::to_string(range.start + range.length - 1) + "/" +
+                                                std::to_string(file.size));
   }
   bool wrong = !f.wrong_length.empty() && req.path.find(f.wrong_length) != std::string::npos;
   uint64_t declared = range.length;
@@ -726,13 +775,15 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
       stall_at = f.stall_after;
       if (faults.stall_count > 0) faults.stall_count--;
     }
-    if (f.corrupt_first && range.start == 0 && range.length == file.size && file.size > 0 && corrupted.insert(repo.id + "/" + file.path).second)
+    if (f.corrupt_first && range.start == 0 && range.length == file.size && file.size > 0 &&
+        corrupted.insert(repo.id + "/" + file.path).second)
       flip_at = static_cast<int64_t>(file.size / 2);
   }
   Fd in(::open(file.disk.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.get() < 0) return false;
   // A send that moves no byte for send_timeout_ms fails with EAGAIN (0: never).
-  timeval send_timeout{static_cast<time_t>(f.send_timeout_ms / 1000), static_cast<suseconds_t>(f.send_timeout_ms % 1000 * 1000)};
+  timeval send_timeout{static_cast<time_t>(f.send_timeout_ms / 1000),
+                       static_cast<suseconds_t>(f.send_timeout_ms % 1000 * 1000)};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
   // Small chunks when throttled keep the pace smooth.
   size_t chunk_size = f.throttle_bps ? std::clamp<size_t>(f.throttle_bps / 20, 1024, 1 << 20) : 1 << 20;
@@ -760,7 +811,8 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
     ssize_t n = ::pread(in.get(), buf.data(), want, static_cast<off_t>(range.start + sent));
     if (n <= 0) return false;
     uint64_t abs = range.start + sent;
-    if (flip_at >= 0 && static_cast<uint64_t>(flip_at) >= abs && static_cast<uint64_t>(flip_at) < abs + static_cast<uint64_t>(n)) {
+    if (flip_at >= 0 && static_cast<uint64_t>(flip_at) >= abs &&
+        static_cast<uint64_t>(flip_at) < abs + static_cast<uint64_t>(n)) {
       buf[static_cast<size_t>(flip_at - static_cast<int64_t>(abs))] ^= 0x5a;
       stats.corruptions++;
     }

@@ -6,9 +6,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace kaio::hub {
 
@@ -16,11 +15,11 @@ struct HubOptions {
   std::filesystem::path root;
   std::string host = "127.0.0.1";
   std::string cdn_host = "127.0.0.2";
-  int port = 0;                      // 0: the kernel picks
+  int port = 0;  // 0: the kernel picks
   int cdn_port = 0;
   uint64_t lfs_threshold = 1'000'000;
-  int page_size = 1000;              // tree entries per page
-  std::string token;                 // non-empty: repos are gated
+  int page_size = 1000;  // tree entries per page
+  std::string token;     // non-empty: repos are gated
   uint64_t seed = 1;
   nlohmann::json faults = nlohmann::json::object();  // same keys as POST /_kaio/faults
 };

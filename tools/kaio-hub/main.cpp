@@ -42,21 +42,33 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     try {
-      if (arg == "--root") options.root = value();
-      else if (arg == "--host") options.host = value();
-      else if (arg == "--port") options.port = std::stoi(value());
-      else if (arg == "--cdn-host") options.cdn_host = value();
-      else if (arg == "--cdn-port") options.cdn_port = std::stoi(value());
-      else if (arg == "--port-file") port_file = value();
-      else if (arg == "--lfs-threshold") options.lfs_threshold = std::stoull(value());
-      else if (arg == "--page-size") options.page_size = std::stoi(value());
-      else if (arg == "--token") options.token = value();
-      else if (arg == "--seed") options.seed = std::stoull(value());
-      else if (arg == "--faults") options.faults = nlohmann::json::parse(value());
+      if (arg == "--root")
+        options.root = value();
+      else if (arg == "--host")
+        options.host = value();
+      else if (arg == "--port")
+        options.port = std::stoi(value());
+      else if (arg == "--cdn-host")
+        options.cdn_host = value();
+      else if (arg == "--cdn-port")
+        options.cdn_port = std::stoi(value());
+      else if (arg == "--port-file")
+        port_file = value();
+      else if (arg == "--lfs-threshold")
+        options.lfs_threshold = std::stoull(value());
+      else if (arg == "--page-size")
+        options.page_size = std::stoi(value());
+      else if (arg == "--token")
+        options.token = value();
+      else if (arg == "--seed")
+        options.seed = std::stoull(value());
+      else if (arg == "--faults")
+        options.faults = nlohmann::json::parse(value());
       else if (arg == "--help" || arg == "-h") {
         std::cout << kUsage;
         return 0;
-      } else usage_error("unknown option " + arg);
+      } else
+        usage_error("unknown option " + arg);
     } catch (const std::exception& e) {
       usage_error("bad value for " + arg + ": " + e.what());
     }
@@ -64,8 +76,8 @@ int main(int argc, char** argv) {
   if (options.root.empty()) usage_error("--root is required");
   try {
     kaio::hub::HubServer server(options);
-    std::string line = "kaio-hub: listening on http://" + options.host + ":" + std::to_string(server.port()) + " (cdn http://" +
-                       options.cdn_host + ":" + std::to_string(server.cdn_port()) + ")\n";
+    std::string line = "kaio-hub: listening on http://" + options.host + ":" + std::to_string(server.port()) +
+                       " (cdn http://" + options.cdn_host + ":" + std::to_string(server.cdn_port()) + ")\n";
     std::cout << line << std::flush;
     if (!port_file.empty()) {
       // Written whole then renamed, so a test never reads half a file.

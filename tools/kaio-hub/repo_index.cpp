@@ -10,7 +10,8 @@ using fetch::Digest;
 using fetch::HashKind;
 
 const HubFile* HubRepo::find(const std::string& path) const {
-  auto it = std::lower_bound(files.begin(), files.end(), path, [](const HubFile& f, const std::string& p) { return f.path < p; });
+  auto it = std::lower_bound(files.begin(), files.end(), path,
+                             [](const HubFile& f, const std::string& p) { return f.path < p; });
   return it != files.end() && it->path == path ? &*it : nullptr;
 }
 
@@ -22,7 +23,8 @@ bool HubRepo::is_directory(const std::string& path) const {
 namespace {
 
 std::string lfs_pointer(const HubFile& f) {
-  return "version https://git-lfs.github.com/spec/v1\noid sha256:" + f.sha256 + "\nsize " + std::to_string(f.size) + "\n";
+  return "version https://git-lfs.github.com/spec/v1\noid sha256:" + f.sha256 + "\nsize " + std::to_string(f.size) +
+         "\n";
 }
 
 HubFile index_file(const fs::path& repo_dir, const fs::path& disk, uint64_t lfs_threshold) {

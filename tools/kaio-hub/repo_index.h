@@ -11,19 +11,19 @@
 namespace kaio::hub {
 
 struct HubFile {
-  std::string path;             // repo-relative, '/' separated
-  std::filesystem::path disk;   // where it lives
+  std::string path;            // repo-relative, '/' separated
+  std::filesystem::path disk;  // where it lives
   uint64_t size = 0;
   std::string sha256;
-  std::string git_oid;          // blob sha1 of the content, or of the LFS pointer
+  std::string git_oid;  // blob sha1 of the content, or of the LFS pointer
   bool lfs = false;
   uint64_t pointer_size = 0;
 };
 
 struct HubRepo {
-  std::string id;               // org/name
-  std::string sha;              // commit: hash of the file list and contents
-  std::vector<HubFile> files;   // sorted by path
+  std::string id;              // org/name
+  std::string sha;             // commit: hash of the file list and contents
+  std::vector<HubFile> files;  // sorted by path
   const HubFile* find(const std::string& path) const;
   bool is_directory(const std::string& path) const;
 };

@@ -67,7 +67,7 @@ struct Colour {
   const char* name;
   uint8_t y, u, v;
 };
-constexpr Colour kColours[] = {{"red", 81, 90, 240},   {"green", 145, 54, 34},   {"blue", 41, 240, 110},
+constexpr Colour kColours[] = {{"red", 81, 90, 240},     {"green", 145, 54, 34},   {"blue", 41, 240, 110},
                                {"yellow", 210, 16, 146}, {"white", 235, 128, 128}, {"magenta", 106, 202, 222}};
 
 // The picture: a scrolling texture whose tint drifts, and shapes that bounce.
@@ -314,7 +314,8 @@ constexpr const char* kSources[] = {"academic_source/Charades", "academic_source
 EncodedClip encode_clip(const std::filesystem::path& out, const ClipSpec& spec) {
   if (spec.width < 16 || spec.height < 16 || spec.width % 2 || spec.height % 2 || !(spec.fps > 0) ||
       !(spec.seconds > 0)) {
-    throw Error(ErrorKind::usage, "encode " + out.string() + ": width and height must be even and >= 16, fps and seconds positive");
+    throw Error(ErrorKind::usage,
+                "encode " + out.string() + ": width and height must be even and >= 16, fps and seconds positive");
   }
   Scene scene(spec.width, spec.height, spec.seed);
   ClipEncoder enc(out, spec);
@@ -387,9 +388,7 @@ DatasetSummary write_dataset(const DatasetSpec& spec) {
   std::mt19937_64 rng(spec.seed);
   nlohmann::json captions = nlohmann::json::array();
   std::filesystem::create_directories(spec.out);
-  auto done = [&] {
-    return spec.target_bytes > 0 ? summary.bytes >= spec.target_bytes : summary.clips >= spec.clips;
-  };
+  auto done = [&] { return spec.target_bytes > 0 ? summary.bytes >= spec.target_bytes : summary.clips >= spec.clips; };
   std::optional<ArchiveOut> out;
   int in_archive = 0;
   auto close_archive = [&] {

@@ -33,10 +33,10 @@ struct DatasetSpec {
   Layout layout = Layout::llava;
   std::filesystem::path out;
   uint64_t seed = 0;
-  int clips = 8;               // used when target_bytes is 0
+  int clips = 8;  // used when target_bytes is 0
   int clips_per_archive = 4;
-  uint64_t target_bytes = 0;   // keep adding clips until the archives reach this size
-  ClipSpec clip;               // size, fps and length of every clip
+  uint64_t target_bytes = 0;  // keep adding clips until the archives reach this size
+  ClipSpec clip;              // size, fps and length of every clip
 };
 
 struct DatasetSummary {

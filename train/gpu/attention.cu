@@ -48,7 +48,9 @@ GemmBatch batch(int count, int inner, long ao, long ai, long bo, long bi, long c
 }
 
 // At least 64 so a block is never narrower than a CDNA wavefront.
-unsigned row_threads(int cols) { return cols >= 256 ? 256 : 64; }
+unsigned row_threads(int cols) {
+  return cols >= 256 ? 256 : 64;
+}
 
 }  // namespace
 }  // namespace kaio_gpu
@@ -60,7 +62,8 @@ extern "C" int KAIO_GPU_FN(attention_forward)(float* out, float* probs, const fl
   const int d = h * hd, ld = 3 * d, bh = b * h;
   const long qo = (long)n * ld, po = (long)h * n * n, pi = (long)n * n, oo = (long)n * d;
   const float scale = 1.0f / sqrtf((float)hd);
-  if (gemm(false, true, n, n, hd, scale, qkv, ld, qkv + d, ld, 0.0f, probs, n, batch(bh, h, qo, hd, qo, hd, po, pi), bf16))
+  if (gemm(false, true, n, n, hd, scale, qkv, ld, qkv + d, ld, 0.0f, probs, n, batch(bh, h, qo, hd, qo, hd, po, pi),
+           bf16))
     return -1;
   softmax_rows_kernel<<<bh * n, row_threads(n), 0, compute_stream()>>>(probs, n);
   if (check_launch("softmax")) return -1;
@@ -74,14 +77,18 @@ extern "C" int KAIO_GPU_FN(attention_backward)(float* dqkv, float* dprobs, const
   const long qo = (long)n * ld, po = (long)h * n * n, pi = (long)n * n, oo = (long)n * d;
   const float scale = 1.0f / sqrtf((float)hd);
   // dP = dO V^T ; dV = P^T dO
-  if (gemm(false, true, n, n, hd, 1.0f, dout, d, qkv + 2 * d, ld, 0.0f, dprobs, n, batch(bh, h, oo, hd, qo, hd, po, pi), bf16))
+  if (gemm(false, true, n, n, hd, 1.0f, dout, d, qkv + 2 * d, ld, 0.0f, dprobs, n, batch(bh, h, oo, hd, qo, hd, po, pi),
+           bf16))
     return -1;
-  if (gemm(true, false, n, hd, n, 1.0f, probs, n, dout, d, 0.0f, dqkv + 2 * d, ld, batch(bh, h, po, pi, oo, hd, qo, hd), bf16))
+  if (gemm(true, false, n, hd, n, 1.0f, probs, n, dout, d, 0.0f, dqkv + 2 * d, ld, batch(bh, h, po, pi, oo, hd, qo, hd),
+           bf16))
     return -1;
   softmax_backward_rows_kernel<<<bh * n, row_threads(n), 0, compute_stream()>>>(dprobs, probs, n);
   if (check_launch("softmax_backward")) return -1;
   // dQ = scale dS K ; dK = scale dS^T Q
-  if (gemm(false, false, n, hd, n, scale, dprobs, n, qkv + d, ld, 0.0f, dqkv, ld, batch(bh, h, po, pi, qo, hd, qo, hd), bf16))
+  if (gemm(false, false, n, hd, n, scale, dprobs, n, qkv + d, ld, 0.0f, dqkv, ld, batch(bh, h, po, pi, qo, hd, qo, hd),
+           bf16))
     return -1;
-  return gemm(true, false, n, hd, n, scale, dprobs, n, qkv, ld, 0.0f, dqkv + d, ld, batch(bh, h, po, pi, qo, hd, qo, hd), bf16);
+  return gemm(true, false, n, hd, n, scale, dprobs, n, qkv, ld, 0.0f, dqkv + d, ld,
+              batch(bh, h, po, pi, qo, hd, qo, hd), bf16);
 }

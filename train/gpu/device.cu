@@ -20,8 +20,12 @@ __global__ void axpy_kernel(int n, float a, const float* x, float* y) {
 
 }  // namespace
 
-gpuStream_t compute_stream() { return g_compute; }
-gpuStream_t copy_stream() { return g_copy; }
+gpuStream_t compute_stream() {
+  return g_compute;
+}
+gpuStream_t copy_stream() {
+  return g_copy;
+}
 
 int check(gpuError_t err, const char* what) {
   if (err == gpuSuccess) return 0;
@@ -29,7 +33,9 @@ int check(gpuError_t err, const char* what) {
   return -1;
 }
 
-int check_launch(const char* what) { return check(gpuGetLastError(), what); }
+int check_launch(const char* what) {
+  return check(gpuGetLastError(), what);
+}
 
 float* scratch(size_t count) {
   if (count <= g_scratch_count) return g_scratch;
@@ -47,7 +53,9 @@ using namespace kaio_gpu;
 
 namespace {
 
-const char* last_error() { return g_last_error.c_str(); }
+const char* last_error() {
+  return g_last_error.c_str();
+}
 
 int init() {
   if (g_compute) return 0;
@@ -61,12 +69,16 @@ void* malloc_device(size_t bytes) {
   void* ptr = nullptr;
   return check(gpuMalloc(&ptr, bytes), "device allocation") ? nullptr : ptr;
 }
-void free_device(void* ptr) { (void)gpuFree(ptr); }
+void free_device(void* ptr) {
+  (void)gpuFree(ptr);
+}
 void* malloc_pinned(size_t bytes) {
   void* ptr = nullptr;
   return check(gpuMallocHost(&ptr, bytes), "pinned allocation") ? nullptr : ptr;
 }
-void free_pinned(void* ptr) { (void)gpuFreeHost(ptr); }
+void free_pinned(void* ptr) {
+  (void)gpuFreeHost(ptr);
+}
 
 // Host-side copies order themselves after queued compute work.
 int to_device(void* dst, const void* src, size_t bytes) {
@@ -77,7 +89,9 @@ int to_host(void* dst, const void* src, size_t bytes) {
   if (check(gpuMemcpyAsync(dst, src, bytes, gpuMemcpyDeviceToHost, g_compute), "copy to host")) return -1;
   return check(gpuStreamSynchronize(g_compute), "copy to host");
 }
-int zero(void* dst, size_t bytes) { return check(gpuMemsetAsync(dst, 0, bytes, g_compute), "memset"); }
+int zero(void* dst, size_t bytes) {
+  return check(gpuMemsetAsync(dst, 0, bytes, g_compute), "memset");
+}
 
 int upload_pinned(void* dst, const void* pinned_src, size_t bytes) {
   if (check(gpuMemcpyAsync(dst, pinned_src, bytes, gpuMemcpyHostToDevice, g_copy), "batch upload") ||
@@ -86,19 +100,42 @@ int upload_pinned(void* dst, const void* pinned_src, size_t bytes) {
   return check(gpuStreamWaitEvent(g_compute, g_uploaded, 0), "wait for batch upload");
 }
 
-int synchronize() { return check(gpuStreamSynchronize(g_compute), "synchronize"); }
+int synchronize() {
+  return check(gpuStreamSynchronize(g_compute), "synchronize");
+}
 
-const KaioGpuOps kOps = {
-    last_error, init, malloc_device, free_device, malloc_pinned, free_pinned, to_device, to_host, zero,
-    upload_pinned, synchronize, KAIO_GPU_FN(patchify), KAIO_GPU_FN(embed_combine_forward),
-    KAIO_GPU_FN(embed_combine_backward), KAIO_GPU_FN(linear_forward), KAIO_GPU_FN(linear_backward),
-    KAIO_GPU_FN(layernorm_forward), KAIO_GPU_FN(layernorm_backward), KAIO_GPU_FN(attention_forward),
-    KAIO_GPU_FN(attention_backward), KAIO_GPU_FN(gelu_forward), KAIO_GPU_FN(gelu_backward), KAIO_GPU_FN(add),
-    KAIO_GPU_FN(masked_mse), KAIO_GPU_FN(sum_squares), KAIO_GPU_FN(adamw)};
+const KaioGpuOps kOps = {last_error,
+                         init,
+                         malloc_device,
+                         free_device,
+                         malloc_pinned,
+                         free_pinned,
+                         to_device,
+                         to_host,
+                         zero,
+                         upload_pinned,
+                         synchronize,
+                         KAIO_GPU_FN(patchify),
+                         KAIO_GPU_FN(embed_combine_forward),
+                         KAIO_GPU_FN(embed_combine_backward),
+                         KAIO_GPU_FN(linear_forward),
+                         KAIO_GPU_FN(linear_backward),
+                         KAIO_GPU_FN(layernorm_forward),
+                         KAIO_GPU_FN(layernorm_backward),
+                         KAIO_GPU_FN(attention_forward),
+                         KAIO_GPU_FN(attention_backward),
+                         KAIO_GPU_FN(gelu_forward),
+                         KAIO_GPU_FN(gelu_backward),
+                         KAIO_GPU_FN(add),
+                         KAIO_GPU_FN(masked_mse),
+                         KAIO_GPU_FN(sum_squares),
+                         KAIO_GPU_FN(adamw)};
 
 }  // namespace
 
-extern "C" const KaioGpuOps* KAIO_GPU_FN(ops)() { return &kOps; }
+extern "C" const KaioGpuOps* KAIO_GPU_FN(ops)() {
+  return &kOps;
+}
 
 extern "C" int KAIO_GPU_FN(device_count)() {
   int n = 0;

@@ -72,15 +72,15 @@ extern "C" int KAIO_GPU_FN(patchify)(float* patches, const uint8_t* windows, int
 extern "C" int KAIO_GPU_FN(embed_combine_forward)(float* x, const float* emb, const float* token, const float* pos,
                                                   const uint8_t* mask, int batch, int tokens, int dim) {
   const long total = (long)batch * tokens * dim;
-  combine_forward_kernel<<<blocks_for(total, 256), 256, 0, compute_stream()>>>(x, emb, token, pos, mask, total,
-                                                                                tokens, dim);
+  combine_forward_kernel<<<blocks_for(total, 256), 256, 0, compute_stream()>>>(x, emb, token, pos, mask, total, tokens,
+                                                                               dim);
   return check_launch("embed_combine_forward");
 }
 
 extern "C" int KAIO_GPU_FN(embed_combine_backward)(float* demb, float* dtoken, float* dpos, const float* dx,
                                                    const uint8_t* mask, int batch, int tokens, int dim) {
   combine_backward_kernel<<<blocks_for((size_t)tokens * dim, 256), 256, 0, compute_stream()>>>(demb, dpos, dx, mask,
-                                                                                                batch, tokens, dim);
+                                                                                               batch, tokens, dim);
   mask_token_grad_kernel<<<blocks_for(dim, 64), 64, 0, compute_stream()>>>(dtoken, dx, mask, (long)batch * tokens, dim);
   return check_launch("embed_combine_backward");
 }

@@ -49,8 +49,8 @@ __global__ void column_sum_kernel(float* sums, const float* x, int rows, int col
 
 }  // namespace
 
-int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-         int ldb, float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
+int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
+         float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
   const dim3 block(kTile, kTile), grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile, batch.count);
   gemm_kernel<<<grid, block, 0, compute_stream()>>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
                                                     batch, bf16);
@@ -75,7 +75,8 @@ extern "C" int KAIO_GPU_FN(linear_forward)(float* out, const float* in, const fl
 extern "C" int KAIO_GPU_FN(linear_backward)(float* din, float* dweight, float* dbias, const float* dout,
                                             const float* in, const float* weight, int rows, int in_dim, int out_dim,
                                             int bf16) {
-  if (din && gemm(false, false, rows, in_dim, out_dim, 1.0f, dout, out_dim, weight, in_dim, 0.0f, din, in_dim, {}, bf16))
+  if (din &&
+      gemm(false, false, rows, in_dim, out_dim, 1.0f, dout, out_dim, weight, in_dim, 0.0f, din, in_dim, {}, bf16))
     return -1;
   if (gemm(true, false, out_dim, in_dim, rows, 1.0f, dout, out_dim, in, in_dim, 1.0f, dweight, in_dim, {}, bf16))
     return -1;

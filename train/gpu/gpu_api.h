@@ -36,29 +36,28 @@ typedef struct KaioGpuOps {
   int (*patchify)(float* patches, const uint8_t* windows, int batch, KaioGpuGrid g);
   int (*embed_combine_forward)(float* x, const float* emb, const float* mask_token, const float* pos,
                                const uint8_t* mask, int batch, int tokens, int dim);
-  int (*embed_combine_backward)(float* demb, float* dmask_token, float* dpos, const float* dx,
-                                const uint8_t* mask, int batch, int tokens, int dim);
-  int (*linear_forward)(float* out, const float* in, const float* weight, const float* bias, int rows,
-                        int in_dim, int out_dim, int bf16);
+  int (*embed_combine_backward)(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
+                                int batch, int tokens, int dim);
+  int (*linear_forward)(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
+                        int out_dim, int bf16);
   int (*linear_backward)(float* din, float* dweight, float* dbias, const float* dout, const float* in,
                          const float* weight, int rows, int in_dim, int out_dim, int bf16);
   int (*layernorm_forward)(float* out, float* mean, float* rstd, const float* in, const float* weight,
                            const float* bias, int rows, int dim);
   int (*layernorm_backward)(float* din, float* dweight, float* dbias, const float* dout, const float* in,
                             const float* weight, const float* mean, const float* rstd, int rows, int dim);
-  int (*attention_forward)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads,
-                           int head_dim, int bf16);
+  int (*attention_forward)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads, int head_dim,
+                           int bf16);
   int (*attention_backward)(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
                             int batch, int tokens, int heads, int head_dim, int bf16);
   int (*gelu_forward)(float* out, const float* in, size_t n);
   int (*gelu_backward)(float* din, const float* dout, const float* in, size_t n);
   int (*add)(float* out, const float* a, const float* b, size_t n);
-  int (*masked_mse)(double* loss_host, float* dpred, const float* pred, const float* patches,
-                    const uint8_t* mask, int rows, int patch_dim);
+  int (*masked_mse)(double* loss_host, float* dpred, const float* pred, const float* patches, const uint8_t* mask,
+                    int rows, int patch_dim);
   int (*sum_squares)(double* result_host, const float* x, size_t n);
-  int (*adamw)(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1,
-               float beta2, float eps, float weight_decay, float grad_scale, float bias_correction1,
-               float bias_correction2_sqrt);
+  int (*adamw)(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1, float beta2,
+               float eps, float weight_decay, float grad_scale, float bias_correction1, float bias_correction2_sqrt);
 } KaioGpuOps;
 
 int kaio_hip_device_count(void);

@@ -25,7 +25,9 @@ int check_launch(const char* what);
 // A device buffer of at least `count` floats, grown on demand, for partial sums.
 float* scratch(size_t count);
 
-inline unsigned blocks_for(size_t n, unsigned threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+inline unsigned blocks_for(size_t n, unsigned threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
 
 // Sum over the block, returned to every thread. Works for any warpSize (32 on
 // NVIDIA, 64 on CDNA) and blockDim.x up to 1024.
@@ -62,8 +64,8 @@ struct GemmBatch {
 };
 
 // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading dimensions.
-int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-         int ldb, float beta, float* c, int ldc, const GemmBatch& batch, bool bf16);
+int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
+         float beta, float* c, int ldc, const GemmBatch& batch, bool bf16);
 
 }  // namespace kaio_gpu
 

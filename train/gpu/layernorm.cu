@@ -42,8 +42,8 @@ __global__ void layernorm_input_grad_kernel(float* din, const float* dout, const
     din[at + i] += s * (dout[at + i] * w[i] - a - (in[at + i] - m) * s * c);
 }
 
-__global__ void layernorm_param_grad_kernel(float* dw, float* db, const float* dout, const float* in,
-                                            const float* mean, const float* rstd, int rows, int dim) {
+__global__ void layernorm_param_grad_kernel(float* dw, float* db, const float* dout, const float* in, const float* mean,
+                                            const float* rstd, int rows, int dim) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= dim) return;
   float gw = 0.0f, gb = 0.0f;
@@ -71,6 +71,7 @@ extern "C" int KAIO_GPU_FN(layernorm_backward)(float* din, float* dw, float* db,
                                                const float* w, const float* mean, const float* rstd, int rows,
                                                int dim) {
   layernorm_input_grad_kernel<<<rows, 256, 0, compute_stream()>>>(din, dout, in, w, mean, rstd, dim);
-  layernorm_param_grad_kernel<<<blocks_for(dim, 128), 128, 0, compute_stream()>>>(dw, db, dout, in, mean, rstd, rows, dim);
+  layernorm_param_grad_kernel<<<blocks_for(dim, 128), 128, 0, compute_stream()>>>(dw, db, dout, in, mean, rstd, rows,
+                                                                                  dim);
   return check_launch("layernorm_backward");
 }

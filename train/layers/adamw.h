@@ -14,7 +14,7 @@ struct AdamWStep {
   float eps;
   float weight_decay;  // 0 for biases, LayerNorm, positional embedding and mask token
   float grad_scale;
-  int64_t step;        // 1-based, for the bias corrections
+  int64_t step;  // 1-based, for the bias corrections
 };
 
 namespace cpu {

@@ -56,8 +56,8 @@ void attention_forward(float* out, float* probs, const float* qkv, const Attenti
   }
 }
 
-void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv,
-                        const float* probs, const AttentionShape& s) {
+void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
+                        const AttentionShape& s) {
   const int n = s.tokens, hd = s.head_dim, d = s.dim(), ld = 3 * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 #pragma omp parallel for

@@ -12,7 +12,7 @@ struct AttentionShape {
 
 void attention_forward(float* out, float* probs, const float* qkv, const AttentionShape& s);
 // dqkv is overwritten; dprobs is scratch of the size of probs.
-void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv,
-                        const float* probs, const AttentionShape& s);
+void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
+                        const AttentionShape& s);
 
 }  // namespace kaio::train::cpu

@@ -5,8 +5,8 @@
 
 namespace kaio::train::cpu {
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight,
-                       const float* bias, int rows, int dim) {
+void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight, const float* bias,
+                       int rows, int dim) {
 #pragma omp parallel for
   for (int r = 0; r < rows; ++r) {
     const float* x = in + static_cast<long>(r) * dim;

@@ -23,8 +23,8 @@ void split_rows(int n, F f) {
 
 }  // namespace
 
-void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows,
-                    int in_dim, int out_dim) {
+void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
+                    int out_dim) {
   float beta = 0.0f;
   if (bias) {
 #pragma omp parallel for
@@ -33,22 +33,22 @@ void linear_forward(float* out, const float* in, const float* weight, const floa
     beta = 1.0f;
   }
   split_rows(rows, [&](int r0, int r1) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out_dim, in_dim, 1.0f, in + long(r0) * in_dim,
-                in_dim, weight, in_dim, beta, out + long(r0) * out_dim, out_dim);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out_dim, in_dim, 1.0f, in + long(r0) * in_dim, in_dim,
+                weight, in_dim, beta, out + long(r0) * out_dim, out_dim);
   });
 }
 
-void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
-                     const float* weight, int rows, int in_dim, int out_dim) {
+void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in, const float* weight,
+                     int rows, int in_dim, int out_dim) {
   if (din)
     split_rows(rows, [&](int r0, int r1) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, in_dim, out_dim, 1.0f,
-                  dout + long(r0) * out_dim, out_dim, weight, in_dim, 0.0f, din + long(r0) * in_dim, in_dim);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, in_dim, out_dim, 1.0f, dout + long(r0) * out_dim,
+                  out_dim, weight, in_dim, 0.0f, din + long(r0) * in_dim, in_dim);
     });
   // Each thread owns a band of dweight's rows (output features).
   split_rows(out_dim, [&](int o0, int o1) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in_dim, rows, 1.0f, dout + o0, out_dim, in,
-                in_dim, 1.0f, dweight + long(o0) * in_dim, in_dim);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, in_dim, rows, 1.0f, dout + o0, out_dim, in, in_dim,
+                1.0f, dweight + long(o0) * in_dim, in_dim);
   });
   if (dbias) {
 #pragma omp parallel for

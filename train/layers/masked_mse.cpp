@@ -4,8 +4,8 @@
 
 namespace kaio::train::cpu {
 
-double masked_mse_forward_backward(float* dpred, const float* pred, const float* patches,
-                                   const uint8_t* mask, int rows, int patch_dim) {
+double masked_mse_forward_backward(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
+                                   int patch_dim) {
   long masked = 0;
   for (int r = 0; r < rows; ++r) masked += mask[r] ? 1 : 0;
   const float grad_scale = masked ? 2.0f / (static_cast<float>(masked) * patch_dim) : 0.0f;

@@ -10,7 +10,7 @@ inline constexpr float kTargetNormEps = 1e-6f;
 
 // Returns the loss and writes its gradient w.r.t. pred into dpred (zero on
 // visible rows). mask has one byte per row (1 = masked).
-double masked_mse_forward_backward(float* dpred, const float* pred, const float* patches,
-                                   const uint8_t* mask, int rows, int patch_dim);
+double masked_mse_forward_backward(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
+                                   int patch_dim);
 
 }  // namespace kaio::train::cpu

@@ -20,14 +20,13 @@ void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGr
       for (int dy = 0; dy < ts; ++dy)
         for (int dx = 0; dx < ts; ++dx) {
           const long pix = ((static_cast<long>(ti * tt + dt) * g.size + yi * ts + dy) * g.size + xi * ts + dx) * 3;
-          for (int c = 0; c < 3; ++c)
-            *out++ = (w[pix + c] / 255.0f - kMean[c]) / kStd[c];
+          for (int c = 0; c < 3; ++c) *out++ = (w[pix + c] / 255.0f - kMean[c]) / kStd[c];
         }
   }
 }
 
-void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
-                           const uint8_t* mask, int batch, int tokens, int dim) {
+void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos, const uint8_t* mask,
+                           int batch, int tokens, int dim) {
 #pragma omp parallel for
   for (long bn = 0; bn < static_cast<long>(batch) * tokens; ++bn) {
     const float* src = mask[bn] ? mask_token : emb + bn * dim;
@@ -36,8 +35,8 @@ void embed_combine_forward(float* x, const float* emb, const float* mask_token, 
   }
 }
 
-void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx,
-                            const uint8_t* mask, int batch, int tokens, int dim) {
+void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
+                            int batch, int tokens, int dim) {
 #pragma omp parallel for
   for (int n = 0; n < tokens; ++n) {
     for (int b = 0; b < batch; ++b) {

@@ -9,7 +9,7 @@
 namespace kaio::train {
 
 struct TubeletGrid {
-  int frames, size;              // window
+  int frames, size;  // window
   int tubelet_frames, tubelet_size;
   int grid_t() const { return frames / tubelet_frames; }
   int grid_hw() const { return size / tubelet_size; }
@@ -21,11 +21,11 @@ struct TubeletGrid {
 namespace cpu {
 void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g);
 // x[b,n] = (mask[b,n] ? mask_token : emb[b,n]) + pos[n]
-void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
-                           const uint8_t* mask, int batch, int tokens, int dim);
+void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos, const uint8_t* mask,
+                           int batch, int tokens, int dim);
 // demb is overwritten; dmask_token and dpos accumulate.
-void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx,
-                            const uint8_t* mask, int batch, int tokens, int dim);
+void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
+                            int batch, int tokens, int dim);
 }  // namespace cpu
 
 }  // namespace kaio::train
