@@ -19,7 +19,7 @@ namespace {
 
 // What to hold for a member whose header does not give its size (streamed
 // zip); the claim grows while extracting if the member is larger.
-constexpr uint64_t kUnknownMemberReserve = 64 * 1024 * 1024;
+constexpr uint64_t kUnknownMemberReserve = 64ULL * 1024 * 1024;
 
 using Clock = std::chrono::steady_clock;
 
@@ -150,7 +150,7 @@ class Run {
  public:
   Run(const WindowSpec& spec, int workers, int codec_threads, std::chrono::milliseconds timeout,
       const ShardLimits& shard_limits, const std::filesystem::path& work_dir, kaio::SpaceReserver& reserver,
-      std::string source_file, std::function<void(ClipResult)> on_clip, std::stop_token outer)
+      std::string source_file, std::function<void(ClipResult)> on_clip, const std::stop_token& outer)
       : spec_(spec),
         codec_threads_(codec_threads),
         timeout_(timeout),
@@ -416,7 +416,7 @@ class Run {
   // Stops the run; finish() rethrows the first such error.
   void abort_run(std::exception_ptr error) {
     std::lock_guard lock(mu_);
-    if (!callback_error_) callback_error_ = error;
+    if (!callback_error_) callback_error_ = std::move(error);
     stop_.request_stop();
   }
 
@@ -485,7 +485,8 @@ ArchiveDecoder::ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem
       reserver_(reserver) {}
 
 void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::string& source_file,
-                         const CaptionMap* captions, std::function<void(ClipResult)> on_clip, std::stop_token stop) {
+                         const CaptionMap* captions, std::function<void(ClipResult)> on_clip,
+                         const std::stop_token& stop) {
   Run run(spec_, workers_, codec_threads_, timeout_, shard_limits_, work_dir_, reserver_, source_file,
           std::move(on_clip), stop);
   std::exception_ptr stream_error;
