@@ -25,11 +25,10 @@ kaiod="$build/daemon/kaiod"
 kaioctl="$build/daemon/kaioctl"
 hub="$build/tools/kaio-hub/kaio-hub"
 mkdata="$build/tools/kaio-mkdata/kaio-mkdata"
-fetch="$build/tools/kaio-fetch/kaio-fetch"
 train_bench="$build/bench/train/kaio_train_bench"
 train_pipe="$build/bench/e2e/kaio-train-pipe"
 decode_stage="$build/bench/e2e/kaio-decode-stage"
-for tool in "$kaiod" "$kaioctl" "$hub" "$mkdata" "$fetch" "$train_bench" "$train_pipe" "$decode_stage"; do
+for tool in "$kaiod" "$kaioctl" "$hub" "$mkdata" "$train_bench" "$train_pipe" "$decode_stage"; do
   [ -x "$tool" ] || die "missing $tool: build $build first (make bench does)"
 done
 "$python" -c "import av, numpy, matplotlib" 2>/dev/null || die "$python lacks av, numpy or matplotlib: run scripts/setup.sh"
@@ -154,8 +153,8 @@ write_config "$compare" "$d"
 echo "e2e: stages alone at ${compare}x: download, decode, train"
 now() { date +%s.%N; }
 t0=$(now)
-"$fetch" --repo "bench/e2e-${compare}x" --include '**/*.tar.gz' --out "$d/files" --endpoint "$endpoint" \
-  --parallel 2 --log-level warn || die "download alone (kaio-fetch) failed"
+"$kaioctl" fetch --repo "bench/e2e-${compare}x" --include '**/*.tar.gz' --out "$d/files" --endpoint "$endpoint" \
+  --parallel 2 --log-level warn || die "download alone (kaioctl fetch) failed"
 t1=$(now)
 echo "{\"seconds\": $("$python" -c "print(round($t1 - $t0, 4))")}" > "$raw/stage-download.json"
 mapfile -t local_archives < <(cd "$d/files" && ls */*.tar.gz | sort -V)

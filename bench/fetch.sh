@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Download speed of kaio-fetch against `curl -o` from a local kaio-hub, split
-# downloading against a per-connection throttle, and kaio-fetch's peak RSS.
+# Download speed of `kaioctl fetch` against `curl -o` from a local kaio-hub,
+# split downloading against a per-connection throttle, and its peak RSS.
 # usage: bench/fetch.sh BUILD_DIR   (KAIO_BENCH_FETCH_SIZE bytes, default 1 GB;
 #        KAIO_BENCH_THROTTLE bytes/s per connection, default 20 MB/s)
 set -euo pipefail
@@ -10,7 +10,7 @@ size="${KAIO_BENCH_FETCH_SIZE:-1000000000}"
 throttle="${KAIO_BENCH_THROTTLE:-20000000}"
 split=4
 hub="$build/tools/kaio-hub/kaio-hub"
-fetch="$build/tools/kaio-fetch/kaio-fetch"
+fetch=("$build/daemon/kaioctl" fetch)
 work="$(mktemp -d /tmp/kaio-bench-fetch.XXXXXX)"
 hub_pid=""
 cleanup() {
@@ -40,7 +40,7 @@ mbps() { python3 -c "print(round($1 / ($3 - $2) / 1e6, 1))"; }
 
 start_hub
 t0=$(now)
-/usr/bin/time -v -o "$work/time.txt" "$fetch" --repo bench/data --include big.bin --out "$work/kaio" --endpoint "$url" --log-level warn
+/usr/bin/time -v -o "$work/time.txt" "${fetch[@]}" --repo bench/data --include big.bin --out "$work/kaio" --endpoint "$url" --log-level warn
 t1=$(now)
 curl -sSfL -o "$work/curl.bin" "$url/datasets/bench/data/resolve/main/big.bin"
 t2=$(now)
@@ -62,7 +62,7 @@ rm -rf "$work/kaio" "$work/curl.bin" "$work/curl2.bin"
 
 start_hub --faults "{\"throttle_bps\": $throttle}"
 t0=$(now)
-"$fetch" --repo bench/data --include throttled.bin --out "$work/kaio" --endpoint "$url" --split "$split" --split-min-size 1MB --log-level warn
+"${fetch[@]}" --repo bench/data --include throttled.bin --out "$work/kaio" --endpoint "$url" --split "$split" --split-min-size 1MB --log-level warn
 t1=$(now)
 split_kaio=$(mbps "$throttled_size" "$t0" "$t1")
 split_peer=$(python3 -c "print(round($throttle / 1e6, 1))")

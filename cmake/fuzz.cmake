@@ -19,6 +19,4 @@ function(kaio_add_fuzzer name)
   endif()
 endfunction()
 
-if(EXISTS ${PROJECT_SOURCE_DIR}/fuzz/CMakeLists.txt)
-  add_subdirectory(fuzz)
-endif()
+add_subdirectory(fuzz)

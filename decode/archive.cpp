@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <exception>
 
@@ -371,6 +372,18 @@ uint64_t ArchiveReader::bytes_in() const {
 }
 uint64_t ArchiveReader::bytes_out() const {
   return impl_->out_bytes();
+}
+
+bool archive_format_recognised(const std::filesystem::path& file) {
+  std::unique_ptr<archive, int (*)(archive*)> ar(archive_read_new(), archive_read_free);
+  if (!ar) return true;
+  archive_read_support_filter_all(ar.get());
+  archive_read_support_format_tar(ar.get());
+  archive_read_support_format_zip_streamable(ar.get());
+  if (archive_read_open_filename(ar.get(), file.c_str(), 64 * 1024) == ARCHIVE_OK) return true;
+  // libarchive's ARCHIVE_ERRNO_FILE_FORMAT ("Unrecognized archive format") is
+  // EILSEQ on Linux; archive.h only lists it in a comment.
+  return archive_errno(ar.get()) != EILSEQ;
 }
 
 }  // namespace kaio::decode

@@ -39,6 +39,11 @@ struct Member {
 // A stable hex name for a member's files: hash of the archive path and member path.
 std::string member_id(std::string_view archive_path, std::string_view member_path);
 
+// Whether ArchiveReader's libarchive setup (tar or zip, any compression
+// filter) recognises the file's format. Only a format error answers no: a file
+// that cannot be opened keeps the reader's own message (kaioctl probe).
+bool archive_format_recognised(const std::filesystem::path& file);
+
 class ArchiveReader {
  public:
   ArchiveReader(std::unique_ptr<kaio::ByteSource> source, ArchiveLimits limits);

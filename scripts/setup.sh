@@ -42,8 +42,8 @@ fi
 
 # The official Hub JavaScript client, used by the kaio-hub fidelity test.
 here="$(cd "$(dirname "$0")/.." && pwd)"
-if command -v npm >/dev/null && [ ! -d "$here/tests/node/node_modules/@huggingface/hub" ]; then
-  (cd "$here/tests/node" && npm install --no-audit --no-fund --silent >/dev/null) \
+if command -v npm >/dev/null && [ ! -d "$here/tests/tools/kaio-hub/node_modules/@huggingface/hub" ]; then
+  (cd "$here/tests/tools/kaio-hub" && npm install --no-audit --no-fund --silent >/dev/null) \
     || echo "setup: npm install of @huggingface/hub failed; its test will be skipped"
 fi
 echo "setup: ok"

@@ -6,7 +6,7 @@ Usage: report.py RAW_DIR BUDGET_BYTES COMPARE_SCALE "SCALES" RESULTS_DIR
 
 Pipeline efficiency: kaiod's samples/s over its whole run (windows trained /
 wall time, start-up included) divided by the samples/s of its slowest stage
-run alone on the same data: download alone (kaio-fetch, same parallelism;
+run alone on the same data: download alone (kaioctl fetch, same parallelism;
 windows of the dataset / seconds), decode alone (kaio-decode-stage: the same
 ArchiveDecoder and workers on archives already on disk) and train alone
 (kaio_train_bench: the same model, batch and threads). 1.0 means the stages

@@ -12,15 +12,16 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "files.h"
 #include "state/ledger.h"
-#include "temp_dir.h"
 #include "tests/support/disk_sampler.h"
 #include "tests/support/progress_watchdog.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 using kaio::cache::Budget;
 using kaio::cache::BudgetOptions;
-using kaio::testing::TempDir;
+using kaio::test::Sandbox;
 using kaio::testing::write_bytes;
 
 namespace {
@@ -29,7 +30,7 @@ constexpr uint64_t KiB = 1024;
 constexpr uint64_t MiB = 1024 * KiB;
 
 struct Folders {
-  TempDir root{"budget"};
+  Sandbox root{"budget"};
   fs::path cache = root.path() / "cache";
   fs::path state = root.path() / "state";
   Folders() {

@@ -8,12 +8,13 @@
 #include <fstream>
 #include <iterator>
 
-#include "temp_dir.h"
+#include "files.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 using namespace kaio::state;
 using kaio::cache::recover;
-using kaio::testing::TempDir;
+using kaio::test::Sandbox;
 using kaio::testing::write_bytes;
 
 namespace {
@@ -56,7 +57,7 @@ class Touch {
 }  // namespace
 
 TEST(Recovery, DeletesOrphansKeepsPartsAndRollsBackWhatIsMissing) {
-  TempDir root("recovery");
+  Sandbox root("recovery");
   fs::path cache = root.path() / "cache", state = root.path() / "state";
   auto ledger = Ledger::open(state);
   ledger.upsert_files(kRepo, {{"", "a.tar", 1, "", ""},
@@ -126,7 +127,7 @@ TEST(Recovery, DeletesOrphansKeepsPartsAndRollsBackWhatIsMissing) {
 }
 
 TEST(Recovery, HundredThousandClipsInOneTransaction) {
-  TempDir root("recovery100k");
+  Sandbox root("recovery100k");
   fs::path cache = root.path() / "cache", state = root.path() / "state";
   auto ledger = Ledger::open(state);
   constexpr int kFiles = 1000, kClipsPerFile = 100;
@@ -165,7 +166,7 @@ TEST(Recovery, HundredThousandClipsInOneTransaction) {
 
 TEST(Recovery, StateFolderInsideOrEqualToTheCacheKeepsTheLedger) {
   for (const char* state_sub : {"state", ""}) {
-    TempDir root("recovery-nested");
+    Sandbox root("recovery-nested");
     fs::path cache = root.path() / "cache", state = cache / state_sub;
     auto ledger = Ledger::open(state);
     ledger.upsert_files(kRepo, {{"", "a.tar", 1, "", ""}});
@@ -189,7 +190,7 @@ TEST(Recovery, StateFolderInsideOrEqualToTheCacheKeepsTheLedger) {
 // a vouched download with its .part is kept; one without its .part, or of a
 // download nobody vouches for, goes.
 TEST(Recovery, KeepsTheProgressFileOfASplitDownloadBesideItsPart) {
-  TempDir root("recovery-split");
+  Sandbox root("recovery-split");
   fs::path cache = root.path() / "cache", state = root.path() / "state";
   auto ledger = Ledger::open(state);
   ledger.upsert_files(kRepo, {{"", "big.tar", 1 << 20, "", ""}, {"", "gone.tar", 1 << 20, "", ""}});

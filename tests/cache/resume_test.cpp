@@ -3,12 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
-#include "temp_dir.h"
+#include "files.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 using namespace kaio::cache;
 using namespace kaio::state;
-using kaio::testing::TempDir;
+using kaio::test::Sandbox;
 
 namespace {
 
@@ -44,7 +45,7 @@ void decode_into(WindowSequence& seq, int f, size_t pos) {
 }  // namespace
 
 TEST(Plan, ResumeFromTheLedgerTrainsTheSameSuffixAsAnUninterruptedRun) {
-  TempDir dir("resume");
+  Sandbox dir("resume");
   auto ledger = Ledger::open(dir.path());
   std::vector<FileRecord> files;
   for (int f = 0; f < kFiles; ++f) files.push_back({"", path_of(f), 1, "", ""});

@@ -7,12 +7,13 @@
 #include <set>
 
 #include "common/fs.h"
-#include "temp_dir.h"
+#include "files.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 using namespace kaio::cache;
 using namespace kaio::state;
-using kaio::testing::TempDir;
+using kaio::test::Sandbox;
 using kaio::testing::write_bytes;
 
 namespace {
@@ -21,7 +22,7 @@ const std::string kRepo = "org/videos";
 
 // Seven clips with shards on disk, fed through a WindowSequence (K = 3, repeat = 2).
 struct Fixture {
-  TempDir root{"retention"};
+  Sandbox root{"retention"};
   Ledger ledger = Ledger::open(root.path() / "state");
   ShardRetention retention{ledger};
   std::vector<ClipWindows> clips;

@@ -10,12 +10,12 @@
 #include <thread>
 
 #include "common/error.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 
 TEST(Fs, WritesDurablyViaATemporaryName) {
-  fs::path dir = fs::temp_directory_path() / ("kaio-fs-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  kaio::test::Sandbox dir("fs");
   kaio::write_file_durably(dir / "a.txt", "hello");
   std::ifstream in(dir / "a.txt");
   std::stringstream text;
@@ -23,7 +23,6 @@ TEST(Fs, WritesDurablyViaATemporaryName) {
   EXPECT_EQ(text.str(), "hello");
   EXPECT_FALSE(fs::exists(dir / "a.txt.tmp"));
   EXPECT_GE(kaio::disk_usage(dir), 4096u);  // the folder itself and one block of data
-  fs::remove_all(dir);
 }
 
 TEST(Fs, ErrorsNameThePath) {
@@ -57,8 +56,7 @@ TEST(Fs, FullDeviceIsDiskFull) {
 // The budget samplers walk folders that kaiod changes under them: a folder
 // removed mid-walk must not hide the bytes of the ones walked after it.
 TEST(Fs, DiskUsageCountsEverythingWhileFoldersVanish) {
-  fs::path dir = fs::temp_directory_path() / ("kaio-fs-churn-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  kaio::test::Sandbox dir("fs-churn");
   fs::create_directories(dir / "kept");
   std::ofstream(dir / "kept" / "data.bin") << std::string(1 << 20, 'k');
   const uint64_t kept = kaio::disk_usage(dir / "kept");
@@ -79,5 +77,4 @@ TEST(Fs, DiskUsageCountsEverythingWhileFoldersVanish) {
   stop = true;
   churn.join();
   EXPECT_EQ(undercounts, 0) << "of 2000 walks";
-  fs::remove_all(dir);
 }

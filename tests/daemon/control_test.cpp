@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "tests/support/sandbox.h"
 
 using namespace kaio::daemon;
 using nlohmann::json;
@@ -23,8 +24,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct ControlSocket : testing::Test {
-  fs::path dir = fs::temp_directory_path() / ("kaio-ctl-" + std::to_string(::getpid()) + "-" +
-                                              testing::UnitTest::GetInstance()->current_test_info()->name());
+  kaio::test::Sandbox dir{"ctl"};
   fs::path sock = dir / "kaiod.sock";
   std::atomic<int> pauses{0};
   ControlHandler handler = [this](const std::string& cmd, const json& args, const Peer& peer) -> json {
@@ -36,8 +36,6 @@ struct ControlSocket : testing::Test {
     }
     throw kaio::Error(kaio::ErrorKind::usage, "unknown command \"" + cmd + "\"");
   };
-  void SetUp() override { fs::create_directories(dir); }
-  void TearDown() override { fs::remove_all(dir); }
 };
 
 int raw_connect(const fs::path& path) {
@@ -114,7 +112,7 @@ TEST_F(ControlSocket, SlowClientsDoNotStallOthers) {
 TEST_F(ControlSocket, NonAdminPeerIsRefusedPause) {
   if (::geteuid() != 0) GTEST_SKIP() << "skipped: needs root to act as another user";
   ControlServer server(sock, "", handler);
-  ::chmod(dir.c_str(), 0755);
+  ::chmod(dir.path().c_str(), 0755);
   ::chmod(sock.c_str(), 0666);
   pid_t child = ::fork();
   if (child == 0) {

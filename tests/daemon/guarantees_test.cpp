@@ -35,8 +35,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct Guarantees : testing::Test {
-  fs::path dir = test::temp_dir("guarantees");
-  void TearDown() override { fs::remove_all(dir); }
+  test::Sandbox dir{"guarantees"};
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "daemon/control.h"
 #include "tests/support/process.h"
+#include "tests/support/sandbox.h"
 
 using namespace kaio::daemon;
 using kaio::test::run_command;
@@ -33,15 +34,7 @@ size_t count(const std::string& text, const std::string& what) {
 }
 
 struct Messages : testing::Test {
-  fs::path dir = fs::temp_directory_path() / ("kaio-msg-" + std::to_string(::getpid()) + "-" +
-                                              testing::UnitTest::GetInstance()->current_test_info()->name());
-  void SetUp() override {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir);
-  }
+  kaio::test::Sandbox dir{"msg", kaio::test::Sandbox::keep_on_failure};
   fs::path write(const std::string& name, const std::string& text) {
     fs::path p = dir / name;
     std::ofstream(p, std::ios::binary) << text;

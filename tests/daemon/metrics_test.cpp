@@ -138,18 +138,11 @@ void expect_families(const std::map<std::string, Family>& fams) {
   EXPECT_EQ(current, 1.0);
 }
 
-struct TempDir {
-  fs::path path = make_temp_dir("metrics");
-  ~TempDir() {
-    if (!::testing::Test::HasFailure()) fs::remove_all(path);
-  }
-};
-
 }  // namespace
 
 TEST(Metrics, ExpositionParsesWithThePrometheusParser) {
   if (!have_parser()) GTEST_SKIP() << "skipped: python3-prometheus-client is missing (scripts/setup.sh installs it)";
-  TempDir tmp;
+  Sandbox tmp("metrics", Sandbox::keep_on_failure);
   ServiceStatus s;
   s.state = "budget-wait";
   s.repo = "org/we\"ird\\name\nx";  // label values are escaped
@@ -170,7 +163,7 @@ TEST(Metrics, ExpositionParsesWithThePrometheusParser) {
   s.rates.download_bps = 1.5e6;
   s.download_bytes_total = 987'654'321'012ULL;
   s.errors_total = {{"transient", 12}, {"corrupt", 3}};
-  auto fams = parse(kaio::daemon::render_metrics(s, "9.8.7"), tmp.path);
+  auto fams = parse(kaio::daemon::render_metrics(s, "9.8.7"), tmp);
   expect_families(fams);
   EXPECT_EQ(value(fams, "kaio_budget_bytes"), 1e10);
   EXPECT_EQ(value(fams, "kaio_disk_bytes"), 123456789.0);
@@ -268,7 +261,6 @@ TEST(Metrics, KaiodServesMetricsAndStopsOnSigterm) {
   // Nothing listens any more.
   auto after = run_command("curl -s -m 5 -o /dev/null " + shell_quote(url), 15);
   EXPECT_NE(after.exit_code, 0);
-  if (!::testing::Test::HasFailure()) fs::remove_all(run.dir);
 }
 
 // A port that is taken stops kaiod at start-up with the address named.
@@ -298,7 +290,6 @@ TEST(Metrics, KaiodNamesAMetricsAddressItCannotListenOn) {
   std::string log = read_text(run.s.log());
   EXPECT_NE(log.find("metrics.listen 127.0.0.1:" + std::to_string(port) + ": cannot listen there"), std::string::npos)
       << tail(log);
-  fs::remove_all(run.dir);
 }
 
 // docs/metrics.md names only metrics kaiod serves, every one of them, and its

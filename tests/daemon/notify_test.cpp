@@ -11,13 +11,14 @@
 #include <filesystem>
 #include <thread>
 
+#include "tests/support/sandbox.h"
+
 namespace {
 
 class FakeSystemd {
  public:
   FakeSystemd() {
-    path_ = std::filesystem::temp_directory_path() / ("kaio-notify-" + std::to_string(::getpid()));
-    std::filesystem::remove(path_);
+    path_ = dir_ / "notify.sock";
     fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -31,7 +32,6 @@ class FakeSystemd {
     ::unsetenv("NOTIFY_SOCKET");
     ::unsetenv("WATCHDOG_USEC");
     ::close(fd_);
-    std::filesystem::remove(path_);
   }
   std::string next() {
     char buf[4096];
@@ -46,6 +46,7 @@ class FakeSystemd {
   }
 
  private:
+  kaio::test::Sandbox dir_{"notify"};
   std::filesystem::path path_;
   int fd_ = -1;
 };

@@ -15,6 +15,7 @@
 
 #include "common/version.h"
 #include "tests/support/process.h"
+#include "tests/support/sandbox.h"
 
 using kaio::test::run_command;
 using kaio::test::shell_quote;
@@ -40,10 +41,7 @@ std::string unit_value(const std::string& unit, const std::string& key) {
 }
 
 struct Package : testing::Test {
-  fs::path dir = fs::temp_directory_path() / ("kaio-pkg-" + std::to_string(::getpid()));
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir);
-  }
+  kaio::test::Sandbox dir{"pkg", kaio::test::Sandbox::keep_on_failure};
 };
 
 }  // namespace

@@ -30,8 +30,10 @@
 #include "decode/shard.h"
 #include "state/ledger.h"
 #include "tests/support/disk_sampler.h"
+#include "tests/support/hub.h"
 #include "tests/support/private_tmpfs.h"
 #include "tests/support/progress_watchdog.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 using namespace kaio;
@@ -42,7 +44,6 @@ using kaio::test::ProgressWatchdog;
 
 namespace {
 
-const std::string kBuild = KAIO_BUILD_DIR;
 constexpr int kClips = 60;  // 6 per archive, 10 archives, about 18 MB: more than the 16 MB budget
 
 int run(const std::string& cmd) {
@@ -57,42 +58,21 @@ class Hub {
     static Hub hub;
     return hub;
   }
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  ~Hub() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    fs::remove_all(root_);
-  }
+  std::string endpoint() const { return process_->url(); }
+  const fs::path& root() const { return root_; }
 
  private:
   Hub() {
-    root_ = fs::temp_directory_path() / ("kaio-pipeline-hub-" + std::to_string(::getpid()));
-    fs::remove_all(root_);
     fs::create_directories(root_ / "repos" / "kaio-test");
-    EXPECT_EQ(run(kBuild + "/tools/kaio-mkdata/kaio-mkdata --layout llava --out " +
+    EXPECT_EQ(run(kaio::test::tool("kaio-mkdata").string() + " --layout llava --out " +
                   (root_ / "repos/kaio-test/llava").string() + " --seed 7 --clips " + std::to_string(kClips) +
                   " --clips-per-archive 6 --seconds 4 --width 640 --height 360 --fps 30 >/dev/null 2>&1"),
               0);
-    fs::path port_file = root_ / "port";
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::string hub = kBuild + "/tools/kaio-hub/kaio-hub";
-      ::execl(hub.c_str(), hub.c_str(), "--root", (root_ / "repos").c_str(), "--port", "0", "--port-file",
-              port_file.c_str(), "--cdn-port", "0", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    for (int i = 0; i < 1200 && port_ == 0; ++i) {  // up to 60 s
-      std::this_thread::sleep_for(50ms);
-      std::ifstream in(port_file);
-      in >> port_;
-    }
-    EXPECT_NE(port_, 0) << "kaio-hub did not start";
+    process_ = std::make_unique<kaio::test::HubProcess>(root_ / "repos");
+    EXPECT_TRUE(process_->ok()) << "kaio-hub did not start";
   }
-  fs::path root_;
-  pid_t pid_ = -1;
-  int port_ = 0;
+  kaio::test::Sandbox root_{"pipeline-hub"};
+  std::unique_ptr<kaio::test::HubProcess> process_;
 };
 
 struct Trace : daemon::WindowObserver {
@@ -126,13 +106,7 @@ struct Trace : daemon::WindowObserver {
 };
 
 struct Pipeline : testing::Test {
-  fs::path dir = fs::temp_directory_path() / ("kaio-pipeline-" + std::to_string(::getpid()) + "-" +
-                                              testing::UnitTest::GetInstance()->current_test_info()->name());
-  void SetUp() override {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
+  kaio::test::Sandbox dir{"pipeline"};
 
   Config config(const std::string& budget = "16MB", const std::string& extra_train = "") {
     std::string json =
@@ -212,8 +186,7 @@ void run_whole_dataset(Pipeline& p, const std::string& budget) {
   EXPECT_EQ(unique.size(), trace.windows.size()) << "a window was trained twice";
   EXPECT_EQ(trace.windows.size(), kClips * 2u) << "clips of 4 s at 4 fps give 2 windows of 8 frames each";
   uint64_t dataset = 0;
-  for (const auto& e : fs::recursive_directory_iterator(fs::temp_directory_path() /
-                                                        ("kaio-pipeline-hub-" + std::to_string(::getpid()))))
+  for (const auto& e : fs::recursive_directory_iterator(Hub::get().root()))
     if (e.is_regular_file() && e.path().extension() == ".gz") dataset += e.file_size();
   EXPECT_GT(dataset, c.storage.budget) << "the dataset must be larger than the budget";
   std::printf("pipeline: dataset %llu bytes, %zu windows, peak disk %llu / budget %llu over %lld samples\n",

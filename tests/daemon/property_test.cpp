@@ -99,7 +99,7 @@ TEST(Property, EveryRunFinishesUnderItsBudgetAndTrainsEveryWindowOnce) {
     Draw d = draw(seed);
     SCOPED_TRACE(d.describe);
     std::printf("%s\n", d.describe.c_str());
-    fs::path dir = temp_dir("property");
+    Sandbox dir("property");
     auto served = serve(dir, d.batches[0], [&](const fs::path& repo) {
       for (size_t b = 1; b < d.batches.size(); ++b) {
         std::string cmd = tool("kaio-mkdata").string() + " --layout llava --out " +
@@ -170,6 +170,5 @@ TEST(Property, EveryRunFinishesUnderItsBudgetAndTrainsEveryWindowOnce) {
     EXPECT_EQ(resumed.windows, reference.windows);
     EXPECT_EQ(loss_mismatches, 0);
     EXPECT_EQ(files_under(dir / "cache"), std::vector<std::string>{}) << "nothing left behind";
-    fs::remove_all(dir);
   }
 }

@@ -13,13 +13,14 @@
 #include "counting_reserver.h"
 #include "decode/file_source.h"
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::decode {
 namespace {
 
+using kaio::test::Sandbox;
 using testing::Entry;
 using testing::Format;
-using testing::ScratchDir;
 
 const char* extension(Format f) {
   switch (f) {
@@ -40,7 +41,7 @@ ArchiveReader open(const std::filesystem::path& p, ArchiveLimits limits = {}) {
 class ArchiveFormats : public ::testing::TestWithParam<Format> {};
 
 TEST_P(ArchiveFormats, ReadsMatchingMembersInOrderAndSkipsOthers) {
-  ScratchDir dir;
+  Sandbox dir;
   auto path = dir / (std::string("a") + extension(GetParam()));
   testing::write_archive(path, GetParam(),
                          {{"dir/", "", AE_IFDIR},
@@ -67,7 +68,7 @@ TEST_P(ArchiveFormats, ReadsMatchingMembersInOrderAndSkipsOthers) {
 // Each hostile entry is rejected naming the archive and member; the good
 // member after it is still read; nothing appears outside the work dir.
 TEST_P(ArchiveFormats, HostileMembersAreRejected) {
-  ScratchDir dir;
+  Sandbox dir;
   auto work = dir / "work";
   std::filesystem::create_directories(work);
   std::vector<Entry> hostile = {{"../escape.mp4", "evil"},
@@ -124,7 +125,7 @@ TEST_P(ArchiveFormats, HostileMembersAreRejected) {
 }
 
 TEST_P(ArchiveFormats, OversizedMemberIsRejected) {
-  ScratchDir dir;
+  Sandbox dir;
   auto path = dir / (std::string("big") + extension(GetParam()));
   testing::write_archive(path, GetParam(), {{"big.mp4", std::string(300000, 'b')}, {"small.mp4", "s"}});
   ArchiveLimits limits;
@@ -160,7 +161,7 @@ class ArchiveBombs : public ::testing::TestWithParam<Format> {};
 // 64 MB of zeros compress ~1000:1; with the ratio capped at 20 the reader
 // stops long before writing it all, and leaves no partial file.
 TEST_P(ArchiveBombs, ExpansionPastTheRatioStopsEarly) {
-  ScratchDir dir;
+  Sandbox dir;
   auto path = dir / (std::string("bomb") + extension(GetParam()));
   testing::write_archive(path, GetParam(), {{"bomb.mp4", "", AE_IFREG, "", "", 64u << 20}});
   ASSERT_LT(std::filesystem::file_size(path), 1u << 20);
@@ -185,7 +186,7 @@ TEST_P(ArchiveBombs, ExpansionPastTheRatioStopsEarly) {
 
 // A bomb in a member that does not match the globs is caught while skipping it.
 TEST_P(ArchiveBombs, SkippedMemberBombIsCaughtToo) {
-  ScratchDir dir;
+  Sandbox dir;
   auto path = dir / (std::string("bomb") + extension(GetParam()));
   testing::write_archive(path, GetParam(), {{"bomb.bin", "", AE_IFREG, "", "", 64u << 20}, {"x.mp4", "x"}});
   ArchiveLimits limits;
@@ -207,7 +208,7 @@ INSTANTIATE_TEST_SUITE_P(Archive, ArchiveBombs, ::testing::Values(Format::tar_gz
 
 // A member larger than its claim (zip sizes can be unknown up front) grows it.
 TEST(ArchiveClaims, ExtractGrowsAnUndersizedClaim) {
-  ScratchDir dir;
+  Sandbox dir;
   auto path = dir / "a.tar";
   testing::write_archive(path, Format::tar, {{"a.mp4", testing::noise(300000)}});
   testing::CountingReserver reserver(1ull << 30);
@@ -238,7 +239,7 @@ class TrickleSource : public kaio::ByteSource {
 };
 
 TEST_P(ArchiveFormats, ShortReadsFromTheSourceAreFine) {
-  ScratchDir dir;
+  Sandbox dir;
   auto path = dir / (std::string("t") + extension(GetParam()));
   std::string big = testing::noise(100000);
   testing::write_archive(path, GetParam(), {{"a.mp4", big}, {"b.mp4", "second"}});
@@ -254,7 +255,7 @@ TEST_P(ArchiveFormats, ShortReadsFromTheSourceAreFine) {
 }
 
 TEST(ArchivePlainMedia, MediaFileIsOneMemberNamedAfterTheFile) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "clip.mp4";
   testing::make_clip(clip, "64x64", 10, 1, "-c:v mpeg4");
   auto reader = open(clip);
@@ -267,7 +268,7 @@ TEST(ArchivePlainMedia, MediaFileIsOneMemberNamedAfterTheFile) {
 }
 
 TEST(ArchiveErrors, TruncatedStreamFailsAfterEarlierMembers) {
-  ScratchDir dir;
+  Sandbox dir;
   auto path = dir / "t.tar.gz";
   std::string noise = testing::noise(400000);
   testing::write_archive(path, Format::tar_gz, {{"a.mp4", "first"}, {"b.mp4", noise}, {"c.mp4", noise}});
@@ -287,7 +288,7 @@ TEST(ArchiveErrors, TruncatedStreamFailsAfterEarlierMembers) {
 }
 
 TEST(ArchiveErrors, EmptyAndGarbageInputsAreCorrupt) {
-  ScratchDir dir;
+  Sandbox dir;
   std::ofstream(dir / "empty.tar").close();
   std::ofstream(dir / "garbage.tar") << std::string(10000, 'g');
   for (const char* name : {"empty.tar", "garbage.tar"}) {

@@ -21,6 +21,7 @@
 #include "hostile_inputs.h"
 #include "synth.h"
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 extern "C" {
 #include <libavutil/log.h>
@@ -29,8 +30,8 @@ extern "C" {
 namespace kaio::decode {
 namespace {
 
+using kaio::test::Sandbox;
 using testing::CountingReserver;
-using testing::ScratchDir;
 using Clock = std::chrono::steady_clock;
 
 const int quiet_ffmpeg = [] {
@@ -52,7 +53,7 @@ WindowSpec small_spec() {
   return from_config(small_config());
 }
 
-std::string good_clip(const ScratchDir& dir) {
+std::string good_clip(const Sandbox& dir) {
   auto clip = dir / "good.mp4";
   mkdata::encode_clip(clip, {64, 48, 8, 2, 1, ""});
   return testing::read_file(clip);
@@ -146,7 +147,7 @@ void expect_others_decoded(const std::vector<ClipResult>& results, size_t hostil
 // A raw H.264 stream named .mp4 declares no duration: its claim is one window,
 // and it holds two minutes of frames (120 windows, 1.5 MB) under a 1 MB budget.
 TEST(DecodeHostile, RawH264NamedMp4NeverOutgrowsItsClaimAndFailsAlone) {
-  ScratchDir dir;
+  Sandbox dir;
   testing::make_raw_h264(dir / "raw.mp4", 120);
   std::string good = good_clip(dir);
   auto archive = dir / "hostile.tar";
@@ -194,7 +195,7 @@ TEST(DecodeHostile, RawH264NamedMp4NeverOutgrowsItsClaimAndFailsAlone) {
 // An mp4 whose headers declare 1 s over two minutes of frames, through the
 // real budget: the bytes under the cache folder never pass it.
 TEST(DecodeHostile, Mp4DeclaringOneSecondKeepsTheDiskUnderTheBudget) {
-  ScratchDir dir;
+  Sandbox dir;
   testing::make_lying_mp4(dir / "long.mp4", 120, 1.0);
   auto probe = probe_clip(dir / "long.mp4", small_spec());
   ASSERT_LT(probe.duration, 1.5) << "the input does not lie about its length";
@@ -249,7 +250,7 @@ TEST(DecodeHostile, Mp4DeclaringOneSecondKeepsTheDiskUnderTheBudget) {
 // With a cap on one shard (what the engine can pass: the budget less its
 // working set), the clip fails as soon as it needs more, naming the cap.
 TEST(DecodeHostile, ShardCapFailsTheClipAtOnce) {
-  ScratchDir dir;
+  Sandbox dir;
   testing::make_raw_h264(dir / "raw.mp4", 60);
   std::string good = good_clip(dir);
   auto archive = dir / "a.tar";
@@ -274,7 +275,7 @@ TEST(DecodeHostile, ShardCapFailsTheClipAtOnce) {
 // 800000 samples (200000 windows, 2.4 GB). It ends now, quickly, with an error
 // naming the clip, and leaves nothing.
 TEST(DecodeHostile, TimestampGapEndsQuicklyWithAnError) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "gap.mp4";
   testing::make_gap_mp4(clip, 200000);
   auto start = Clock::now();
@@ -296,7 +297,7 @@ TEST(DecodeHostile, TimestampGapEndsQuicklyWithAnError) {
 
 // The same clip in an archive: it fails alone, the others decode.
 TEST(DecodeHostile, TimestampGapFailsOneMemberOfTheArchive) {
-  ScratchDir dir;
+  Sandbox dir;
   testing::make_gap_mp4(dir / "gap.mp4", 200000);
   std::string good = good_clip(dir);
   auto archive = dir / "a.tar";
@@ -323,7 +324,7 @@ TEST(DecodeHostile, TimestampGapFailsOneMemberOfTheArchive) {
 // Inside a gap the stop token and decode.timeout are checked sample by sample
 // (the sample bound is lifted here to reach them).
 TEST(DecodeHostile, StopAndTimeoutEndAGap) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "gap.mp4";
   testing::make_gap_mp4(clip, 200000);
   {
@@ -368,7 +369,7 @@ TEST(DecodeHostile, StopAndTimeoutEndAGap) {
 
 // The writer asks for every byte before it writes it, and a refusal leaves no file.
 TEST(DecodeHostile, ShardWriterHoldsBeforeItWrites) {
-  ScratchDir dir;
+  Sandbox dir;
   WindowSpec spec;
   spec.frames = 2;
   spec.size = 5;
@@ -405,7 +406,7 @@ TEST(DecodeHostile, ShardWriterHoldsBeforeItWrites) {
 // plus the shards beside it, which the real budget refuses with Error(budget)
 // when that sum exceeds it; the member then failed though it fits alone.
 TEST(DecodeHostile, MemberThatFitsAloneIsNotFailedByTheShardsBesideIt) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "big.mp4";
   mkdata::encode_clip(clip, {96, 64, 12, 2, 3, ""});
   // 640 KB of padding the demuxer skips: one member fits the 700 KB budget

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::decode {
 namespace {
@@ -16,7 +17,7 @@ std::string run_tool(const std::string& args) {
 }
 
 TEST(MkData, LlavaLayoutIsDeterministic) {
-  testing::ScratchDir dir;
+  kaio::test::Sandbox dir;
   for (const char* name : {"a", "b"}) {
     run_tool("--out " + (dir / name).string() +
              " --seed 5 --clips 3 --clips-per-archive 2 --seconds 1 --width 64 --height 48 --fps 8");
@@ -36,7 +37,7 @@ TEST(MkData, LlavaLayoutIsDeterministic) {
 }
 
 TEST(MkData, PhysicalAiLayoutReachesTargetBytes) {
-  testing::ScratchDir dir;
+  kaio::test::Sandbox dir;
   auto out = run_tool("--layout physicalai --out " + dir.path().string() +
                       " --target-bytes 300KB --clips-per-archive 4 --seconds 1 --width 128 --height 96 --fps 10");
   uint64_t total = 0;

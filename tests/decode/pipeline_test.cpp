@@ -14,6 +14,7 @@
 #include "decode/shard.h"
 #include "synth.h"
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 extern "C" {
 #include <libavutil/log.h>
@@ -22,8 +23,8 @@ extern "C" {
 namespace kaio::decode {
 namespace {
 
+using kaio::test::Sandbox;
 using testing::CountingReserver;
-using testing::ScratchDir;
 
 // The encoder's statistics would bury the test output.
 const int quiet_ffmpeg = [] {
@@ -73,7 +74,7 @@ mkdata::DatasetSpec dataset(const std::filesystem::path& out, mkdata::Layout lay
 }
 
 TEST(DecodePipeline, LlavaArchiveInOrderWithCaptionsAndClaims) {
-  ScratchDir dir;
+  Sandbox dir;
   auto summary = mkdata::write_dataset(dataset(dir / "data", mkdata::Layout::llava, 6));
   auto archive = dir / "data" / summary.archives.at(0);
   auto captions = load_captions(dir / "data" / summary.captions);
@@ -119,7 +120,7 @@ TEST(DecodePipeline, LlavaArchiveInOrderWithCaptionsAndClaims) {
 }
 
 TEST(DecodePipeline, PhysicalAiZipDecodes) {
-  ScratchDir dir;
+  Sandbox dir;
   auto summary = mkdata::write_dataset(dataset(dir / "data", mkdata::Layout::physicalai, 3));
   auto archive = dir / "data" / summary.archives.at(0);
   CountingReserver reserver(1ull << 30);
@@ -136,7 +137,7 @@ TEST(DecodePipeline, PhysicalAiZipDecodes) {
 
 // Bad members are delivered as errors in their place; the archive goes on.
 TEST(DecodePipeline, MemberFailuresDoNotStopTheArchive) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "good.mp4";
   mkdata::encode_clip(clip, {64, 48, 8, 2, 1, ""});
   std::string good = testing::read_file(clip);
@@ -165,7 +166,7 @@ TEST(DecodePipeline, MemberFailuresDoNotStopTheArchive) {
 }
 
 TEST(DecodePipeline, BrokenStreamThrowsAfterDeliveringEarlierClips) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "good.mp4";
   mkdata::encode_clip(clip, {64, 48, 8, 2, 1, ""});
   std::string good = testing::read_file(clip);
@@ -183,7 +184,7 @@ TEST(DecodePipeline, BrokenStreamThrowsAfterDeliveringEarlierClips) {
 }
 
 TEST(DecodePipeline, PlainVideoFileIsOneClip) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "solo.mp4";
   mkdata::encode_clip(clip, {64, 48, 8, 2, 1, ""});
   CountingReserver reserver(1ull << 30);
@@ -197,7 +198,7 @@ TEST(DecodePipeline, PlainVideoFileIsOneClip) {
 }
 
 TEST(DecodePipeline, BudgetTooSmallFailsMembersNotTheRun) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "good.mp4";
   mkdata::encode_clip(clip, {64, 48, 8, 2, 1, ""});
   auto archive = dir / "a.tar";
@@ -213,7 +214,7 @@ TEST(DecodePipeline, BudgetTooSmallFailsMembersNotTheRun) {
 
 // Many small clips through the pool (also the leak check under LeakSanitizer).
 TEST(DecodePipeline, HundredClipsDecodeAndReleaseEverything) {
-  ScratchDir dir;
+  Sandbox dir;
   auto spec = dataset(dir / "data", mkdata::Layout::physicalai, 100);
   spec.clip.width = 32;
   spec.clip.height = 32;
@@ -244,7 +245,7 @@ TEST(DecodePipeline, HundredClipsDecodeAndReleaseEverything) {
 }
 
 TEST(DecodePipeline, StaleTemporariesAreRemovedShardsKept) {
-  ScratchDir dir;
+  Sandbox dir;
   std::string id = member_id("a.tar", "x.mp4");
   for (const auto& name : {id + ".mp4", id + ".mp4.tmp", id + ".shard.tmp", id + ".shard", std::string("notes.mp4")}) {
     std::ofstream(dir / name) << "x";
@@ -256,7 +257,7 @@ TEST(DecodePipeline, StaleTemporariesAreRemovedShardsKept) {
 }
 
 TEST(DecodePipeline, StopRequestCancelsTheRun) {
-  ScratchDir dir;
+  Sandbox dir;
   auto summary = mkdata::write_dataset(dataset(dir / "data", mkdata::Layout::llava, 4));
   CountingReserver reserver(1ull << 30);
   ArchiveDecoder decoder(small_config(), dir.path(), reserver);

@@ -1,16 +1,17 @@
-// `kaioctl probe` through its driver process.
+// `kaioctl probe` as a real process.
 #include <gtest/gtest.h>
 
 #include "synth.h"
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::decode {
 namespace {
 
-const std::string kProbe = std::string(KAIO_BUILD_DIR) + "/tests/decode/kaio-decode-probe";
+const std::string kProbe = std::string(KAIO_BUILD_DIR) + "/daemon/kaioctl probe";
 
 TEST(DecodeProbe, ListsMembersAndWritesAPreview) {
-  testing::ScratchDir dir;
+  kaio::test::Sandbox dir;
   mkdata::DatasetSpec spec;
   spec.out = dir / "data";
   spec.clips = 2;
@@ -35,7 +36,7 @@ TEST(DecodeProbe, ListsMembersAndWritesAPreview) {
 }
 
 TEST(DecodeProbe, ReportsBadMembersAndUsage) {
-  testing::ScratchDir dir;
+  kaio::test::Sandbox dir;
   std::ofstream(dir / "bad.mp4") << "not a video";
   std::string out;
   EXPECT_EQ(testing::run_command(kProbe + " '" + (dir / "bad.mp4").string() + "' 2>&1", &out), 1) << out;

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "decode/video.h"
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::decode {
 namespace {
@@ -20,7 +21,7 @@ WindowSpec tiny() {
 }
 
 TEST(ShardFormat, RoundTripsWindowsAndMetadata) {
-  testing::ScratchDir dir;
+  kaio::test::Sandbox dir;
   auto spec = tiny();
   std::vector<uint8_t> w0(150), w1(150);
   for (size_t i = 0; i < 150; ++i) {
@@ -52,7 +53,7 @@ TEST(ShardFormat, RoundTripsWindowsAndMetadata) {
 }
 
 TEST(ShardFormat, UnfinishedWriterLeavesNothing) {
-  testing::ScratchDir dir;
+  kaio::test::Sandbox dir;
   {
     ShardWriter writer(dir / "s.shard", tiny());
     writer.add_window(std::vector<uint8_t>(150), {});
@@ -61,7 +62,7 @@ TEST(ShardFormat, UnfinishedWriterLeavesNothing) {
 }
 
 TEST(ShardFormat, BadFilesAreCorruptNamingTheFile) {
-  testing::ScratchDir dir;
+  kaio::test::Sandbox dir;
   {
     ShardWriter writer(dir / "good.shard", tiny());
     writer.add_window(std::vector<uint8_t>(150, 1), {1.0, "s", "m", "c"});

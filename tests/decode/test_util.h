@@ -1,6 +1,6 @@
 #pragma once
-// Helpers for decode tests: scratch folders, clips made with the ffmpeg
-// command line, and PSNR between RGB buffers.
+// Helpers for decode tests (their folders: tests/support/sandbox.h): clips
+// made with the ffmpeg command line, and PSNR between RGB buffers.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -14,25 +14,6 @@
 #include <vector>
 
 namespace kaio::decode::testing {
-
-// A fresh folder under the system temp dir, removed at the end of the test.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kaio-decode-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Runs a shell command under a 120 s bound; returns its exit status and stdout.
 inline int run_command(const std::string& command, std::string* out = nullptr) {

@@ -11,13 +11,14 @@
 #include "common/error.h"
 #include "decode/shard.h"
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::decode {
 namespace {
 
+using kaio::test::Sandbox;
 using testing::has_encoder;
 using testing::make_clip;
-using testing::ScratchDir;
 
 WindowSpec small_spec() {
   WindowSpec s;
@@ -85,7 +86,7 @@ class DecodeCodecs : public ::testing::TestWithParam<DecodeCase> {};
 TEST_P(DecodeCodecs, WindowsAndPixelsMatchFfmpeg) {
   const auto& c = GetParam();
   if (!has_encoder(c.encoder)) GTEST_SKIP() << "skipped: ffmpeg has no " << c.encoder << " encoder";
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / (std::string(c.name) + ".mp4");
   make_clip(clip, c.size, c.fps, c.seconds, c.codec_args, c.extra);
   if (c.rotate90) add_rotation(clip);
@@ -134,7 +135,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<DecodeCase>& info) { return std::string(info.param.name); });
 
 TEST(DecodeVideo, RotationMetadataIsApplied) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "rot.mp4";
   make_clip(clip, "640x360", 30, 1, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   add_rotation(clip);
@@ -143,7 +144,7 @@ TEST(DecodeVideo, RotationMetadataIsApplied) {
 }
 
 TEST(DecodeVideo, ShortClipIsSkippedWithReason) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "short.mp4";
   make_clip(clip, "160x120", 30, 0.5, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   auto spec = small_spec();
@@ -156,7 +157,7 @@ TEST(DecodeVideo, ShortClipIsSkippedWithReason) {
 }
 
 TEST(DecodeVideo, ShortClipIsPaddedWhenAsked) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "short.mp4";
   make_clip(clip, "160x120", 30, 0.5, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   auto spec = small_spec();
@@ -172,7 +173,7 @@ TEST(DecodeVideo, ShortClipIsPaddedWhenAsked) {
 }
 
 TEST(DecodeVideo, StrideSmallerThanWindowOverlaps) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "c.mp4";
   make_clip(clip, "160x120", 30, 4, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   auto spec = small_spec();
@@ -188,7 +189,7 @@ TEST(DecodeVideo, StrideSmallerThanWindowOverlaps) {
 }
 
 TEST(DecodeVideo, PadAndStretchModesKeepTheOutputSize) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "c.mp4";
   make_clip(clip, "320x180", 30, 1, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   for (auto mode : {ResizeMode::pad, ResizeMode::stretch}) {
@@ -207,7 +208,7 @@ TEST(DecodeVideo, PadAndStretchModesKeepTheOutputSize) {
 // Sampling 30 fps down to 4 lets the decoder drop unshown non-reference
 // frames; every kept frame must still be byte-identical to a full decode's.
 TEST(DecodeVideo, SparseSamplingMatchesFullDecodeExactly) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "b.mp4";
   make_clip(clip, "160x120", 30, 4, "-c:v libx264 -preset veryfast -bf 3 -b_strategy 0 -pix_fmt yuv420p");
   auto full = small_spec();
@@ -230,7 +231,7 @@ TEST(DecodeVideo, SparseSamplingMatchesFullDecodeExactly) {
 }
 
 TEST(DecodeErrors, HugeClaimedResolutionIsRejected) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "huge.mov";
   std::string log;
   ASSERT_EQ(
@@ -250,7 +251,7 @@ TEST(DecodeErrors, HugeClaimedResolutionIsRejected) {
 }
 
 TEST(DecodeErrors, TimeoutIsAnErrorNamingTheSetting) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "c.mp4";
   make_clip(clip, "160x120", 30, 1, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   DecodeOptions opts;
@@ -265,7 +266,7 @@ TEST(DecodeErrors, TimeoutIsAnErrorNamingTheSetting) {
 }
 
 TEST(DecodeErrors, TruncatedClipNamesFileAndMember) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "trunc.mp4";
   make_clip(clip, "320x240", 30, 2, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   std::filesystem::resize_file(clip, std::filesystem::file_size(clip) / 2);
@@ -284,7 +285,7 @@ TEST(DecodeErrors, TruncatedClipNamesFileAndMember) {
 
 // With the index at the front, a cut file reads to a quiet EOF halfway.
 TEST(DecodeErrors, TruncatedFaststartClipIsCorrupt) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "fs.mp4";
   make_clip(clip, "320x240", 30, 4, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p -movflags +faststart");
   std::filesystem::resize_file(clip, std::filesystem::file_size(clip) / 2);
@@ -298,7 +299,7 @@ TEST(DecodeErrors, TruncatedFaststartClipIsCorrupt) {
 }
 
 TEST(DecodeErrors, ZeroByteAndNonVideoFilesAreCorrupt) {
-  ScratchDir dir;
+  Sandbox dir;
   std::ofstream(dir / "empty.mp4").close();
   std::ofstream(dir / "text.mp4") << "this is not a video, just some text pretending to be one\n";
   for (const char* name : {"empty.mp4", "text.mp4"}) {
@@ -313,7 +314,7 @@ TEST(DecodeErrors, ZeroByteAndNonVideoFilesAreCorrupt) {
 }
 
 TEST(DecodeErrors, AudioOnlyFileIsNotAVideo) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "audio.mp4";
   std::string log;
   ASSERT_EQ(
@@ -332,7 +333,7 @@ TEST(DecodeErrors, AudioOnlyFileIsNotAVideo) {
 }
 
 TEST(DecodeErrors, StopRequestCancels) {
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / "c.mp4";
   make_clip(clip, "160x120", 30, 2, "-c:v libx264 -preset ultrafast -pix_fmt yuv420p");
   std::stop_source stop;

@@ -10,7 +10,7 @@
 #include "fetch/downloader.h"
 #include "fetch/http.h"
 #include "fetch/hub.h"
-#include "tests/fetch/hub_process.h"
+#include "tests/fetch/fetch_run.h"
 
 namespace kaio::test {
 namespace {
@@ -23,7 +23,6 @@ constexpr const char* kToken = "hf_kaioExpiryTestToken98765";
 class HubExpiry : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = temp_dir("expiry");
     root_ = dir_ / "root";
     repo_dir_ = root_ / "org" / "ds";
     write_random(repo_dir_ / "big.bin", 3'000'000, 11);
@@ -31,7 +30,6 @@ class HubExpiry : public ::testing::Test {
     write_random(repo_dir_ / "top.txt", 10, 13);
     out_ = dir_ / "out";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // The file's one entry in the listing.
   static fetch::RepoFile listed(fetch::HubClient& client, const std::string& sha, const std::string& path) {
@@ -109,7 +107,8 @@ class HubExpiry : public ::testing::Test {
     return d.hex();
   }
 
-  std::filesystem::path dir_, root_, repo_dir_, out_;
+  Sandbox dir_{"expiry"};
+  std::filesystem::path root_, repo_dir_, out_;
 };
 
 TEST(HubSignedUrl, ExpiryIsReadFromTheUrlAndAgedOnTheSteadyClock) {

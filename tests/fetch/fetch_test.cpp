@@ -6,7 +6,7 @@
 
 #include "fetch/downloader.h"
 #include "fetch/hub.h"
-#include "tests/fetch/hub_process.h"
+#include "tests/fetch/fetch_run.h"
 
 namespace kaio::test {
 namespace {
@@ -18,7 +18,6 @@ constexpr const char* kToken = "hf_kaioTestSecretToken1234567";
 class HubFixture : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = temp_dir("fetch");
     root_ = dir_ / "root";
     repo_dir_ = root_ / "org" / "ds";
     write_random(repo_dir_ / "big.bin", 3'000'000, 1);
@@ -31,7 +30,6 @@ class HubFixture : public ::testing::Test {
     write_random(repo_dir_ / "top.txt", 10, 8);
     out_ = dir_ / "out";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::vector<std::string> fetch_args(const HubProcess& hub, std::vector<std::string> extra = {}) const {
     std::vector<std::string> args = {
@@ -56,7 +54,8 @@ class HubFixture : public ::testing::Test {
     EXPECT_EQ(count, 8u);
   }
 
-  std::filesystem::path dir_, root_, repo_dir_, out_;
+  Sandbox dir_{"fetch"};
+  std::filesystem::path root_, repo_dir_, out_;
 };
 
 TEST(FetchGlob, StarStaysInFolderDoubleStarCrosses) {
@@ -83,7 +82,7 @@ TEST(FetchConfig, EndpointAndTokenResolution) {
   s.endpoint.clear();
   EXPECT_EQ(fetch::resolve_endpoint(s), "https://huggingface.co");
 
-  auto dir = temp_dir("token");
+  Sandbox dir("token");
   std::ofstream(dir / "tok") << "  hf_fromfile123  \n";
   ::setenv("HF_TOKEN", " hf_fromenv456 ", 1);
   EXPECT_EQ(fetch::resolve_token(s).value_or(""), "hf_fromenv456");
@@ -94,12 +93,11 @@ TEST(FetchConfig, EndpointAndTokenResolution) {
   ::setenv("HF_TOKEN_PATH", (dir / "tok").c_str(), 1);
   EXPECT_EQ(fetch::resolve_token(s).value_or(""), "hf_fromfile123");
   ::unsetenv("HF_TOKEN_PATH");
-  ::setenv("HOME", dir.c_str(), 1);
+  ::setenv("HOME", dir.path().c_str(), 1);
   ::unsetenv("HF_HOME");
   EXPECT_FALSE(fetch::resolve_token(s).has_value());
   s.token_file = (dir / "missing").string();
   EXPECT_THROW(fetch::resolve_token(s), Error);
-  std::filesystem::remove_all(dir);
 }
 
 TEST_F(HubFixture, KaioHubRevisionsPaginationAndNames) {
@@ -203,7 +201,7 @@ INSTANTIATE_TEST_SUITE_P(
                       FaultCase{"stall", R"({"stall_after": 200000, "stall_ms": 5000, "stall_count": 2})", "stall"},
                       FaultCase{"corrupt", R"({"corrupt_first": true})", "corrupt"},
                       FaultCase{"throttle", R"({"throttle_bps": 2000000})", "none"},
-                      // Signed URLs that live 1.5 s (under kaio-fetch's 60 s margin, so every request resolves
+                      // Signed URLs that live 1.5 s (under kaioctl fetch's 60 s margin, so every request resolves
                       // again) and four CDN requests refused as expired whatever their URL says.
                       FaultCase{"expired",
                                 R"({"url_lifetime_ms": 1500, "cdn_expired_count": 4, "throttle_bps": 1000000})",

@@ -51,7 +51,7 @@ DatasetSpec spec_from_env() {
 void expect_no_orphans(const DaemonSetup& s) {
   EXPECT_EQ(count_files(s.cache()), 0u) << "orphan files in the cache";
   std::set<std::string> listed;
-  std::istringstream rows(sql_copy(s.db(), "select path from checkpoints"));
+  std::istringstream rows(sql(s.db(), "select path from checkpoints", LedgerRead::copy));
   for (std::string row; std::getline(rows, row);) listed.insert(fs::path(row).filename().string());
   for (const auto& e : fs::recursive_directory_iterator(s.state())) {
     if (!e.is_regular_file()) continue;
@@ -101,7 +101,7 @@ std::pair<fs::path, std::string> repo_for(const fs::path& data, bool cut) {
 
 // Files the ledger shows failed (in any epoch), and the rows behind them.
 int64_t failed_files(const fs::path& db) {
-  std::string n = sql_copy(db, "select count(distinct file_id) from file_states where state = 'failed'");
+  std::string n = sql(db, "select count(distinct file_id) from file_states where state = 'failed'", LedgerRead::copy);
   try {
     return n.empty() ? 0 : std::stoll(n);
   } catch (...) {
@@ -110,9 +110,10 @@ int64_t failed_files(const fs::path& db) {
   }
 }
 std::string failed_rows(const fs::path& db) {
-  return sql_copy(
+  return sql(
       db,
-      "select f.path, s.epoch, s.reason from file_states s join files f on f.id = s.file_id where s.state = 'failed'");
+      "select f.path, s.epoch, s.reason from file_states s join files f on f.id = s.file_id where s.state = 'failed'",
+      LedgerRead::copy);
 }
 
 }  // namespace
@@ -127,13 +128,13 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   const bool cut = env_int("KAIO_CUT_ARCHIVE", 1) != 0;
   const int pauses_wanted = static_cast<int>(env_int("KAIO_PAUSES", 1));
 
-  fs::path dir = make_temp_dir("crash");
+  Sandbox dir("rel-crash", Sandbox::keep_on_failure);
   fs::create_directories(dir / "repos/kaio-test");
   fs::path data = dataset(spec);
   const auto [served, cut_file] = repo_for(data, cut);
   fs::create_directory_symlink(served, dir / "repos/kaio-test/llava");
   uint64_t dataset_bytes = repo_bytes(served);
-  Hub hub(dir / "repos", dir / "hub.log");
+  HubProcess hub(dir / "repos", {}, dir / "hub.log");
   ASSERT_TRUE(hub.ok()) << read_text(dir / "hub.log");
 
   auto setup = [&](const std::string& name) {
@@ -203,8 +204,9 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   if (cut) {
     // The cut file delivers clips before it fails: those are trained (its row in
     // the ledger lists the clips it delivered).
-    std::istringstream ids(sql_copy(
-        ref.db(), "select c.id from clips c join files f on f.id = c.file_id where f.path = '" + cut_file + "'"));
+    std::istringstream ids(
+        sql(ref.db(), "select c.id from clips c join files f on f.id = c.file_id where f.path = '" + cut_file + "'",
+            LedgerRead::copy));
     for (std::string id; std::getline(ids, id);) cut_clips_trained += ref_clips.count(id);
     // kaiod's log names each clip it decoded with its file ("clip ... (member M
     // of FILE): N windows"): counted too, for a ledger that has compacted the
@@ -281,7 +283,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
     bool finished = false;
     while (!finished) {
       // Restart: drop the trace past the last durable checkpoint, as kaiod resumes there.
-      int64_t durable = last_durable_checkpoint_copy(crash.db());
+      int64_t durable = last_durable_checkpoint(crash.db(), LedgerRead::copy);
       replayed_lines += truncate_trace(crash.trace(), durable);
       size_t kept = read_trace(crash.trace()).size();
       LineCounter log_lines(crash.log()), trace_lines(crash.trace());
@@ -546,5 +548,4 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
       << "the disk sampler saw more than the budget (it counts kaiod's deleted-but-open or mapped files too; "
       << "the most of those in one sample: " << crash_peak_deleted << " bytes: " << crash_peak_deleted_detail << ")";
   EXPECT_GT(dataset_bytes, budget_limit) << "the dataset must be larger than the budget";
-  if (!HasFailure()) fs::remove_all(dir);
 }

@@ -314,7 +314,6 @@ TEST(Daemon, NotifyReadyStatusWatchdogStopping) {
       min_gap, max_gap, static_cast<long long>(watchdog_usec),
       std::chrono::duration<double, std::milli>(stopping_at - sigterm_at).count(), static_cast<long long>(checkpoint),
       static_cast<long long>(trace.back().step));
-  if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
 }
 
 // Oversized, malformed and slow control requests get an error reply; kaiod
@@ -402,7 +401,6 @@ TEST(Daemon, ControlSocketRefusesHostileRequestsAndKeepsServing) {
       cases.size(), during_ms, (*after)["state"].get<std::string>().c_str());
   kaiod.signal(SIGTERM);
   EXPECT_TRUE(kaiod.wait_for(300s).has_value());
-  if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
 }
 
 // The token of a gated repo appears in no log, status, error, ledger or trace
@@ -464,7 +462,6 @@ TEST(Security, TokenNeverShownAndNeverSentToOtherHosts) {
   EXPECT_EQ(hits, 0u);
   EXPECT_GT(cdn, 0u) << "the LFS files must go through the CDN redirect";
   EXPECT_EQ(cdn_auth, 0u) << "Authorization sent to another host after a redirect";
-  if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
 }
 
 // A crash leaves no core file to carry the token: kaiod sets its core limit to
@@ -514,13 +511,12 @@ TEST(Security, ACrashLeavesNoCoreFile) {
       m[1].str().c_str(), m[2].str().c_str(),
       allowed.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(allowed.rlim_cur).c_str(),
       WCOREDUMP(*exit_status) ? "yes" : "no", cores, hits, pattern.c_str());
-  if (!::testing::Test::HasFailure()) fs::remove_all(f.dir);
 }
 
 // https endpoints are verified (a self-signed server is refused with the TLS
 // error named; no setting turns it off); an http:// endpoint is logged as plain text.
 TEST(Security, TlsVerifiedAndPlainHttpLogged) {
-  fs::path dir = make_temp_dir("tls");
+  Sandbox dir("rel-tls", Sandbox::keep_on_failure);
   TlsServer server;
   ASSERT_GT(server.port(), 0);
   int port = server.port();
@@ -570,8 +566,4 @@ TEST(Security, TlsVerifiedAndPlainHttpLogged) {
     std::printf("security: http endpoint -> ...%s\n", plain.substr(at > 60 ? at - 60 : 0, 120).c_str());
   k2.signal(SIGTERM);
   k2.wait_for(300s);
-  if (!::testing::Test::HasFailure()) {
-    fs::remove_all(dir);
-    fs::remove_all(f.dir);
-  }
 }

@@ -33,8 +33,10 @@
 
 #include "common/fs.h"
 #include "tests/support/disk_sampler.h"
+#include "tests/support/hub.h"
 #include "tests/support/process.h"
 #include "tests/support/progress_watchdog.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::reliability {
 
@@ -43,23 +45,19 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using kaio::test::CommandResult;
 using kaio::test::DiskSampler;
+using kaio::test::HubProcess;
+using kaio::test::kaioctl_bin;
+using kaio::test::kaiod_bin;
 using kaio::test::ProgressSample;
 using kaio::test::ProgressWatchdog;
 using kaio::test::run_command;
+using kaio::test::Sandbox;
 using kaio::test::shell_quote;
+using kaio::test::tool;
 using nlohmann::json;
 
 inline fs::path build_dir() {
   return KAIO_BUILD_DIR;
-}
-inline fs::path tool(const std::string& name) {
-  return build_dir() / "tools" / name / name;
-}
-inline fs::path kaiod_bin() {
-  return build_dir() / "daemon" / "kaiod";
-}
-inline fs::path kaioctl_bin() {
-  return build_dir() / "daemon" / "kaioctl";
 }
 
 // KAIO_SOAK=1 selects the long forms; each figure can also be set on its own.
@@ -77,14 +75,6 @@ inline std::string read_text(const fs::path& file) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-inline fs::path make_temp_dir(const std::string& tag) {
-  fs::path dir = fs::temp_directory_path() / ("kaio-rel-" + tag + "-" + std::to_string(::getpid()) + "-" +
-                                              std::to_string(Clock::now().time_since_epoch().count() % 1000000007));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
 }
 
 // A child process with stdout and stderr appended to a log file. It may carry
@@ -222,39 +212,6 @@ inline uint64_t repo_bytes(const fs::path& repo) {
   return n;
 }
 
-// kaio-hub serving root/<org>/<name>.
-class Hub {
- public:
-  Hub(const fs::path& root, const fs::path& log, std::vector<std::string> extra = {})
-      : port_file_(root.string() + ".port") {
-    fs::remove(port_file_);
-    std::vector<std::string> args = {
-        tool("kaio-hub").string(), "--root", root.string(), "--port", "0", "--cdn-port", "0", "--port-file",
-        port_file_.string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    child_.start(args, log);
-    for (int i = 0; i < 600 && !fs::exists(port_file_) && child_.running(); ++i) std::this_thread::sleep_for(50ms);
-    std::ifstream(port_file_) >> port_ >> cdn_port_;
-  }
-  bool ok() const { return port_ > 0; }
-  int port() const { return port_; }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  void faults(const json& j) const {
-    auto r = run_command(
-        "curl -s -f -m 10 -X POST --data-binary " + shell_quote(j.dump()) + " " + url() + "/_kaio/faults", 20);
-    if (r.exit_code != 0) throw std::runtime_error("cannot set faults: " + r.output);
-  }
-  json stats() const {
-    auto r = run_command("curl -s -m 10 " + url() + "/_kaio/stats", 20);
-    return json::parse(r.output, nullptr, false);
-  }
-
- private:
-  fs::path port_file_;
-  Child child_;
-  int port_ = 0, cdn_port_ = 0;
-};
-
 // One kaiod run's folders and config.
 struct DaemonSetup {
   fs::path dir;  // the test's folder; cache/ and state/ are what the budget covers
@@ -309,18 +266,18 @@ inline DatasetSpec long_spec() {
   return spec;
 }
 
-// A test's folder: kaio-hub serving `spec` as kaio-test/llava, and the setup of
-// a kaiod pointed at it (run/).
+// A test's folder (kept when the test failed): kaio-hub serving `spec` as
+// kaio-test/llava, and the setup of a kaiod pointed at it (run/).
 struct HubRun {
-  fs::path dir;
+  Sandbox dir;
   DatasetSpec spec;
-  std::unique_ptr<Hub> hub;
+  std::unique_ptr<HubProcess> hub;
   DaemonSetup s;
   HubRun(const std::string& tag, std::vector<std::string> hub_args, DatasetSpec data)
-      : dir(make_temp_dir(tag)), spec(data) {
+      : dir("rel-" + tag, Sandbox::keep_on_failure), spec(data) {
     fs::create_directories(dir / "repos/kaio-test");
     fs::create_directory_symlink(dataset(spec), dir / "repos/kaio-test/llava");
-    hub = std::make_unique<Hub>(dir / "repos", dir / "hub.log", hub_args);
+    hub = std::make_unique<HubProcess>(dir / "repos", hub_args, dir / "hub.log");
     s.dir = dir / "run";
     fs::create_directories(s.dir);
     s.endpoint = hub->url();
@@ -393,44 +350,32 @@ inline std::optional<json> status(const DaemonSetup& s) {
   return j;
 }
 
-// The ledger, read with the sqlite3 shell (read-only).
-inline std::string sql(const fs::path& db, const std::string& query) {
-  if (!fs::exists(db)) return "";
-  auto r = run_command("sqlite3 -readonly " + shell_quote(db.string()) + " " + shell_quote(query), 30);
-  std::string out = r.output;
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  return out;
-}
-inline int64_t last_durable_checkpoint(const fs::path& db) {
-  std::string s = sql(db, "select coalesce(max(step), 0) from checkpoints");
-  if (s.find("no such table: checkpoints") != std::string::npos) return 0;  // killed before its schema was made
-  try {
-    return s.empty() ? 0 : std::stoll(s);
-  } catch (...) {
-    ADD_FAILURE() << "ledger query failed: " << s;
-    return 0;
-  }
-}
-
-// The ledger read from a copy of kaio.db and its -wal (no -shm), for use
+// How the ledger is read with the sqlite3 shell: `live` opens kaio.db
+// read-only; `copy` reads a copy of kaio.db and its -wal (no -shm), for use
 // between lives: after a SIGKILL a -readonly connection can fail on a WAL it
 // may not recover ("attempt to write a readonly database"); the copy is
 // recovered instead, and the ledger kaiod restarts on stays as it was left.
-inline std::string sql_copy(const fs::path& db, const std::string& query) {
+enum class LedgerRead { live, copy };
+
+inline std::string sql(const fs::path& db, const std::string& query, LedgerRead how = LedgerRead::live) {
   if (!fs::exists(db)) return "";
-  fs::path tmp = make_temp_dir("ledger");
-  fs::copy_file(db, tmp / db.filename());
-  std::error_code ec;
-  fs::path wal = db.string() + "-wal";
-  if (fs::exists(wal, ec)) fs::copy_file(wal, tmp / wal.filename(), ec);
-  auto r = run_command("sqlite3 " + shell_quote((tmp / db.filename()).string()) + " " + shell_quote(query), 30);
-  fs::remove_all(tmp, ec);
+  std::optional<Sandbox> copy;
+  std::string cmd = "sqlite3 -readonly " + shell_quote(db.string());
+  if (how == LedgerRead::copy) {
+    copy.emplace("ledger");
+    fs::copy_file(db, *copy / db.filename());
+    std::error_code ec;
+    fs::path wal = db.string() + "-wal";
+    if (fs::exists(wal, ec)) fs::copy_file(wal, *copy / wal.filename(), ec);
+    cmd = "sqlite3 " + shell_quote((*copy / db.filename()).string());
+  }
+  auto r = run_command(cmd + " " + shell_quote(query), 30);
   std::string out = r.output;
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
 }
-inline int64_t last_durable_checkpoint_copy(const fs::path& db) {
-  std::string s = sql_copy(db, "select coalesce(max(step), 0) from checkpoints");
+inline int64_t last_durable_checkpoint(const fs::path& db, LedgerRead how = LedgerRead::live) {
+  std::string s = sql(db, "select coalesce(max(step), 0) from checkpoints", how);
   if (s.find("no such table: checkpoints") != std::string::npos) return 0;  // killed before its schema was made
   try {
     return s.empty() ? 0 : std::stoll(s);

@@ -84,7 +84,7 @@ struct Item {
 }  // namespace
 
 TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
-  fs::path dir = make_temp_dir("hostile");
+  Sandbox dir("rel-hostile", Sandbox::keep_on_failure);
   fs::path data = dataset(small_spec());
   fs::path repo = dir / "repos/kaio-test/hostile";
   fs::create_directories(repo / "good");
@@ -138,7 +138,7 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
        Entry("huge-duration.mp4", huge_duration(mp4)), Entry("fine.mp4", mp4)});
   dt::write_archive(h / "names.tar.gz", Format::tar_gz, {Entry(std::string("esc\x1b[31mred\x07.mp4"), mp4)});
 
-  Hub hub(dir / "repos", dir / "hub.log");
+  HubProcess hub(dir / "repos", {}, dir / "hub.log");
   ASSERT_TRUE(hub.ok());
   DaemonSetup s;
   s.dir = dir / "run";
@@ -226,7 +226,6 @@ TEST(Hostile, ArchivesAndVideosEachFailAloneWhileTheRunGoesOn) {
       "status answered %d/%d\n",
       clear, items.size(), trace.size(), kaiod.exit_code(), std::chrono::duration<double>(Clock::now() - t0).count(),
       answered, polls);
-  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
 }
 
 namespace {
@@ -265,10 +264,10 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
   };
   int clear = 0;
   for (const auto& c : cases) {
-    fs::path dir = make_temp_dir("server");
+    Sandbox dir("rel-server", Sandbox::keep_on_failure);
     fs::create_directories(dir / "repos/kaio-test");
     fs::create_directory_symlink(data, dir / "repos/kaio-test/llava");
-    Hub hub(dir / "repos", dir / "hub.log", {"--lfs-threshold", "100000"});
+    HubProcess hub(dir / "repos", {"--lfs-threshold", "100000"}, dir / "hub.log");
     ASSERT_TRUE(hub.ok());
     hub.faults(c.faults);
     DaemonSetup s;
@@ -346,7 +345,6 @@ TEST(Hostile, ServerMisbehaviourEndsInClearErrors) {
     EXPECT_TRUE(ok) << c.name << ": no clear error naming " << c.expect << "\n" << tail(where);
     EXPECT_EQ(log.find('\x1b'), std::string::npos) << c.name << ": a raw escape character reached the log";
     EXPECT_LE(sampler.peak(), 16'000'000u) << c.name << ": the budget was exceeded";
-    if (!::testing::Test::HasFailure()) fs::remove_all(dir);
   }
   std::printf("hostile server: %d of %zu cases ended in a clear error\n", clear, cases.size());
 }

@@ -18,33 +18,19 @@
 #include "cache/retention.h"
 #include "common/error.h"
 #include "state/ledger.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 using namespace kaio::state;
 using kaio::cache::ClipWindows;
 using kaio::cache::PlanCursor;
+using kaio::test::Sandbox;
 
 namespace {
 
 const std::string kRepo = "lmms-lab/LLaVA-Video-178K";
 constexpr int kShuffle = 8;               // train.shuffle_clips: clips per plan chunk
 constexpr int kChunksPerCheckpoint = 30;  // 240 clips between checkpoints (not a whole number of files)
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("kaio-ledger-size-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
 
 uint64_t mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -289,7 +275,7 @@ void report(const char* name, const LedgerRun& run, uint64_t allowance, int clip
 TEST(Ledger, HundredThousandClipsStayWithinTheAllowance) {
   constexpr uint64_t kAllowance = 16u << 20;
   constexpr int kFiles = 1000, kPerFile = 100;
-  TempDir dir;
+  Sandbox dir{"ledger-size"};
   LedgerRun run(dir.path(), kAllowance, kFiles, kPerFile);
   bool restarted = false;
   run.train(0, 0, kFiles, [&](int f) {
@@ -334,7 +320,7 @@ TEST(Ledger, HundredThousandClipsStayWithinTheAllowance) {
 TEST(Ledger, TenThousandClipsStayWithinASmallBudgetsAllowance) {
   constexpr uint64_t kAllowance = 2u << 20;
   constexpr int kFiles = 100, kPerFile = 100;
-  TempDir dir;
+  Sandbox dir{"ledger-size"};
   LedgerRun run(dir.path(), kAllowance, kFiles, kPerFile);
   run.train(0, 0, kFiles);
   uint64_t final_bytes = run.ledger().file_bytes();

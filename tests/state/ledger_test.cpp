@@ -10,27 +10,13 @@
 #include <thread>
 
 #include "common/error.h"
+#include "tests/support/sandbox.h"
 
 namespace fs = std::filesystem;
 using namespace kaio::state;
+using kaio::test::Sandbox;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    path_ =
-        fs::temp_directory_path() / ("kaio-ledger-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
 
 // Reads one integer pragma through a separate raw connection.
 std::string raw_pragma(const fs::path& db_file, const std::string& pragma) {
@@ -63,7 +49,7 @@ std::string printf_id(int v) {
 }  // namespace
 
 TEST(Ledger, MigratesFromVersionZeroToWalDatabase) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   raw_exec(dir.path() / "kaio.db", "PRAGMA user_version = 0");
   {
     auto ledger = Ledger::open(dir.path());
@@ -80,7 +66,7 @@ TEST(Ledger, MigratesFromVersionZeroToWalDatabase) {
 // A folder written by schema version 1 (before plan chunks and the pause flag)
 // is migrated in place and keeps its rows.
 TEST(Ledger, MigratesAVersionOneDatabaseKeepingItsRows) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   raw_exec(dir.path() / "kaio.db", R"sql(
 CREATE TABLE source(id INTEGER PRIMARY KEY CHECK (id = 1), endpoint TEXT NOT NULL, repo TEXT NOT NULL,
                     revision TEXT NOT NULL, commit_sha TEXT NOT NULL, selection TEXT NOT NULL);
@@ -117,7 +103,7 @@ PRAGMA user_version = 1;
 }
 
 TEST(Ledger, RefusesANewerSchema) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   raw_exec(dir.path() / "kaio.db", "PRAGMA user_version = 99");
   try {
     Ledger::open(dir.path());
@@ -129,7 +115,7 @@ TEST(Ledger, RefusesANewerSchema) {
 }
 
 TEST(Ledger, FileStatesMoveForwardAndCountFailures) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   auto ledger = Ledger::open(dir.path());
   ledger.upsert_files(kRepo, {{"", "a/part-000.tar", 100, "oid-a", "sha-a"}, {"", "b.tar", 200, "oid-b", ""}});
   auto id = file_id(kRepo, "a/part-000.tar");
@@ -158,7 +144,7 @@ TEST(Ledger, FileStatesMoveForwardAndCountFailures) {
 }
 
 TEST(Ledger, PinsTheCommitAcrossReopen) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   SourceRecord first{"http://127.0.0.1:1", kRepo, "main", "aaaa1111", R"({"include":["*.tar"]})"};
   {
     auto ledger = Ledger::open(dir.path());
@@ -180,7 +166,7 @@ TEST(Ledger, PinsTheCommitAcrossReopen) {
 }
 
 TEST(Ledger, IdsAreStableAcrossRestartsAndDistinct) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   EXPECT_EQ(file_id(kRepo, "x.tar"), file_id(kRepo, "x.tar"));
   EXPECT_NE(file_id(kRepo, "x.tar"), file_id("org/other", "x.tar"));
   EXPECT_NE(clip_id(kRepo, "x.tar", "a.mp4"), clip_id(kRepo, "x.tar", "b.mp4"));
@@ -205,7 +191,7 @@ TEST(Ledger, IdsAreStableAcrossRestartsAndDistinct) {
 }
 
 TEST(Ledger, SecondProcessIsToldWhoHoldsTheFolder) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   auto ledger = Ledger::open(dir.path());
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
@@ -233,7 +219,7 @@ TEST(Ledger, SecondProcessIsToldWhoHoldsTheFolder) {
 }
 
 TEST(Ledger, CommittedRowsSurviveKill9AndPartialTransactionsVanish) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   constexpr int kBatch = 20;
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
@@ -270,7 +256,7 @@ TEST(Ledger, CommittedRowsSurviveKill9AndPartialTransactionsVanish) {
 }
 
 TEST(Ledger, TransactionRollsBackWhenTheBodyThrows) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   auto ledger = Ledger::open(dir.path());
   EXPECT_THROW(ledger.transaction([&] {
     ledger.add_counter("clips_decoded", 5);
@@ -283,7 +269,7 @@ TEST(Ledger, TransactionRollsBackWhenTheBodyThrows) {
 }
 
 TEST(Ledger, ConcurrentThreadsAllLand) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   auto ledger = Ledger::open(dir.path());
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
@@ -295,7 +281,7 @@ TEST(Ledger, ConcurrentThreadsAllLand) {
 }
 
 TEST(Ledger, ClipsCheckpointsAndPositionRoundTrip) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   auto ledger = Ledger::open(dir.path());
   ledger.upsert_files(kRepo, {{"", "a.tar", 10, "", ""}});
   auto fid = file_id(kRepo, "a.tar");
@@ -348,7 +334,7 @@ TEST(Ledger, ClipsCheckpointsAndPositionRoundTrip) {
 // Killed from outside at arbitrary points, five times over the same folder:
 // every batch the child reported committed is there in full, nothing partial.
 TEST(Ledger, SurvivesRepeatedKill9FromOutside) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   constexpr int kBatch = 10;
   int committed_total = 0;
   for (int round = 0; round < 5; ++round) {
@@ -396,7 +382,7 @@ TEST(Ledger, SurvivesRepeatedKill9FromOutside) {
 
 // Issue 14, item 8: compact rows answer every reader as the full rows did.
 TEST(Ledger, CompactRowsReadAsBeforeForEveryReader) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   auto ledger = Ledger::open(dir.path());
   EXPECT_EQ(raw_pragma(dir.path() / "kaio.db", "auto_vacuum"), "2");  // incremental, from the first table on
   ledger.upsert_files(kRepo, {{"", "a.tar", 10, "", ""}, {"", "b.tar", 10, "", ""}});
@@ -497,7 +483,7 @@ TEST(Ledger, CompactRowsReadAsBeforeForEveryReader) {
 // (the engine skips a clip deleted with plan_epoch == the current epoch, and the
 // trainer then finds no shard for it), nor become a compact row.
 TEST(Ledger, AShardLostBeforeItsCheckpointDoesNotReadAsTrained) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   auto ledger = Ledger::open(dir.path());
   ledger.upsert_files(kRepo, {{"", "a.tar", 10, "", ""}});
   auto fa = file_id(kRepo, "a.tar");
@@ -531,7 +517,7 @@ TEST(Ledger, AShardLostBeforeItsCheckpointDoesNotReadAsTrained) {
 // A ledger written before schema 3 (every row kept, captions and all, no
 // auto-vacuum) shrinks when opened: rows compacted, one VACUUM.
 TEST(Ledger, UpgradesAGrownVersionTwoDatabaseToCompactRows) {
-  TempDir dir;
+  Sandbox dir{"ledger"};
   fs::path db = dir.path() / "kaio.db";
   raw_exec(db, R"sql(
 PRAGMA journal_mode = WAL;

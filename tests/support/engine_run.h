@@ -24,7 +24,8 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "daemon/engine.h"
-#include "tests/fetch/hub_process.h"
+#include "tests/support/hub.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::test {
 

@@ -1,13 +1,25 @@
 #pragma once
-// Test helper: runs a shell command line with a time bound and captures what it
-// prints (stdout and stderr together).
+// Test helper: the programs of this build, and running a shell command line
+// with a time bound, capturing what it prints (stdout and stderr together).
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 
 namespace kaio::test {
+
+// kaio-hub, kaio-mkdata: build/tools/NAME/NAME.
+inline std::filesystem::path tool(const std::string& name) {
+  return std::filesystem::path(KAIO_BUILD_DIR) / "tools" / name / name;
+}
+inline std::filesystem::path kaiod_bin() {
+  return std::filesystem::path(KAIO_BUILD_DIR) / "daemon" / "kaiod";
+}
+inline std::filesystem::path kaioctl_bin() {
+  return std::filesystem::path(KAIO_BUILD_DIR) / "daemon" / "kaioctl";
+}
 
 inline std::string shell_quote(const std::string& s) {
   std::string out = "'";

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "tests/support/sandbox.h"
 #include "train/model.h"
 #include "train/safetensors.h"
 #include "train/trainer.h"
@@ -97,7 +98,8 @@ TEST(ModelReference, TenAdamWStepsMatchPyTorchAndResumeBitIdentically) {
   const Reference ref;
   const auto want = f64(ref.tensors.at("losses"));
   auto trainer = ref.trainer_with_reference_weights();
-  const fs::path ckpt = fs::temp_directory_path() / ("kaio_ref_ckpt_" + std::to_string(::getpid()));
+  const kaio::test::Sandbox dir("ref-ckpt");
+  const fs::path ckpt = dir / "ckpt";
   std::vector<double> got;
   double worst = 0;
   for (size_t s = 0; s < want.size(); ++s) {
@@ -113,5 +115,4 @@ TEST(ModelReference, TenAdamWStepsMatchPyTorchAndResumeBitIdentically) {
   EXPECT_EQ(resumed->load_checkpoint(ckpt), "half");
   for (size_t s = want.size() / 2; s < want.size(); ++s)
     EXPECT_EQ(resumed->step(ref.windows(), ref.batch).loss, got[s]) << "resumed step " << s;
-  fs::remove(ckpt);
 }

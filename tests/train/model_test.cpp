@@ -11,6 +11,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "tests/support/sandbox.h"
 #include "train/safetensors.h"
 #include "train/trainer.h"
 #include "train/trainer_internal.h"
@@ -52,13 +53,6 @@ kaio::TrainConfig tiny_config() {
   c.warmup_steps = 2;
   c.threads = 2;
   return c;
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("kaio_train_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
 }
 
 }  // namespace
@@ -139,7 +133,7 @@ TEST(TrainerBackend, AutoFallsBackToCpuAndSaysWhy) {
 }
 
 TEST(CheckpointResume, ContinuesBitIdenticallyAndRejectsDamage) {
-  const fs::path dir = temp_dir("ckpt");
+  const kaio::test::Sandbox dir("train-ckpt");
   const auto config = tiny_config();
   auto first = Trainer::create(config, 8, 32);
   const auto windows = moving_shapes(2, 8, 32, 1);
@@ -168,11 +162,10 @@ TEST(CheckpointResume, ContinuesBitIdenticallyAndRejectsDamage) {
     EXPECT_EQ(e.kind(), kaio::ErrorKind::corrupt);
     EXPECT_NE(std::string(e.what()).find("ck"), std::string::npos);
   }
-  fs::remove_all(dir);
 }
 
 TEST(CheckpointExport, SafetensorsHoldsEveryParameter) {
-  const fs::path dir = temp_dir("export");
+  const kaio::test::Sandbox dir("train-export");
   auto trainer = Trainer::create(tiny_config(), 8, 32);
   trainer->export_safetensors(dir / "w.safetensors");
   std::map<std::string, std::string> meta;
@@ -188,7 +181,6 @@ TEST(CheckpointExport, SafetensorsHoldsEveryParameter) {
               std::vector<float>(params.begin() + info.offset, params.begin() + info.offset + info.count));
   }
   EXPECT_EQ(meta.at("model"), "tiny");
-  fs::remove_all(dir);
 }
 
 TEST(TrainLearns, TinyModelReducesMaskedLossOnMovingShapes) {

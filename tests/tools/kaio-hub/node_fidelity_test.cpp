@@ -2,18 +2,18 @@
 // pagination) and downloads (through the CDN redirect) from kaio-hub.
 #include <gtest/gtest.h>
 
-#include "tests/fetch/hub_process.h"
+#include "tests/fetch/fetch_run.h"
 
 namespace kaio::test {
 namespace {
 
 TEST(KaioHubNode, OfficialJsClientListsAndDownloads) {
   if (std::system("command -v node >/dev/null 2>&1") != 0) GTEST_SKIP() << "skipped: no Node";
-  fs::path node_dir = fs::path(KAIO_SOURCE_DIR) / "tests" / "node";
+  fs::path node_dir = fs::path(KAIO_SOURCE_DIR) / "tests" / "tools" / "kaio-hub";
   if (!fs::exists(node_dir / "node_modules" / "@huggingface" / "hub" / "package.json"))
     GTEST_SKIP() << "skipped: @huggingface/hub not installed";
 
-  fs::path dir = temp_dir("node");
+  Sandbox dir("node");
   fs::path repo = dir / "root" / "org" / "videos";
   write_random(repo / "clips" / "part 1.bin", 2'500'000, 11);  // LFS: served by the CDN
   write_random(repo / "clips" / "caf\xc3\xa9.json", 3000, 12);
@@ -38,7 +38,6 @@ TEST(KaioHubNode, OfficialJsClientListsAndDownloads) {
     EXPECT_EQ(sha256_of(dir / "out" / rel), sha256_of(repo / rel)) << rel;
   }
   EXPECT_GT(hub.stats()["cdn_requests"].get<int>(), 0);
-  fs::remove_all(dir);
 }
 
 }  // namespace

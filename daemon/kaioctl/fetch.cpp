@@ -1,5 +1,6 @@
-#include "fetch/fetch_command.h"
-
+// `kaioctl fetch`: downloads a dataset selection into a folder with the Hub
+// client and downloader of fetch/, resuming and verifying every file.
+// Exit 0 ok, 1 failure, 2 usage.
 #include <unistd.h>
 
 #include <condition_variable>
@@ -12,19 +13,21 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/units.h"
+#include "daemon/kaioctl/commands.h"
 #include "fetch/downloader.h"
 #include "fetch/hash.h"
 #include "fetch/hub.h"
 
-namespace kaio::fetch {
+namespace kaio::ctl {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace kaio::fetch;
 
 const char* kUsage =
-    "usage: fetch --repo ORG/NAME [--revision R] [--include GLOB]... [--exclude GLOB]... --out DIR\n"
-    "             [--endpoint URL] [--token-file F] [--parallel N] [--split N] [--split-min-size SIZE]\n"
-    "             [--stall-timeout DUR] [--max-backoff DUR] [--bandwidth-limit SIZE] [--log-level L]\n";
+    "usage: kaioctl fetch --repo ORG/NAME [--revision R] [--include GLOB]... [--exclude GLOB]... --out DIR\n"
+    "                     [--endpoint URL] [--token-file F] [--parallel N] [--split N] [--split-min-size SIZE]\n"
+    "                     [--stall-timeout DUR] [--max-backoff DUR] [--bandwidth-limit SIZE] [--log-level L]\n";
 
 struct FetchArgs {
   SourceConfig source;
@@ -33,13 +36,13 @@ struct FetchArgs {
   std::string log_level = "info";
 };
 
-FetchArgs parse_args(int argc, char** argv) {
+FetchArgs parse_args(const std::vector<std::string>& argv) {
   FetchArgs a;
   a.source.revision = "main";
-  for (int i = 1; i < argc; ++i) {
+  for (size_t i = 0; i < argv.size(); ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw Error(ErrorKind::usage, arg + " needs a value");
+      if (i + 1 >= argv.size()) throw Error(ErrorKind::usage, arg + " needs a value");
       return argv[++i];
     };
     auto size = [&]() {
@@ -183,33 +186,33 @@ int fetch(const FetchArgs& a) {
   lock.unlock();
   downloader.stop();
   if (tty) std::fprintf(stderr, "\n");
-  for (const auto& f : failures) std::fprintf(stderr, "kaio fetch: failed: %s\n", kaio::redact(f).c_str());
-  std::fprintf(stderr, "kaio fetch: %s@%s: %zu files selected, %zu failed, into %s\n", a.source.repo.c_str(),
+  for (const auto& f : failures) std::fprintf(stderr, "kaioctl fetch: failed: %s\n", kaio::redact(f).c_str());
+  std::fprintf(stderr, "kaioctl fetch: %s@%s: %zu files selected, %zu failed, into %s\n", a.source.repo.c_str(),
                sha.c_str(), files.size(), failures.size(), a.out.c_str());
   return failures.empty() ? 0 : 1;
 }
 
 }  // namespace
 
-int run_fetch_command(int argc, char** argv) {
+int fetch_command(const Invocation& in) {
   FetchArgs args;
   try {
-    args = parse_args(argc, argv);
+    args = parse_args(in.args);
   } catch (const Error& e) {
-    std::fprintf(stderr, "kaio fetch: %s\n%s", e.what(), kUsage);
+    std::fprintf(stderr, "kaioctl fetch: %s\n%s", e.what(), kUsage);
     return 2;
   }
-  setup_logging(args.log_level, "kaio-fetch");
+  setup_logging(args.log_level, "kaioctl");
   try {
     return fetch(args);
   } catch (const Error& e) {
-    std::fprintf(stderr, "kaio fetch: error (%s): %s\n", std::string(to_string(e.kind())).c_str(),
+    std::fprintf(stderr, "kaioctl fetch: error (%s): %s\n", std::string(to_string(e.kind())).c_str(),
                  kaio::redact(e.what()).c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kaio fetch: error: %s\n", kaio::redact(e.what()).c_str());
+    std::fprintf(stderr, "kaioctl fetch: error: %s\n", kaio::redact(e.what()).c_str());
     return 1;
   }
 }
 
-}  // namespace kaio::fetch
+}  // namespace kaio::ctl

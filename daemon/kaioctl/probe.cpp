@@ -1,8 +1,9 @@
-#include "decode/probe_command.h"
-
-#include <archive.h>
-
-#include <cerrno>
+// `kaioctl probe FILE [--preview out.png] [--frames T --stride S --fps F --size N]`:
+// lists the video members of an archive (or a single video), the windows each
+// would give, and the errors, through decode/'s archive reader and decoder;
+// --preview writes a PNG contact sheet of the first window of the first good
+// clip. Returns 0 when every member is fine, 1 when any member failed, 2 on
+// bad usage.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -15,14 +16,17 @@
 #include <vector>
 
 #include "common/error.h"
+#include "daemon/kaioctl/commands.h"
 #include "decode/archive.h"
 #include "decode/file_source.h"
 #include "decode/png.h"
 #include "decode/shard.h"
 #include "decode/video.h"
 
-namespace kaio::decode {
+namespace kaio::ctl {
 namespace {
+
+using namespace kaio::decode;
 
 constexpr const char* kUsage =
     "usage: kaioctl probe FILE [--preview out.png] [--frames T] [--stride S] [--fps F] [--size N]\n";
@@ -33,16 +37,16 @@ struct ProbeArgs {
   WindowSpec spec;
 };
 
-ProbeArgs parse(int argc, char** argv) {
+ProbeArgs parse(const std::vector<std::string>& argv) {
   ProbeArgs a;
-  for (int i = 1; i < argc; ++i) {
+  for (size_t i = 0; i < argv.size(); ++i) {
     std::string_view arg = argv[i];
     if (!arg.starts_with("--")) {
       if (!a.file.empty()) throw Error(ErrorKind::usage, "more than one FILE: " + std::string(arg));
       a.file = arg;
       continue;
     }
-    if (i + 1 >= argc) throw Error(ErrorKind::usage, "missing value for " + std::string(arg));
+    if (i + 1 >= argv.size()) throw Error(ErrorKind::usage, "missing value for " + std::string(arg));
     std::string value = argv[++i];
     try {
       if (arg == "--preview") {
@@ -87,21 +91,6 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Whether the archive reader's libarchive setup (tar or zip, any compression
-// filter) recognises the file's format. Only a format error answers no: a file
-// that cannot be opened keeps the reader's own message.
-bool archive_format_recognised(const std::filesystem::path& file) {
-  std::unique_ptr<archive, int (*)(archive*)> ar(archive_read_new(), archive_read_free);
-  if (!ar) return true;
-  archive_read_support_filter_all(ar.get());
-  archive_read_support_format_tar(ar.get());
-  archive_read_support_format_zip_streamable(ar.get());
-  if (archive_read_open_filename(ar.get(), file.c_str(), 64 * 1024) == ARCHIVE_OK) return true;
-  // libarchive's ARCHIVE_ERRNO_FILE_FORMAT ("Unrecognized archive format") is
-  // EILSEQ on Linux; archive.h only lists it in a comment.
-  return archive_errno(ar.get()) != EILSEQ;
-}
-
 constexpr const char* kNeither =
     "neither a video nor an archive kaio reads (videos: MP4/MOV, Matroska/WebM, AVI, MPEG-TS; archives: tar or zip, "
     "plain or compressed)";
@@ -126,10 +115,10 @@ void write_contact_sheet(const ShardReader& shard, const std::filesystem::path& 
 
 }  // namespace
 
-int run_probe_command(int argc, char** argv) {
+int probe_command(const Invocation& in) {
   ProbeArgs args;
   try {
-    args = parse(argc, argv);
+    args = parse(in.args);
   } catch (const Error& e) {
     std::cerr << "kaioctl probe: " << e.what() << "\n" << kUsage;
     return 2;
@@ -199,4 +188,4 @@ int run_probe_command(int argc, char** argv) {
   return failures > 0 || !preview_done ? 1 : 0;
 }
 
-}  // namespace kaio::decode
+}  // namespace kaio::ctl

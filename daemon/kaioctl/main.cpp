@@ -1,11 +1,14 @@
-// kaioctl: the remote. A thin client of kaiod's control socket, plus the
-// stand-alone `fetch` and `probe` tools from the libraries.
+// kaioctl: the remote. A thin client of kaiod's control socket (status, ls,
+// pause, resume: here), plus the stand-alone `fetch` (fetch.cpp) and `probe`
+// (probe.cpp) commands over the libraries' engines. One entry point per
+// command, dispatched by name from the table in main().
 // Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 no daemon reachable.
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,14 +17,10 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "daemon/control.h"
+#include "daemon/kaioctl/commands.h"
 #include "daemon/status.h"
-#ifdef KAIO_HAVE_FETCH
-#include "fetch/fetch_command.h"
-#endif
-#ifdef KAIO_HAVE_DECODE
-#include "decode/probe_command.h"
-#endif
 
+namespace kaio::ctl {
 namespace {
 
 using kaio::daemon::ControlClient;
@@ -47,6 +46,7 @@ int usage() {
 struct Args {
   std::string socket;
   std::vector<std::string> rest;
+  explicit Args(const Invocation& in) : socket(in.socket), rest(in.args) {}
   bool has(const char* flag) const {
     for (const auto& a : rest)
       if (a == flag) return true;
@@ -77,7 +77,10 @@ int call(const Args& args, const std::string& cmd, const json& params, json* res
   }
 }
 
-int status(const Args& args) {
+}  // namespace
+
+int status_command(const Invocation& in) {
+  Args args(in);
   bool as_json = args.has("--json"), watch = args.has("--watch");
   for (;;) {
     json result;
@@ -93,7 +96,8 @@ int status(const Args& args) {
   }
 }
 
-int ls(const Args& args) {
+int ls_command(const Invocation& in) {
+  Args args(in);
   json params = json::object();
   if (auto s = args.value("--state"); !s.empty()) params["state"] = s;
   json result;
@@ -122,48 +126,52 @@ int ls(const Args& args) {
   return 0;
 }
 
-}  // namespace
+int pause_command(const Invocation& in) {
+  Args args(in);
+  json params = json::object();
+  if (auto r = args.value("--reason"); !r.empty()) params["reason"] = r;
+  json result;
+  int rc = call(args, "pause", params, &result);
+  if (rc == 0)
+    std::printf("paused%s\n", result.value("message", std::string()).empty()
+                                  ? ""
+                                  : (": " + result.value("message", std::string())).c_str());
+  return rc;
+}
+
+int resume_command(const Invocation& in) {
+  int rc = call(Args(in), "resume", json::object(), nullptr);
+  if (rc == 0) std::puts("resumed");
+  return rc;
+}
+
+}  // namespace kaio::ctl
 
 int main(int argc, char** argv) {
-  Args args;
+  using namespace kaio::ctl;
+  static const std::map<std::string, int (*)(const Invocation&)> kCommands = {
+      {"status", status_command}, {"ls", ls_command},       {"pause", pause_command},
+      {"resume", resume_command}, {"fetch", fetch_command}, {"probe", probe_command},
+  };
+  Invocation in;
   const char* env_socket = std::getenv("KAIO_SOCKET");
-  args.socket = env_socket && *env_socket ? env_socket : kDefaultSocket;
+  in.socket = env_socket && *env_socket ? env_socket : kDefaultSocket;
   int i = 1;
   if (i < argc && std::strcmp(argv[i], "--version") == 0) {
     std::printf("kaioctl %s\n", KAIO_VERSION);
     return 0;
   }
   if (i + 1 < argc && std::strcmp(argv[i], "--socket") == 0) {
-    args.socket = argv[i + 1];
+    in.socket = argv[i + 1];
     i += 2;
   }
   if (i >= argc) return usage();
   std::string cmd = argv[i];
-#ifdef KAIO_HAVE_FETCH
-  if (cmd == "fetch") return kaio::fetch::run_fetch_command(argc - i, argv + i);
-#endif
-#ifdef KAIO_HAVE_DECODE
-  if (cmd == "probe") return kaio::decode::run_probe_command(argc - i, argv + i);
-#endif
-  for (int k = i + 1; k < argc; ++k) args.rest.emplace_back(argv[k]);
-  if (cmd == "status") return status(args);
-  if (cmd == "ls") return ls(args);
-  if (cmd == "pause") {
-    json params = json::object();
-    if (auto r = args.value("--reason"); !r.empty()) params["reason"] = r;
-    json result;
-    int rc = call(args, "pause", params, &result);
-    if (rc == 0)
-      std::printf("paused%s\n", result.value("message", std::string()).empty()
-                                    ? ""
-                                    : (": " + result.value("message", std::string())).c_str());
-    return rc;
+  auto command = kCommands.find(cmd);
+  if (command == kCommands.end()) {
+    std::fprintf(stderr, "kaioctl: unknown command \"%s\"\n", kaio::printable(cmd).c_str());
+    return usage();
   }
-  if (cmd == "resume") {
-    int rc = call(args, "resume", json::object(), nullptr);
-    if (rc == 0) std::puts("resumed");
-    return rc;
-  }
-  std::fprintf(stderr, "kaioctl: unknown command \"%s\"\n", kaio::printable(cmd).c_str());
-  return usage();
+  in.args.assign(argv + i + 1, argv + argc);
+  return command->second(in);
 }
