@@ -13,8 +13,10 @@
 #include <exception>
 
 #include "common/error.h"
+#include "common/fd.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "decode/archive_util.h"
 
 namespace kaio::decode {
 namespace {
@@ -26,18 +28,6 @@ constexpr size_t kSniffBytes = 4096;
 constexpr uint64_t kRatioFloorIn = 64 * 1024;
 // A claim grows in steps of at least this much when a member outgrows it.
 constexpr uint64_t kClaimStep = 16 * 1024 * 1024;
-
-struct ArchiveFreer {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-using ArchivePtr = std::unique_ptr<archive, ArchiveFreer>;
-
-struct FdCloser {
-  int fd;
-  ~FdCloser() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 enum class Kind { archive, media };
 
@@ -111,7 +101,7 @@ struct ArchiveReader::Impl {
   ArchiveLimits limits;
   std::string name;
   Kind kind = Kind::archive;
-  ArchivePtr ar;
+  la::ReadPtr ar;
   std::vector<std::byte> buffer = std::vector<std::byte>(kBlock);  // input blocks lent to libarchive
   std::vector<std::byte> data = std::vector<std::byte>(kBlock);    // member data read out of it
   std::string sniffed;  // first bytes, replayed before the rest of the source
@@ -290,8 +280,8 @@ struct ArchiveReader::Impl {
     }
     auto tmp = dest;
     tmp += ".tmp";
-    FdCloser out{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-    if (out.fd < 0) throw_errno("create", tmp.string());
+    Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (out.get() < 0) throw_errno("create", tmp.string());
     uint64_t written = 0;
     auto sink = [&](const std::byte* data, size_t n) {
       written += n;
@@ -300,7 +290,7 @@ struct ArchiveReader::Impl {
                     "archive " + name + ": member " + current + " rejected: larger than decode.max_member_size");
       }
       if (claim && written > claim->bytes()) claim->resize(std::max(written, claim->bytes() + kClaimStep));
-      write_all(out.fd, data, n, tmp);
+      write_all(out.get(), data, n, tmp);
     };
     try {
       if (kind == Kind::media) {
@@ -308,13 +298,12 @@ struct ArchiveReader::Impl {
       } else {
         read_data(sink);
       }
-      if (::fsync(out.fd) != 0) throw_errno("fsync", tmp.string());
+      if (::fsync(out.get()) != 0) throw_errno("fsync", tmp.string());
     } catch (...) {
       ::unlink(tmp.c_str());
       throw;
     }
-    ::close(out.fd);
-    out.fd = -1;
+    out.reset();
     rename_durably(tmp, dest);
     spdlog::debug("archive {}: extracted member {} ({} bytes) to {}", name, current, written, dest.string());
   }

@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "decode/archive.h"
+#include "decode/archive_util.h"
 #include "decode/file_source.h"
 #include "decode/png.h"
 #include "decode/shard.h"
@@ -91,7 +92,7 @@ class TempDir {
 // filter) recognises the file's format. Only a format error answers no: a file
 // that cannot be opened keeps the reader's own message.
 bool archive_format_recognised(const std::filesystem::path& file) {
-  std::unique_ptr<archive, int (*)(archive*)> ar(archive_read_new(), archive_read_free);
+  la::ReadPtr ar(archive_read_new());
   if (!ar) return true;
   archive_read_support_filter_all(ar.get());
   archive_read_support_format_tar(ar.get());
