@@ -16,10 +16,15 @@ class Fd {
   }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  ~Fd() { reset(); }
   int get() const { return fd_; }
+  // Closes the descriptor held (if any) and holds `fd` instead.
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+  // Gives the descriptor up to a new owner (fdopendir, say) without closing it.
+  int release() { return std::exchange(fd_, -1); }
 
  private:
   int fd_;

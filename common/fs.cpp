@@ -9,6 +9,7 @@
 #include <memory>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 #include "common/error.h"
 #include "common/fd.h"
@@ -52,12 +53,10 @@ namespace {
 // Sums the blocks of the folder open as `dir_fd` and everything below it. An
 // entry removed while the walk runs counts as gone and the walk goes on (a
 // directory iterator stops at the first such error and undercounts the rest).
-uint64_t folder_usage(int dir_fd) {
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(dir_fd), &::closedir);
-  if (!dir) {
-    ::close(dir_fd);
-    return 0;
-  }
+uint64_t folder_usage(Fd dir_fd) {
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(dir_fd.get()), &::closedir);
+  if (!dir) return 0;
+  dir_fd.release();  // the DIR owns it now
   uint64_t total = 0;
   while (const dirent* e = ::readdir(dir.get())) {
     std::string_view name = e->d_name;
@@ -66,8 +65,8 @@ uint64_t folder_usage(int dir_fd) {
     if (::fstatat(::dirfd(dir.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     total += static_cast<uint64_t>(st.st_blocks) * 512;
     if (!S_ISDIR(st.st_mode)) continue;
-    int child = ::openat(::dirfd(dir.get()), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (child >= 0) total += folder_usage(child);
+    Fd child(::openat(::dirfd(dir.get()), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (child.get() >= 0) total += folder_usage(std::move(child));
   }
   return total;
 }
@@ -79,8 +78,8 @@ uint64_t disk_usage(const std::filesystem::path& dir) {
   if (::lstat(dir.c_str(), &st) != 0) return 0;
   uint64_t total = static_cast<uint64_t>(st.st_blocks) * 512;
   if (!S_ISDIR(st.st_mode)) return total;
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  return fd < 0 ? total : total + folder_usage(fd);
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return fd.get() < 0 ? total : total + folder_usage(std::move(fd));
 }
 
 }  // namespace kaio

@@ -116,10 +116,12 @@ void remove_stale_socket(const std::filesystem::path& path) {
   if (::lstat(path.c_str(), &st) != 0) return;
   if (!S_ISSOCK(st.st_mode))
     throw Error(ErrorKind::config, "control socket path " + path.string() + " exists and is not a socket");
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr = make_address(path);
-  bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
+  bool live = false;
+  {
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    live = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
   if (live) throw Error(ErrorKind::config, "another kaiod is serving " + path.string());
   ::unlink(path.c_str());
 }
@@ -135,31 +137,28 @@ ControlServer::ControlServer(std::filesystem::path socket_path, std::string admi
   sockaddr_un addr = make_address(path_);
   if (!path_.parent_path().empty()) std::filesystem::create_directories(path_.parent_path());
   remove_stale_socket(path_);
-  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (listen_fd_ < 0) throw_errno("socket for", path_.string());
+  listen_fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (listen_fd_.get() < 0) throw_errno("socket for", path_.string());
   mode_t old = ::umask(0117);  // the socket is born 0660, never briefly world-writable
-  int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int rc = ::bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   ::umask(old);
-  if (rc != 0) {
-    ::close(listen_fd_);
-    throw_errno("bind control socket", path_.string());
-  }
+  if (rc != 0) throw_errno("bind control socket", path_.string());
   if (admin_gid_ != static_cast<gid_t>(-1) && ::chown(path_.c_str(), static_cast<uid_t>(-1), admin_gid_) != 0)
     spdlog::warn("control socket {}: cannot give it group {}: {}", path_.string(), admin_group, std::strerror(errno));
-  if (::listen(listen_fd_, 32) != 0 || ::pipe2(wake_fds_, O_CLOEXEC) != 0) {
-    ::close(listen_fd_);
-    throw_errno("listen on", path_.string());
-  }
+  int wake[2];
+  if (::listen(listen_fd_.get(), 32) != 0 || ::pipe2(wake, O_CLOEXEC) != 0) throw_errno("listen on", path_.string());
+  wake_read_.reset(wake[0]);
+  wake_write_.reset(wake[1]);
   thread_ = std::thread([this] { serve(); });
 }
 
 ControlServer::~ControlServer() {
   char byte = 1;
-  [[maybe_unused]] ssize_t n = ::write(wake_fds_[1], &byte, 1);
+  [[maybe_unused]] ssize_t n = ::write(wake_write_.get(), &byte, 1);
   if (thread_.joinable()) thread_.join();
-  ::close(listen_fd_);
-  ::close(wake_fds_[0]);
-  ::close(wake_fds_[1]);
+  listen_fd_.reset();
+  wake_read_.reset();
+  wake_write_.reset();
   ::unlink(path_.c_str());
 }
 
@@ -179,27 +178,26 @@ void ControlServer::serve() {
     });
   };
   for (;;) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fds_[0], POLLIN, 0}};
+    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_read_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0 && errno != EINTR) break;
     if (fds[1].revents) break;
     if (!(fds[0].revents & POLLIN)) continue;
     reap();
-    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    Fd conn(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (conn.get() < 0) continue;
     std::lock_guard lock(mutex);
     if (active.size() >= kMaxClients) {
-      write_all(fd, error_reply("too many control connections").dump() + "\n",
+      write_all(conn.get(), error_reply("too many control connections").dump() + "\n",
                 Clock::now() + std::chrono::milliseconds(100));
-      ::close(fd);
       continue;
     }
-    active.insert(fd);
+    active.insert(conn.get());
     auto done = std::make_shared<std::atomic<bool>>(false);
-    workers.push_back({std::thread([this, fd, done, &mutex, &active] {
-                         serve_client(fd);
+    workers.push_back({std::thread([this, conn = std::move(conn), done, &mutex, &active]() mutable {
+                         serve_client(conn.get());
                          std::lock_guard lock(mutex);
-                         active.erase(fd);
-                         ::close(fd);
+                         active.erase(conn.get());
+                         conn.reset();  // under the lock: shutdown() below never meets a reused number
                          done->store(true);
                        }),
                        done});
@@ -252,26 +250,23 @@ std::string reply_to_request(const std::string& line, const Peer& peer, const Co
 ControlClient::ControlClient(std::filesystem::path socket_path, std::chrono::milliseconds timeout)
     : path_(std::move(socket_path)), timeout_(timeout) {
   sockaddr_un addr = make_address(path_);
-  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) throw_errno("socket for", path_.string());
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd_.get() < 0) throw_errno("socket for", path_.string());
+  if (::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
-    ::close(fd_);
-    fd_ = -1;
+    fd_.reset();
     throw Error(ErrorKind::io, "no kaiod reachable at " + path_.string() + ": " + std::strerror(e));
   }
 }
 
-ControlClient::~ControlClient() {
-  if (fd_ >= 0) ::close(fd_);
-}
+ControlClient::~ControlClient() = default;
 
 std::string ControlClient::call_raw(const std::string& bytes) {
   auto deadline = Clock::now() + timeout_;
-  write_all(fd_, bytes, deadline);
+  write_all(fd_.get(), bytes, deadline);
   std::string buffer, line;
   try {
-    if (!read_line(fd_, buffer, line, deadline))
+    if (!read_line(fd_.get(), buffer, line, deadline))
       throw Error(ErrorKind::io, "kaiod at " + path_.string() + " closed the connection");
   } catch (const Error&) {
     throw;

@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "common/fd.h"
+
 namespace kaio::daemon {
 
 inline constexpr int kProtocolVersion = 1;
@@ -53,8 +55,8 @@ class ControlServer {
   gid_t admin_gid_ = static_cast<gid_t>(-1);
   ControlHandler handler_;
   std::chrono::milliseconds client_timeout_;
-  int listen_fd_ = -1;
-  int wake_fds_[2] = {-1, -1};
+  Fd listen_fd_;
+  Fd wake_read_, wake_write_;  // a byte written here ends serve()
   std::thread thread_;
 };
 
@@ -74,7 +76,7 @@ class ControlClient {
  private:
   std::filesystem::path path_;
   std::chrono::milliseconds timeout_;
-  int fd_ = -1;
+  Fd fd_;
 };
 
 }  // namespace kaio::daemon

@@ -16,6 +16,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "common/fd.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "common/version.h"
@@ -95,7 +96,7 @@ void forbid_core_dumps() {
 
 int run(const char* config_file) {
   forbid_core_dumps();
-  int signals = install_signal_handlers();
+  kaio::Fd signals(install_signal_handlers());
   kaio::Config config = kaio::load_config(config_file);
   kaio::setup_logging(config.log.level, "kaiod");
   g_logging = true;
@@ -133,10 +134,10 @@ int run(const char* config_file) {
   if (auto w = systemd.watchdog_interval()) poll_ms = std::min<int>(poll_ms, static_cast<int>(w->count() / 2000));
   bool stopping = false;
   while (!stopping && !engine.finished()) {
-    pollfd p{signals, POLLIN, 0};
+    pollfd p{signals.get(), POLLIN, 0};
     if (::poll(&p, 1, std::max(poll_ms, 10)) > 0) {
       unsigned char signo = 0;
-      if (::read(signals, &signo, 1) == 1) {
+      if (::read(signals.get(), &signo, 1) == 1) {
         if (signo == SIGHUP) {
           try {
             engine.reload(kaio::load_config(config_file));
@@ -158,7 +159,6 @@ int run(const char* config_file) {
   metrics.reset();  // served through the stop checkpoint; its open connections are cut now
   auto final_status = engine.status();
   spdlog::info("kaiod stopped: {}", kaio::daemon::summary_line(final_status));
-  ::close(signals);
   return final_status.state == "error" ? 1 : 0;
 }
 

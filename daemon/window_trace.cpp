@@ -12,13 +12,9 @@
 
 namespace kaio::daemon {
 
-WindowTrace::WindowTrace(const std::filesystem::path& file) {
-  fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw_errno("open window trace", file.string());
-}
-
-WindowTrace::~WindowTrace() {
-  if (fd_ >= 0) ::close(fd_);
+WindowTrace::WindowTrace(const std::filesystem::path& file)
+    : fd_(::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) {
+  if (fd_.get() < 0) throw_errno("open window trace", file.string());
 }
 
 void WindowTrace::on_window(int epoch, int64_t step, const std::string& clip_id, int window) {
@@ -40,7 +36,7 @@ void WindowTrace::on_step(int64_t, double loss) {
   const char* p = lines.data();
   size_t left = lines.size();
   while (left > 0) {
-    ssize_t n = ::write(fd_, p, left);
+    ssize_t n = ::write(fd_.get(), p, left);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       spdlog::warn("window trace: write failed: {}", std::strerror(errno));

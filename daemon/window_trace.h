@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 
+#include "common/fd.h"
 #include "daemon/engine.h"
 
 namespace kaio::daemon {
@@ -17,7 +18,6 @@ class WindowTrace : public WindowObserver {
  public:
   // Opens (creating) `file` for appending; throws kaio::Error when it cannot.
   explicit WindowTrace(const std::filesystem::path& file);
-  ~WindowTrace() override;
   WindowTrace(const WindowTrace&) = delete;
   WindowTrace& operator=(const WindowTrace&) = delete;
 
@@ -25,7 +25,7 @@ class WindowTrace : public WindowObserver {
   void on_step(int64_t step, double loss) override;
 
  private:
-  int fd_ = -1;
+  Fd fd_;
   std::string pending_;  // "epoch step clip window" of the step in progress, one per line
 };
 

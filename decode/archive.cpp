@@ -14,8 +14,10 @@
 #include <exception>
 
 #include "common/error.h"
+#include "common/fd.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "decode/archive_util.h"
 
 namespace kaio::decode {
 namespace {
@@ -27,18 +29,6 @@ constexpr size_t kSniffBytes = 4096;
 constexpr uint64_t kRatioFloorIn = 64 * 1024;
 // A claim grows in steps of at least this much when a member outgrows it.
 constexpr uint64_t kClaimStep = 16 * 1024 * 1024;
-
-struct ArchiveFreer {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-using ArchivePtr = std::unique_ptr<archive, ArchiveFreer>;
-
-struct FdCloser {
-  int fd;
-  ~FdCloser() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 enum class Kind { archive, media };
 
@@ -112,7 +102,7 @@ struct ArchiveReader::Impl {
   ArchiveLimits limits;
   std::string name;
   Kind kind = Kind::archive;
-  ArchivePtr ar;
+  la::ReadPtr ar;
   std::vector<std::byte> buffer = std::vector<std::byte>(kBlock);  // input blocks lent to libarchive
   std::vector<std::byte> data = std::vector<std::byte>(kBlock);    // member data read out of it
   std::string sniffed;  // first bytes, replayed before the rest of the source
@@ -291,8 +281,8 @@ struct ArchiveReader::Impl {
     }
     auto tmp = dest;
     tmp += ".tmp";
-    FdCloser out{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-    if (out.fd < 0) throw_errno("create", tmp.string());
+    Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (out.get() < 0) throw_errno("create", tmp.string());
     uint64_t written = 0;
     auto sink = [&](const std::byte* data, size_t n) {
       written += n;
@@ -301,7 +291,7 @@ struct ArchiveReader::Impl {
                     "archive " + name + ": member " + current + " rejected: larger than decode.max_member_size");
       }
       if (claim && written > claim->bytes()) claim->resize(std::max(written, claim->bytes() + kClaimStep));
-      write_all(out.fd, data, n, tmp);
+      write_all(out.get(), data, n, tmp);
     };
     try {
       if (kind == Kind::media) {
@@ -309,13 +299,12 @@ struct ArchiveReader::Impl {
       } else {
         read_data(sink);
       }
-      if (::fsync(out.fd) != 0) throw_errno("fsync", tmp.string());
+      if (::fsync(out.get()) != 0) throw_errno("fsync", tmp.string());
     } catch (...) {
       ::unlink(tmp.c_str());
       throw;
     }
-    ::close(out.fd);
-    out.fd = -1;
+    out.reset();
     rename_durably(tmp, dest);
     spdlog::debug("archive {}: extracted member {} ({} bytes) to {}", name, current, written, dest.string());
   }
@@ -375,7 +364,7 @@ uint64_t ArchiveReader::bytes_out() const {
 }
 
 bool archive_format_recognised(const std::filesystem::path& file) {
-  std::unique_ptr<archive, int (*)(archive*)> ar(archive_read_new(), archive_read_free);
+  la::ReadPtr ar(archive_read_new());
   if (!ar) return true;
   archive_read_support_filter_all(ar.get());
   archive_read_support_format_tar(ar.get());

@@ -1,6 +1,7 @@
 #pragma once
 // Owners and helpers for FFmpeg objects, shared by the decoder, the probe
-// command and the PNG writer. Internal to kaio_decode.
+// command, the PNG writer and kaio-mkdata's encoder. Internal to kaio (tools
+// may use it; nothing outside decode/ and tools/ should need to).
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -20,6 +21,13 @@ namespace kaio::decode::av {
 struct FormatCloser {
   void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
 };
+// An output (muxer) context: closes its file when open, then frees it.
+struct OutputCloser {
+  void operator()(AVFormatContext* c) const {
+    if (c->pb) avio_closep(&c->pb);
+    avformat_free_context(c);
+  }
+};
 struct CodecFreer {
   void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
 };
@@ -34,6 +42,7 @@ struct SwsFreer {
 };
 
 using FormatPtr = std::unique_ptr<AVFormatContext, FormatCloser>;
+using OutputPtr = std::unique_ptr<AVFormatContext, OutputCloser>;
 using CodecPtr = std::unique_ptr<AVCodecContext, CodecFreer>;
 using FramePtr = std::unique_ptr<AVFrame, FrameFreer>;
 using PacketPtr = std::unique_ptr<AVPacket, PacketFreer>;

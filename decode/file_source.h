@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "common/fd.h"
 #include "common/io.h"
 
 namespace kaio::decode {
@@ -10,7 +11,6 @@ namespace kaio::decode {
 class FileSource : public kaio::ByteSource {
  public:
   explicit FileSource(std::filesystem::path path);  // throws Error(io) naming the file
-  ~FileSource() override;
   FileSource(const FileSource&) = delete;
   FileSource& operator=(const FileSource&) = delete;
 
@@ -19,7 +19,7 @@ class FileSource : public kaio::ByteSource {
 
  private:
   std::filesystem::path path_;
-  int fd_ = -1;
+  Fd fd_;
 };
 
 }  // namespace kaio::decode

@@ -1,7 +1,6 @@
 #include "decode/shard.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,13 +58,13 @@ ShardWriter::ShardWriter(std::filesystem::path path, const WindowSpec& spec, Sha
       held_(space_ ? 0 : UINT64_MAX) {
   tmp_ = path_;
   tmp_ += ".tmp";
-  fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw_errno("create shard", tmp_.string());
+  fd_.reset(::open(tmp_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (fd_.get() < 0) throw_errno("create shard", tmp_.string());
 }
 
 ShardWriter::~ShardWriter() {
-  if (fd_ >= 0) {
-    ::close(fd_);
+  if (fd_.get() >= 0) {
+    fd_.reset();
     ::unlink(tmp_.c_str());
   }
 }
@@ -73,7 +72,7 @@ ShardWriter::~ShardWriter() {
 void ShardWriter::write_at(uint64_t offset, const void* data, size_t size) {
   auto* p = static_cast<const char*>(data);
   while (size > 0) {
-    ssize_t n = ::pwrite(fd_, p, size, static_cast<off_t>(offset));
+    ssize_t n = ::pwrite(fd_.get(), p, size, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno("write shard", tmp_.string());
@@ -139,86 +138,69 @@ uint64_t ShardWriter::finish() {
   char header[kShardHeaderBytes] = {};
   std::memcpy(header, &h, sizeof h);
   write_at(0, header, sizeof header);
-  if (::fsync(fd_) != 0) throw_errno("fsync shard", tmp_.string());
-  ::close(fd_);
-  fd_ = -1;
+  if (::fsync(fd_.get()) != 0) throw_errno("fsync shard", tmp_.string());
+  fd_.reset();
   rename_durably(tmp_, path_);
   return h.meta_offset + h.meta_bytes;
 }
 
 ShardReader::ShardReader(const std::filesystem::path& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno("open shard", path.string());
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw_errno("open shard", path.string());
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    throw_errno("stat shard", path.string());
-  }
-  size_ = static_cast<size_t>(st.st_size);
-  if (size_ < kShardHeaderBytes) {
-    ::close(fd);
-    corrupt(path, "file of " + std::to_string(size_) + " bytes is shorter than the header");
-  }
-  void* m = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) throw_errno("mmap shard", path.string());
-  base_ = static_cast<const uint8_t*>(m);
+  if (::fstat(fd.get(), &st) != 0) throw_errno("stat shard", path.string());
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size < kShardHeaderBytes) corrupt(path, "file of " + std::to_string(size) + " bytes is shorter than the header");
+  map_ = MappedFile(fd.get(), size, "mmap shard", path.string());
+  fd.reset();  // the mapping outlives the descriptor
+  const uint8_t* base = map_.data();
 
-  try {
-    Header h{};
-    std::memcpy(&h, base_, sizeof h);
-    if (std::memcmp(h.magic, kShardMagic, 8) != 0) corrupt(path, "bad magic (not a kaio shard)");
-    if (h.version != kShardVersion) corrupt(path, "unsupported version " + std::to_string(h.version));
-    if (h.channels != 3 || h.frames == 0 || h.height == 0 || h.width == 0 || h.height > 65536 || h.width > 65536 ||
-        h.frames > 65536) {
-      corrupt(path, "bad geometry in header");
-    }
-    uint64_t raw = static_cast<uint64_t>(h.frames) * h.height * h.width * 3;
-    if (h.window_bytes != align64(raw)) corrupt(path, "window size does not match the geometry");
-    if (h.meta_offset != kShardHeaderBytes + static_cast<uint64_t>(h.windows) * h.window_bytes ||
-        h.meta_offset + h.meta_bytes != size_) {
-      corrupt(path, "window count and metadata do not match the file size");
-    }
-    frames_ = h.frames;
-    height_ = h.height;
-    width_ = h.width;
-    window_bytes_ = h.window_bytes;
-    const uint8_t* p = base_ + h.meta_offset;
-    const uint8_t* end = p + h.meta_bytes;
-    auto get_string = [&](std::string& out) {
-      uint32_t n = 0;
-      if (end - p < 4) corrupt(path, "metadata truncated");
-      std::memcpy(&n, p, 4);
-      p += 4;
-      if (static_cast<uint64_t>(end - p) < n) corrupt(path, "metadata truncated");
-      out.assign(reinterpret_cast<const char*>(p), n);
-      p += n;
-    };
-    infos_.resize(h.windows);
-    for (auto& info : infos_) {
-      if (end - p < 8) corrupt(path, "metadata truncated");
-      std::memcpy(&info.first_time, p, 8);
-      p += 8;
-      get_string(info.source_file);
-      get_string(info.member);
-      get_string(info.caption);
-    }
-    if (p != end) corrupt(path, "trailing bytes after the metadata");
-  } catch (...) {
-    ::munmap(const_cast<uint8_t*>(base_), size_);
-    throw;
+  Header h{};
+  std::memcpy(&h, base, sizeof h);
+  if (std::memcmp(h.magic, kShardMagic, 8) != 0) corrupt(path, "bad magic (not a kaio shard)");
+  if (h.version != kShardVersion) corrupt(path, "unsupported version " + std::to_string(h.version));
+  if (h.channels != 3 || h.frames == 0 || h.height == 0 || h.width == 0 || h.height > 65536 || h.width > 65536 ||
+      h.frames > 65536) {
+    corrupt(path, "bad geometry in header");
   }
-}
-
-ShardReader::~ShardReader() {
-  ::munmap(const_cast<uint8_t*>(base_), size_);
+  uint64_t raw = static_cast<uint64_t>(h.frames) * h.height * h.width * 3;
+  if (h.window_bytes != align64(raw)) corrupt(path, "window size does not match the geometry");
+  if (h.meta_offset != kShardHeaderBytes + static_cast<uint64_t>(h.windows) * h.window_bytes ||
+      h.meta_offset + h.meta_bytes != size) {
+    corrupt(path, "window count and metadata do not match the file size");
+  }
+  frames_ = h.frames;
+  height_ = h.height;
+  width_ = h.width;
+  window_bytes_ = h.window_bytes;
+  const uint8_t* p = base + h.meta_offset;
+  const uint8_t* end = p + h.meta_bytes;
+  auto get_string = [&](std::string& out) {
+    uint32_t n = 0;
+    if (end - p < 4) corrupt(path, "metadata truncated");
+    std::memcpy(&n, p, 4);
+    p += 4;
+    if (static_cast<uint64_t>(end - p) < n) corrupt(path, "metadata truncated");
+    out.assign(reinterpret_cast<const char*>(p), n);
+    p += n;
+  };
+  infos_.resize(h.windows);
+  for (auto& info : infos_) {
+    if (end - p < 8) corrupt(path, "metadata truncated");
+    std::memcpy(&info.first_time, p, 8);
+    p += 8;
+    get_string(info.source_file);
+    get_string(info.member);
+    get_string(info.caption);
+  }
+  if (p != end) corrupt(path, "trailing bytes after the metadata");
 }
 
 const uint8_t* ShardReader::window(int i) const {
   if (i < 0 || i >= windows()) {
     throw Error(ErrorKind::internal, "shard " + path_.string() + ": window " + std::to_string(i) + " out of range");
   }
-  return base_ + kShardHeaderBytes + static_cast<uint64_t>(i) * window_bytes_;
+  return map_.data() + kShardHeaderBytes + static_cast<uint64_t>(i) * window_bytes_;
 }
 
 const WindowInfo& ShardReader::info(int i) const {

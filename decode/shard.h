@@ -32,6 +32,9 @@
 #include <string>
 #include <vector>
 
+#include "common/fd.h"
+#include "common/mapped_file.h"
+
 namespace kaio::decode {
 
 struct WindowSpec;
@@ -82,7 +85,7 @@ class ShardWriter {
 
   std::filesystem::path path_;
   std::filesystem::path tmp_;
-  int fd_ = -1;
+  Fd fd_;
   uint32_t frames_, height_, width_;
   uint64_t window_bytes_;
   std::vector<WindowInfo> infos_;
@@ -96,7 +99,6 @@ class ShardWriter {
 class ShardReader {
  public:
   explicit ShardReader(const std::filesystem::path& path);
-  ~ShardReader();
   ShardReader(const ShardReader&) = delete;
   ShardReader& operator=(const ShardReader&) = delete;
 
@@ -110,8 +112,7 @@ class ShardReader {
 
  private:
   std::filesystem::path path_;
-  const uint8_t* base_ = nullptr;
-  size_t size_ = 0;
+  MappedFile map_;
   uint32_t frames_ = 0, height_ = 0, width_ = 0;
   uint64_t window_bytes_ = 0;
   std::vector<WindowInfo> infos_;

@@ -13,23 +13,10 @@
 
 #include "common/error.h"
 #include "decode/archive.h"
+#include "decode/archive_util.h"
 #include "fuzz/fuzz_util.h"
 
 using namespace kaio;
-
-namespace {
-
-struct WriteFree {
-  void operator()(archive* a) const { archive_write_free(a); }
-};
-struct ReadFree {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-struct EntryFree {
-  void operator()(archive_entry* e) const { archive_entry_free(e); }
-};
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::quiet();
@@ -42,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string link = rest.find('\0') == std::string::npos ? "target" : rest.substr(rest.find('\0') + 1);
   if (name.empty()) return 0;  // libarchive's writer refuses it
 
-  std::unique_ptr<archive, WriteFree> w(archive_write_new());
+  decode::la::WritePtr w(archive_write_new());
   switch (format_pick) {
     case 0:
       archive_write_set_format_pax_restricted(w.get());
@@ -60,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static std::string buffer(1 << 20, '\0');
   size_t used = 0;
   if (archive_write_open_memory(w.get(), buffer.data(), buffer.size(), &used) != ARCHIVE_OK) return 0;
-  std::unique_ptr<archive_entry, EntryFree> e(archive_entry_new());
+  decode::la::EntryPtr e(archive_entry_new());
   archive_entry_copy_pathname(e.get(), name.c_str());
   archive_entry_set_perm(e.get(), 0644);
   archive_entry_set_filetype(e.get(), kTypes[type_pick]);
@@ -79,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // out as data, never followed).
   bool stored_regular = false;
   {
-    std::unique_ptr<archive, ReadFree> r(archive_read_new());
+    decode::la::ReadPtr r(archive_read_new());
     archive_read_support_format_tar(r.get());
     archive_read_support_format_zip_streamable(r.get());
     archive_entry* got = nullptr;

@@ -1,7 +1,5 @@
 #include "synth.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -15,44 +13,21 @@
 #include <thread>
 
 extern "C" {
-#include <libavcodec/avcodec.h>
-#include <libavformat/avformat.h>
 #include <libavutil/opt.h>
 }
 
 #include "common/error.h"
+#include "decode/archive_util.h"
+#include "decode/av_util.h"
 
 namespace kaio::mkdata {
 namespace {
 
-struct CodecFreer {
-  void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
-};
-struct FrameFreer {
-  void operator()(AVFrame* f) const { av_frame_free(&f); }
-};
-struct PacketFreer {
-  void operator()(AVPacket* p) const { av_packet_free(&p); }
-};
-// Closes the output file, then frees the context.
-struct OutputFreer {
-  void operator()(AVFormatContext* c) const {
-    if (c->pb) avio_closep(&c->pb);
-    avformat_free_context(c);
-  }
-};
-struct ArchiveWriterFreer {
-  void operator()(archive* a) const { archive_write_free(a); }
-};
-
-std::string av_message(int code) {
-  char buf[AV_ERROR_MAX_STRING_SIZE] = {};
-  av_strerror(code, buf, sizeof buf);
-  return buf;
-}
+namespace av = decode::av;
+namespace la = decode::la;
 
 void check(int rc, const std::filesystem::path& file, const char* what) {
-  if (rc < 0) throw Error(ErrorKind::io, "encode " + file.string() + ": " + what + ": " + av_message(rc));
+  if (rc < 0) throw Error(ErrorKind::io, "encode " + file.string() + ": " + what + ": " + av::message(rc));
 }
 
 struct Shape {
@@ -241,11 +216,11 @@ class ClipEncoder {
 
   std::filesystem::path out_;
   std::string name_;
-  std::unique_ptr<AVFormatContext, OutputFreer> fmt_;
+  av::OutputPtr fmt_;
   AVStream* stream_ = nullptr;
-  std::unique_ptr<AVCodecContext, CodecFreer> ctx_;
-  std::unique_ptr<AVFrame, FrameFreer> frame_;
-  std::unique_ptr<AVPacket, PacketFreer> packet_;
+  av::CodecPtr ctx_;
+  av::FramePtr frame_;
+  av::PacketPtr packet_;
 };
 
 // A dataset archive being written: tar.gz or zip (members stored, like the real ones).
@@ -266,7 +241,7 @@ class ArchiveOut {
   }
 
   void add_file(const std::string& member, const std::filesystem::path& file) {
-    std::unique_ptr<archive_entry, void (*)(archive_entry*)> e(archive_entry_new(), archive_entry_free);
+    la::EntryPtr e(archive_entry_new());
     archive_entry_set_pathname(e.get(), member.c_str());
     archive_entry_set_filetype(e.get(), AE_IFREG);
     archive_entry_set_perm(e.get(), 0644);
@@ -291,7 +266,7 @@ class ArchiveOut {
   }
 
   std::filesystem::path path_;
-  std::unique_ptr<archive, ArchiveWriterFreer> a_;
+  la::WritePtr a_;
 };
 
 std::string hex_id(std::mt19937_64& rng, int chars) {

@@ -1,0 +1,16 @@
+#pragma once
+// The ledger's schema: the migrations that bring a database file to
+// Ledger::kSchemaVersion (the text is in schema.cpp). Internal to kaio_state.
+
+namespace kaio::state {
+namespace sql {
+class Database;
+}
+
+// The schema version the database holds (PRAGMA user_version).
+int schema_version(sql::Database& db);
+// Brings the database to Ledger::kSchemaVersion, one transaction per version;
+// throws Error(corrupt) for a database newer than this kaiod understands.
+void migrate(sql::Database& db);
+
+}  // namespace kaio::state
