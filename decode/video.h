@@ -65,16 +65,23 @@ struct DecodeOptions {
   std::stop_token stop;
   ShardSpace shard_space;   // holds disk for the shard as it grows (shard.h); empty: no limit
   int64_t max_samples = 0;  // 0: max_samples_for(the clip file's size)
+  // Sends every packet to the decoder and keeps every frame (no shortcut);
+  // the windows are the same either way (tests compare the two).
+  bool decode_every_frame = false;
 };
 
 struct ShardSummary {
   int windows = 0;  // 0: nothing written (see skipped_reason)
   int64_t sampled_frames = 0;
-  uint64_t bytes = 0;          // shard file size
-  std::string skipped_reason;  // why no shard was written
+  uint64_t bytes = 0;           // shard file size
+  std::string skipped_reason;   // why no shard was written
+  int64_t decoded_frames = 0;   // frames the decoder gave (fewer than the clip's where samples skip frames)
+  int64_t packets_dropped = 0;  // packets never sent to the decoder (before a keyframe no sample needs them for)
 };
 
 // Decodes the clip once, linearly, and writes shard_out (via shard_out.tmp).
+// Frames no used sample shows are skipped where that cannot change the ones it
+// shows (unless opts.decode_every_frame).
 // Errors: corrupt (names file, member and FFmpeg's message; also a decode
 // past opts.timeout), rejected (huge claimed resolution; more samples than
 // max_samples: a timestamp gap), cancelled (stop requested), and whatever

@@ -1,5 +1,6 @@
 // kaio's decode stage on a list of clips, one after another: prints the frames
-// sampled, the seconds taken and the peak RSS as one JSON object.
+// sampled, the seconds taken, the CPU seconds used and the peak RSS as one
+// JSON object.
 //   kaio-decode-bench --fps F|native --threads N --size S OUT_DIR CLIP...
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -60,7 +61,9 @@ int main(int argc, char** argv) {
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  std::printf("{\"frames\": %lld, \"seconds\": %.4f, \"peak_rss_kb\": %ld}\n", static_cast<long long>(frames), seconds,
-              usage.ru_maxrss);
+  double cpu = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+               static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  std::printf("{\"frames\": %lld, \"seconds\": %.4f, \"cpu_seconds\": %.4f, \"peak_rss_kb\": %ld}\n",
+              static_cast<long long>(frames), seconds, cpu, usage.ru_maxrss);
   return 0;
 }
