@@ -1,3 +1,5 @@
+// CheckpointRing (checkpoint_ring.h): the kept checkpoint files and their
+// standing claims; start-up fills it, then only the trainer thread rotates it.
 #include "daemon/checkpoint_ring.h"
 
 #include <spdlog/spdlog.h>

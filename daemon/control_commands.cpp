@@ -1,3 +1,5 @@
+// The control commands (control_commands.h), one handler per name, on the
+// control server's connection threads. Owns no state: they go through the core.
 #include "daemon/control_commands.h"
 
 #include <spdlog/spdlog.h>

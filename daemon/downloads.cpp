@@ -1,3 +1,6 @@
+// Downloads (downloads.h): the prefetch queue and the downloads kept from
+// the last run, under prefetch_mutex_; the producer thread fills and takes,
+// the trainer thread and start-up give back.
 #include "daemon/downloads.h"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,7 @@
+// EngineCore's helpers (engine_core.h): the shared waits and error paths
+// every thread uses, and the working-set section, from which the download,
+// shard and chunk limits derive. Each takes the core's `mutex` itself
+// unless its comment says it is called with it held.
 #include "daemon/engine_core.h"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,5 @@
+// Status (engine_status.h): the inputs copied under the core's lock, and
+// the pure function from them to ServiceStatus. Owns no state.
 #include "daemon/engine_status.h"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// FileRun (file_run.h): one file's fetch, decode and clips on the producer
+// thread; its download claim and local path live and die with the run.
 #include "daemon/file_run.h"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,5 @@
+// Producer (producer.h): the producer thread's loop over epochs and files;
+// it owns the captions and starts one FileRun per file run.
 #include "daemon/producer.h"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,5 @@
+// start_up() (startup.h): the constructor's work before any thread runs;
+// it fills the core and owns nothing afterwards.
 #include "daemon/startup.h"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,5 @@
+// TrainingLoop (training_loop.h): the trainer thread, with the Trainer,
+// batch, shard readers and checkpoint ring that only it touches.
 #include "daemon/training_loop.h"
 
 #include <spdlog/spdlog.h>
