@@ -89,7 +89,7 @@ class Budget : public SpaceReserver {
   // Wakes every waiter with Error(cancelled); later reservations throw it too.
   void cancel();
   BudgetStatus status() const;
-  uint64_t on_disk_bytes(uint64_t file_bytes) const;
+  uint64_t on_disk_bytes(uint64_t file_bytes) const override;
 
   struct Core;
 

@@ -40,6 +40,8 @@ class SpaceReserver {
   virtual std::unique_ptr<SpaceClaim> reserve(uint64_t bytes, const std::string& what) = 0;
   // Never waits: nullptr unless the bytes fit now and nobody is queued.
   virtual std::unique_ptr<SpaceClaim> try_reserve(uint64_t bytes, const std::string& what) = 0;
+  // What a file of `file_bytes` counts against the budget (whole blocks).
+  virtual uint64_t on_disk_bytes(uint64_t file_bytes) const { return file_bytes; }
 };
 
 }  // namespace kaio

@@ -19,7 +19,7 @@ namespace {
 
 // What to hold for a member whose header does not give its size (streamed
 // zip); the claim grows while extracting if the member is larger.
-constexpr uint64_t kUnknownMemberReserve = 64 * 1024 * 1024;
+constexpr uint64_t kUnknownMemberReserve = 64ULL * 1024 * 1024;
 
 using Clock = std::chrono::steady_clock;
 
@@ -150,7 +150,7 @@ class Run {
  public:
   Run(const WindowSpec& spec, int workers, int codec_threads, std::chrono::milliseconds timeout,
       const ShardLimits& shard_limits, const std::filesystem::path& work_dir, kaio::SpaceReserver& reserver,
-      std::string source_file, std::function<void(ClipResult)> on_clip, std::stop_token outer)
+      std::string source_file, std::function<void(ClipResult)> on_clip, const std::stop_token& outer)
       : spec_(spec),
         codec_threads_(codec_threads),
         timeout_(timeout),
@@ -189,7 +189,14 @@ class Run {
       std::unique_lock lock(mu_);
       int others = next_index_ - delivered_ - 1;
       if (others <= 0) break;
-      uint64_t shard = shard_estimate_ ? shard_estimate_ : bytes;
+      if (shard_estimate_ == 0) {
+        // No member probed yet, so no shard size is known to keep free: one at a time until one is.
+        room_.wait_for(lock, stop(), std::chrono::milliseconds(50),
+                       [&] { return shard_estimate_ > 0 || next_index_ - delivered_ - 1 < others; });
+        if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
+        continue;
+      }
+      uint64_t shard = shard_estimate_;
       lock.unlock();
       std::unique_ptr<kaio::SpaceClaim> claim;
       try {
@@ -207,6 +214,23 @@ class Run {
       lock.lock();
       room_.wait_for(lock, stop(), std::chrono::milliseconds(50),
                      [&] { return next_index_ - delivered_ - 1 < others; });
+      if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
+    }
+    return reserver_.reserve(bytes, what);
+  }
+
+  // Clips enter the plan in member order, so only the oldest undelivered
+  // member's shard lets a chunk close and training free space. A later
+  // member's shard takes space only when it is free at once; otherwise it
+  // waits until its member is the oldest, never queueing in front of the
+  // oldest's reservation (with two workers each holding a member and waiting
+  // for a shard, the smallest accepted budget sat in budget-wait for good).
+  std::unique_ptr<kaio::SpaceClaim> reserve_shard(int index, uint64_t bytes, const std::string& what) {
+    while (true) {
+      if (auto claim = reserver_.try_reserve(bytes, what)) return claim;
+      std::unique_lock lock(mu_);
+      if (delivered_ >= index) break;
+      room_.wait_for(lock, stop(), std::chrono::milliseconds(50), [&] { return delivered_ >= index; });
       if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
     }
     return reserver_.reserve(bytes, what);
@@ -295,6 +319,7 @@ class Run {
       {
         std::lock_guard lock(mu_);
         shard_estimate_ = std::max(shard_estimate_, bytes);
+        room_.notify_all();
       }
       ShardClaim::Context context;
       context.what = "decode " + job.member;
@@ -306,12 +331,17 @@ class Run {
       context.limits = shard_limits_;
       context.stop = stop();
       context.deadline = deadline;
-      if (shard_limits_.max_bytes && bytes > shard_limits_.max_bytes) {
+      // The member stays on disk while its shard is written, so the two must fit together.
+      const uint64_t held = job.member_claim ? job.member_claim->bytes() : 0;
+      if (shard_limits_.max_bytes &&
+          reserver_.on_disk_bytes(bytes) + reserver_.on_disk_bytes(held) > shard_limits_.max_bytes) {
         throw Error(ErrorKind::budget, context.clip + ": too large for the budget: its shard needs " +
-                                           bytes_text(bytes) + ", " + context.declared +
-                                           "; one shard may hold at most " + bytes_text(shard_limits_.max_bytes));
+                                           bytes_text(bytes) + " beside the member's " + bytes_text(held) + ", " +
+                                           context.declared + "; one clip may hold at most " +
+                                           bytes_text(shard_limits_.max_bytes));
       }
-      claim = std::make_unique<ShardClaim>(reserver_, reserver_.reserve(bytes, context.what), std::move(context));
+      claim =
+          std::make_unique<ShardClaim>(reserver_, reserve_shard(job.index, bytes, context.what), std::move(context));
       DecodeOptions opts;
       opts.codec_threads = codec_threads_;
       opts.timeout = timeout_;
@@ -386,7 +416,7 @@ class Run {
   // Stops the run; finish() rethrows the first such error.
   void abort_run(std::exception_ptr error) {
     std::lock_guard lock(mu_);
-    if (!callback_error_) callback_error_ = error;
+    if (!callback_error_) callback_error_ = std::move(error);
     stop_.request_stop();
   }
 
@@ -455,7 +485,8 @@ ArchiveDecoder::ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem
       reserver_(reserver) {}
 
 void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::string& source_file,
-                         const CaptionMap* captions, std::function<void(ClipResult)> on_clip, std::stop_token stop) {
+                         const CaptionMap* captions, std::function<void(ClipResult)> on_clip,
+                         const std::stop_token& stop) {
   Run run(spec_, workers_, codec_threads_, timeout_, shard_limits_, work_dir_, reserver_, source_file,
           std::move(on_clip), stop);
   std::exception_ptr stream_error;

@@ -64,7 +64,7 @@ class ArchiveDecoder {
   // are removed). on_clip runs on a worker thread (or, for a member that
   // failed before decoding, the calling thread), one call at a time.
   void run(std::unique_ptr<kaio::ByteSource> archive, const std::string& source_file, const CaptionMap* captions,
-           std::function<void(ClipResult)> on_clip, std::stop_token stop);
+           std::function<void(ClipResult)> on_clip, const std::stop_token& stop);
 
   // Members for which `planned(member)` is true are not extracted nor decoded:
   // they are delivered in their place with `planned` set. A retry of a file
