@@ -1,0 +1,265 @@
+// TrainingLoop (training_loop.h): the trainer thread, with the Trainer,
+// batch, shard readers and checkpoint ring that only it touches.
+#include "daemon/training_loop.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <ctime>
+
+#include "common/units.h"
+
+namespace kaio::daemon {
+namespace fs = std::filesystem;
+
+void TrainingLoop::run(std::stop_token st) {
+  const auto& c = core_.config;
+  size_t window_bytes = static_cast<size_t>(c.decode.frames) * c.decode.size * c.decode.size * 3;
+  std::vector<uint8_t> batch_bytes(window_bytes * static_cast<size_t>(c.train.batch_size));
+  int64_t since_checkpoint = 0;
+  try {
+    while (!st.stop_requested() && !core_.failed_now()) {
+      if (limits_reached()) {  // also when resumed at train.max_steps
+        finish();
+        break;
+      }
+      if (check_pause()) continue;
+      double waited = 0;
+      if (!fill_batch(st, waited)) continue;  // paused, stopping or failed: the batch is held
+      if (batch_.empty()) {
+        if (finish_epoch()) break;
+        continue;
+      }
+      trainer_->note_data_wait(waited);
+      step(batch_bytes, window_bytes);
+      ++since_checkpoint;
+      if (since_checkpoint >= c.train.checkpoint_every || early_checkpoint_needed() || limits_reached()) {
+        checkpoint();
+        since_checkpoint = 0;
+      }
+    }
+    if (st.stop_requested()) checkpoint();
+  } catch (const Error& err) {
+    if (err.kind() != ErrorKind::cancelled)
+      core_.stop_on_error("trainer stopped: " + std::string(err.what()), err.kind());
+  } catch (const std::exception& err) {
+    core_.stop_on_error("trainer stopped by an internal error: " + std::string(err.what()));
+  }
+  core_.changed.notify_all();
+}
+
+bool TrainingLoop::limits_reached() const {
+  return core_.config.train.max_steps > 0 && trainer_->steps_done() >= core_.config.train.max_steps;
+}
+
+// Fills `batch_` in plan order. True when it is complete: full, at the end
+// of a chunk, or at the end of the epoch (then possibly empty). False when a
+// pause, a stop or a failure came first: the windows taken stay held.
+bool TrainingLoop::fill_batch(std::stop_token st, double& waited) {
+  auto start = Clock::now();
+  std::unique_lock lock(core_.mutex);
+  bool complete = false;
+  while (!st.stop_requested() && !core_.paused && !core_.failed) {
+    auto& sequence = *core_.sequence;
+    if (batch_.empty()) batch_cursor_ = sequence.cursor();
+    if (auto w = sequence.next()) {
+      batch_.push_back(*w);
+      // A batch never spans chunks: the step that ends a chunk can be followed
+      // by the checkpoint that frees its shards, which the next chunk's clips
+      // may need the space of (waiting for them with a part-filled batch
+      // deadlocked). It also keeps batches a pure function of the plan.
+      if (static_cast<int>(batch_.size()) >= core_.config.train.batch_size || sequence.current_chunk().empty()) {
+        complete = true;
+        break;
+      }
+      continue;
+    }
+    if (sequence.epoch_done()) {
+      complete = true;
+      break;
+    }
+    int e = core_.epoch;
+    lock.unlock();
+    auto b = core_.budget->status();
+    check_waiter_can_fit(b);
+    if (b.waiting > 0) downloads_.evict_prefetch(e);
+    lock.lock();
+    if (core_.failed) break;
+    core_.changed.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  waited = std::chrono::duration<double>(Clock::now() - start).count();
+  return complete;
+}
+
+// Copies the batch's windows out of their shards, steps, and publishes the
+// figures status shows.
+void TrainingLoop::step(std::vector<uint8_t>& batch_bytes, size_t window_bytes) {
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    auto& reader = shard_readers_[batch_[i].clip];
+    if (!reader) {
+      std::lock_guard lock(core_.mutex);
+      reader = std::make_unique<decode::ShardReader>(core_.shard_paths.at(batch_[i].clip));
+    }
+    std::memcpy(batch_bytes.data() + i * window_bytes, reader->window(static_cast<int>(batch_[i].window)),
+                window_bytes);
+  }
+  auto result = trainer_->step(batch_bytes.data(), static_cast<int>(batch_.size()));
+  int64_t step = trainer_->steps_done();
+  {
+    std::lock_guard lock(core_.mutex);
+    core_.trained_steps = step;
+    core_.data_wait_fraction = trainer_->data_wait_fraction();
+    core_.last_loss = result.loss;
+    core_.samples += static_cast<int64_t>(batch_.size());
+    core_.train_rate.sample(static_cast<double>(core_.samples));
+  }
+  if (observer_) {
+    for (const auto& w : batch_) observer_->on_window(core_.epoch, step, w.clip, static_cast<int>(w.window));
+    observer_->on_step(step, result.loss);
+  }
+  batch_.clear();
+}
+
+// Where a restart must go on from: before the held batch, if any.
+cache::PlanCursor TrainingLoop::resume_cursor() {
+  std::lock_guard lock(core_.mutex);
+  return batch_.empty() ? core_.sequence->cursor() : batch_cursor_;
+}
+
+// A reservation larger than what the fixed working set leaves free would
+// wait forever (reserve() refuses those at once; this catches one that
+// waited from before a reload lowered the budget): stop with the sizes
+// instead of sitting in budget-wait.
+void TrainingLoop::check_waiter_can_fit(const cache::BudgetStatus& b) {
+  uint64_t fixed = core_.fixed_bytes;
+  if (b.waiting == 0 || b.oldest_waiting_bytes + fixed <= b.budget) return;
+  cache::check_budget_fits(b.budget, b.oldest_waiting_bytes + fixed,
+                           b.oldest_waiting_what + " (" + format_size(b.oldest_waiting_bytes) +
+                               ") beside the fixed working set of " + format_size(fixed));
+}
+
+// Training stops at a step boundary; the pause is acknowledged once a checkpoint is durable.
+bool TrainingLoop::check_pause() {
+  std::unique_lock lock(core_.mutex);
+  if (!core_.paused) return false;
+  if (!core_.pause_acknowledged) {
+    lock.unlock();
+    checkpoint();
+    lock.lock();
+    core_.pause_acknowledged = true;
+    core_.changed.notify_all();
+  }
+  core_.changed.wait_for(lock, std::chrono::milliseconds(200));
+  return true;
+}
+
+bool TrainingLoop::early_checkpoint_needed() {
+  auto status = core_.budget->status();
+  if (status.waiting == 0) return false;
+  uint64_t freeable = core_.retention.freeable_bytes(resume_cursor(), *core_.budget);
+  return cache::should_checkpoint_early(status, status.oldest_waiting_bytes, freeable);
+}
+
+// Rows of clips the checkpoint covered shrink to what exactly-once needs,
+// so the ledger stays inside its allowance. Outside any ledger transaction.
+void TrainingLoop::compact_ledger() {
+  uint64_t allowance = EngineCore::ledger_allowance(core_.config);
+  try {
+    auto compacted = core_.ledger.compact_after_checkpoint();
+    if (compacted.bytes_peak > allowance)
+      spdlog::warn("ledger: {} on disk, over its allowance of {}", format_size(compacted.bytes_peak),
+                   format_size(allowance));
+  } catch (const Error& err) {  // the next checkpoint tries again
+    spdlog::warn("ledger: compaction after the checkpoint failed: {}", err.what());
+  }
+}
+
+// Writes a checkpoint of the current step and resume_cursor(), then deletes
+// what it covers. A second call at the same step and position does nothing;
+// at the same step with a later position (an epoch's end) the file is
+// replaced in place, so the rotation never removes the file just written.
+void TrainingLoop::checkpoint() {
+  cache::PlanCursor cursor = resume_cursor();
+  int64_t step = trainer_->steps_done();
+  bool same_step = step == core_.checkpoint_step;
+  if (same_step && cursor == checkpoint_cursor_) return;
+  fs::path path = core_.checkpoint_dir / ("step-" + std::to_string(step) + ".kaiockpt");
+  write_checkpoint(path, step, cursor);
+  {
+    std::lock_guard lock(core_.mutex);
+    if (!same_step) ring_.rotate(path);
+    core_.checkpoint_step = step;
+    checkpoint_cursor_ = cursor;
+  }
+  release(cursor, step);
+}
+
+// The file and its ledger row (with the training position, in one
+// transaction); a full disk is waited out and the file written again.
+void TrainingLoop::write_checkpoint(const fs::path& path, int64_t step, const cache::PlanCursor& cursor) {
+  std::string extra = cursor.to_string();
+  if (trainer_->checkpoint_bytes() + extra.size() > core_.checkpoint_file_bytes())
+    throw Error(ErrorKind::internal, "checkpoint larger than its claim");
+  while (true) {
+    try {
+      trainer_->save_checkpoint(path, extra);
+      core_.ledger.transaction([&] {
+        core_.ledger.add_checkpoint(
+            {step, path, trainer_->checkpoint_bytes() + extra.size(), static_cast<int64_t>(::time(nullptr)), extra});
+        core_.ledger.save_position({cursor.epoch, step, core_.samples, extra});
+      });
+      return;
+    } catch (const Error& err) {
+      if (err.kind() != ErrorKind::disk_full) throw;
+      fs::remove(path);
+      core_.disk_full("checkpoint " + path.string() + ": " + err.what());
+      core_.wait_for_disk_space(core_.stop.get_token());
+    }
+  }
+}
+
+// Deletes the shards the durable checkpoint at `cursor` covers.
+void TrainingLoop::release(const cache::PlanCursor& cursor, int64_t step) {
+  auto released = core_.retention.release_after_checkpoint(cursor);
+  compact_ledger();
+  {
+    std::lock_guard lock(core_.mutex);
+    for (const auto& id : released.clips) {
+      shard_readers_.erase(id);      // unmapped: a deleted shard holds no space
+      core_.shard_claims.erase(id);  // the shard is already unlinked
+      core_.shard_paths.erase(id);
+    }
+  }
+  spdlog::info("checkpoint step {} durable ({}), loss {:.4f}, {} clips deleted ({})", step, cursor.to_string(),
+               core_.last_loss, released.clips.size(), format_size(released.shard_bytes));
+  core_.changed.notify_all();
+}
+
+// Returns true when training is over.
+bool TrainingLoop::finish_epoch() {
+  int next = core_.current_epoch() + 1;
+  if (next >= core_.config.train.epochs) {
+    finish();
+    return true;
+  }
+  checkpoint();
+  {
+    std::lock_guard lock(core_.mutex);
+    core_.epoch = next;
+    core_.new_sequence(cache::PlanCursor{next, 0, 0, 0, 0, 0, 0});
+    core_.planned.clear();
+  }
+  spdlog::info("epoch {} starts", next);
+  core_.changed.notify_all();
+  return false;
+}
+
+void TrainingLoop::finish() {
+  checkpoint();
+  std::lock_guard lock(core_.mutex);
+  core_.done = true;
+  spdlog::info("training done: step {}, loss {:.4f}", trainer_->steps_done(), core_.last_loss);
+  core_.changed.notify_all();
+}
+
+}  // namespace kaio::daemon

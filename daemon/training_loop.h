@@ -1,0 +1,74 @@
+#pragma once
+// The trainer thread: windows in plan order -> batches -> steps ->
+// checkpoints -> release of the shards a durable checkpoint covers. It owns
+// the Trainer, the checkpoint ring, the open shard readers and the batch
+// being filled, and no other thread touches them (no lock). What status
+// shows of training is copied into the core after each step.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "daemon/checkpoint_ring.h"
+#include "daemon/downloads.h"
+#include "daemon/engine.h"
+#include "daemon/engine_core.h"
+#include "decode/shard.h"
+#include "train/trainer.h"
+
+namespace kaio::daemon {
+
+// What start-up hands the trainer thread: the model at the latest
+// checkpoint, that checkpoint's plan position, and the ring of kept files.
+struct Resumed {
+  std::unique_ptr<train::Trainer> trainer;
+  cache::PlanCursor checkpoint_cursor;
+  CheckpointRing checkpoints;
+};
+
+class TrainingLoop {
+ public:
+  TrainingLoop(EngineCore& core, Downloads& downloads, Resumed resumed, WindowObserver* observer)
+      : core_(core),
+        downloads_(downloads),
+        trainer_(std::move(resumed.trainer)),
+        checkpoint_cursor_(resumed.checkpoint_cursor),
+        ring_(std::move(resumed.checkpoints)),
+        observer_(observer) {}
+
+  void run(std::stop_token st);
+
+ private:
+  bool limits_reached() const;
+  bool fill_batch(std::stop_token st, double& waited);
+  void step(std::vector<uint8_t>& batch_bytes, size_t window_bytes);
+  cache::PlanCursor resume_cursor();
+  void check_waiter_can_fit(const cache::BudgetStatus& b);
+  bool check_pause();
+  bool early_checkpoint_needed();
+  void compact_ledger();
+  void checkpoint();
+  void write_checkpoint(const std::filesystem::path& path, int64_t step, const cache::PlanCursor& cursor);
+  void release(const cache::PlanCursor& cursor, int64_t step);
+  bool finish_epoch();
+  void finish();
+
+  EngineCore& core_;
+  Downloads& downloads_;
+  std::unique_ptr<train::Trainer> trainer_;
+  cache::PlanCursor checkpoint_cursor_;  // of the checkpoint at core_.checkpoint_step
+  CheckpointRing ring_;
+  WindowObserver* observer_;
+  // Open shards by clip id; checkpoint() closes a reader when retention
+  // unlinks its shard, so no deleted shard stays mapped behind the budget.
+  std::map<std::string, std::unique_ptr<decode::ShardReader>> shard_readers_;
+  // The batch being filled. A pause or a stop holds it untrained and
+  // checkpoints the plan position before its first window, so batches stay a
+  // pure function of the plan whatever interrupts.
+  std::vector<cache::WindowRef> batch_;
+  cache::PlanCursor batch_cursor_;
+};
+
+}  // namespace kaio::daemon
