@@ -18,7 +18,7 @@
 namespace kaio::daemon {
 
 inline constexpr int kProtocolVersion = 1;
-inline constexpr size_t kMaxRequestBytes = 64 * 1024;
+inline constexpr size_t kMaxRequestBytes = size_t{64} * 1024;
 
 struct Peer {
   pid_t pid = 0;

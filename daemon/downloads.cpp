@@ -91,7 +91,8 @@ std::shared_future<fetch::DownloadResult> Downloads::submit(const state::FileRec
   return done;
 }
 
-fetch::DownloadResult Downloads::wait(const std::shared_future<fetch::DownloadResult>& done, std::stop_token st) {
+fetch::DownloadResult Downloads::wait(const std::shared_future<fetch::DownloadResult>& done,
+                                      const std::stop_token& st) {
   while (done.wait_for(std::chrono::milliseconds(200)) != std::future_status::ready)
     if (st.stop_requested()) {
       core_.downloader->stop();  // keeps the .part for the next run

@@ -47,7 +47,7 @@ class Downloads {
   Kept take_kept(const std::filesystem::path& local, bool fits);
   std::shared_future<fetch::DownloadResult> submit(const state::FileRecord& file, const std::filesystem::path& local);
   // Waits for a download; a stop cancels it and keeps its .part.
-  fetch::DownloadResult wait(const std::shared_future<fetch::DownloadResult>& done, std::stop_token st);
+  fetch::DownloadResult wait(const std::shared_future<fetch::DownloadResult>& done, const std::stop_token& st);
   bool evict_prefetch(int e);
   bool give_back_kept(int e);
   void drop_prefetches(int e);

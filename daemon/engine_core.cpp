@@ -69,7 +69,7 @@ void EngineCore::disk_full(const std::string& what) {
   spdlog::error("disk full: {}; waiting for space on {}", disk_full_reason, config.storage.cache_dir.string());
 }
 
-void EngineCore::wait_for_disk_space(std::stop_token st) {
+void EngineCore::wait_for_disk_space(const std::stop_token& st) {
   constexpr uint64_t kMargin = 1u << 20;
   auto free_on = [](const fs::path& p) {
     std::error_code ec;
@@ -88,7 +88,7 @@ void EngineCore::wait_for_disk_space(std::stop_token st) {
   disk_full_reason.clear();
 }
 
-void EngineCore::wait_while_paused(std::stop_token st) {
+void EngineCore::wait_while_paused(const std::stop_token& st) {
   std::unique_lock lock(mutex);
   changed.wait(lock, [&] { return !paused || st.stop_requested(); });
 }

@@ -96,8 +96,8 @@ struct EngineCore {
   void stop_on_error(const std::string& message, ErrorKind kind = ErrorKind::internal);
   void disk_full(const std::string& what);
   // Polls until the filesystems keep storage.free_disk_floor plus a margin free.
-  void wait_for_disk_space(std::stop_token st);
-  void wait_while_paused(std::stop_token st);
+  void wait_for_disk_space(const std::stop_token& st);
+  void wait_while_paused(const std::stop_token& st);
   bool paused_now();
   bool failed_now();
   int current_epoch();

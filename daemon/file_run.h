@@ -12,6 +12,7 @@
 #include <memory>
 #include <stop_token>
 #include <string>
+#include <utility>
 
 #include "daemon/downloads.h"
 #include "daemon/engine_core.h"
@@ -24,7 +25,13 @@ class FileRun {
  public:
   FileRun(EngineCore& core, Downloads& downloads, const decode::CaptionMap& captions, const state::FileRecord& file,
           size_t pos, int epoch, std::stop_token st)
-      : core_(core), downloads_(downloads), captions_(captions), file_(file), pos_(pos), epoch_(epoch), st_(st) {}
+      : core_(core),
+        downloads_(downloads),
+        captions_(captions),
+        file_(file),
+        pos_(pos),
+        epoch_(epoch),
+        st_(std::move(st)) {}
 
   // True when the file is done with (decoded, or failed alone); false when
   // a full disk interrupted it and it must run again once space returns.
@@ -46,7 +53,7 @@ class FileRun {
   const state::FileRecord& file_;
   const size_t pos_;
   const int epoch_;
-  const std::stop_token st_;
+  std::stop_token st_;
   std::unique_ptr<SpaceClaim> claim_;  // the download's
   std::filesystem::path local_;        // the download's; empty when streamed
 };

@@ -14,7 +14,7 @@
 
 namespace kaio::daemon {
 
-void Producer::run(std::stop_token st) {
+void Producer::run(const std::stop_token& st) {
   try {
     load_caption_files();
     while (!st.stop_requested()) {
@@ -60,7 +60,7 @@ void Producer::load_caption_files() {
   }
 }
 
-void Producer::produce_epoch(int e, std::stop_token st) {
+void Producer::produce_epoch(int e, const std::stop_token& st) {
   auto order = cache::file_order(core_.config.train.seed, e, core_.files.size());
   std::vector<size_t> fed;
   {

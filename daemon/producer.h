@@ -15,11 +15,11 @@ namespace kaio::daemon {
 class Producer {
  public:
   Producer(EngineCore& core, Downloads& downloads) : core_(core), downloads_(downloads) {}
-  void run(std::stop_token st);
+  void run(const std::stop_token& st);
 
  private:
   void load_caption_files();
-  void produce_epoch(int e, std::stop_token st);
+  void produce_epoch(int e, const std::stop_token& st);
 
   EngineCore& core_;
   Downloads& downloads_;

@@ -12,7 +12,7 @@
 namespace kaio::daemon {
 namespace fs = std::filesystem;
 
-void TrainingLoop::run(std::stop_token st) {
+void TrainingLoop::run(const std::stop_token& st) {
   const auto& c = core_.config;
   size_t window_bytes = static_cast<size_t>(c.decode.frames) * c.decode.size * c.decode.size * 3;
   std::vector<uint8_t> batch_bytes(window_bytes * static_cast<size_t>(c.train.batch_size));
@@ -55,7 +55,7 @@ bool TrainingLoop::limits_reached() const {
 // Fills `batch_` in plan order. True when it is complete: full, at the end
 // of a chunk, or at the end of the epoch (then possibly empty). False when a
 // pause, a stop or a failure came first: the windows taken stay held.
-bool TrainingLoop::fill_batch(std::stop_token st, double& waited) {
+bool TrainingLoop::fill_batch(const std::stop_token& st, double& waited) {
   auto start = Clock::now();
   std::unique_lock lock(core_.mutex);
   bool complete = false;

@@ -38,11 +38,11 @@ class TrainingLoop {
         ring_(std::move(resumed.checkpoints)),
         observer_(observer) {}
 
-  void run(std::stop_token st);
+  void run(const std::stop_token& st);
 
  private:
   bool limits_reached() const;
-  bool fill_batch(std::stop_token st, double& waited);
+  bool fill_batch(const std::stop_token& st, double& waited);
   void step(std::vector<uint8_t>& batch_bytes, size_t window_bytes);
   cache::PlanCursor resume_cursor();
   void check_waiter_can_fit(const cache::BudgetStatus& b);

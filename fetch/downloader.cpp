@@ -131,6 +131,7 @@ struct Downloader::Impl {
   Clock::time_point rate_at = Clock::now(), ranges_saved_at = Clock::now();
   std::atomic<uint64_t> received_total{0};
   std::thread thread;
+  std::mutex join_mutex;  // stop() may come from two threads at once (the engine's stop, a waiting producer)
 
   void run();
   void take_commands(bool& paused_now, bool& stop_now);
@@ -214,6 +215,9 @@ void Downloader::stop() {
     impl_->stopping = true;
     curl_multi_wakeup(impl_->multi.get());
   }
+  // Two threads joining one thread is undefined; seen as a hang in Engine::stop
+  // while the producer, waiting on a download, stopped the downloader too.
+  std::lock_guard join(impl_->join_mutex);
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 

@@ -12,13 +12,14 @@
 #include "decode/shard.h"
 #include "decode/video.h"
 #include "test_util.h"
+#include "tests/support/sandbox.h"
 
 namespace kaio::decode {
 namespace {
 
+using kaio::test::Sandbox;
 using testing::has_encoder;
 using testing::make_clip;
-using testing::ScratchDir;
 
 struct SparseCase {
   const char* name;
@@ -49,7 +50,7 @@ class SparseDecode : public ::testing::TestWithParam<SparseCase> {};
 TEST_P(SparseDecode, SameWindowsAsFullDecode) {
   const auto& c = GetParam();
   if (!has_encoder(c.encoder)) GTEST_SKIP() << "skipped: ffmpeg has no " << c.encoder << " encoder";
-  ScratchDir dir;
+  Sandbox dir;
   auto clip = dir / (std::string(c.name) + ".mp4");
   make_clip(clip, c.size, c.fps, c.seconds, c.codec_args);
   if (c.rotate90) {
