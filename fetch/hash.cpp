@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 namespace kaio::fetch {
 
@@ -57,18 +58,13 @@ std::string git_blob_header(uint64_t size) {
 }
 
 std::string hash_file(const std::filesystem::path& file, HashKind kind, bool git_blob) {
-  struct Fd {
-    int fd;
-    ~Fd() {
-      if (fd >= 0) ::close(fd);
-    }
-  } fd{::open(file.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (fd.fd < 0) throw_errno("open for hashing", file.string());
+  kaio::Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw_errno("open for hashing", file.string());
   Digest digest(kind);
   if (git_blob) digest.update(git_blob_header(std::filesystem::file_size(file)));
   std::vector<char> buf(1 << 20);
   for (;;) {
-    ssize_t n = ::read(fd.fd, buf.data(), buf.size());
+    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("read for hashing", file.string());
     if (n == 0) break;
