@@ -16,7 +16,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev
   hipcc libamdhip64-dev
-  curl python3 python3-numpy python3-av python3-matplotlib python3-prometheus-client
+  curl time python3 python3-numpy python3-av python3-matplotlib python3-prometheus-client
   nodejs npm
 )
 
