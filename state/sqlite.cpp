@@ -44,8 +44,11 @@ void Database::fail(const std::string& what) const {
 
 void Database::exec(const char* sql) {
   std::string error;
-  if (!try_exec(sql, &error))
-    throw Error(ErrorKind::io, "ledger " + file_.string() + ": " + error + " in: " + std::string(sql).substr(0, 80));
+  if (try_exec(sql, &error)) return;
+  // A COMMIT that finds the disk full is a wait for space, like any write (a
+  // checkpoint's COMMIT failing as io stopped kaiod in a disk-full test).
+  ErrorKind kind = sqlite3_errcode(get()) == SQLITE_FULL ? ErrorKind::disk_full : ErrorKind::io;
+  throw Error(kind, "ledger " + file_.string() + ": " + error + " in: " + std::string(sql).substr(0, 80));
 }
 
 bool Database::try_exec(const char* sql, std::string* error) {

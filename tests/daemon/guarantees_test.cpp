@@ -195,6 +195,10 @@ int fill_the_disk_midway(const Config& c, const fs::path& dir, uint64_t leave, s
     while (engine.status().train.step < 2 && !engine.finished() && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(10ms);
     check(engine.status().train.step >= 2, "training started: " + engine.status().last_error);
+    // Paused while the filler runs, so that a fast machine cannot finish the
+    // run on what it has before the disk is full (it did once, idle).
+    daemon::Peer admin{::getpid(), 0, 0, true};
+    engine.handle_control("pause", {}, admin);  // returns once the pause checkpoint is durable
     {
       // kaiod writes while this one fills: retry with what is free then.
       Fd filler(::open((dir / "filler").c_str(), O_CREAT | O_WRONLY, 0600));
@@ -206,6 +210,7 @@ int fill_the_disk_midway(const Config& c, const fs::path& dir, uint64_t leave, s
       }
       check(filled, "filling the tmpfs");
     }
+    engine.handle_control("resume", {}, admin);
     while (std::chrono::steady_clock::now() < deadline) {
       auto st = engine.status();
       if (st.state == "disk-full") {
