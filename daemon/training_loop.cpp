@@ -191,7 +191,18 @@ void TrainingLoop::checkpoint() {
     core_.checkpoint_step = step;
     checkpoint_cursor_ = cursor;
   }
-  release(cursor, step);
+  // Marking the clips deleted is a ledger write too; on a full disk it is
+  // waited out and done again (it is idempotent: clips already gone stay so).
+  while (true) {
+    try {
+      release(cursor, step);
+      return;
+    } catch (const Error& err) {
+      if (err.kind() != ErrorKind::disk_full) throw;
+      core_.disk_full("releasing what checkpoint step " + std::to_string(step) + " covers: " + err.what());
+      core_.wait_for_disk_space(core_.stop.get_token());
+    }
+  }
 }
 
 // The file and its ledger row (with the training position, in one

@@ -213,8 +213,11 @@ int fill_the_disk_midway(const Config& c, const fs::path& dir, uint64_t leave, s
     engine.handle_control("resume", {}, admin);
     while (std::chrono::steady_clock::now() < deadline) {
       auto st = engine.status();
-      if (st.state == "disk-full") {
-        seen = st.state_detail;
+      // The count, not only the state: a retry that succeeds on space kaiod
+      // freed itself can leave disk-full between two polls (seen in CI).
+      auto failed_writes = st.errors_total.find("disk_full");
+      if (st.state == "disk-full" || (failed_writes != st.errors_total.end() && failed_writes->second > 0)) {
+        seen = st.state == "disk-full" ? st.state_detail : st.last_error;
         break;
       }
       check(st.state != "error", "kaiod stopped on a full disk: " + st.last_error);
