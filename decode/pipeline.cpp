@@ -173,10 +173,14 @@ class Run {
   void wait_for_room() {
     std::unique_lock lock(mu_);
     room_.wait(lock, stop(), [&] { return next_index_ - delivered_ < max_undelivered_; });
-    if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
+    throw_if_stopped();
   }
 
   int take_index() { return next_index_++; }
+
+  void throw_if_stopped() const {
+    if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
+  }
 
   // A member extracted ahead must neither queue in front of the shard
   // reservations of members already extracted (reservations are first come
@@ -189,32 +193,28 @@ class Run {
       std::unique_lock lock(mu_);
       int others = next_index_ - delivered_ - 1;
       if (others <= 0) break;
-      if (shard_estimate_ == 0) {
-        // No member probed yet, so no shard size is known to keep free: one at a time until one is.
-        room_.wait_for(lock, stop(), std::chrono::milliseconds(50),
-                       [&] { return shard_estimate_ > 0 || next_index_ - delivered_ - 1 < others; });
-        if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
-        continue;
-      }
+      // No member probed yet: no shard size is known to keep free, so one at a time until one is.
       uint64_t shard = shard_estimate_;
-      lock.unlock();
-      std::unique_ptr<kaio::SpaceClaim> claim;
-      try {
-        claim = reserver_.try_reserve(bytes + shard * static_cast<uint64_t>(others + 1), what);
-      } catch (const Error& e) {
-        // The member and the shards beside it can never fit at once (the
-        // budget's try_reserve says so by throwing): wait until fewer are in
-        // flight instead of failing a member that fits alone.
-        if (e.kind() != ErrorKind::budget) throw;
+      if (shard > 0) {
+        lock.unlock();
+        std::unique_ptr<kaio::SpaceClaim> claim;
+        try {
+          claim = reserver_.try_reserve(bytes + shard * static_cast<uint64_t>(others + 1), what);
+        } catch (const Error& e) {
+          // The member and the shards beside it can never fit at once (the
+          // budget's try_reserve says so by throwing): wait until fewer are in
+          // flight instead of failing a member that fits alone.
+          if (e.kind() != ErrorKind::budget) throw;
+        }
+        if (claim) {
+          claim->resize(bytes);
+          return claim;
+        }
+        lock.lock();
       }
-      if (claim) {
-        claim->resize(bytes);
-        return claim;
-      }
-      lock.lock();
       room_.wait_for(lock, stop(), std::chrono::milliseconds(50),
-                     [&] { return next_index_ - delivered_ - 1 < others; });
-      if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
+                     [&] { return (shard == 0 && shard_estimate_ > 0) || next_index_ - delivered_ - 1 < others; });
+      throw_if_stopped();
     }
     return reserver_.reserve(bytes, what);
   }
@@ -231,7 +231,7 @@ class Run {
       std::unique_lock lock(mu_);
       if (delivered_ >= index) break;
       room_.wait_for(lock, stop(), std::chrono::milliseconds(50), [&] { return delivered_ >= index; });
-      if (stop_.stop_requested()) throw Error(ErrorKind::cancelled, "decode of " + source_file_ + " cancelled");
+      throw_if_stopped();
     }
     return reserver_.reserve(bytes, what);
   }
