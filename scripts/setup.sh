@@ -17,6 +17,7 @@ PACKAGES=(
   libopenblas-dev
   hipcc libamdhip64-dev
   curl time python3 python3-numpy python3-av python3-matplotlib python3-prometheus-client
+  python3-torch python3-torchvision
   nodejs npm
 )
 
