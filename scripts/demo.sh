@@ -1,67 +1,118 @@
 #!/usr/bin/env bash
 # The demo: a generated LLaVA-Video-178K-style dataset served by kaio-hub on
-# loopback, kaiod training the tiny model on it under a 200 MB budget, status
-# printed as it goes, and a summary at the end. Works offline.
-#   KAIO_DEMO_BYTES   size of the generated dataset (default 1 GB of mp4, encoded once)
+# loopback, kaiod training the tiny model on it under a budget a third of its
+# size, status printed as it goes, and a summary at the end. Works offline.
+#   KAIO_DEMO_BYTES   size of the generated dataset (default 300 MB of mp4, made once)
 #   KAIO_DEMO_SECONDS how long to let kaiod run before stopping it (default 300)
+#   KAIO_DEMO_FRESH=1 start training over (the default carries on from the last run's state)
 set -euo pipefail
 build="${1:-build}"
 cd "$(dirname "$0")/.."
-bytes="${KAIO_DEMO_BYTES:-1000000000}"
+bytes="${KAIO_DEMO_BYTES:-300000000}"
 seconds="${KAIO_DEMO_SECONDS:-300}"
 run=demo-run
 bin="$build"
+port=8917
 
 mkdir -p "$run"
-if [ ! -f "$run/hub/kaio-demo/llava-mini/.complete-$bytes" ]; then
-  echo "demo: generating about $((bytes / 1000000)) MB of H.264 clips with kaio-mkdata (once)"
-  rm -rf "$run/hub"
-  "$bin/tools/kaio-mkdata/kaio-mkdata" --layout llava --out "$run/hub/kaio-demo/llava-mini" --seed 1 \
-    --clips-per-archive 40 --seconds 8 --width 640 --height 360 --fps 30 --target-bytes "$bytes"
-  touch "$run/hub/kaio-demo/llava-mini/.complete-$bytes"
+data="$run/hub/kaio-demo/llava-mini"
+if [ ! -f "$data/.complete-$bytes" ]; then
+  echo "demo: generating $((bytes / 1000000)) MB of H.264 clips (320x240, 15 fps) with kaio-mkdata, once (about 3 minutes on 2 cores)"
+  rm -rf "$run/hub" "$run/cache" "$run/state"
+  "$bin/tools/kaio-mkdata/kaio-mkdata" --layout llava --out "$data" --seed 1 --clips-per-archive 40 \
+    --seconds 8 --width 320 --height 240 --fps 15 --target-bytes "$bytes" --progress
+  touch "$data/.complete-$bytes"
 fi
-rm -rf "$run/cache" "$run/state" "$run/kaiod.sock"
+if [ "${KAIO_DEMO_FRESH:-0}" = 1 ]; then
+  echo "demo: starting over (KAIO_DEMO_FRESH=1): the last run's cache and state are removed"
+  rm -rf "$run/cache" "$run/state"
+elif [ -d "$run/state" ]; then
+  echo "demo: carrying on from the last run's state in $run/state (KAIO_DEMO_FRESH=1 make demo starts over)"
+else
+  echo "demo: starting a new run in $run/"
+fi
+rm -f "$run/kaiod.sock"
 
-"$bin/tools/kaio-hub/kaio-hub" --root "$run/hub" --port 8917 --cdn-port 0 > "$run/kaio-hub.log" 2>&1 &
+"$bin/tools/kaio-hub/kaio-hub" --root "$run/hub" --port "$port" --cdn-port 0 > "$run/kaio-hub.log" 2>&1 &
 hub=$!
+kaiod=""
+cleanup() {
+  if [ -n "$kaiod" ]; then kill "$kaiod" 2>/dev/null || true; wait "$kaiod" 2>/dev/null || true; fi
+  kill "$hub" 2>/dev/null || true
+}
+trap cleanup EXIT
+# kaiod would retry on its own, but a demo that starts with connection errors reads as broken.
+for _ in $(seq 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  kill -0 "$hub" 2>/dev/null || { echo "demo: kaio-hub did not start; see $run/kaio-hub.log" >&2; exit 1; }
+  sleep 0.1
+done
+
 "$bin/daemon/kaiod" --config configs/demo.json > "$run/kaiod.log" 2>&1 &
 kaiod=$!
-cleanup() { kill "$kaiod" 2>/dev/null || true; wait "$kaiod" 2>/dev/null || true; kill "$hub" 2>/dev/null || true; }
-trap cleanup EXIT
-
 export KAIO_SOCKET="$run/kaiod.sock"
+echo "demo: kaiod is running (log: $run/kaiod.log). Watch it from another terminal with"
+echo "        $bin/daemon/kaioctl --socket $run/kaiod.sock status --watch"
+echo "demo: it stops by itself after $seconds s (KAIO_DEMO_SECONDS); Ctrl-C stops it sooner, and both checkpoint first"
+
 peak=0
 first_loss=""
 start=$(date +%s)
 last_print=0
+stopped_by_demo=0
 while kill -0 "$kaiod" 2>/dev/null; do
   now=$(date +%s)
   used=$( (du -sB1 "$run/cache" "$run/state" 2>/dev/null || true) | awk '{s+=$1} END {print s+0}')
   if [ "$used" -gt "$peak" ]; then peak=$used; fi
-  if [ $((now - last_print)) -ge 15 ] && "$bin/daemon/kaioctl" status > "$run/status.txt" 2>/dev/null; then
-    echo "---- kaioctl status ($((now - start)) s)"; cat "$run/status.txt"; last_print=$now
+  if "$bin/daemon/kaioctl" status --json > "$run/status.tmp" 2>/dev/null; then
+    mv "$run/status.tmp" "$run/status.json"
+    if [ -z "$first_loss" ]; then
+      first_loss=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["train"]; print(t["loss"] if t["step"]>0 else "")' "$run/status.json")
+    fi
+    if [ $((now - last_print)) -ge 15 ]; then
+      echo "---- kaioctl status ($((now - start)) s)"
+      "$bin/daemon/kaioctl" status 2>/dev/null || true
+      last_print=$now
+    fi
   fi
-  if [ -z "$first_loss" ] && "$bin/daemon/kaioctl" status --json > "$run/status.json" 2>/dev/null; then
-    first_loss=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["train"]; print(t["loss"] if t["step"]>0 else "")' "$run/status.json")
+  if [ $((now - start)) -ge "$seconds" ]; then
+    echo "demo: $seconds s are up, stopping kaiod (it checkpoints first)"
+    stopped_by_demo=1
+    kill -TERM "$kaiod"
+    break
   fi
-  if "$bin/daemon/kaioctl" status --json > "$run/status.tmp" 2>/dev/null; then mv "$run/status.tmp" "$run/status.json"; fi
-  if [ $((now - start)) -ge "$seconds" ]; then echo "demo: $seconds s are up, stopping kaiod (it checkpoints first)"; kill -TERM "$kaiod"; wait "$kaiod" || true; break; fi
   sleep 0.5
 done
-wait "$kaiod" 2>/dev/null || true
-python3 - "$run/status.json" "$run/kaiod.log" "$peak" "${first_loss:-nan}" "$(( $(date +%s) - start ))" <<'PY'
-import json, re, sys
-s = json.load(open(sys.argv[1])); log = open(sys.argv[2]).read()
-peak = int(sys.argv[3]); first = sys.argv[4]; wall = int(sys.argv[5])
+rc=0
+wait "$kaiod" 2>/dev/null || rc=$?
+kaiod=""
+python3 - "$run" "$peak" "${first_loss:-}" "$(( $(date +%s) - start ))" "$stopped_by_demo" "$rc" <<'PY'
+import json, os, re, sys
+run, peak, first, wall, by_demo, rc = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1", int(sys.argv[6])
+s = json.load(open(os.path.join(run, "status.json")))
+log = open(os.path.join(run, "kaiod.log")).read()
 deleted = sum(int(n) for n in re.findall(r"durable .*?, (\d+) clips deleted", log))
 steps = re.findall(r"checkpoint step (\d+) durable .*?loss ([0-9.]+)", log)
-last_step, last_loss = (steps[-1] if steps else ("0", "nan"))
-final = re.findall(r"kaiod stopped: (\S+)", log)
-samples = s["train"]["samples"]
+last_step, last_loss = steps[-1] if steps else ("-", "-")
+if rc != 0:
+    ending = f"stopped with an error (exit {rc}): {s.get('last_error') or 'see the log'}"
+elif s.get("state") == "done":
+    ending = "done: every epoch trained"
+elif by_demo:
+    ending = f"stopped by the demo after {wall} s; make demo carries on from here"
+else:
+    ending = "stopped"
+first = f"{float(first):.4f}" if first else "-"
+ckdir = os.path.join(run, "state", "checkpoints")
+checkpoints = sorted((f for f in os.listdir(ckdir) if f.endswith(".kaiockpt")), key=lambda f: int(re.sub(r"\D", "", f) or 0)) if os.path.isdir(ckdir) else []
+files = s.get("files", {})
 print("==== demo summary")
-print(f"final state      {final[-1] if final else s['state']}")
+print(f"kaiod            {ending}")
 print(f"clips            {deleted} streamed, trained and deleted after their checkpoint")
+print(f"files            {files.get('done', '-')} done of {files.get('total', '-')}")
 print(f"peak disk        {peak/1e6:.1f} MB (du every 0.5 s) / budget {s['budget_bytes']/1e6:.0f} MB")
-print(f"loss             {first} at the start -> {last_loss} at step {last_step}")
-print(f"samples/s        {samples/max(wall,1):.1f} over {wall} s on {s['train']['backend']}")
+print(f"loss             {first} at the first step -> {last_loss} at step {last_step} (last checkpoint)")
+print(f"samples/s        {s['train']['samples']/max(wall,1):.1f} over {wall} s on {s['train']['backend']}")
+print(f"log              {run}/kaiod.log")
+print(f"checkpoint       {os.path.join(ckdir, checkpoints[-1]) if checkpoints else '-'}")
 PY

@@ -29,6 +29,10 @@ tsan_targets=(test_cache test_state test_control test_fetch test_pipeline test_d
 # decode, fetch, trainer, control-socket and pipeline tests. CI ran 35 minutes
 # on 2 cores with the decode and fetch tests in this subset; its limit is 30.
 ci_asan_regex='^(Config|Units|Fs|Log|Ledger|Budget|Plan|Recovery|Retention|Checkpoint[A-Za-z]*)\.'
+# The 100K-clip scale tests are left out: under ASan they took 159 s and 54 s
+# of the step's 164 s (build-fuzz/sanitize-test.log); they check sizes and
+# times, and the same code paths run at 10K clips in the subset.
+ci_asan_exclude='HundredThousand'
 ci_asan_targets=(test_common test_state test_cache)
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}"
@@ -40,10 +44,10 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # the child starts threads of its own and never touches the parent's.
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:die_after_fork=0:suppressions=$PWD/scripts/tsan.supp}"
 
-# run NAME BUILD_DIR SANITIZERS CTEST_REGEX TARGETS...
+# run NAME BUILD_DIR SANITIZERS CTEST_REGEX CTEST_EXCLUDE TARGETS...
 run() {
-  local name="$1" dir="$2" san="$3" regex="$4"
-  shift 4
+  local name="$1" dir="$2" san="$3" regex="$4" exclude="$5"
+  shift 5
   local start=$SECONDS
   CC=clang CXX=clang++ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKAIO_SANITIZE="$san" \
     -DKAIO_HIP=OFF -DKAIO_CUDA=OFF -DKAIO_WERROR=OFF >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
@@ -57,6 +61,7 @@ run() {
   local built=$((SECONDS - start)) rc=0
   local args=(--test-dir "$dir" --output-on-failure -j "$jobs" --timeout 1200)
   [ -n "$regex" ] && args+=(-R "$regex")
+  [ -n "$exclude" ] && args+=(-E "$exclude")
   ctest "${args[@]}" >"$dir/sanitize-test.log" 2>&1 || rc=$?
   local summary
   summary=$(grep -E "tests passed|No tests were found" "$dir/sanitize-test.log" | tail -1)
@@ -74,11 +79,11 @@ if [ "$mode" = "--ci" ]; then
   # build-fuzz is already ASan+UBSan (scripts/fuzz.sh, the step before this
   # one); its coverage counters change no behaviour, and reusing its libraries
   # saves a second instrumented build of them (about 10 minutes on 2 cores).
-  run "asan+ubsan (ci subset)" "${FUZZ_BUILD:-build-fuzz}" address,undefined "$ci_asan_regex" "${ci_asan_targets[@]}" || status=1
+  run "asan+ubsan (ci subset)" "${FUZZ_BUILD:-build-fuzz}" address,undefined "$ci_asan_regex" "$ci_asan_exclude" "${ci_asan_targets[@]}" || status=1
   # TSan needs a third build of the tree; with it `make test` went past CI's
   # 30 minutes on 2 cores, so the TSan runs live in `make sanitize` only.
 else
-  [ "$mode" = tsan ] || run "asan+ubsan" build-asan address,undefined "" || status=1
-  [ "$mode" = asan ] || run "tsan" build-tsan thread "$tsan_regex" "${tsan_targets[@]}" || status=1
+  [ "$mode" = tsan ] || run "asan+ubsan" build-asan address,undefined "" "" || status=1
+  [ "$mode" = asan ] || run "tsan" build-tsan thread "$tsan_regex" "" "${tsan_targets[@]}" || status=1
 fi
 exit "$status"

@@ -251,7 +251,7 @@ void expect_disk_full_loses_nothing(const fs::path& dir, const std::string& stor
   c.storage.state_dir = run_dir / "state";
   pid_t child = ::fork();
   ASSERT_GE(child, 0);
-  if (child == 0) ::_exit(fill_the_disk_midway(c, run_dir, 256 * 1024, 24 * 2));
+  if (child == 0) ::_exit(fill_the_disk_midway(c, run_dir, uint64_t{256} * 1024, 24 * 2));
   int status = 0;
   auto deadline = std::chrono::steady_clock::now() + 600s;
   while (::waitpid(child, &status, WNOHANG) == 0) {
@@ -335,14 +335,12 @@ TEST_F(Guarantees, AnAcceptedBudgetFinishesTheEpochOnHonestData) {
 // the others train. Before: the smallest sat in budget-wait for good with
 // 0 windows (two workers each held a member and waited for shard space).
 TEST_F(Guarantees, EveryAcceptedBudgetFinishesAnEpoch) {
-  auto served = serve(
-      dir, "--seed 16 --clips 12 --clips-per-archive 3 --seconds 6 --width 320 --height 240 --fps 30",
-      [](const fs::path& repo) {
-        std::string more =
-            test::tool("kaio-mkdata").string() + " --layout llava --out " + (repo / "more").string() +
-            " --seed 17 --clips 10 --clips-per-archive 5 --seconds 2 --width 160 --height 120 --fps 24 >/dev/null 2>&1";
-        ASSERT_EQ(std::system(more.c_str()), 0);
-      });
+  auto served = serve(dir, "--seed 16 --clips 12 --clips-per-archive 3 --seconds 6 --width 320 --height 240 --fps 30",
+                      [](const fs::path& repo) {
+                        test::copy_dataset(
+                            "--seed 17 --clips 10 --clips-per-archive 5 --seconds 2 --width 160 --height 120 --fps 24",
+                            repo / "more");
+                      });
   Config c = config_for(dir, served, "64MB", R"(, "checkpoint_every": 5)");
   c.decode.frames = 16;
   c.decode.stride = 8;

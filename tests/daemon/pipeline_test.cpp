@@ -29,6 +29,7 @@
 #include "daemon/status.h"
 #include "decode/shard.h"
 #include "state/ledger.h"
+#include "tests/support/datasets.h"
 #include "tests/support/disk_sampler.h"
 #include "tests/support/hub.h"
 #include "tests/support/private_tmpfs.h"
@@ -46,11 +47,6 @@ namespace {
 
 constexpr int kClips = 60;  // 6 per archive, 10 archives, about 18 MB: more than the 16 MB budget
 
-int run(const std::string& cmd) {
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 // A dataset and a kaio-hub serving it, shared by the tests of this file.
 class Hub {
  public:
@@ -63,11 +59,9 @@ class Hub {
 
  private:
   Hub() {
-    fs::create_directories(root_ / "repos" / "kaio-test");
-    EXPECT_EQ(run(kaio::test::tool("kaio-mkdata").string() + " --layout llava --out " +
-                  (root_ / "repos/kaio-test/llava").string() + " --seed 7 --clips " + std::to_string(kClips) +
-                  " --clips-per-archive 6 --seconds 4 --width 640 --height 360 --fps 30 >/dev/null 2>&1"),
-              0);
+    kaio::test::copy_dataset("--seed 7 --clips " + std::to_string(kClips) +
+                                 " --clips-per-archive 6 --seconds 4 --width 640 --height 360 --fps 30",
+                             root_ / "repos/kaio-test/llava");
     process_ = std::make_unique<kaio::test::HubProcess>(root_ / "repos");
     EXPECT_TRUE(process_->ok()) << "kaio-hub did not start";
   }

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "tests/support/datasets.h"
 #include "tests/support/disk_sampler.h"
 #include "tests/support/hub.h"
 #include "tests/support/process.h"
@@ -43,6 +44,7 @@ namespace kaio::reliability {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using kaio::test::cached_dataset;
 using kaio::test::CommandResult;
 using kaio::test::DiskSampler;
 using kaio::test::HubProcess;
@@ -55,10 +57,6 @@ using kaio::test::Sandbox;
 using kaio::test::shell_quote;
 using kaio::test::tool;
 using nlohmann::json;
-
-inline fs::path build_dir() {
-  return KAIO_BUILD_DIR;
-}
 
 // KAIO_SOAK=1 selects the long forms; each figure can also be set on its own.
 inline bool soak() {
@@ -166,8 +164,8 @@ class Child {
   std::unique_ptr<ProgressWatchdog> watchdog_;
 };
 
-// A dataset from kaio-mkdata, made once per parameter set under the build
-// folder (kaio-mkdata is deterministic for a seed), then copied as a repo.
+// A dataset from kaio-mkdata (tests/support/datasets.h: made once per build
+// folder), then copied as a repo.
 struct DatasetSpec {
   int clips = 24;
   int clips_per_archive = 6;
@@ -176,32 +174,15 @@ struct DatasetSpec {
   int fps = 30;
   uint64_t target_bytes = 0;  // > 0: kaio-mkdata --target-bytes instead of --clips
   int seed = 7;
-  std::string key() const {
-    return "c" + std::to_string(clips) + "-a" + std::to_string(clips_per_archive) + "-s" +
-           std::to_string(static_cast<int>(seconds * 10)) + "-" + std::to_string(width) + "x" + std::to_string(height) +
-           "-f" + std::to_string(fps) + "-t" + std::to_string(target_bytes) + "-r" + std::to_string(seed);
-  }
 };
 
 inline fs::path dataset(const DatasetSpec& spec) {
-  fs::path cache = build_dir() / "reliability-data" / spec.key();
-  if (fs::exists(cache / ".complete")) return cache;
-  fs::path tmp = cache.string() + ".tmp-" + std::to_string(::getpid());
-  fs::remove_all(tmp);
-  std::string cmd = shell_quote(tool("kaio-mkdata").string()) + " --layout llava --out " + shell_quote(tmp.string()) +
-                    " --seed " + std::to_string(spec.seed) + " --clips-per-archive " +
-                    std::to_string(spec.clips_per_archive) + " --seconds " + std::to_string(spec.seconds) +
-                    " --width " + std::to_string(spec.width) + " --height " + std::to_string(spec.height) + " --fps " +
-                    std::to_string(spec.fps) +
-                    (spec.target_bytes ? " --target-bytes " + std::to_string(spec.target_bytes)
-                                       : " --clips " + std::to_string(spec.clips));
-  auto r = run_command(cmd, 1800);
-  if (r.exit_code != 0) throw std::runtime_error("kaio-mkdata failed: " + r.output);
-  std::ofstream(tmp / ".complete") << r.output;
-  std::error_code ec;
-  fs::rename(tmp, cache, ec);
-  if (ec) fs::remove_all(tmp);  // another test made it first
-  return cache;
+  return cached_dataset("--seed " + std::to_string(spec.seed) + " --clips-per-archive " +
+                        std::to_string(spec.clips_per_archive) + " --seconds " + std::to_string(spec.seconds) +
+                        " --width " + std::to_string(spec.width) + " --height " + std::to_string(spec.height) +
+                        " --fps " + std::to_string(spec.fps) +
+                        (spec.target_bytes ? " --target-bytes " + std::to_string(spec.target_bytes)
+                                           : " --clips " + std::to_string(spec.clips)));
 }
 
 // Files of a dataset repo (no dot files), and their total size.

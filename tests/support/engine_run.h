@@ -24,6 +24,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "daemon/engine.h"
+#include "tests/support/datasets.h"
 #include "tests/support/hub.h"
 #include "tests/support/sandbox.h"
 
@@ -42,9 +43,7 @@ struct Served {
 inline Served serve(const fs::path& dir, const std::string& mkdata_args,
                     const std::function<void(const fs::path&)>& mangle = {}) {
   fs::path repo = dir / "hub" / "kaio-test" / "data";
-  std::string cmd =
-      tool("kaio-mkdata").string() + " --layout llava --out " + repo.string() + " " + mkdata_args + " >/dev/null 2>&1";
-  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  copy_dataset(mkdata_args, repo);
   if (mangle) mangle(repo);
   Served s;
   for (const auto& e : fs::recursive_directory_iterator(repo))

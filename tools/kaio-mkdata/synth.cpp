@@ -358,7 +358,7 @@ nlohmann::json caption_record(const std::string& member, const std::string& capt
 
 }  // namespace
 
-DatasetSummary write_dataset(const DatasetSpec& spec) {
+DatasetSummary write_dataset(const DatasetSpec& spec, const DatasetProgress& progress) {
   DatasetSummary summary;
   std::mt19937_64 rng(spec.seed);
   nlohmann::json captions = nlohmann::json::array();
@@ -401,6 +401,7 @@ DatasetSummary write_dataset(const DatasetSpec& spec) {
       }
       std::filesystem::remove(c.tmp);
     }
+    if (progress) progress(summary);
   }
   close_archive();
   if (spec.layout == Layout::llava) {

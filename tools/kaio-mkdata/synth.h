@@ -4,6 +4,7 @@
 // layouts of the real datasets. Everything is deterministic from the seed.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ struct DatasetSummary {
   std::string encoder;
 };
 
-DatasetSummary write_dataset(const DatasetSpec& spec);
+// Called after each batch of clips is written, with the totals so far.
+using DatasetProgress = std::function<void(const DatasetSummary& so_far)>;
+
+DatasetSummary write_dataset(const DatasetSpec& spec, const DatasetProgress& progress = {});
 
 }  // namespace kaio::mkdata
