@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <optional>
+
 #include "common/units.h"
 #include "daemon/control_commands.h"
 #include "daemon/downloads.h"
@@ -23,13 +25,28 @@ struct Engine::Impl {
   EngineCore core;
   Downloads downloads;
   Producer producer;
+  WindowObserver* observer = nullptr;
+  std::optional<CheckpointRing> ring;  // from the local start-up to connect()
   std::unique_ptr<TrainingLoop> training;
   std::thread producer_thread, trainer_thread;
 };
 
-Engine::Engine(Config config, WindowObserver* observer) : impl_(std::make_unique<Impl>(std::move(config))) {
+Engine::Engine(Config config, WindowObserver* observer, Startup startup)
+    : impl_(std::make_unique<Impl>(std::move(config))) {
   auto& m = *impl_;
-  m.training = std::make_unique<TrainingLoop>(m.core, m.downloads, start_up(m.core, m.downloads), observer);
+  m.observer = observer;
+  m.ring.emplace(start_up_local(m.core, m.downloads));
+  if (startup == Startup::complete) connect();
+}
+
+void Engine::connect() {
+  auto& m = *impl_;
+  auto resumed = start_up_remote(m.core, m.downloads, std::move(*m.ring));
+  m.ring.reset();
+  if (m.core.stop.stop_requested()) throw Error(ErrorKind::cancelled, "kaiod stopped while starting");
+  m.training = std::make_unique<TrainingLoop>(m.core, m.downloads, std::move(resumed), m.observer);
+  std::lock_guard lock(m.core.mutex);
+  m.core.starting.clear();
 }
 
 Engine::~Engine() {
@@ -45,9 +62,12 @@ void Engine::start() {
 
 void Engine::stop() {
   auto& m = *impl_;
-  if (!m.producer_thread.joinable() && !m.trainer_thread.joinable()) return;
   m.core.stop.request_stop();
   m.core.changed.notify_all();
+  if (!m.producer_thread.joinable() && !m.trainer_thread.joinable()) {
+    m.core.hub->cancel();  // a connect() waiting for the Hub ends now
+    return;
+  }
   if (m.trainer_thread.joinable()) m.trainer_thread.join();  // writes the last checkpoint
   m.core.hub->cancel();
   m.core.downloader->stop();

@@ -34,15 +34,24 @@ struct WindowObserver {
 
 class Engine {
  public:
-  // Opens the ledger (refusing a second daemon on the same folders), runs
-  // recovery and checks that the budget can hold the work. Throws kaio::Error.
-  explicit Engine(Config config, WindowObserver* observer = nullptr);
+  // `complete`: the constructor does all of start-up. `local`: only what needs
+  // no network; connect() does the rest (kaiod runs it while it already
+  // answers on its control socket and to signals).
+  enum class Startup { complete, local };
+
+  // Opens the ledger (refusing a second daemon on the same folders) and runs
+  // recovery; with Startup::complete also connect(). Throws kaio::Error.
+  explicit Engine(Config config, WindowObserver* observer = nullptr, Startup startup = Startup::complete);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  void start();                        // starts the stages
-  void stop();                         // clean stop: .part kept, checkpoint written
+  // Pins the source (waiting for as long as the Hub is unreachable; status
+  // says so), resumes the trainer and checks that the budget can hold the
+  // work. Throws kaio::Error; Error(cancelled) when stop() came first.
+  void connect();
+  void start();                        // starts the stages; after connect()
+  void stop();                         // clean stop: .part kept, checkpoint written; ends connect()
   bool finished() const;               // done, or a fatal error
   void reload(const Config& changed);  // SIGHUP: budget, rate limits, parallelism
   ServiceStatus status();

@@ -70,6 +70,8 @@ struct EngineCore {
   bool paused = false, pause_acknowledged = false;
   std::string pause_reason, last_error;
   bool done = false, failed = false;
+  // What start-up is doing while Engine::connect() runs; empty once it is done.
+  std::string starting = "opening the ledger";
   int epoch = 0;  // written by start-up and the trainer thread only
   double last_loss = 0;
   // What status() shows of the trainer, copied after each step: the trainer

@@ -29,13 +29,28 @@ int64_t count(const auto& counts, auto key) {
   return it == counts.end() ? 0 : it->second;
 }
 
+std::string next_try(const fetch::NetworkStatus& net) {
+  auto t = std::chrono::system_clock::to_time_t(net.next_retry);
+  char when[32];
+  std::strftime(when, sizeof when, "%H:%M:%S", std::localtime(&t));
+  return when;
+}
+
 // The state and its detail, the most pressing first.
 void derive_state(const StatusInputs& in, ServiceStatus& s) {
   const auto& b = in.budget;
   const auto& net = in.network;
+  bool net_waits = net.state == fetch::NetworkStatus::State::waiting_network;
   if (in.failed) {
     s.state = "error";
     s.state_detail = in.last_error;
+  } else if (!in.starting.empty() && net_waits) {
+    s.state = "waiting-network";
+    s.state_detail = in.starting + ": " + net.reason + ", next try at " + next_try(net) + "; check source.endpoint (" +
+                     in.endpoint + ") and the network";
+  } else if (!in.starting.empty()) {
+    s.state = "starting";
+    s.state_detail = in.starting;
   } else if (in.done) {
     s.state = "done";
   } else if (in.paused) {
@@ -46,12 +61,9 @@ void derive_state(const StatusInputs& in, ServiceStatus& s) {
   } else if (net.state == fetch::NetworkStatus::State::auth_required) {
     s.state = "auth-required";
     s.state_detail = net.reason;
-  } else if (net.state == fetch::NetworkStatus::State::waiting_network) {
+  } else if (net_waits) {
     s.state = "waiting-network";
-    auto t = std::chrono::system_clock::to_time_t(net.next_retry);
-    char when[32];
-    std::strftime(when, sizeof when, "%H:%M:%S", std::localtime(&t));
-    s.state_detail = net.reason + ", next try at " + when;
+    s.state_detail = net.reason + ", next try at " + next_try(net);
   } else if (b.waiting > 0 && b.floor_reached) {
     s.state = "disk-full";
     s.state_detail = "less than storage.free_disk_floor (" + format_size(in.free_disk_floor) + ") free on " +
@@ -83,6 +95,8 @@ StatusInputs status_inputs(EngineCore& core) {
   in.pause_reason = core.pause_reason;
   in.last_error = core.last_error;
   in.disk_full_reason = core.disk_full_reason;
+  in.starting = core.starting;
+  in.endpoint = core.hub ? core.hub->endpoint() : "";
   in.budget_bytes = core.config.storage.budget;
   in.disk_bytes = core.bytes_on_disk();
   in.free_disk_floor = core.config.storage.free_disk_floor;

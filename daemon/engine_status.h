@@ -2,7 +2,7 @@
 // Status as a pure function: status_inputs() copies what status needs out of
 // the core (under its lock) and the network stages; derive_status() turns
 // those inputs into the ServiceStatus value, touching nothing else, so the
-// state machine (error, done, paused, disk-full, auth-required,
+// state machine (error, starting, done, paused, disk-full, auth-required,
 // waiting-network, budget-wait, running) reads in one place.
 #include <cstdint>
 #include <map>
@@ -21,6 +21,8 @@ struct StatusInputs {
   std::string repo, revision;
   bool paused = false, done = false, failed = false;
   std::string pause_reason, last_error, disk_full_reason;
+  std::string starting;  // EngineCore::starting
+  std::string endpoint;
   uint64_t budget_bytes = 0, disk_bytes = 0, free_disk_floor = 0;
   std::string cache_dir;
   cache::BudgetStatus budget;

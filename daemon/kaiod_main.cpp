@@ -7,12 +7,14 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "common/config.h"
 #include "common/error.h"
@@ -110,7 +112,7 @@ int run(const char* config_file) {
     trace = std::make_unique<kaio::daemon::WindowTrace>(trace_file);
     spdlog::info("window trace appended to {}", trace_file);
   }
-  kaio::daemon::Engine engine(config, trace.get());
+  kaio::daemon::Engine engine(config, trace.get(), kaio::daemon::Engine::Startup::local);
   kaio::daemon::ControlServer control(
       config.control.socket, config.control.admin_group,
       [&engine](const std::string& cmd, const nlohmann::json& args, const kaio::daemon::Peer& peer) {
@@ -125,17 +127,41 @@ int run(const char* config_file) {
         config.metrics.host.find(':') != std::string::npos ? "[" + config.metrics.host + "]" : config.metrics.host;
     spdlog::info("metrics at http://{}:{}/metrics", host, metrics->port());
   }
-  engine.start();
   systemd.status(one_line(kaio::daemon::summary_line(engine.status())));
   systemd.ready();
   spdlog::info("kaiod ready: control socket {}", control.path().string());
+  // The rest of start-up can wait for the Hub for as long as it is down, so it
+  // runs beside the signal loop: status answers meanwhile and SIGTERM ends it.
+  std::atomic<bool> connected{false};
+  std::exception_ptr connect_error;
+  std::thread connecting([&] {
+    try {
+      engine.connect();
+    } catch (...) {
+      connect_error = std::current_exception();
+    }
+    connected = true;
+  });
+  struct Joiner {
+    std::thread& t;
+    ~Joiner() {
+      if (t.joinable()) t.join();
+    }
+  } join_connecting{connecting};
+  bool started = false;
 
   int poll_ms = 1000;
   if (auto w = systemd.watchdog_interval()) poll_ms = std::min<int>(poll_ms, static_cast<int>(w->count() / 2000));
   bool stopping = false;
   while (!stopping && !engine.finished()) {
+    if (!started && connected) {
+      connecting.join();
+      if (connect_error) std::rethrow_exception(connect_error);
+      engine.start();
+      started = true;
+    }
     pollfd p{signals.get(), POLLIN, 0};
-    if (::poll(&p, 1, std::max(poll_ms, 10)) > 0) {
+    if (::poll(&p, 1, started ? std::max(poll_ms, 10) : 50) > 0) {
       unsigned char signo = 0;
       if (::read(signals.get(), &signo, 1) == 1) {
         if (signo == SIGHUP) {
@@ -156,6 +182,7 @@ int run(const char* config_file) {
   systemd.stopping();
   systemd.extend_timeout(std::chrono::seconds(90));
   engine.stop();
+  if (connecting.joinable()) connecting.join();
   metrics.reset();  // served through the stop checkpoint; its open connections are cut now
   auto final_status = engine.status();
   spdlog::info("kaiod stopped: {}", kaio::daemon::summary_line(final_status));

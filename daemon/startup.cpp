@@ -1,5 +1,5 @@
-// start_up() (startup.h): the constructor's work before any thread runs;
-// it fills the core and owns nothing afterwards.
+// start_up_local() and start_up_remote() (startup.h): the two phases of
+// start-up; they fill the core and own nothing afterwards.
 #include "daemon/startup.h"
 
 #include <spdlog/spdlog.h>
@@ -51,11 +51,10 @@ void make_budget(EngineCore& core) {
 // ledger vouches for; downloads kept on disk stay in its baseline.
 void recover_and_budget(EngineCore& core, Downloads& downloads, CheckpointRing& ring) {
   const auto& storage = core.config.storage;
-  auto report = cache::recover(core.ledger, storage.cache_dir, storage.state_dir);
-  int stale = decode::remove_stale_temporaries(core.work_dir);
-  spdlog::info("{}; {} decode temporaries removed", report.summary(), stale);
-  if (drop_downloads_over_budget(core))
-    spdlog::info("{}", cache::recover(core.ledger, storage.cache_dir, storage.state_dir).summary());
+  cache::recover(core.ledger, storage.cache_dir, storage.state_dir);
+  int stale = decode::remove_stale_temporaries(core.work_dir);  // recover() has logged its report
+  if (stale > 0) spdlog::info("recovery: {} decode temporaries removed", stale);
+  if (drop_downloads_over_budget(core)) cache::recover(core.ledger, storage.cache_dir, storage.state_dir);
   for (const auto& d : {core.work_dir, core.download_dir, core.checkpoint_dir}) fs::create_directories(d);
   make_budget(core);
   auto known = core.ledger.known_paths();
@@ -69,30 +68,44 @@ void recover_and_budget(EngineCore& core, Downloads& downloads, CheckpointRing& 
   downloads.find_kept();
 }
 
-void pin_and_list(EngineCore& core) {
-  const auto& source = core.config.source;
-  std::string endpoint = fetch::resolve_endpoint(source);
+// The clients only: neither connects before it is asked something.
+void make_hub_clients(EngineCore& core) {
+  std::string endpoint = fetch::resolve_endpoint(core.config.source);
   if (endpoint.rfind("http://", 0) == 0) spdlog::warn("endpoint {} is plain http: traffic is not encrypted", endpoint);
-  auto token = fetch::resolve_token(source);
+  auto token = fetch::resolve_token(core.config.source);
   core.hub = std::make_unique<fetch::HubClient>(endpoint, token, core.config.fetch);
   core.downloader = std::make_unique<fetch::Downloader>(endpoint, token, core.config.fetch);
+}
+
+void set_step(EngineCore& core, std::string step) {
+  std::lock_guard lock(core.mutex);
+  core.starting = std::move(step);
+}
+
+// Waits (retrying with backoff) for as long as the Hub is unreachable.
+void pin_and_list(EngineCore& core) {
+  const auto& source = core.config.source;
   auto& ledger = core.ledger;
   auto pinned = ledger.source();
   if (pinned && pinned->repo == source.repo && pinned->revision == source.revision && !ledger.files().empty()) {
+    std::lock_guard lock(core.mutex);
     core.commit_sha = pinned->commit_sha;
     core.files = ledger.files();
     spdlog::info("source {}@{} pinned at {}: {} files (listing cached)", source.repo, source.revision, core.commit_sha,
                  core.files.size());
     return;
   }
+  set_step(core, "pinning " + source.repo + "@" + source.revision + " at " + core.hub->endpoint());
   std::string sha = core.hub->resolve_revision(source.repo, source.revision);
   json selection = {{"include", source.include}, {"exclude", source.exclude}};
-  auto record = ledger.pin_source({endpoint, source.repo, source.revision, sha, selection.dump()});
-  core.commit_sha = record.commit_sha;
+  auto record = ledger.pin_source({core.hub->endpoint(), source.repo, source.revision, sha, selection.dump()});
+  set_step(core, "listing the files of " + source.repo + " at " + record.commit_sha);
   std::vector<state::FileRecord> listed;
-  for (const auto& f : core.hub->list_files(source.repo, core.commit_sha, source.include, source.exclude))
+  for (const auto& f : core.hub->list_files(source.repo, record.commit_sha, source.include, source.exclude))
     listed.push_back({"", f.path, f.size, f.git_oid, f.sha256});
   ledger.upsert_files(source.repo, std::move(listed));
+  std::lock_guard lock(core.mutex);
+  core.commit_sha = record.commit_sha;
   core.files = ledger.files();
   spdlog::info("source {}@{} pinned at {}: {} files selected", source.repo, source.revision, core.commit_sha,
                core.files.size());
@@ -118,6 +131,7 @@ std::unique_ptr<train::Trainer> create_trainer(const Config& config) {
 cache::PlanCursor resume(EngineCore& core, train::Trainer& trainer) {
   cache::PlanCursor cursor;
   auto checkpoints = core.ledger.checkpoints();
+  std::lock_guard lock(core.mutex);
   if (!checkpoints.empty()) {
     const auto& latest = checkpoints.back();
     cursor = cache::PlanCursor::parse(trainer.load_checkpoint(latest.path));
@@ -142,19 +156,32 @@ std::unique_ptr<SpaceClaim> reserve_at_start(EngineCore& core, Downloads& downlo
 
 }  // namespace
 
-Resumed start_up(EngineCore& core, Downloads& downloads) {
+CheckpointRing start_up_local(EngineCore& core, Downloads& downloads) {
   CheckpointRing ring(core.ledger, core.config.train.keep_checkpoints);
   recover_and_budget(core, downloads, ring);
   auto pause = core.ledger.pause_state();
   core.paused = pause.paused;
   core.pause_reason = pause.reason;
+  make_hub_clients(core);
+  return ring;
+}
+
+Resumed start_up_remote(EngineCore& core, Downloads& downloads, CheckpointRing ring) {
+  set_step(core, "reading the source");
   pin_and_list(core);
+  set_step(core, "creating the trainer");
   auto trainer = create_trainer(core.config);
-  core.trainer_checkpoint_bytes = trainer->checkpoint_bytes();
-  core.backend = trainer->backend();
   auto cursor = resume(core, *trainer);
+  {
+    std::lock_guard lock(core.mutex);
+    core.trainer_checkpoint_bytes = trainer->checkpoint_bytes();
+    core.backend = trainer->backend();
+  }
   core.check_working_set();
-  core.new_sequence(cursor);
+  {
+    std::lock_guard lock(core.mutex);
+    core.new_sequence(cursor);
+  }
   ring.drop_over_keep();
   // Checkpoints write into standing claims so that freeing space never waits for space.
   ring.reserve_standing(core.checkpoint_file_bytes(), [&](uint64_t bytes, const std::string& what) {

@@ -1,5 +1,7 @@
 #include "daemon/status.h"
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 
@@ -94,10 +96,14 @@ std::string render_status(const json& j) {
   std::snprintf(line, sizeof line, "clips     %lld ready, %lld consumed, %lld deleted, %lld failed\n",
                 c.value("ready", 0LL), c.value("consumed", 0LL), c.value("deleted", 0LL), c.value("failed", 0LL));
   out += line;
-  std::snprintf(line, sizeof line,
-                "train     epoch %lld step %lld samples %lld loss %.4f on %s, waiting for data %.1f%%\n",
-                t.value("epoch", 0LL), t.value("step", 0LL), t.value("samples", 0LL), t.value("loss", 0.0),
-                t.value("backend", std::string("?")).c_str(), 100.0 * t.value("wait_fraction", 0.0));
+  // Before the first step there is no loss and, while starting, no backend: "-", not 0.0000.
+  bool stepped = t.value("step", 0LL) > 0;
+  std::string loss = stepped ? fmt::format("{:.4f}", t.value("loss", 0.0)) : "-";
+  std::string backend = t.value("backend", std::string());
+  std::snprintf(line, sizeof line, "train     epoch %lld step %lld samples %lld loss %s on %s, waiting for data %s\n",
+                t.value("epoch", 0LL), t.value("step", 0LL), t.value("samples", 0LL), loss.c_str(),
+                backend.empty() ? "-" : backend.c_str(),
+                stepped ? fmt::format("{:.1f}%", 100.0 * t.value("wait_fraction", 0.0)).c_str() : "-");
   out += line;
   std::snprintf(line, sizeof line, "rates     download %s/s, decode %.2f clips/s, train %.1f samples/s\n",
                 format_size(static_cast<uint64_t>(r.value("download_bps", 0.0))).c_str(),

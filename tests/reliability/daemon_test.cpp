@@ -316,6 +316,47 @@ TEST(Daemon, NotifyReadyStatusWatchdogStopping) {
       static_cast<long long>(trace.back().step));
 }
 
+// Started while the Hub is down (a service often starts before the network),
+// kaiod answers status at once with waiting-network naming the endpoint, stops
+// promptly on SIGTERM, and once the Hub is up carries on by itself (issue 20:
+// it used to wait for the Hub before its control socket and signal loop).
+TEST(Daemon, StartsWithTheHubDownAnswersStopsAndCarriesOnWhenItComesUp) {
+  Fixture f("hub-down");
+  ASSERT_TRUE(f.hub->ok());
+  const int port = f.hub->port();
+  f.hub.reset();  // the endpoint now refuses connections
+  f.s.write_config();
+  auto waiting_network = [&] {
+    auto st = status(f.s);
+    return st && st->value("state", "") == "waiting-network";
+  };
+  {
+    Child kaiod;
+    start_kaiod(kaiod, f.s);
+    ASSERT_TRUE(wait_until([&] { return waiting_network() || !kaiod.running(); }, 120s)) << tail(read_text(f.s.log()));
+    auto st = status(f.s);
+    ASSERT_TRUE(st.has_value());
+    EXPECT_NE(st->value("state_detail", "").find("check source.endpoint (" + f.s.endpoint + ")"), std::string::npos)
+        << st->dump();
+    kaiod.signal(SIGTERM);
+    // Generous: the stop itself takes milliseconds; before the fix it never came.
+    ASSERT_TRUE(kaiod.wait_for(60s).has_value()) << "no stop within 60 s of SIGTERM while the Hub was down";
+    EXPECT_EQ(kaiod.exit_code(), 0) << tail(read_text(f.s.log()));
+  }
+  Child kaiod;
+  start_kaiod(kaiod, f.s);
+  ASSERT_TRUE(wait_until([&] { return waiting_network() || !kaiod.running(); }, 120s)) << tail(read_text(f.s.log()));
+  f.hub = std::make_unique<HubProcess>(f.dir / "repos", std::vector<std::string>{"--port", std::to_string(port)},
+                                       f.dir / "hub-again.log");
+  ASSERT_TRUE(f.hub->ok()) << "kaio-hub could not listen on port " << port << " again";
+  ASSERT_TRUE(wait_until([&] { return !read_trace(f.s.trace()).empty() || !kaiod.running(); }, 300s))
+      << "kaiod did not train once the Hub was up; " << tail(read_text(f.s.log()));
+  kaiod.signal(SIGTERM);
+  ASSERT_TRUE(kaiod.wait_for(300s).has_value());
+  EXPECT_EQ(kaiod.exit_code(), 0) << tail(read_text(f.s.log()));
+  std::printf("hub down at start: waiting-network answered, SIGTERM obeyed, trained once the Hub came up\n");
+}
+
 // Oversized, malformed and slow control requests get an error reply; kaiod
 // keeps serving everyone else and keeps training.
 TEST(Daemon, ControlSocketRefusesHostileRequestsAndKeepsServing) {
