@@ -251,7 +251,7 @@ void expect_disk_full_loses_nothing(const fs::path& dir, const std::string& stor
   c.storage.state_dir = run_dir / "state";
   pid_t child = ::fork();
   ASSERT_GE(child, 0);
-  if (child == 0) ::_exit(fill_the_disk_midway(c, run_dir, uint64_t{256} * 1024, 24 * 2));
+  if (child == 0) ::_exit(fill_the_disk_midway(c, run_dir, uint64_t{256} * 1024, size_t{24} * 2));
   int status = 0;
   auto deadline = std::chrono::steady_clock::now() + 600s;
   while (::waitpid(child, &status, WNOHANG) == 0) {

@@ -294,7 +294,8 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
             pending.clear();
           }
         } trace;
-        trace.out = std::fopen(trace_file.c_str(), "a");
+        std::unique_ptr<FILE, int (*)(FILE*)> trace_out(std::fopen(trace_file.c_str(), "a"), &std::fclose);
+        trace.out = trace_out.get();
         try {
           daemon::Engine engine(config(), &trace);
           engine.start();
@@ -606,7 +607,7 @@ TEST_F(Pipeline, FullFilesystemWaitsAndLosesNothing) {
     }
     std::set<std::pair<std::string, int>> unique(trace.windows.begin(), trace.windows.end());
     check(unique.size() == trace.windows.size(), "no window repeated");
-    check(trace.windows.size() == kClips * 2u, "no window lost: " + std::to_string(trace.windows.size()));
+    check(trace.windows.size() == size_t{kClips} * 2, "no window lost: " + std::to_string(trace.windows.size()));
     check(files_under(dir / "cache").empty(), "nothing left behind");
     std::printf("disk full: state %s (%s); resumed when space returned; windows %zu, lost 0, repeated 0\n",
                 seen_state.c_str(), seen_detail.c_str(), trace.windows.size());

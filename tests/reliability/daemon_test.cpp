@@ -373,10 +373,10 @@ TEST(Daemon, ControlSocketRefusesHostileRequestsAndKeepsServing) {
     std::string name, reply;
   };
   std::vector<Case> cases;
-  cases.push_back({"oversized (100 KiB, no newline)", exchange(f.s.socket(), std::string(100 * 1024, 'x'))});
+  cases.push_back({"oversized (100 KiB, no newline)", exchange(f.s.socket(), std::string(size_t{100} * 1024, 'x'))});
   cases.push_back(
       {"oversized line (70 KiB JSON)", exchange(f.s.socket(), "{\"v\":1,\"cmd\":\"status\",\"args\":{\"pad\":\"" +
-                                                                  std::string(70 * 1024, 'a') + "\"}}\n")});
+                                                                  std::string(size_t{70} * 1024, 'a') + "\"}}\n")});
   cases.push_back({"malformed JSON", exchange(f.s.socket(), "{\"v\":1,\"cmd\":\n")});
   cases.push_back({"not an object", exchange(f.s.socket(), "[1,2,3]\n")});
   cases.push_back({"unknown command", exchange(f.s.socket(), "{\"v\":1,\"cmd\":\"rm -rf\",\"args\":{}}\n")});
