@@ -162,6 +162,15 @@ TEST_F(DataPlane, OneEpochGivesEveryWindowOnceWithTheBuiltInTrainersBytes) {
     engine.start();
     ASSERT_EQ(wait_done(engine).state, "done");
     reference = trace.windows;
+    daemon::Peer peer{::getpid(), 0, 0, true};
+    try {
+      engine.handle_control("attach", json::object(), peer);
+      ADD_FAILURE() << "attach on the control socket of a built-in trainer";
+    } catch (const Error& e) {
+      EXPECT_STREQ(e.what(),
+                   "kaiod trains with its own trainer (train.backend is \"cpu\"); set train.backend to \"external\" to "
+                   "consume");
+    }
   }
   ASSERT_GT(reference.size(), 8u);
   for (auto [world, workers] : {std::pair{1, 1}, std::pair{2, 2}}) {
@@ -187,4 +196,206 @@ TEST_F(DataPlane, OneEpochGivesEveryWindowOnceWithTheBuiltInTrainersBytes) {
     EXPECT_LE(disk.peak(), c.storage.budget) << disk.peak_detail();
     EXPECT_EQ(s.consumers.at(0)["dropped_windows"], reference.size() % static_cast<size_t>(world));
   }
+}
+
+namespace {
+
+// Polls status until `ok` says yes; false after `bound`.
+bool status_shows(daemon::Engine& engine, const std::function<bool(const daemon::ServiceStatus&)>& ok,
+                  std::chrono::seconds bound = 30s) {
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ok(engine.status())) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+// Reads the rank to the epoch's end, committing after each batch, then commits the end.
+void drain(Rank& r, DataConnection& committer) {
+  while (!r.ended) {
+    if (r.next_batch()) {
+      auto reply = r.commit_here(committer);
+      EXPECT_TRUE(reply.value("ok", false)) << reply.dump();
+    }
+  }
+  EXPECT_TRUE(r.commit(committer, {{"epoch", 1}, {"window", 0}}).value("ok", false));
+}
+
+std::string error_of(const json& reply) {
+  return reply.value("ok", true) ? "(no error: " + reply.dump() + ")" : reply.value("error", std::string());
+}
+
+}  // namespace
+
+TEST_F(DataPlane, AConsumerThatNeverCommitsHoldsTheBudgetAndIsNamed) {
+  auto served =
+      serve(dir.path(), "--seed 22 --clips 16 --clips-per-archive 4 --seconds 8 --width 160 --height 120 --fps 30");
+  Config c = external(dir.path(), served, "2MB", R"(, "shuffle_clips": 2)");
+  DiskSampler disk({c.storage.cache_dir, c.storage.state_dir}, ::getpid());
+  daemon::Engine engine(c);
+  engine.start();
+  Rank lazy(c.control.data_socket, "lazy", 0, 1, 1, 4);
+  std::string waiting;
+  for (int i = 0; i < 200 && waiting.empty(); ++i) lazy.next_batch(&waiting, 30s);
+  EXPECT_NE(waiting.find("budget-wait: waiting for consumer lazy to commit"), std::string::npos) << waiting;
+  EXPECT_TRUE(status_shows(engine,
+                           [](const auto& s) {
+                             return s.state == "budget-wait" &&
+                                    s.state_detail.find("waiting for consumer lazy to commit") != std::string::npos;
+                           }))
+      << engine.status().state << ": " << engine.status().state_detail;
+  DataConnection committer(c.control.data_socket);
+  EXPECT_TRUE(lazy.commit_here(committer).value("ok", false));
+  drain(lazy, committer);
+  auto s = wait_done(engine);
+  disk.finish();
+  EXPECT_EQ(s.state, "done") << s.state_detail << " " << s.last_error;
+  EXPECT_EQ(lazy.got.size(), 64u);
+  EXPECT_LE(disk.peak(), c.storage.budget) << disk.peak_detail();
+}
+
+TEST_F(DataPlane, AConsumerThatVanishedResumesFromItsTokenInTheSameOrder) {
+  auto served = serve(dir.path(), kData);
+  Config c = external(dir.path(), served, "8MB");
+  daemon::Engine engine(c);
+  engine.start();
+  DataConnection committer(c.control.data_socket);
+  std::vector<GotWindow> committed, uncommitted;
+  {
+    Rank first(c.control.data_socket, "clipnet", 0, 1, 2, 4);
+    ASSERT_TRUE(first.next_batch() && first.next_batch());
+    ASSERT_TRUE(first.commit_here(committer).value("ok", false));
+    ASSERT_TRUE(first.next_batch());
+    committed.assign(first.got.begin(), first.got.begin() + 8);
+    uncommitted.assign(first.got.begin() + 8, first.got.end());
+  }  // sockets closed, no detach
+  EXPECT_TRUE(status_shows(
+      engine, [](const auto& s) { return !s.consumers.empty() && s.consumers[0]["ranks"][0]["state"] == "gone"; }));
+  Rank again(c.control.data_socket, "clipnet", 0, 1, 1, 4);
+  EXPECT_EQ(again.from, 8);
+  drain(again, committer);
+  ASSERT_GE(again.got.size(), uncommitted.size());
+  for (size_t i = 0; i < uncommitted.size(); ++i) {
+    EXPECT_EQ(again.got[i].global, uncommitted[i].global);
+    EXPECT_EQ(again.got[i].hash, uncommitted[i].hash);
+  }
+  std::set<int64_t> globals;
+  for (const auto* part : {&committed, &again.got})
+    for (const auto& w : *part) EXPECT_TRUE(globals.insert(w.global).second) << w.global;
+  EXPECT_EQ(globals.size(), 24u);
+  EXPECT_EQ(wait_done(engine).state, "done");
+}
+
+TEST_F(DataPlane, KaiodKilledAndRestartedRepeatsNothingCommittedAndLosesNothing) {
+  auto served = serve(dir.path(), kData);
+  Config c = external(dir.path(), served, "8MB");
+  auto life = [&c] {
+    pid_t child = ::fork();
+    if (child != 0) return child;
+    try {
+      daemon::Engine engine(c);
+      engine.start();
+      auto deadline = std::chrono::steady_clock::now() + 120s;
+      while (!engine.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
+      ::_exit(engine.status().state == "done" ? 0 : 3);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      ::_exit(4);
+    }
+  };
+  auto attach_when_up = [&c](std::optional<int64_t> from) {
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      try {
+        return std::make_unique<Rank>(c.control.data_socket, "clipnet", 0, 1, 1, 4, from);
+      } catch (const Error&) {
+        if (std::chrono::steady_clock::now() > deadline) throw;
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+  };
+  pid_t kaiod = life();
+  std::vector<GotWindow> committed;
+  {
+    auto rank = attach_when_up({});
+    DataConnection committer(c.control.data_socket);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(rank->next_batch());
+      ASSERT_TRUE(rank->commit_here(committer).value("ok", false));
+    }
+    ASSERT_TRUE(rank->next_batch());  // delivered, never committed
+    committed.assign(rank->got.begin(), rank->got.begin() + 12);
+    ::kill(kaiod, SIGKILL);  // at a progress point: 12 committed, 4 more delivered
+    int status = 0;
+    ::waitpid(kaiod, &status, 0);
+  }
+  kaiod = life();
+  auto rank = attach_when_up(int64_t{12});  // the client's saved state
+  DataConnection committer(c.control.data_socket);
+  drain(*rank, committer);
+  int status = 0;
+  ::waitpid(kaiod, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  std::vector<int64_t> globals;
+  for (const auto* part : {&committed, &rank->got})
+    for (const auto& w : *part) globals.push_back(w.global);
+  ASSERT_EQ(globals.size(), 24u);
+  for (size_t g = 0; g < globals.size(); ++g) EXPECT_EQ(globals[g], static_cast<int64_t>(g));
+}
+
+TEST_F(DataPlane, HostileRequestsGetTheDocumentedErrorsWhileOthersAreServed) {
+  auto served = serve(dir.path(), kData);
+  Config c = external(dir.path(), served, "8MB");
+  daemon::Engine engine(c);
+  engine.start();
+  const auto& socket = c.control.data_socket;
+  DataConnection slow(socket);  // a request begun and never finished
+  ASSERT_TRUE(daemon::write_all(slow.fd(), "{\"cmd\":", std::chrono::steady_clock::now() + 5s));
+  std::vector<GotWindow> good_got;
+  std::thread good([&] {
+    Rank good_rank(socket, "good", 0, 1, 2, 4);
+    DataConnection committer(socket);
+    drain(good_rank, committer);
+    good_got = good_rank.got;
+  });
+  Rank victim(socket, "victim", 0, 1, 1, 4);
+  DataConnection hostile(socket);
+  EXPECT_NE(hostile.call_raw("{not json\n").find("malformed request"), std::string::npos);
+  EXPECT_NE(error_of(hostile.call("fly", json::object())).find("unknown command"), std::string::npos);
+  EXPECT_EQ(
+      error_of(hostile.call("commit", {{"consumer", "ghost"}, {"rank", 0}, {"token", {{"epoch", 0}, {"window", 4}}}})),
+      "unknown consumer \"ghost\"");
+  EXPECT_NE(error_of(hostile.call("attach", attach_args("a b", 0, 1, 0, 1, 4))).find("consumer name"),
+            std::string::npos);
+  EXPECT_EQ(error_of(hostile.call("attach", attach_args("victim", 0, 2, 0, 1, 4))),
+            "consumer \"victim\" has world 1; attaching with world 2 is not supported (start a new consumer name)");
+  EXPECT_NE(error_of(hostile.call("attach", attach_args("victim", 0, 1, 0, 1, 4)))
+                .find("consumer \"victim\" rank 0 worker 0 is already attached (pid"),
+            std::string::npos);
+  EXPECT_EQ(error_of(hostile.call("attach", attach_args("other", 2, 2, 0, 1, 4))), "rank 2 is not below world 2");
+  EXPECT_EQ(error_of(hostile.call("attach", attach_args("other", 0, 1, 2, 2, 4))), "worker 2 is not below workers 2");
+  EXPECT_EQ(error_of(hostile.call("attach", attach_args("other", 0, 1, 0, 1, 5000))), "batch_size must be 1 to 4096");
+  auto from_odd = attach_args("victim", 0, 1, 1, 2, 4);
+  from_odd["from"] = {{"epoch", 0}, {"window", 2}};
+  EXPECT_EQ(error_of(hostile.call("attach", from_odd)),
+            "token epoch 0 window 2 is not at a batch boundary (batch_size 4)");
+  DataConnection committer(socket);
+  EXPECT_EQ(error_of(victim.commit(committer, {{"epoch", 0}, {"window", 8}})),
+            "commit of consumer \"victim\" rank 0 at epoch 0 window 8: only 0 windows were delivered to that rank");
+  ASSERT_TRUE(victim.next_batch());
+  EXPECT_TRUE(victim.commit_here(committer).value("ok", false));
+  EXPECT_EQ(error_of(victim.commit(committer, {{"epoch", 0}, {"window", 0}})),
+            "commit of consumer \"victim\" rank 0 goes backwards: epoch 0 window 0 is behind the committed epoch 0 "
+            "window 4");
+  auto behind = attach_args("victim", 0, 1, 1, 2, 4);
+  behind["from"] = {{"epoch", 0}, {"window", 0}};
+  EXPECT_EQ(error_of(hostile.call("attach", behind)),
+            "token epoch 0 window 0 of consumer \"victim\" rank 0 is behind its committed token epoch 0 window 4: "
+            "those windows are deleted");
+  DataConnection big(socket);
+  EXPECT_NE(big.call_raw(std::string(70000, 'x')).find("request longer than 65536 bytes"), std::string::npos);
+  good.join();
+  EXPECT_EQ(good_got.size(), 24u) << "the good consumer was served to the end";
+  EXPECT_NE(slow.call_raw("").find("request not completed in time"), std::string::npos);
 }

@@ -40,6 +40,8 @@ class DataConnection {
     return nlohmann::json::parse(call_raw(request.dump() + "\n", fds));
   }
 
+  int fd() const { return fd_.get(); }
+
   // Sends raw bytes and returns the reply line; throws when none comes within 40 s.
   std::string call_raw(const std::string& bytes, std::vector<Fd>* fds = nullptr) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
