@@ -333,6 +333,11 @@ TEST_F(DataPlane, KaiodKilledAndRestartedRepeatsNothingCommittedAndLosesNothing)
   kaiod = life();
   auto rank = attach_when_up(int64_t{12});  // the client's saved state
   DataConnection committer(c.control.data_socket);
+  auto stale = attach_args("clipnet", 0, 1, 1, 2, 4);
+  stale["from"] = {{"epoch", 0}, {"window", 8}};
+  EXPECT_EQ(error_of(committer.call("attach", stale)),
+            "token epoch 0 window 8 of consumer \"clipnet\" rank 0 is behind its committed token epoch 0 window 12: "
+            "those windows are deleted");
   drain(*rank, committer);
   int status = 0;
   ::waitpid(kaiod, &status, 0);
@@ -398,4 +403,67 @@ TEST_F(DataPlane, HostileRequestsGetTheDocumentedErrorsWhileOthersAreServed) {
   good.join();
   EXPECT_EQ(good_got.size(), 24u) << "the good consumer was served to the end";
   EXPECT_NE(slow.call_raw("").find("request not completed in time"), std::string::npos);
+}
+
+// Two epochs, two ranks, an odd window count: each rank gets floor(N/2) per
+// epoch, the last window is dropped, and epoch 1 starts once both ranks
+// committed epoch 0.
+TEST_F(DataPlane, TwoEpochsTwoRanksDropTheOddTailAndWaitForEachOther) {
+  auto served =
+      serve(dir.path(), "--seed 23 --clips 13 --clips-per-archive 5 --seconds 6 --width 160 --height 120 --fps 30");
+  Config c = external(dir.path(), served, "8MB", R"(, "epochs": 2)");
+  daemon::Engine engine(c);
+  engine.start();
+  DataConnection committer(c.control.data_socket);
+  std::vector<std::unique_ptr<Rank>> ranks;
+  for (int r = 0; r < 2; ++r) ranks.push_back(std::make_unique<Rank>(c.control.data_socket, "pair", r, 2, 1, 4));
+  std::map<int, std::set<int64_t>> globals;  // by epoch
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    for (auto& r : ranks) {
+      while (!r->ended) {
+        if (r->next_batch()) {
+          auto reply = r->commit(committer, {{"epoch", epoch}, {"window", r->position()}});
+          EXPECT_TRUE(reply.value("ok", false)) << reply.dump();
+        }
+      }
+      if (epoch == 0 && r->rank == 0) {  // rank 1 has not finished epoch 0: rank 0 waits for it
+        json reply;
+        EXPECT_TRUE(r->workers[0]->next(reply, 300).empty());
+        EXPECT_EQ(reply["waiting"], "waiting for rank 1 of consumer pair to finish epoch 0");
+      }
+      EXPECT_TRUE(r->commit(committer, {{"epoch", epoch + 1}, {"window", 0}}).value("ok", false));
+      for (const auto& w : r->got) {
+        EXPECT_EQ(w.epoch, epoch);
+        EXPECT_EQ(w.global % 2, r->rank);
+        EXPECT_TRUE(globals[epoch].insert(w.global).second) << "epoch " << epoch << " global " << w.global;
+      }
+      r->got.clear();
+      r->from = 0;
+      r->batches = 0;
+      r->ended = false;
+    }
+  }
+  auto s = wait_done(engine);
+  EXPECT_EQ(s.state, "done") << s.state_detail << " " << s.last_error;
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    ASSERT_EQ(globals[epoch].size(), 38u) << "13 clips x 3 windows, the 39th dropped";
+    EXPECT_EQ(*globals[epoch].rbegin(), 37);
+  }
+  EXPECT_EQ(s.consumers.at(0)["dropped_windows"], 1);
+}
+
+// source.partition {index 1, count 2} takes only the files at odd plan
+// positions: of 3 archives of 4 clips, the one at position 1.
+TEST_F(DataPlane, APartitionTakesOnlyItsFiles) {
+  auto served = serve(dir.path(), kData);
+  Config c = external(dir.path(), served, "8MB");
+  c.source.partition_index = 1;
+  c.source.partition_count = 2;
+  daemon::Engine engine(c);
+  engine.start();
+  Rank rank(c.control.data_socket, "node1", 0, 1, 1, 4);
+  DataConnection committer(c.control.data_socket);
+  drain(rank, committer);
+  EXPECT_EQ(rank.got.size(), 8u);
+  EXPECT_EQ(wait_done(engine).state, "done");
 }
