@@ -31,8 +31,8 @@ void ConsumerFeed::run(const std::stop_token& st) {
   try {
     while (!st.stop_requested() && !core_.failed_now()) {
       note_budget_wait();
-      std::unique_lock lock(core_.mutex);
       next_epoch_if_all_committed();
+      std::unique_lock lock(core_.mutex);
       publish_locked();
       if (core_.done) break;
       core_.changed.wait_for(lock, std::chrono::milliseconds(200));
@@ -73,13 +73,22 @@ void ConsumerFeed::publish_locked() {
   core_.consumers_status = std::move(consumers);
 }
 
-// With the core's mutex held. The next epoch starts once every rank of every
-// consumer committed the whole epoch: its clips are decoded again into the
-// same ledger rows, so none of this epoch's may still be held.
+// The next epoch starts once every rank of every consumer committed the
+// whole epoch: its clips are decoded again into the same ledger rows, so
+// none of this epoch's shards may still be held. (A kill right after the
+// last commit leaves them: they go here, after the restart.)
 void ConsumerFeed::next_epoch_if_all_committed() {
-  if (table_.empty() || epoch_windows_ < 0) return;
-  int next = core_.epoch + 1;
-  if (!table_.all_committed({next, 0})) return;
+  int next = 0;
+  {
+    std::lock_guard lock(core_.mutex);
+    next = core_.epoch + 1;
+    if (table_.empty() || core_.done || !table_.all_committed({next, 0})) return;
+  }
+  {
+    std::lock_guard serial(commit_mutex_);
+    release(cache::PlanCursor{next, 0, 0, 0, 0, 0, 0});
+  }
+  std::lock_guard lock(core_.mutex);
   if (next >= core_.config.train.epochs) {
     core_.done = true;
     spdlog::info("data plane done: every consumer committed epoch {} of {}", core_.epoch, core_.config.train.epochs);
