@@ -9,7 +9,9 @@
 #include <optional>
 
 #include "common/units.h"
+#include "daemon/consumer_feed.h"
 #include "daemon/control_commands.h"
+#include "daemon/data_plane.h"
 #include "daemon/downloads.h"
 #include "daemon/engine_core.h"
 #include "daemon/engine_status.h"
@@ -26,8 +28,10 @@ struct Engine::Impl {
   Downloads downloads;
   Producer producer;
   WindowObserver* observer = nullptr;
-  std::optional<CheckpointRing> ring;  // from the local start-up to connect()
-  std::unique_ptr<TrainingLoop> training;
+  std::optional<CheckpointRing> ring;      // from the local start-up to connect()
+  std::unique_ptr<TrainingLoop> training;  // train.backend other than "external"
+  std::unique_ptr<ConsumerFeed> feed;      // train.backend "external"
+  std::unique_ptr<DataPlaneServer> data_server;
   std::thread producer_thread, trainer_thread;
 };
 
@@ -44,7 +48,10 @@ void Engine::connect() {
   auto resumed = start_up_remote(m.core, m.downloads, std::move(*m.ring));
   m.ring.reset();
   if (m.core.stop.stop_requested()) throw Error(ErrorKind::cancelled, "kaiod stopped while starting");
-  m.training = std::make_unique<TrainingLoop>(m.core, m.downloads, std::move(resumed), m.observer);
+  if (m.core.config.train.backend == "external")
+    m.feed = std::make_unique<ConsumerFeed>(m.core, m.downloads);
+  else
+    m.training = std::make_unique<TrainingLoop>(m.core, m.downloads, std::move(resumed), m.observer);
   std::lock_guard lock(m.core.mutex);
   m.core.starting.clear();
 }
@@ -57,7 +64,13 @@ void Engine::start() {
   auto& m = *impl_;
   if (m.core.paused) m.core.downloader->pause();
   m.producer_thread = std::thread([&m] { m.producer.run(m.core.stop.get_token()); });
-  m.trainer_thread = std::thread([&m] { m.training->run(m.core.stop.get_token()); });
+  if (m.feed) {
+    m.data_server = std::make_unique<DataPlaneServer>(m.core.config, *m.feed);
+    spdlog::info("data plane: consumers served on {}", m.data_server->path().string());
+    m.trainer_thread = std::thread([&m] { m.feed->run(m.core.stop.get_token()); });
+  } else {
+    m.trainer_thread = std::thread([&m] { m.training->run(m.core.stop.get_token()); });
+  }
 }
 
 void Engine::stop() {
@@ -68,6 +81,7 @@ void Engine::stop() {
     m.core.hub->cancel();  // a connect() waiting for the Hub ends now
     return;
   }
+  m.data_server.reset();                                     // its connections' waits end with the stop
   if (m.trainer_thread.joinable()) m.trainer_thread.join();  // writes the last checkpoint
   m.core.hub->cancel();
   m.core.downloader->stop();

@@ -144,6 +144,20 @@ cache::PlanCursor resume(EngineCore& core, train::Trainer& trainer) {
   return cursor;
 }
 
+// train.backend "external": the plan position of the oldest window a
+// consumer has not committed (docs/data-plane.md), saved with each commit.
+cache::PlanCursor resume_data_plane(EngineCore& core) {
+  auto position = core.ledger.data_plane_position();
+  cache::PlanCursor cursor;
+  std::lock_guard lock(core.mutex);
+  if (!position.cursor.empty()) {
+    cursor = cache::PlanCursor::parse(position.cursor);
+    spdlog::info("data plane resumes at epoch {} window {} ({})", position.epoch, position.global, position.cursor);
+  }
+  core.epoch = cursor.epoch;
+  return cursor;
+}
+
 // The working-set check has made sure that the standing claims fit once the
 // downloads kept from the last run are gone; they go one by one until they do.
 std::unique_ptr<SpaceClaim> reserve_at_start(EngineCore& core, Downloads& downloads, uint64_t bytes,
@@ -169,10 +183,16 @@ CheckpointRing start_up_local(EngineCore& core, Downloads& downloads) {
 Resumed start_up_remote(EngineCore& core, Downloads& downloads, CheckpointRing ring) {
   set_step(core, "reading the source");
   pin_and_list(core);
-  set_step(core, "creating the trainer");
-  auto trainer = create_trainer(core.config);
-  auto cursor = resume(core, *trainer);
-  {
+  std::unique_ptr<train::Trainer> trainer;
+  cache::PlanCursor cursor;
+  if (core.config.train.backend == "external") {
+    cursor = resume_data_plane(core);
+    std::lock_guard lock(core.mutex);
+    core.backend = "external";
+  } else {
+    set_step(core, "creating the trainer");
+    trainer = create_trainer(core.config);
+    cursor = resume(core, *trainer);
     std::lock_guard lock(core.mutex);
     core.trainer_checkpoint_bytes = trainer->checkpoint_bytes();
     core.backend = trainer->backend();
