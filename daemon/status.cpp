@@ -1,6 +1,7 @@
 #include "daemon/status.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include "common/units.h"
@@ -64,7 +65,7 @@ namespace {
 std::string bar(double fraction, int width) {
   if (fraction < 0) fraction = 0;
   if (fraction > 1) fraction = 1;
-  int filled = static_cast<int>(fraction * width + 0.5);
+  int filled = static_cast<int>(std::lround(fraction * width));
   return "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.') +
          "]";
 }
