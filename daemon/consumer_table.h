@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "daemon/engine_core.h"
@@ -23,7 +24,10 @@ namespace kaio::daemon {
 struct Token {
   int epoch = 0;
   int64_t window = 0;
-  auto operator<=>(const Token&) const = default;
+  friend auto operator<=>(const Token& a, const Token& b) {
+    return std::tie(a.epoch, a.window) <=> std::tie(b.epoch, b.window);
+  }
+  friend bool operator==(const Token& a, const Token& b) = default;
   std::string to_string() const { return "epoch " + std::to_string(epoch) + " window " + std::to_string(window); }
   nlohmann::json to_json() const { return {{"epoch", epoch}, {"window", window}}; }
 };

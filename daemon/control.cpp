@@ -38,7 +38,7 @@ LineServerOptions control_options(std::chrono::milliseconds client_timeout) {
 
 }  // namespace
 
-ControlServer::ControlServer(std::filesystem::path socket_path, std::string admin_group, ControlHandler handler,
+ControlServer::ControlServer(std::filesystem::path socket_path, const std::string& admin_group, ControlHandler handler,
                              std::chrono::milliseconds client_timeout)
     : handler_(std::move(handler)),
       server_(

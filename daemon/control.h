@@ -28,7 +28,7 @@ class ControlServer {
  public:
   // Binds `socket_path` (mode 0660, group `admin_group` when it exists) and
   // serves on its own thread. A stale socket file from a crashed run is replaced.
-  ControlServer(std::filesystem::path socket_path, std::string admin_group, ControlHandler handler,
+  ControlServer(std::filesystem::path socket_path, const std::string& admin_group, ControlHandler handler,
                 std::chrono::milliseconds client_timeout = std::chrono::seconds(5));
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;

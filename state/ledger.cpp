@@ -733,9 +733,11 @@ void Ledger::commit_consumer(const ConsumerRank& t, const DataPlanePosition& res
   impl_->write([&] {
     impl_->run("UPDATE consumers SET epoch = ?, local_window = ?, last_seen = ? WHERE name = ? AND rank = ?", t.epoch,
                t.window, t.last_seen_unix, t.consumer, t.rank);
+    // The trainer's position row: step holds the global index, so that
+    // compaction reads the durable epoch from it as with the built-in trainer.
     impl_->run(
-        "INSERT INTO data_plane(id, epoch, global_index, cursor) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-        "epoch = excluded.epoch, global_index = excluded.global_index, cursor = excluded.cursor",
+        "INSERT INTO position(id, epoch, step, samples, cursor) VALUES (1, ?, ?, 0, ?) ON CONFLICT(id) DO UPDATE SET "
+        "epoch = excluded.epoch, step = excluded.step, cursor = excluded.cursor",
         resume.epoch, resume.global, resume.cursor);
   });
 }
@@ -757,7 +759,7 @@ std::vector<ConsumerRank> Ledger::consumers() {
 
 DataPlanePosition Ledger::data_plane_position() {
   std::lock_guard lock(impl_->mu);
-  auto s = impl_->query("SELECT epoch, global_index, cursor FROM data_plane WHERE id = 1");
+  auto s = impl_->query("SELECT epoch, step, cursor FROM position WHERE id = 1");
   DataPlanePosition p;
   if (s.step()) p = {static_cast<int>(s.integer(0)), s.integer(1), s.text(2)};
   return p;

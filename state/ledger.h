@@ -119,7 +119,8 @@ struct ConsumerRank {
 
 // Where the data plane's window sequence resumes after a restart: the
 // oldest window some consumer has not committed (its global index in its
-// epoch) and the plan cursor recorded when it was taken.
+// epoch) and the plan cursor recorded when it was taken. Stored in the
+// position row (step = the global index) with train.backend "external".
 struct DataPlanePosition {
   int epoch = 0;
   int64_t global = 0;

@@ -61,13 +61,13 @@ CREATE VIEW clips(id, file_id, member, member_index, caption, windows, shard_pat
          'deleted', 'covered by a checkpoint', plan_epoch, plan_chunk FROM done_clips;
 )sql",
     // v4: the data plane (train.backend "external"): each consumer rank's
-    // committed token, and the plan position of the oldest window a consumer
-    // has not committed, where kaiod resumes its window sequence.
+    // committed token. (Where kaiod resumes its window sequence goes in
+    // `position`, as the trainer's does.) WITHOUT ROWID: one page, not two,
+    // in the budget's baseline.
     R"sql(
 CREATE TABLE consumers(name TEXT NOT NULL, world INTEGER NOT NULL, rank INTEGER NOT NULL, epoch INTEGER NOT NULL,
-                       local_window INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (name, rank));
-CREATE TABLE data_plane(id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL, global_index INTEGER NOT NULL,
-                        cursor TEXT NOT NULL);
+                       local_window INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (name, rank))
+  WITHOUT ROWID;
 )sql",
 };
 static_assert(kMigrations.size() == Ledger::kSchemaVersion, "a migration per schema version");

@@ -12,6 +12,7 @@
 
 #include "common/fs.h"
 #include "daemon/engine.h"
+#include "daemon/status.h"
 #include "decode/shard.h"
 #include "state/ledger.h"
 #include "tests/support/data_client.h"
@@ -124,6 +125,7 @@ struct DataPlane : testing::Test {
 // returns the windows by global index.
 std::map<int64_t, GotWindow> consume_all(const fs::path& socket, const std::string& name, int world, int workers) {
   std::vector<std::unique_ptr<Rank>> ranks;
+  ranks.reserve(static_cast<size_t>(world));
   for (int r = 0; r < world; ++r) ranks.push_back(std::make_unique<Rank>(socket, name, r, world, workers, 4));
   DataConnection committer(socket);
   for (bool moving = true; moving;) {
@@ -272,6 +274,9 @@ TEST_F(DataPlane, AConsumerThatVanishedResumesFromItsTokenInTheSameOrder) {
   }  // sockets closed, no detach
   EXPECT_TRUE(status_shows(
       engine, [](const auto& s) { return !s.consumers.empty() && s.consumers[0]["ranks"][0]["state"] == "gone"; }));
+  std::string table = daemon::render_consumers(daemon::to_json(engine.status()));  // kaioctl consumers
+  EXPECT_NE(table.find("clipnet          0/1   gone since "), std::string::npos) << table;
+  EXPECT_NE(table.find("e0/12         e0/8"), std::string::npos) << table;
   Rank again(c.control.data_socket, "clipnet", 0, 1, 1, 4);
   EXPECT_EQ(again.from, 8);
   drain(again, committer);
@@ -416,6 +421,7 @@ TEST_F(DataPlane, TwoEpochsTwoRanksDropTheOddTailAndWaitForEachOther) {
   engine.start();
   DataConnection committer(c.control.data_socket);
   std::vector<std::unique_ptr<Rank>> ranks;
+  ranks.reserve(2);
   for (int r = 0; r < 2; ++r) ranks.push_back(std::make_unique<Rank>(c.control.data_socket, "pair", r, 2, 1, 4));
   std::map<int, std::set<int64_t>> globals;  // by epoch
   for (int epoch = 0; epoch < 2; ++epoch) {
