@@ -40,11 +40,12 @@ def _token_text(token):
     return "epoch %d window %d" % (token["epoch"], token["window"])
 
 
-def wait_for_socket(path, timeout, what):
+def wait_for_socket(path, timeout, what, quiet=False):
     """Waits up to `timeout` seconds for kaiod to accept on `path`.
 
-    Prints one line to stderr the first time it has to wait; raises
-    KaioConnectionLost naming the socket when the time is up.
+    Prints one line to stderr the first time it has to wait (unless `quiet`:
+    the caller said it already); raises KaioConnectionLost naming the socket
+    when the time is up.
     """
     deadline = time.monotonic() + timeout
     said = False
@@ -64,7 +65,7 @@ def wait_for_socket(path, timeout, what):
                 raise KaioConnectionLost(
                     "kaiod did not come back on %s within %g s (%s)" % (path, timeout, what)
                 ) from e
-            if not said:
+            if not said and not quiet:
                 print(
                     "kaio: kaiod is not answering on %s (%s): waiting up to %g s for it" % (path, what, timeout),
                     file=sys.stderr,

@@ -22,7 +22,7 @@ import torch
 import torch.utils.data as tud
 from torch.utils.data._utils.collate import default_collate
 
-from kaio.client import KaioConnectionLost, KaioError, Reader, commit as _commit, wait_for_socket
+from kaio.client import KaioConnectionLost, KaioError, Reader, _token_text, commit as _commit, wait_for_socket
 
 __all__ = ["KaioDataset", "KaioLoader", "KaioError", "KaioConnectionLost"]
 
@@ -230,6 +230,8 @@ class KaioLoader:
 
     def __iter__(self):
         self._place()
+        # Waiting here (one message) rather than in each worker.
+        wait_for_socket(self.dataset.socket, self.dataset.reconnect_timeout, self._who()).close()
         while True:
             it = iter(self._dataloader())
             # Worker 0 commits the loaded token right after its attach; the
@@ -252,10 +254,11 @@ class KaioLoader:
                 # In order: every batch before the lost one was yielded, so the
                 # workers re-attach from the token (ahead of committed is fine).
                 _shutdown(it)
-                print("kaio: lost kaiod (%s); waiting up to %g s, then re-attaching %s from %s"
-                      % (str(e).splitlines()[0][:200], self.dataset.reconnect_timeout, self._who(), self.token),
+                print("kaio: lost kaiod on %s (%s); waiting up to %g s for it, then re-attaching %s from %s"
+                      % (self.dataset.socket, str(e).strip().splitlines()[-1][:200], self.dataset.reconnect_timeout,
+                         self._who(), _token_text(self.token) if self.token else "its committed token"),
                       file=sys.stderr, flush=True)
-                wait_for_socket(self.dataset.socket, self.dataset.reconnect_timeout, self._who()).close()
+                wait_for_socket(self.dataset.socket, self.dataset.reconnect_timeout, self._who(), quiet=True).close()
                 continue
             finally:
                 _shutdown(it)
