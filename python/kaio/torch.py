@@ -145,7 +145,8 @@ class _Batches(tud.IterableDataset):
                 batch["_kaio"] = info
                 yield batch
             yield {"_kaio": {"marker": True, "end_of_epoch": reader.end_of_epoch, "done": reader.done,
-                             "epochs": reader.attach_result.get("epochs")}}
+                             "epochs": reader.attach_result.get("epochs"),
+                             "from": reader.attach_result.get("from")}}
         finally:
             reader.detach()
 
@@ -264,6 +265,8 @@ class KaioLoader:
                 _shutdown(it)
             if markers:
                 self.epochs = markers[0].get("epochs")
+                if self.token is None and markers[0].get("from"):
+                    self.token = dict(markers[0]["from"])  # no batch this time: where kaiod started us
                 # A last batch that filled up is only known to be the last
                 # once the workers hear end_of_epoch.
                 if all(m["end_of_epoch"] for m in markers) and self.token is not None and self.token["window"] != 0:
