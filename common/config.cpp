@@ -197,6 +197,16 @@ class Section {
   std::set<std::string> seen_;
 };
 
+// {"index": i, "count": n}: absent or null means the whole file list.
+void read_partition(Section s, SourceConfig& c) {
+  s.integer("count", c.partition_count, 1, 65536);
+  s.integer("index", c.partition_index, 0, 65535);
+  if (c.partition_index >= c.partition_count)
+    s.fail(s.key_path("index"), std::to_string(c.partition_index) + " is not below source.partition.count (" +
+                                    std::to_string(c.partition_count) + ")");
+  s.reject_unknown();
+}
+
 void read_source(Section s, SourceConfig& c) {
   s.string("endpoint", c.endpoint);
   s.string("repo", c.repo);
@@ -208,6 +218,7 @@ void read_source(Section s, SourceConfig& c) {
   s.strings("exclude", c.exclude);
   s.string("token_file", c.token_file);
   s.strings("captions", c.captions);
+  read_partition(s.child("partition"), c);
   s.reject_unknown();
 }
 
@@ -250,7 +261,7 @@ void read_decode(Section s, DecodeConfig& c) {
 }
 
 void read_train(Section s, TrainConfig& c) {
-  s.choice("backend", c.backend, {"auto", "hip", "cuda", "cpu"});
+  s.choice("backend", c.backend, {"auto", "hip", "cuda", "cpu", "external"});
   s.choice("model", c.model, {"tiny", "small", "base"});
   s.integer("batch_size", c.batch_size, 1, 65536);
   s.number("lr", c.lr, 0, 10);
@@ -273,6 +284,7 @@ void read_train(Section s, TrainConfig& c) {
 void read_control(Section s, ControlConfig& c) {
   s.path("socket", c.socket);
   s.string("admin_group", c.admin_group);
+  s.path("data_socket", c.data_socket);
   s.reject_unknown();
 }
 

@@ -20,6 +20,10 @@ struct SourceConfig {
   std::vector<std::string> exclude;   // globs
   std::string token_file;             // "" = $HF_TOKEN, $HF_TOKEN_PATH, ~/.cache/huggingface/token
   std::vector<std::string> captions;  // globs of LLaVA-style caption JSON files in the repo
+  // Several nodes: this node takes the files at plan positions p with
+  // p mod count == index (docs/data-plane.md). count 1 = every file.
+  int partition_index = 0;
+  int partition_count = 1;
 };
 
 struct FetchConfig {
@@ -57,7 +61,7 @@ struct DecodeConfig {
 };
 
 struct TrainConfig {
-  std::string backend = "auto";  // auto | hip | cuda | cpu
+  std::string backend = "auto";  // auto | hip | cuda | cpu | external (consumers train: docs/data-plane.md)
   std::string model = "small";   // tiny | small | base
   int batch_size = 8;
   double lr = 1.5e-4;
@@ -78,7 +82,8 @@ struct TrainConfig {
 
 struct ControlConfig {
   std::filesystem::path socket = "/run/kaio/kaiod.sock";
-  std::string admin_group = "kaio";  // members may pause and resume
+  std::string admin_group = "kaio";                           // members may pause and resume
+  std::filesystem::path data_socket = "/run/kaio/data.sock";  // consumers, with train.backend "external"
 };
 
 // Prometheus /metrics over HTTP (daemon/metrics.h).

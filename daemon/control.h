@@ -3,29 +3,18 @@
 // per line, versioned. Request: {"v":1,"cmd":"status","args":{...}}.
 // Reply: {"v":1,"ok":true,"result":{...}} or {"v":1,"ok":false,"error":"..."}.
 // Each peer's uid comes from SO_PEERCRED; mutating commands need an admin.
-#include <sys/types.h>
-
-#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 
 #include "common/fd.h"
+#include "daemon/line_server.h"
 
 namespace kaio::daemon {
 
 inline constexpr int kProtocolVersion = 1;
-inline constexpr size_t kMaxRequestBytes = size_t{64} * 1024;
-
-struct Peer {
-  pid_t pid = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-  bool admin = false;  // root, the daemon's own user, or a member of the admin group
-};
 
 // Handles one parsed request; throws kaio::Error to send an error reply.
 using ControlHandler =
@@ -45,19 +34,11 @@ class ControlServer {
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
-  const std::filesystem::path& path() const { return path_; }
+  const std::filesystem::path& path() const { return server_.path(); }
 
  private:
-  void serve();
-  void serve_client(int fd);
-
-  std::filesystem::path path_;
-  gid_t admin_gid_ = static_cast<gid_t>(-1);
-  ControlHandler handler_;
-  std::chrono::milliseconds client_timeout_;
-  Fd listen_fd_;
-  Fd wake_read_, wake_write_;  // a byte written here ends serve()
-  std::thread thread_;
+  ControlHandler handler_;  // before server_: its sessions use it
+  LineServer server_;
 };
 
 // The client side, used by kaioctl and the tests. Every call is bounded by `timeout`.

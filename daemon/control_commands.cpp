@@ -96,6 +96,13 @@ json run_control_command(const ControlContext& context, const std::string& cmd, 
                          const Peer& peer) {
   const json args = given_args.is_object() ? given_args : json::object();
   auto handler = kCommands.find(cmd);
+  if (handler == kCommands.end() && (cmd == "attach" || cmd == "next" || cmd == "commit" || cmd == "detach")) {
+    const auto& c = context.core.config;
+    if (c.train.backend != "external")
+      throw Error(ErrorKind::usage, "kaiod trains with its own trainer (train.backend is \"" + c.train.backend +
+                                        "\"); set train.backend to \"external\" to consume");
+    throw Error(ErrorKind::usage, "consumers use the data socket " + c.control.data_socket.string());
+  }
   if (handler == kCommands.end())
     throw Error(ErrorKind::usage, "unknown command \"" + cmd + "\" (status, ls, pause, resume)");
   return handler->second(context, cmd, args, peer);

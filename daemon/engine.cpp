@@ -7,7 +7,9 @@
 #include <spdlog/spdlog.h>
 
 #include "common/units.h"
+#include "daemon/consumer_feed.h"
 #include "daemon/control_commands.h"
+#include "daemon/data_plane.h"
 #include "daemon/downloads.h"
 #include "daemon/engine_core.h"
 #include "daemon/engine_status.h"
@@ -23,13 +25,19 @@ struct Engine::Impl {
   EngineCore core;
   Downloads downloads;
   Producer producer;
-  std::unique_ptr<TrainingLoop> training;
+  std::unique_ptr<TrainingLoop> training;  // train.backend other than "external"
+  std::unique_ptr<ConsumerFeed> feed;      // train.backend "external"
+  std::unique_ptr<DataPlaneServer> data_server;
   std::thread producer_thread, trainer_thread;
 };
 
 Engine::Engine(Config config, WindowObserver* observer) : impl_(std::make_unique<Impl>(std::move(config))) {
   auto& m = *impl_;
-  m.training = std::make_unique<TrainingLoop>(m.core, m.downloads, start_up(m.core, m.downloads), observer);
+  auto resumed = start_up(m.core, m.downloads);
+  if (m.core.config.train.backend == "external")
+    m.feed = std::make_unique<ConsumerFeed>(m.core, m.downloads);
+  else
+    m.training = std::make_unique<TrainingLoop>(m.core, m.downloads, std::move(resumed), observer);
 }
 
 Engine::~Engine() {
@@ -40,7 +48,13 @@ void Engine::start() {
   auto& m = *impl_;
   if (m.core.paused) m.core.downloader->pause();
   m.producer_thread = std::thread([&m] { m.producer.run(m.core.stop.get_token()); });
-  m.trainer_thread = std::thread([&m] { m.training->run(m.core.stop.get_token()); });
+  if (m.feed) {
+    m.data_server = std::make_unique<DataPlaneServer>(m.core.config, *m.feed);
+    spdlog::info("data plane: consumers served on {}", m.data_server->path().string());
+    m.trainer_thread = std::thread([&m] { m.feed->run(m.core.stop.get_token()); });
+  } else {
+    m.trainer_thread = std::thread([&m] { m.training->run(m.core.stop.get_token()); });
+  }
 }
 
 void Engine::stop() {
@@ -48,6 +62,7 @@ void Engine::stop() {
   if (!m.producer_thread.joinable() && !m.trainer_thread.joinable()) return;
   m.core.stop.request_stop();
   m.core.changed.notify_all();
+  m.data_server.reset();                                     // its connections' waits end with the stop
   if (m.trainer_thread.joinable()) m.trainer_thread.join();  // writes the last checkpoint
   m.core.hub->cancel();
   m.core.downloader->stop();

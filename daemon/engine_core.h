@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stop_token>
 #include <string>
@@ -84,6 +85,10 @@ struct EngineCore {
   uint64_t fixed_bytes = 0;       // standing_bytes less the chunk of shards
   double decoded_clips = 0;
   std::map<std::string, uint64_t> errors_total;  // failures since start, by ErrorKind name
+  // train.backend "external": the consumers section of status and why the
+  // budget waits on them, published by the ConsumerFeed.
+  nlohmann::json consumers_status;
+  std::string consumer_wait_reason;
   Rate download_rate, decode_rate, train_rate;
 
   // The standing claim for the database's growth; its WAL is truncated at half

@@ -59,7 +59,10 @@ void derive_state(const StatusInputs& in, ServiceStatus& s) {
                      ") waits";
   } else if (b.waiting > 0) {
     s.state = "budget-wait";
-    s.state_detail = b.oldest_waiting_what + " (" + format_size(b.oldest_waiting_bytes) + ")";
+    s.state_detail = in.consumer_wait_reason.empty()
+                         ? b.oldest_waiting_what + " (" + format_size(b.oldest_waiting_bytes) + ")"
+                         : in.consumer_wait_reason + "; " + b.oldest_waiting_what + " (" +
+                               format_size(b.oldest_waiting_bytes) + ") waits";
   } else {
     s.state = "running";
   }
@@ -98,6 +101,8 @@ StatusInputs status_inputs(EngineCore& core) {
   in.rates = {core.download_rate.per_second(), core.decode_rate.per_second(), core.train_rate.per_second()};
   if (core.sequence) in.progress = core.sequence->progress();
   in.errors_total = core.errors_total;
+  in.consumers = core.consumers_status;
+  in.consumer_wait_reason = core.consumer_wait_reason;
   return in;
 }
 
@@ -130,6 +135,7 @@ ServiceStatus derive_status(const StatusInputs& in) {
   s.last_error = in.last_error;
   s.download_bytes_total = in.download_bytes_total;
   s.errors_total = in.errors_total;
+  s.consumers = in.consumers;
   derive_state(in, s);
   return s;
 }

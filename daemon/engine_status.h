@@ -33,6 +33,8 @@ struct StatusInputs {
   ServiceStatus::Rates rates;  // as measured, also while paused
   std::optional<cache::WindowSequence::Progress> progress;
   std::map<std::string, uint64_t> errors_total;
+  nlohmann::json consumers;          // train.backend "external" only
+  std::string consumer_wait_reason;  // the budget waits for this consumer's commit
 };
 
 // Samples the rate counters as it reads them.

@@ -130,6 +130,19 @@ cache::PlanCursor resume(EngineCore& core, train::Trainer& trainer) {
   return cursor;
 }
 
+// train.backend "external": the plan position of the oldest window a
+// consumer has not committed (docs/data-plane.md), saved with each commit.
+cache::PlanCursor resume_data_plane(EngineCore& core) {
+  auto position = core.ledger.data_plane_position();
+  cache::PlanCursor cursor;
+  if (!position.cursor.empty()) {
+    cursor = cache::PlanCursor::parse(position.cursor);
+    spdlog::info("data plane resumes at epoch {} window {} ({})", position.epoch, position.global, position.cursor);
+  }
+  core.epoch = cursor.epoch;
+  return cursor;
+}
+
 // The working-set check has made sure that the standing claims fit once the
 // downloads kept from the last run are gone; they go one by one until they do.
 std::unique_ptr<SpaceClaim> reserve_at_start(EngineCore& core, Downloads& downloads, uint64_t bytes,
@@ -149,10 +162,17 @@ Resumed start_up(EngineCore& core, Downloads& downloads) {
   core.paused = pause.paused;
   core.pause_reason = pause.reason;
   pin_and_list(core);
-  auto trainer = create_trainer(core.config);
-  core.trainer_checkpoint_bytes = trainer->checkpoint_bytes();
-  core.backend = trainer->backend();
-  auto cursor = resume(core, *trainer);
+  std::unique_ptr<train::Trainer> trainer;
+  cache::PlanCursor cursor;
+  if (core.config.train.backend == "external") {
+    core.backend = "external";
+    cursor = resume_data_plane(core);
+  } else {
+    trainer = create_trainer(core.config);
+    core.trainer_checkpoint_bytes = trainer->checkpoint_bytes();
+    core.backend = trainer->backend();
+    cursor = resume(core, *trainer);
+  }
   core.check_working_set();
   core.new_sequence(cursor);
   ring.drop_over_keep();

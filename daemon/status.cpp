@@ -10,7 +10,7 @@ namespace kaio::daemon {
 using nlohmann::json;
 
 json to_json(const ServiceStatus& s) {
-  return {
+  json out = {
       {"version", kStatusVersion},
       {"state", s.state},
       {"state_detail", s.state_detail},
@@ -46,6 +46,8 @@ json to_json(const ServiceStatus& s) {
       {"download_bytes_total", s.download_bytes_total},
       {"errors_total", s.errors_total},
   };
+  if (!s.consumers.is_null()) out["consumers"] = s.consumers;
+  return out;
 }
 
 std::string summary_line(const ServiceStatus& s) {
@@ -108,6 +110,34 @@ std::string render_status(const json& j) {
     out += "epoch eta " + format_duration(std::chrono::milliseconds(static_cast<int64_t>(eta * 1000))) + "\n";
   std::string err = j.value("last_error", "");
   if (!err.empty()) out += "last error " + err + "\n";
+  return out;
+}
+
+std::string render_consumers(const json& status) {
+  auto it = status.find("consumers");
+  if (it == status.end() || !it->is_array()) return "no consumers: kaiod trains with its own trainer\n";
+  if (it->empty()) return "no consumer has attached yet\n";
+  std::string out = "consumer         rank  state              delivered     committed     lag  win/s  dropped\n";
+  char line[512];
+  auto token = [](const json& t) {
+    return "e" + std::to_string(t.value("epoch", 0)) + "/" + std::to_string(t.value("window", 0LL));
+  };
+  for (const auto& c : *it) {
+    std::string name = c.value("name", std::string("?"));
+    for (const auto& r : c.value("ranks", json::array())) {
+      std::string state = r.value("state", std::string("?"));
+      if (state == "attached")
+        state += " x" + std::to_string(r.value("workers", 0));
+      else
+        state += " since " + std::to_string(r.value("last_seen", 0LL));
+      std::string rank = std::to_string(r.value("rank", 0)) + "/" + std::to_string(c.value("world", 1));
+      std::snprintf(line, sizeof line, "%-16s %-5s %-18s %-13s %-13s %4lld %6.1f  %lld\n", name.c_str(), rank.c_str(),
+                    state.c_str(), token(r.value("delivered", json::object())).c_str(),
+                    token(r.value("committed", json::object())).c_str(), r.value("lag_windows", 0LL),
+                    r.value("windows_per_second", 0.0), c.value("dropped_windows", 0LL));
+      out += line;
+    }
+  }
   return out;
 }
 

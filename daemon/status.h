@@ -42,7 +42,8 @@ struct ServiceStatus {
   // Counters since this kaiod started (Prometheus counters, docs/metrics.md).
   uint64_t download_bytes_total = 0;  // bytes received from the Hub
   std::map<std::string, uint64_t>
-      errors_total;  // failures by kaio::ErrorKind name (to_string): transient, corrupt, ...
+      errors_total;          // failures by kaio::ErrorKind name (to_string): transient, corrupt, ...
+  nlohmann::json consumers;  // train.backend "external": one object per consumer (docs/data-plane.md); null otherwise
 };
 
 nlohmann::json to_json(const ServiceStatus& s);
@@ -50,5 +51,8 @@ nlohmann::json to_json(const ServiceStatus& s);
 std::string summary_line(const ServiceStatus& s);
 // The human form `kaioctl status` prints, from the JSON object.
 std::string render_status(const nlohmann::json& status);
+// The table `kaioctl consumers` prints from the status object's consumers
+// section (train.backend "external"): one row per rank.
+std::string render_consumers(const nlohmann::json& status);
 
 }  // namespace kaio::daemon

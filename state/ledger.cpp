@@ -719,6 +719,50 @@ PauseState Ledger::pause_state() {
   return p;
 }
 
+void Ledger::add_consumer(const std::string& name, int world, int epoch, int64_t window, int64_t now_unix) {
+  impl_->write([&] {
+    for (int rank = 0; rank < world; ++rank)
+      impl_->run(
+          "INSERT OR IGNORE INTO consumers(name, world, rank, epoch, local_window, last_seen) VALUES (?, ?, ?, ?, ?, "
+          "?)",
+          name, world, rank, epoch, window, now_unix);
+  });
+}
+
+void Ledger::commit_consumer(const ConsumerRank& t, const DataPlanePosition& resume) {
+  impl_->write([&] {
+    impl_->run("UPDATE consumers SET epoch = ?, local_window = ?, last_seen = ? WHERE name = ? AND rank = ?", t.epoch,
+               t.window, t.last_seen_unix, t.consumer, t.rank);
+    impl_->run(
+        "INSERT INTO data_plane(id, epoch, global_index, cursor) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+        "epoch = excluded.epoch, global_index = excluded.global_index, cursor = excluded.cursor",
+        resume.epoch, resume.global, resume.cursor);
+  });
+}
+
+void Ledger::touch_consumer(const std::string& name, int rank, int64_t now_unix) {
+  impl_->write(
+      [&] { impl_->run("UPDATE consumers SET last_seen = ? WHERE name = ? AND rank = ?", now_unix, name, rank); });
+}
+
+std::vector<ConsumerRank> Ledger::consumers() {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->query("SELECT name, world, rank, epoch, local_window, last_seen FROM consumers ORDER BY name, rank");
+  std::vector<ConsumerRank> out;
+  while (s.step())
+    out.push_back({s.text(0), static_cast<int>(s.integer(1)), static_cast<int>(s.integer(2)),
+                   static_cast<int>(s.integer(3)), s.integer(4), s.integer(5)});
+  return out;
+}
+
+DataPlanePosition Ledger::data_plane_position() {
+  std::lock_guard lock(impl_->mu);
+  auto s = impl_->query("SELECT epoch, global_index, cursor FROM data_plane WHERE id = 1");
+  DataPlanePosition p;
+  if (s.step()) p = {static_cast<int>(s.integer(0)), s.integer(1), s.text(2)};
+  return p;
+}
+
 void Ledger::add_counter(const std::string& name, int64_t delta) {
   impl_->write([&] {
     impl_->run("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",

@@ -106,6 +106,26 @@ struct PauseState {
   int64_t since_unix = 0;
 };
 
+// One rank of a data-plane consumer (docs/data-plane.md): its committed
+// token is (epoch, rank-local window).
+struct ConsumerRank {
+  std::string consumer;
+  int world = 1;
+  int rank = 0;
+  int epoch = 0;
+  int64_t window = 0;
+  int64_t last_seen_unix = 0;
+};
+
+// Where the data plane's window sequence resumes after a restart: the
+// oldest window some consumer has not committed (its global index in its
+// epoch) and the plan cursor recorded when it was taken.
+struct DataPlanePosition {
+  int epoch = 0;
+  int64_t global = 0;
+  std::string cursor;  // cache::PlanCursor::to_string; "" before any commit
+};
+
 // Everything on disk the ledger vouches for; recovery deletes the rest.
 struct KnownPaths {
   struct Shard {
@@ -139,7 +159,7 @@ struct LedgerOptions {
 
 class Ledger {
  public:
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   static constexpr const char* kDbName = "kaio.db";
   static constexpr const char* kLockName = "lock";
 
@@ -205,6 +225,16 @@ class Ledger {
   std::vector<CheckpointRecord> checkpoints();  // oldest step first
   void set_paused(bool paused, const std::string& reason);
   PauseState pause_state();
+
+  // --- data-plane consumers ---
+  // Creates `world` rank rows at `start` unless the consumer exists.
+  void add_consumer(const std::string& name, int world, int epoch, int64_t window, int64_t now_unix);
+  // A rank's new committed token, and with it the resume position, in one
+  // durable transaction.
+  void commit_consumer(const ConsumerRank& token, const DataPlanePosition& resume);
+  void touch_consumer(const std::string& name, int rank, int64_t now_unix);
+  std::vector<ConsumerRank> consumers();  // by name, then rank
+  DataPlanePosition data_plane_position();
 
   // --- counters for status (bytes_downloaded, clips_decoded, windows_trained...) ---
   void add_counter(const std::string& name, int64_t delta);

@@ -13,7 +13,7 @@ namespace {
 
 // Schema migrations: entry i brings user_version i to i + 1. The text is the
 // on-disk format: never edit an entry, append one.
-constexpr std::array<const char*, 3> kMigrations{
+constexpr std::array<const char*, 4> kMigrations{
     R"sql(
 CREATE TABLE source(id INTEGER PRIMARY KEY CHECK (id = 1), endpoint TEXT NOT NULL, repo TEXT NOT NULL,
                     revision TEXT NOT NULL, commit_sha TEXT NOT NULL, selection TEXT NOT NULL);
@@ -59,6 +59,15 @@ CREATE VIEW clips(id, file_id, member, member_index, caption, windows, shard_pat
   UNION ALL
   SELECT printf('%016x', key), printf('%016x', file_key), '#' || member_index, member_index, '', windows, '', 0,
          'deleted', 'covered by a checkpoint', plan_epoch, plan_chunk FROM done_clips;
+)sql",
+    // v4: the data plane (train.backend "external"): each consumer rank's
+    // committed token, and the plan position of the oldest window a consumer
+    // has not committed, where kaiod resumes its window sequence.
+    R"sql(
+CREATE TABLE consumers(name TEXT NOT NULL, world INTEGER NOT NULL, rank INTEGER NOT NULL, epoch INTEGER NOT NULL,
+                       local_window INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (name, rank));
+CREATE TABLE data_plane(id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL, global_index INTEGER NOT NULL,
+                        cursor TEXT NOT NULL);
 )sql",
 };
 static_assert(kMigrations.size() == Ledger::kSchemaVersion, "a migration per schema version");

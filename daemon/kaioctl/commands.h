@@ -17,6 +17,7 @@ int status_command(const Invocation& in);
 int ls_command(const Invocation& in);
 int pause_command(const Invocation& in);
 int resume_command(const Invocation& in);
+int consumers_command(const Invocation& in);  // the status' consumers section as a table
 // Stand-alone: no kaiod needed.
 int fetch_command(const Invocation& in);  // fetch.cpp
 int probe_command(const Invocation& in);  // probe.cpp

@@ -35,6 +35,7 @@ int usage() {
       "  pause [--reason TEXT]        stop downloads, decodes and training (kept across restarts)\n"
       "  resume                       undo pause\n"
       "  ls [--state S] [--json]      files and clips with their state\n"
+      "  consumers [--json]           data-plane consumers (train.backend \"external\")\n"
       "  fetch --repo ORG/NAME --out DIR [--revision R] [--include G]... [--exclude G]... [--endpoint URL]\n"
       "  probe FILE [--preview out.png]\n"
       "  --version\n"
@@ -96,6 +97,17 @@ int status_command(const Invocation& in) {
   }
 }
 
+int consumers_command(const Invocation& in) {
+  Args args(in);
+  json result;
+  if (int rc = call(args, "status", json::object(), &result); rc != 0) return rc;
+  if (args.has("--json"))
+    std::puts(result.value("consumers", json()).dump(2).c_str());
+  else
+    std::fputs(kaio::daemon::render_consumers(result).c_str(), stdout);
+  return 0;
+}
+
 int ls_command(const Invocation& in) {
   Args args(in);
   json params = json::object();
@@ -150,8 +162,9 @@ int resume_command(const Invocation& in) {
 int main(int argc, char** argv) {
   using namespace kaio::ctl;
   static const std::map<std::string, int (*)(const Invocation&)> kCommands = {
-      {"status", status_command}, {"ls", ls_command},       {"pause", pause_command},
-      {"resume", resume_command}, {"fetch", fetch_command}, {"probe", probe_command},
+      {"status", status_command},       {"ls", ls_command},       {"pause", pause_command},
+      {"resume", resume_command},       {"fetch", fetch_command}, {"probe", probe_command},
+      {"consumers", consumers_command},
   };
   Invocation in;
   const char* env_socket = std::getenv("KAIO_SOCKET");
