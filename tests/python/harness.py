@@ -68,6 +68,7 @@ def args(extra=None):
     if extra:
         extra(p)
     a = p.parse_args()
+    a.build = os.path.abspath(a.build)
     a.kaiod = os.path.join(a.build, "daemon", "kaiod")
     a.hub = os.path.join(a.build, "tools", "kaio-hub", "kaio-hub")
     a.mkdata = os.path.join(a.build, "tools", "kaio-mkdata", "kaio-mkdata")
