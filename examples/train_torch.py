@@ -146,8 +146,9 @@ def main():
                         "%s:%d" % (c, int(w)) for c, w in zip(meta["clip"], meta["window"]))))
             if step % args.checkpoint_every == 0:
                 checkpoint()
-    if step > 0:
-        checkpoint()  # the tail after the last periodic checkpoint, and the end of the last epoch
+        # kaiod starts the next epoch once every rank committed this one's end.
+        if step > 0:
+            checkpoint()
     print("done: %d steps" % step, flush=True)
 
 

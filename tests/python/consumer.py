@@ -75,6 +75,8 @@ def main():
                     break
         else:
             epochs += 1
+            if a.commit_every:
+                loader.commit(loader.state_dict())  # the epoch's end: kaiod starts the next one after it
             print(json.dumps({"epoch_end": epochs, "token": loader.state_dict()["token"], "done": loader.done}),
                   flush=True)
             continue
