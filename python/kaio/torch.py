@@ -212,9 +212,38 @@ class KaioLoader:
 
     def commit(self, state):
         """Tells kaiod the windows below state's token are durably trained."""
-        rank = state["rank"]
-        return _commit(self.dataset.socket, self.dataset.consumer, rank, state["token"],
-                       self.dataset.timeout, self.dataset.reconnect_timeout)
+        ds = self.dataset
+        final = self.done and self.epochs is not None and state["token"] == {"epoch": self.epochs, "window": 0}
+        try:
+            # kaiod stops once every consumer committed the last epoch, so the
+            # final commit may find it gone: wait only briefly for that one.
+            return _commit(ds.socket, ds.consumer, state["rank"], state["token"], ds.timeout,
+                           min(5.0, ds.reconnect_timeout) if final else ds.reconnect_timeout)
+        except KaioConnectionLost:
+            if not final:
+                raise
+            print("kaio: kaiod on %s is gone after the last epoch (it stops once every consumer committed it); "
+                  "%s at %s not confirmed" % (ds.socket, self._who(), _token_text(state["token"])),
+                  file=sys.stderr, flush=True)
+            return {"committed": dict(state["token"]), "released_clips": 0, "confirmed": False}
+        except KaioError as e:
+            if "were delivered" not in str(e):
+                raise
+        # A kaiod restarted since these windows were delivered knows only what
+        # its ledger has: an attach from the token tells it they were (the
+        # doc's `from` ahead of committed), then the commit goes through.
+        reader = Reader(ds.socket, ds.consumer, state["rank"], state["world"], 0, 1, state["batch_size"],
+                        state["token"], ds.timeout, ds.reconnect_timeout, commit_from=False)
+        try:
+            reader.attach()
+            result, _ = reader.conn.request(
+                "commit", {"consumer": ds.consumer, "rank": state["rank"], "token": state["token"]})
+            return result
+        except KaioError as e:
+            raise KaioError("commit of %s at %s on %s failed after re-attaching: %s"
+                            % (self._who(), _token_text(state["token"]), ds.socket, e)) from None
+        finally:
+            reader.detach()
 
     # -- iteration ------------------------------------------------------------
     def _dataloader(self):

@@ -339,3 +339,21 @@ def records(lines):
         if line.startswith("{"):
             out.append(json.loads(line))
     return out
+
+
+def commit_end(kd, consumer, token, rank=0):
+    """Commits the end of the last epoch. kaiod stops once every consumer has
+    (the data plane is done), and may be gone before it replies: that counts
+    when it exited 0 saying so."""
+    import kaio.client
+    try:
+        r = kaio.client.commit(kd.socket, consumer, rank, token, timeout=10, reconnect_timeout=3)
+        check(r.get("committed") == token, "commit of %s at %s: %s" % (consumer, token, r))
+    except kaio.client.KaioConnectionLost:
+        try:
+            kd.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            fail("commit of %s at %s: no reply, and kaiod still runs" % (consumer, token))
+        check(kd.proc.returncode == 0 and "data plane done" in open(kd.log).read(),
+              "commit of %s at %s: no reply, kaiod exited %s (log %s)" % (consumer, token, kd.proc.returncode, kd.log))
+        log("commit of %s at %s: kaiod stopped, done, before replying" % (consumer, token))
