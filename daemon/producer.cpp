@@ -69,7 +69,18 @@ void Producer::produce_epoch(int e, const std::stop_token& st) {
   }
   core_.changed.notify_all();
   std::set<size_t> skip(fed.begin(), fed.end());
+  // source.partition: the other nodes' files count as complete and empty here.
+  const auto& source = core_.config.source;
+  std::set<size_t> others;
+  for (size_t pos = 0; pos < order.size(); ++pos)
+    if (static_cast<int>(pos % static_cast<size_t>(source.partition_count)) != source.partition_index)
+      others.insert(pos);
+  skip.insert(others.begin(), others.end());
   for (size_t pos = 0; pos < order.size() && !st.stop_requested(); ++pos) {
+    if (others.count(pos)) {
+      std::lock_guard lock(core_.mutex);
+      core_.sequence->file_complete(pos);
+    }
     if (skip.count(pos)) continue;
     core_.wait_while_paused(st);
     const auto& file = core_.files[order[pos]];
