@@ -14,6 +14,10 @@ for script in bench/*.sh; do
   rm -f "bench/results/$(basename "$script" .sh).json"
   bash "$script" "$build" || { echo "FAILED: $script"; status=1; }
 done
+# The data plane (issue 16): Python, Debian's interpreter (python3-torch, python3-av).
+echo "== bench/dataplane.py"
+rm -f bench/results/dataplane.json
+/usr/bin/python3 bench/dataplane.py "$build" || { echo "FAILED: bench/dataplane.py"; status=1; }
 python3 bench/collect.py bench/results
 [ "$status" = 0 ] || echo "bench: some benchmarks FAILED (see above)"
 exit $status
