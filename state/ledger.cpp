@@ -721,6 +721,7 @@ PauseState Ledger::pause_state() {
 
 void Ledger::add_consumer(const std::string& name, int world, int epoch, int64_t window, int64_t now_unix) {
   impl_->write([&] {
+    impl_->run(kConsumersTable);
     for (int rank = 0; rank < world; ++rank)
       impl_->run(
           "INSERT OR IGNORE INTO consumers(name, world, rank, epoch, local_window, last_seen) VALUES (?, ?, ?, ?, ?, "
@@ -749,6 +750,7 @@ void Ledger::touch_consumer(const std::string& name, int rank, int64_t now_unix)
 
 std::vector<ConsumerRank> Ledger::consumers() {
   std::lock_guard lock(impl_->mu);
+  if (!impl_->query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'consumers'").step()) return {};
   auto s = impl_->query("SELECT name, world, rank, epoch, local_window, last_seen FROM consumers ORDER BY name, rank");
   std::vector<ConsumerRank> out;
   while (s.step())

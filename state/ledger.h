@@ -160,7 +160,7 @@ struct LedgerOptions {
 
 class Ledger {
  public:
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 3;
   static constexpr const char* kDbName = "kaio.db";
   static constexpr const char* kLockName = "lock";
 

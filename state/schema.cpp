@@ -13,7 +13,7 @@ namespace {
 
 // Schema migrations: entry i brings user_version i to i + 1. The text is the
 // on-disk format: never edit an entry, append one.
-constexpr std::array<const char*, 4> kMigrations{
+constexpr std::array<const char*, 3> kMigrations{
     R"sql(
 CREATE TABLE source(id INTEGER PRIMARY KEY CHECK (id = 1), endpoint TEXT NOT NULL, repo TEXT NOT NULL,
                     revision TEXT NOT NULL, commit_sha TEXT NOT NULL, selection TEXT NOT NULL);
@@ -60,19 +60,20 @@ CREATE VIEW clips(id, file_id, member, member_index, caption, windows, shard_pat
   SELECT printf('%016x', key), printf('%016x', file_key), '#' || member_index, member_index, '', windows, '', 0,
          'deleted', 'covered by a checkpoint', plan_epoch, plan_chunk FROM done_clips;
 )sql",
-    // v4: the data plane (train.backend "external"): each consumer rank's
-    // committed token. (Where kaiod resumes its window sequence goes in
-    // `position`, as the trainer's does.) WITHOUT ROWID: one page, not two,
-    // in the budget's baseline.
-    R"sql(
-CREATE TABLE consumers(name TEXT NOT NULL, world INTEGER NOT NULL, rank INTEGER NOT NULL, epoch INTEGER NOT NULL,
-                       local_window INTEGER NOT NULL, last_seen INTEGER NOT NULL, PRIMARY KEY (name, rank))
-  WITHOUT ROWID;
-)sql",
 };
 static_assert(kMigrations.size() == Ledger::kSchemaVersion, "a migration per schema version");
 
 }  // namespace
+
+// Not a migration: the data plane creates it on its first attach, so that a
+// ledger that never serves consumers keeps its size (the budget counts every
+// page of it at start, and at the smallest budget kaiod accepts one page
+// more decided whether a clip fit). WITHOUT ROWID: one page, not two.
+const char* const kConsumersTable = R"sql(
+CREATE TABLE IF NOT EXISTS consumers(name TEXT NOT NULL, world INTEGER NOT NULL, rank INTEGER NOT NULL,
+                                     epoch INTEGER NOT NULL, local_window INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+                                     PRIMARY KEY (name, rank)) WITHOUT ROWID;
+)sql";
 
 int schema_version(sql::Database& db) {
   auto s = db.query("PRAGMA user_version");

@@ -7,6 +7,9 @@ namespace sql {
 class Database;
 }
 
+// The data plane's consumers table (docs/data-plane.md), created on first use.
+extern const char* const kConsumersTable;
+
 // The schema version the database holds (PRAGMA user_version).
 int schema_version(sql::Database& db);
 // Brings the database to Ledger::kSchemaVersion, one transaction per version;
