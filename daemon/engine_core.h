@@ -26,6 +26,7 @@
 #include "cache/retention.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "daemon/status.h"
 #include "fetch/downloader.h"
 #include "fetch/hub.h"
 #include "state/ledger.h"
@@ -75,6 +76,7 @@ struct EngineCore {
   std::string starting = "opening the ledger";
   int epoch = 0;  // written by start-up and the trainer thread only
   double last_loss = 0;
+  LossTrend loss_trend;
   // What status() shows of the trainer, copied after each step: the trainer
   // itself is the training thread's alone.
   int64_t trained_steps = 0;

@@ -108,8 +108,15 @@ StatusInputs status_inputs(EngineCore& core) {
   in.files_total = static_cast<int64_t>(core.files.size());
   in.file_counts = core.ledger.file_counts(core.epoch);
   in.clip_counts = core.ledger.clip_counts();
-  in.train = {core.epoch,   core.trained_steps,      core.samples,        core.last_loss,
-              core.backend, core.data_wait_fraction, core.checkpoint_step};
+  in.train = {core.epoch,
+              core.trained_steps,
+              core.samples,
+              core.last_loss,
+              core.backend,
+              core.data_wait_fraction,
+              core.checkpoint_step,
+              core.loss_trend.average(),
+              core.loss_trend.direction()};
   core.download_rate.sample(static_cast<double>(progress.done));
   core.decode_rate.sample(core.decoded_clips);
   in.rates = {core.download_rate.per_second(), core.decode_rate.per_second(), core.train_rate.per_second()};

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -39,7 +40,9 @@ json to_json(const ServiceStatus& s) {
         {"loss", s.train.loss},
         {"backend", s.train.backend},
         {"wait_fraction", s.train.wait_fraction},
-        {"checkpoint_step", s.train.checkpoint_step}}},
+        {"checkpoint_step", s.train.checkpoint_step},
+        {"loss_avg", s.train.loss_avg},
+        {"loss_trend", s.train.loss_trend}}},
       {"rates",
        {{"download_bps", s.rates.download_bps},
         {"decode_clips_per_s", s.rates.decode_clips_per_s},
@@ -51,6 +54,24 @@ json to_json(const ServiceStatus& s) {
   };
   if (!s.consumers.is_null()) out["consumers"] = s.consumers;
   return out;
+}
+
+void LossTrend::add(double loss) {
+  ++steps_;
+  // Exponential averages; until they have seen their span, plain means.
+  auto blend = [&](double& avg, double span) {
+    double weight = std::max(1.0 / static_cast<double>(steps_), 2.0 / (span + 1));
+    avg += weight * (loss - avg);
+  };
+  blend(fast_, 10);
+  blend(slow_, 50);
+}
+
+std::string LossTrend::direction() const {
+  if (steps_ < 20) return "";
+  if (fast_ < slow_ * 0.98) return "falling";
+  if (fast_ > slow_ * 1.02) return "rising";
+  return "flat";
 }
 
 std::string summary_line(const ServiceStatus& s) {
@@ -102,6 +123,9 @@ std::string render_status(const json& j) {
   // Before the first step there is no loss and, while starting, no backend: "-", not 0.0000.
   bool stepped = t.value("step", 0LL) > 0;
   std::string loss = stepped ? fmt::format("{:.4f}", t.value("loss", 0.0)) : "-";
+  std::string trend = t.value("loss_trend", std::string());
+  if (stepped && t.contains("loss_avg"))
+    loss += fmt::format(" (avg {:.4f}{}{})", t.value("loss_avg", 0.0), trend.empty() ? "" : ", ", trend);
   std::string backend = t.value("backend", std::string());
   std::snprintf(line, sizeof line, "train     epoch %lld step %lld samples %lld loss %s on %s, waiting for data %s\n",
                 t.value("epoch", 0LL), t.value("step", 0LL), t.value("samples", 0LL), loss.c_str(),

@@ -32,6 +32,8 @@ struct ServiceStatus {
     std::string backend;
     double wait_fraction = 0;
     int64_t checkpoint_step = -1;
+    double loss_avg = 0;     // LossTrend::average()
+    std::string loss_trend;  // LossTrend::direction()
   } train;
   struct Rates {
     double download_bps = 0, decode_clips_per_s = 0, train_samples_per_s = 0;
@@ -44,6 +46,21 @@ struct ServiceStatus {
   std::map<std::string, uint64_t>
       errors_total;          // failures by kaio::ErrorKind name (to_string): transient, corrupt, ...
   nlohmann::json consumers;  // train.backend "external": one object per consumer (docs/data-plane.md); null otherwise
+};
+
+// One step's loss on a small batch is mostly noise: status shows it beside
+// its average over about the last 50 steps and whether that falls.
+class LossTrend {
+ public:
+  void add(double loss);
+  double average() const { return slow_; }
+  // "falling", "flat" or "rising" (the last ~10 steps' average against the
+  // last ~50's, 2% either way); "" before 20 steps.
+  std::string direction() const;
+
+ private:
+  double fast_ = 0, slow_ = 0;
+  int64_t steps_ = 0;
 };
 
 nlohmann::json to_json(const ServiceStatus& s);

@@ -110,6 +110,7 @@ void TrainingLoop::step(std::vector<uint8_t>& batch_bytes, size_t window_bytes) 
     core_.trained_steps = step;
     core_.data_wait_fraction = trainer_->data_wait_fraction();
     core_.last_loss = result.loss;
+    core_.loss_trend.add(result.loss);
     core_.samples += static_cast<int64_t>(batch_.size());
     core_.train_rate.sample(static_cast<double>(core_.samples));
   }

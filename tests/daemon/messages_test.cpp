@@ -5,10 +5,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 
 #include "common/error.h"
 #include "daemon/control.h"
+#include "daemon/status.h"
 #include "tests/support/process.h"
 #include "tests/support/sandbox.h"
 
@@ -138,4 +140,37 @@ TEST_F(Messages, ProbeOfAFileThatIsNeitherVideoNorArchiveSaysSo) {
   auto missing = run_command(shell_quote(kaioctl()) + " probe " + shell_quote((dir / "nope.mp4").string()), 60);
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_EQ(missing.output.find("neither a video nor an archive"), std::string::npos) << missing.output;
+}
+
+// The loss beside its average and trend, over seeded noisy series: a falling
+// series reads falling, a flat one flat, a rising one rising, and nothing
+// is claimed before 20 steps.
+TEST(LossTrend, SaysWhetherANoisyLossFallsAndPrintsItBesideTheLast) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> noise(-0.005, 0.005);
+    for (auto [slope, expected] : {std::pair{-0.01, "falling"}, {0.0, "flat"}, {0.01, "rising"}}) {
+      LossTrend trend;
+      double loss = 2.0;
+      for (int step = 1; step <= 200; ++step) {
+        loss *= 1 + slope;
+        trend.add(loss * (1 + noise(rng)));
+        if (step < 20) {
+          ASSERT_EQ(trend.direction(), "") << "step " << step;
+        }
+      }
+      EXPECT_EQ(trend.direction(), expected) << "seed " << seed << " slope " << slope;
+      EXPECT_NEAR(trend.average(), loss, loss * 0.5) << "seed " << seed;
+    }
+  }
+  ServiceStatus s;
+  s.train.step = 30;
+  s.train.loss = 0.5;
+  s.train.loss_avg = 0.6;
+  s.train.loss_trend = "falling";
+  EXPECT_NE(render_status(to_json(s)).find("loss 0.5000 (avg 0.6000, falling)"), std::string::npos)
+      << render_status(to_json(s));
+  s.train.step = 0;
+  std::string before = render_status(to_json(s));
+  EXPECT_NE(before.find("loss - on -, waiting for data -"), std::string::npos) << before;
 }
