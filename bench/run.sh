@@ -18,6 +18,8 @@ done
 echo "== bench/dataplane.py"
 rm -f bench/results/dataplane.json
 /usr/bin/python3 bench/dataplane.py "$build" || { echo "FAILED: bench/dataplane.py"; status=1; }
+echo "== bench/train_torch_e2e.py"
+/usr/bin/python3 bench/train_torch_e2e.py "$build" || { echo "FAILED: bench/train_torch_e2e.py"; status=1; }
 python3 bench/collect.py bench/results
 [ "$status" = 0 ] || echo "bench: some benchmarks FAILED (see above)"
 exit $status
