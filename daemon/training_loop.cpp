@@ -17,7 +17,7 @@ void TrainingLoop::run(const std::stop_token& st) {
   size_t window_bytes = static_cast<size_t>(c.decode.frames) * c.decode.size * c.decode.size * 3;
   std::vector<uint8_t> batch_bytes(window_bytes * static_cast<size_t>(c.train.batch_size));
   int64_t since_checkpoint = 0;
-  try {
+  core_.run_stage("trainer", [&] {
     while (!st.stop_requested() && !core_.failed_now()) {
       if (limits_reached()) {  // also when resumed at train.max_steps
         finish();
@@ -39,13 +39,7 @@ void TrainingLoop::run(const std::stop_token& st) {
       }
     }
     if (st.stop_requested()) checkpoint();
-  } catch (const Error& err) {
-    if (err.kind() != ErrorKind::cancelled)
-      core_.stop_on_error("trainer stopped: " + std::string(err.what()), err.kind());
-  } catch (const std::exception& err) {
-    core_.stop_on_error("trainer stopped by an internal error: " + std::string(err.what()));
-  }
-  core_.changed.notify_all();
+  });
 }
 
 bool TrainingLoop::limits_reached() const {
