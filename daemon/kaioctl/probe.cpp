@@ -147,7 +147,7 @@ struct SheetLayout {
   static constexpr int kGap = 2;
   int scale = 1;
   int frame = 0;       // a frame's side
-  int cell_width = 0;  // the frame, or its label when that is wider
+  int cell_width = 0;  // the frame, or its label and a gap each side when that is wider
   int label_height = 0;
   int margin = 0;  // left of the first cell: the window index
   int row_height = 0;
@@ -160,7 +160,7 @@ struct SheetLayout {
     for (int w : rows)
       for (int f = 0; f < shard.frames(); ++f)
         widest_label = std::max(widest_label, text_width(sample_label(int64_t{w} * spec.stride + f, spec.fps), scale));
-    cell_width = std::max(frame, widest_label);
+    cell_width = std::max(frame, widest_label + 2 * kGap);
     label_height = kGlyphHeight * scale + 2 * kGap;
     margin = text_width("w" + std::to_string(rows.back()), scale) + 2 * kGap;
     row_height = frame + label_height;

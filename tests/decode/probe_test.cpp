@@ -31,11 +31,12 @@ PngSize png_size(const std::filesystem::path& png) {
   return {be32(16), be32(20)};
 }
 
-// The contact sheet's layout for 32 px frames (docs/control-protocol.md): a
-// row per window, its frames left to right in cells 2 px apart with an 11 px
+// The contact sheet's layout for 48 px frames (docs/control-protocol.md): a
+// row per window, its frames (wider than their labels, "1.75s" 29 px, so
+// each cell is a frame wide) left to right in cells 2 px apart with an 11 px
 // label strip under each (the 5x7 font, 2 px above and below), behind a
 // margin of "w<index>" (11 px for one digit) and 2 px each side.
-constexpr uint32_t kFrame = 32, kGap = 2, kLabel = 7 + 2 * kGap, kMargin = 11 + 2 * kGap;
+constexpr uint32_t kFrame = 48, kGap = 2, kLabel = 7 + 2 * kGap, kMargin = 11 + 2 * kGap;
 uint32_t sheet_width(uint32_t frames) {
   return kMargin + frames * (kFrame + kGap);
 }
@@ -57,7 +58,7 @@ TEST(DecodeProbe, ListsMembersAndWritesAPreview) {
   auto png = dir / "sheet.png";
   std::string out;
   int rc = testing::run_command(kProbe + " '" + archive.string() + "' --preview '" + png.string() +
-                                    "' --frames 4 --stride 4 --fps 4 --size 32 2>&1",
+                                    "' --frames 4 --stride 4 --fps 4 --size 48 2>&1",
                                 &out);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("academic_source/"), std::string::npos) << out;
@@ -70,7 +71,7 @@ TEST(DecodeProbe, ListsMembersAndWritesAPreview) {
   testing::run_command("ffprobe -v error -show_entries stream=width,height -of csv=p=0 '" + png.string() + "'", &dims);
   EXPECT_EQ(dims.substr(0, dims.find('\n')), std::to_string(all.width) + "," + std::to_string(all.height)) << dims;
 
-  const std::string window_spec = " --frames 4 --stride 4 --fps 4 --size 32 2>&1";
+  const std::string window_spec = " --frames 4 --stride 4 --fps 4 --size 48 2>&1";
   auto one = dir / "one.png";
   rc = testing::run_command(
       kProbe + " '" + archive.string() + "' --preview '" + one.string() + "' --window 1" + window_spec, &out);
