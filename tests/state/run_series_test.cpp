@@ -101,7 +101,9 @@ TEST(RunSeries, StaysBoundedAndCoversTheWholeRunAfter100000Appends) {
   for (int64_t batch = 0; batch < kAppends; batch += 1000) {
     ledger.transaction([&] {
       for (int64_t i = batch; i < batch + 1000; ++i) {
-        SampleKind kind = i % 10'000 == 0 ? SampleKind::start : i % 7 == 0 ? SampleKind::checkpoint : SampleKind::minute;
+        SampleKind kind = i % 10'000 == 0 ? SampleKind::start
+                          : i % 7 == 0    ? SampleKind::checkpoint
+                                          : SampleKind::minute;
         ledger.append_run_sample(sample(i, kind));
       }
     });
