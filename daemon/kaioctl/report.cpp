@@ -206,7 +206,7 @@ void open_panel(Svg& svg, const Panel& p, const std::function<std::string(double
                      p.id, p.top, p.bottom, p.min, p.max) +
              "\n";
   svg.label(kPlotLeft, p.top - 8, p.title, R"(font-weight="bold")");
-  double step = nice_step(p.max - p.min, 4);
+  double step = nice_step(p.max - p.min, 5);
   for (double v = std::ceil(p.min / step) * step; v <= p.max + step * 1e-9; v += step) {
     svg.line(kPlotLeft, p.y(v), kPlotRight, p.y(v), R"(stroke="#e4e4e4")");
     svg.label(kPlotLeft - 6, p.y(v) + 4, format(v), R"(text-anchor="end")");
