@@ -467,8 +467,9 @@ int report_command(const Invocation& in) {
   }
   std::string ext = args->out.extension().string();
   if (ext != ".svg" && ext != ".html") {
-    std::fprintf(stderr, "kaioctl report: cannot write %s: the picture is .svg or .html (not \"%s\")\n%s",
-                 args->out.c_str(), ext.c_str(), kUsage);
+    std::fprintf(stderr, "kaioctl report: cannot write %s: the picture is .svg or .html (not \"%s\")%s\n%s",
+                 args->out.c_str(), ext.c_str(),
+                 ext == ".png" ? "; for a PNG, convert the SVG (rsvg-convert -o run.png run.svg)" : "", kUsage);
     return 2;
   }
   fs::path db = args->state_dir / state::Ledger::kDbName;

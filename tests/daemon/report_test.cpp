@@ -147,10 +147,13 @@ TEST(Report, SaysWhatIsMissing) {
   auto missing = report("--out " + shell_quote(out.string()) + " --state-dir " + shell_quote((dir / "none").string()));
   EXPECT_EQ(missing.exit_code, 1) << missing.output;
   EXPECT_NE(missing.output.find((dir / "none" / "kaio.db").string()), std::string::npos) << missing.output;
-  auto png = report("--out " + shell_quote((dir / "x.gif").string()) + " --state-dir " +
+  auto gif = report("--out " + shell_quote((dir / "x.gif").string()) + " --state-dir " +
                     shell_quote((dir / "state").string()));
+  EXPECT_EQ(gif.exit_code, 2) << gif.output;
+  EXPECT_NE(gif.output.find("not \".gif\""), std::string::npos) << gif.output;
+  auto png = report("--out " + shell_quote((dir / "x.png").string()));
   EXPECT_EQ(png.exit_code, 2) << png.output;
-  EXPECT_NE(png.output.find("not \".gif\""), std::string::npos) << png.output;
+  EXPECT_NE(png.output.find("rsvg-convert -o run.png run.svg"), std::string::npos) << png.output;
   EXPECT_EQ(report("--state-dir x").exit_code, 2);
   EXPECT_FALSE(fs::exists(out));
 }
