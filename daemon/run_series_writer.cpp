@@ -31,8 +31,18 @@ state::RunSample to_run_sample(const ServiceStatus& s, state::SampleKind kind, i
   return r;
 }
 
-RunSeriesWriter::RunSeriesWriter(state::Ledger& ledger, StatusSource status, std::chrono::milliseconds interval)
-    : ledger_(ledger), status_(std::move(status)), interval_(interval) {}
+namespace {
+
+// The states the picture shades as spans (kaioctl report).
+bool marked(const std::string& state) {
+  return state == "paused" || state == "waiting-network" || state == "auth-required";
+}
+
+}  // namespace
+
+RunSeriesWriter::RunSeriesWriter(state::Ledger& ledger, StatusSource status, std::chrono::milliseconds interval,
+                                 std::chrono::milliseconds poll)
+    : ledger_(ledger), status_(std::move(status)), interval_(interval), poll_(poll) {}
 
 RunSeriesWriter::~RunSeriesWriter() {
   end_thread();
@@ -45,7 +55,7 @@ void RunSeriesWriter::start() {
     started_ = true;
   }
   record(state::SampleKind::start);
-  thread_ = std::thread([this] { every_interval(); });
+  thread_ = std::thread([this] { watch(); });
 }
 
 void RunSeriesWriter::checkpoint() {
@@ -70,28 +80,39 @@ void RunSeriesWriter::end_thread() {
   if (thread_.joinable()) thread_.join();
 }
 
-void RunSeriesWriter::every_interval() {
+void RunSeriesWriter::watch() {
+  auto last_minute = std::chrono::steady_clock::now();
   std::unique_lock lock(mutex_);
-  while (!wake_.wait_for(lock, interval_, [this] { return stopping_; })) {
+  while (!wake_.wait_for(lock, poll_, [this] { return stopping_; })) {
     lock.unlock();
-    record(state::SampleKind::minute);
+    if (std::chrono::steady_clock::now() - last_minute >= interval_) {
+      last_minute = std::chrono::steady_clock::now();
+      record(state::SampleKind::minute);
+    } else {
+      record(state::SampleKind::state, [this](const ServiceStatus& s) {
+        std::lock_guard state_lock(mutex_);
+        return marked(s.state) != marked(last_state_);
+      });
+    }
     lock.lock();
   }
 }
 
-void RunSeriesWriter::record(state::SampleKind kind) {
+void RunSeriesWriter::record(state::SampleKind kind, const std::function<bool(const ServiceStatus&)>& wanted) {
   try {
-    ledger_.append_run_sample(to_run_sample(status_(), kind, static_cast<int64_t>(::time(nullptr))));
+    auto status = status_();
+    if (wanted && !wanted(status)) return;
+    ledger_.append_run_sample(to_run_sample(status, kind, static_cast<int64_t>(::time(nullptr))));
+    std::lock_guard lock(mutex_);
+    if (write_failing_) spdlog::info("run series: rows written again");
+    write_failing_ = false;
+    last_state_ = status.state;
   } catch (const std::exception& err) {
     std::lock_guard lock(mutex_);
     if (!write_failing_)
       spdlog::warn("run series: {} row not written, skipped until a write succeeds: {}", to_string(kind), err.what());
     write_failing_ = true;
-    return;
   }
-  std::lock_guard lock(mutex_);
-  if (write_failing_) spdlog::info("run series: rows written again");
-  write_failing_ = false;
 }
 
 }  // namespace kaio::daemon

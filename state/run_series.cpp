@@ -11,7 +11,7 @@
 namespace kaio::state {
 namespace {
 
-constexpr std::array<std::string_view, 4> kKindNames{"start", "minute", "checkpoint", "stop"};
+constexpr std::array<std::string_view, 5> kKindNames{"start", "minute", "checkpoint", "stop", "state"};
 
 // A rowid table: a row is about 100 bytes, kCap rows about 40 pages.
 constexpr const char* kTable = R"sql(
@@ -84,8 +84,8 @@ void thin(sql::Database& db, int64_t cap) {
   int64_t width = 1;
   while (width < wanted) width *= 2;
   db.query(
-        "DELETE FROM run_samples WHERE kind IN ('minute', 'checkpoint') AND id NOT IN (?, ?) AND id NOT IN "
-        "(SELECT MIN(id) FROM run_samples WHERE kind IN ('minute', 'checkpoint') GROUP BY t / ?)",
+        "DELETE FROM run_samples WHERE kind IN ('minute', 'checkpoint', 'state') AND id NOT IN (?, ?) AND id NOT IN "
+        "(SELECT MIN(id) FROM run_samples WHERE kind IN ('minute', 'checkpoint', 'state') GROUP BY t / ?)",
         first_id, last_id, width)
       .run("thin run_samples");
   int64_t left = row_count(db);

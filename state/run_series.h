@@ -1,11 +1,12 @@
 #pragma once
 // The run's time series (issue 20's "picture of the run"): the ledger table
-// run_samples, a row at each start, a minute, each durable checkpoint and a
-// clean stop, which `kaioctl report` draws. The ledger's size counts against
-// storage.budget, so the table is bounded: past kCap rows the minute and
-// checkpoint rows are thinned to one per time bucket over the whole run
-// (at most kCap / 2 buckets), so the run stays covered at a coarser step; start and
-// stop rows are kept, and so are the first and the last row.
+// run_samples, a row at each start, a minute, each durable checkpoint, each
+// pause or outage beginning or ending, and a clean stop, which `kaioctl
+// report` draws. The ledger's size counts against storage.budget, so the
+// table is bounded: past kCap rows the minute, checkpoint and state rows are
+// thinned to one per time bucket over the whole run (at most kCap / 2
+// buckets), so the run stays covered at a coarser step; start and stop rows
+// are kept, and so are the first and the last row.
 //
 // Not a schema migration: the table is created on the first append (see
 // schema.cpp's kConsumersTable for why a ledger must not grow a page at open).
@@ -21,7 +22,8 @@ namespace sql {
 class Database;
 }
 
-enum class SampleKind { start, minute, checkpoint, stop };
+// `state`: a change into or out of a state the picture marks (paused, an outage).
+enum class SampleKind { start, minute, checkpoint, stop, state };
 std::string_view to_string(SampleKind k);
 SampleKind parse_sample_kind(std::string_view s);  // throws Error(corrupt) naming the text
 
@@ -43,7 +45,7 @@ inline constexpr int64_t kCap = 1500;  // rows; about 150 KB of ledger
 // Appends a row (creating the table on first use), then thins the table when
 // it holds more than `cap` rows. Call inside the ledger's write transaction.
 void append(sql::Database& db, const RunSample& sample, int64_t cap = kCap);
-// The thinning rule: the minute and checkpoint rows other than the first and
+// The thinning rule: the minute, checkpoint and state rows other than the first and
 // the last keep one row (the oldest) per bucket of time, the buckets the
 // smallest power of two seconds that makes at most cap / 2 of them over the
 // run, aligned on unix time (between cap / 4 and cap / 2 rows remain).

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cctype>
+#include <mutex>
 
 #include "common/error.h"
 #include "daemon/run_series_writer.h"
@@ -46,12 +48,14 @@ for p in root.iter(ns + "polyline"):
     pts = [tuple(map(float, xy.split(","))) for xy in p.get("points").split()]
     series.setdefault(p.get("data-series"), []).extend(pts)
 restarts = sum(1 for l in root.iter(ns + "line") if l.get("class") == "restart") // 4
+bands = sorted(set(r.get("data-band") for r in root.iter(ns + "rect") if r.get("class") == "band"))
 db = sqlite3.connect("file:" + sys.argv[2] + "?mode=ro", uri=True)
 rows = db.execute("SELECT kind, budget_bytes, loss IS NOT NULL FROM run_samples ORDER BY id").fetchall()
 print(json.dumps({"panels": panels,
                   "points": {k: len(v) for k, v in series.items()},
                   "budget_y": sorted(set(round(y, 1) for _, y in series.get("budget", []))),
                   "restarts": restarts,
+                  "bands": bands,
                   "rows": len(rows),
                   "kinds": [r[0] for r in rows],
                   "budgets": sorted(set(r[1] for r in rows)),
@@ -70,13 +74,23 @@ json check_picture(const fs::path& picture, const fs::path& db, const fs::path& 
   return j.is_discarded() ? json::object() : j;
 }
 
-// Runs kaiod until it finishes its epoch and exits by itself.
-void run_to_exit(const DaemonSetup& s) {
-  Child kaiod;
-  start_kaiod(kaiod, s, false);
-  auto exited = kaiod.wait_for(300s);
-  ASSERT_TRUE(exited.has_value()) << "kaiod did not finish: " << tail(read_text(s.log()));
-  ASSERT_EQ(kaiod.exit_code(), 0) << tail(read_text(s.log()));
+int64_t rows_where(const DaemonSetup& s, const std::string& condition) {
+  std::string n = sql(s.db(), "select count(*) from run_samples where " + condition);
+  return n.empty() || !std::isdigit(static_cast<unsigned char>(n[0])) ? 0 : std::stoll(n);
+}
+
+// Waits for `rows` rows matching `condition` (bounded), naming them on failure.
+void expect_rows(const DaemonSetup& s, const std::string& condition, int64_t rows = 1) {
+  EXPECT_TRUE(wait_until([&] { return rows_where(s, condition) >= rows; }, 120s))
+      << "no row where " << condition << ": " << sql(s.db(), "select kind, state from run_samples")
+      << tail(read_text(s.log()));
+}
+
+// SIGTERM: kaiod stops after a checkpoint and exits 0.
+void stop(Child& kaiod, const DaemonSetup& s) {
+  kaiod.signal(SIGTERM);
+  ASSERT_TRUE(kaiod.wait_for(150s).has_value()) << "kaiod did not stop: " << tail(read_text(s.log()));
+  EXPECT_EQ(kaiod.exit_code(), 0) << tail(read_text(s.log()));
 }
 
 void expect_picture_holds_the_rows(const json& pic, uint64_t budget) {
@@ -100,15 +114,33 @@ void expect_picture_holds_the_rows(const json& pic, uint64_t budget) {
 
 }  // namespace
 
-// Two runs of the real kaiod on one state folder (the second resumes a
-// finished epoch), then kaioctl report beside the ledger they left.
+// Two runs of the real kaiod on one state folder, the first paused and
+// resumed, then kaioctl report beside the ledger they left. Each step waits
+// for its rows to be there.
 TEST(Report, DrawsARealRunFromItsLedger) {
   HubRun run("report", {}, small_spec());
   ASSERT_TRUE(run.hub->ok()) << read_text(run.dir / "hub.log");
   run.s.budget = "16MB";
+  run.s.train = {{"epochs", 1000}};  // still training when paused and stopped
   run.s.write_config();
-  run_to_exit(run.s);
-  run_to_exit(run.s);
+  {
+    Child kaiod;
+    start_kaiod(kaiod, run.s, false);
+    expect_rows(run.s, "kind = 'checkpoint'");
+    auto paused = kaioctl(run.s, "pause --reason picture", 60);
+    ASSERT_EQ(paused.exit_code, 0) << paused.output;
+    expect_rows(run.s, "state = 'paused'");
+    ASSERT_EQ(kaioctl(run.s, "resume").exit_code, 0);
+    expect_rows(run.s, "state = 'running' and id > (select max(id) from run_samples where state = 'paused')");
+    stop(kaiod, run.s);
+  }
+  {
+    Child kaiod;
+    start_kaiod(kaiod, run.s, false);
+    expect_rows(run.s, "kind = 'start'", 2);
+    expect_rows(run.s, "kind = 'checkpoint' and id > (select max(id) from run_samples where kind = 'start')");
+    stop(kaiod, run.s);
+  }
 
   std::string kinds = sql(run.s.db(), "select group_concat(kind, ' ') from run_samples");
   std::printf("rows: %s\n", kinds.c_str());
@@ -129,6 +161,7 @@ TEST(Report, DrawsARealRunFromItsLedger) {
     for (const auto& k : pic["kinds"]) starts += k == "start" ? 1 : 0;
     EXPECT_EQ(starts, 2) << pic.dump();
     EXPECT_EQ(pic.value("restarts", -1), starts - 1) << "a line per restart";
+    EXPECT_EQ(pic["bands"], json::array({"down", "paused"})) << "the pause and the restart's gap are marked";
   }
 }
 
@@ -165,22 +198,22 @@ TEST(RunSeriesWriter, WritesStartIntervalCheckpointAndStopRows) {
   Sandbox dir("series-writer");
   auto ledger = Ledger::open(dir.path());
   std::atomic<bool> broken{false};
-  ServiceStatus status;
-  status.state = "running";
-  status.budget_bytes = 5'000'000;
   RunSeriesWriter writer(
       ledger,
       [&] {
         if (broken) throw kaio::Error(kaio::ErrorKind::disk_full, "no space left");
-        return status;
+        ServiceStatus s;
+        s.state = "running";
+        s.budget_bytes = 5'000'000;
+        return s;
       },
-      20ms);
+      20ms, 5ms);
   writer.start();
-  auto minutes = [&] {
+  auto count = [&](SampleKind kind) {
     auto rows = ledger.run_samples();
-    return std::count_if(rows.begin(), rows.end(), [](const RunSample& r) { return r.kind == SampleKind::minute; });
+    return std::count_if(rows.begin(), rows.end(), [&](const RunSample& r) { return r.kind == kind; });
   };
-  ASSERT_TRUE(wait_until([&] { return minutes() >= 3; }, 120s));
+  ASSERT_TRUE(wait_until([&] { return count(SampleKind::minute) >= 3; }, 120s));
   broken = true;
   EXPECT_NO_THROW(writer.checkpoint());
   broken = false;
@@ -191,9 +224,45 @@ TEST(RunSeriesWriter, WritesStartIntervalCheckpointAndStopRows) {
   ASSERT_GE(rows.size(), 5u);
   EXPECT_EQ(rows.front().kind, SampleKind::start);
   EXPECT_EQ(rows.back().kind, SampleKind::stop);
-  EXPECT_EQ(std::count_if(rows.begin(), rows.end(), [](const RunSample& r) { return r.kind == SampleKind::stop; }), 1);
-  EXPECT_EQ(
-      std::count_if(rows.begin(), rows.end(), [](const RunSample& r) { return r.kind == SampleKind::checkpoint; }), 1);
+  EXPECT_EQ(count(SampleKind::stop), 1);
+  EXPECT_EQ(count(SampleKind::checkpoint), 1);
+  EXPECT_EQ(count(SampleKind::state), 0) << "running throughout";
   EXPECT_EQ(rows.back().budget_bytes, 5'000'000u);
   EXPECT_FALSE(rows.back().loss.has_value()) << "no step, no loss";
+}
+
+// A pause and an outage each get a row where they begin and where they end,
+// long before the minute's row.
+TEST(RunSeriesWriter, WritesARowWhenAPauseOrAnOutageBeginsAndEnds) {
+  Sandbox dir("series-writer");
+  auto ledger = Ledger::open(dir.path());
+  std::mutex mutex;
+  std::string state = "running";
+  RunSeriesWriter writer(
+      ledger,
+      [&] {
+        ServiceStatus s;
+        std::lock_guard lock(mutex);
+        s.state = state;
+        return s;
+      },
+      std::chrono::hours(1), 5ms);
+  writer.start();
+  auto last_state = [&] {
+    auto rows = ledger.run_samples();
+    return rows.back().kind == SampleKind::state ? rows.back().state : std::string();
+  };
+  // budget-wait is no span of the picture: its row is the outage's end.
+  for (const char* next : {"paused", "running", "waiting-network", "budget-wait"}) {
+    {
+      std::lock_guard lock(mutex);
+      state = next;
+    }
+    ASSERT_TRUE(wait_until([&] { return last_state() == next; }, 120s)) << next;
+  }
+  writer.stop();
+  std::vector<std::string> states;
+  for (const auto& r : ledger.run_samples())
+    if (r.kind == SampleKind::state) states.push_back(r.state);
+  EXPECT_EQ(states, (std::vector<std::string>{"paused", "running", "waiting-network", "budget-wait"}));
 }
