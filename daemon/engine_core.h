@@ -35,6 +35,7 @@
 namespace kaio::daemon {
 
 using Clock = std::chrono::steady_clock;
+class RunSeriesWriter;
 
 // Bytes per second over the last minute or so, from a growing counter.
 class Rate {
@@ -63,6 +64,7 @@ struct EngineCore {
   uint64_t trainer_checkpoint_bytes = 0;  // the trainer's checkpoint_bytes(), fixed by its config
   std::string backend;                    // the trainer's
   std::stop_source stop;
+  RunSeriesWriter* run_series = nullptr;  // the Engine's: a row per durable checkpoint
 
   // Guarded by `mutex`.
   std::mutex mutex;
