@@ -35,10 +35,11 @@ struct Engine::Impl {
   std::thread producer_thread, trainer_thread;
 };
 
-Engine::Engine(Config config, WindowObserver* observer, Startup startup)
+Engine::Engine(Config config, WindowObserver* observer, Startup startup, std::shared_ptr<train::Collective> job)
     : impl_(std::make_unique<Impl>(std::move(config))) {
   auto& m = *impl_;
   m.observer = observer;
+  if (job) m.core.job = std::move(job);
   m.ring.emplace(start_up_local(m.core, m.downloads));
   if (startup == Startup::complete) connect();
 }

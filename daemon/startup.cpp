@@ -112,7 +112,7 @@ void pin_and_list(EngineCore& core) {
   if (core.files.empty()) throw Error(ErrorKind::config, "source.include selects no file of " + source.repo);
 }
 
-std::unique_ptr<train::Trainer> create_trainer(const Config& config) {
+std::unique_ptr<train::Trainer> create_trainer(const Config& config, std::shared_ptr<train::Collective> job) {
   TrainConfig train_config = config.train;
   if (train_config.threads == 0) {
     // The cores the decode workers do not use: OpenMP threads that share a
@@ -121,7 +121,7 @@ std::unique_ptr<train::Trainer> create_trainer(const Config& config) {
     int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     train_config.threads = std::max(1, cores - config.decode.workers * config.decode.codec_threads);
   }
-  auto trainer = train::Trainer::create(train_config, config.decode.frames, config.decode.size);
+  auto trainer = train::Trainer::create(train_config, config.decode.frames, config.decode.size, std::move(job));
   if (!trainer->backend_note().empty()) spdlog::info("trainer: {}", trainer->backend_note());
   return trainer;
 }
@@ -191,8 +191,10 @@ Resumed start_up_remote(EngineCore& core, Downloads& downloads, CheckpointRing r
     core.backend = "external";
   } else {
     set_step(core, "creating the trainer");
-    trainer = create_trainer(core.config);
+    trainer = create_trainer(core.config, core.job);
     cursor = resume(core, *trainer);
+    if (core.job->world() > 1) set_step(core, "joining the job's other ranks");
+    trainer->join_job();
     std::lock_guard lock(core.mutex);
     core.trainer_checkpoint_bytes = trainer->checkpoint_bytes();
     core.backend = trainer->backend();

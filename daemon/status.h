@@ -35,6 +35,10 @@ struct ServiceStatus {
     double loss_avg = 0;     // LossTrend::average()
     std::string loss_trend;  // LossTrend::direction()
   } train;
+  struct Job {  // the data-parallel job this kaiod is a rank of (docs/multi-rank.md)
+    int rank = 0, world = 1;
+    std::string allreduce = "none";  // what carries the gradient all-reduce
+  } job;
   struct Rates {
     double download_bps = 0, decode_clips_per_s = 0, train_samples_per_s = 0;
   } rates;

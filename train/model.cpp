@@ -189,6 +189,9 @@ void Model::write_params(const float* host) {
 void Model::read_grads(float* host) const {
   backend_.to_host(host, grads_buf_.get(), param_count_ * sizeof(float));
 }
+void Model::write_grads(const float* host) {
+  backend_.to_device(grads_buf_.get(), host, param_count_ * sizeof(float));
+}
 void Model::read_moments(float* host_m, float* host_v) const {
   backend_.to_host(host_m, m_buf_.get(), param_count_ * sizeof(float));
   backend_.to_host(host_v, v_buf_.get(), param_count_ * sizeof(float));
