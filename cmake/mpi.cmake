@@ -13,3 +13,6 @@ if(NOT KAIO_MPI STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "kaio: MPI multi-rank jobs ${KAIO_MPI_ENABLED}")
+# How the tests start a job: 2 ranks on loopback TCP (no shared-memory
+# transport: containers often forbid it), more ranks than cores allowed.
+set(KAIO_MPIRUN_FLAGS --oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo)
