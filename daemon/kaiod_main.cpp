@@ -127,7 +127,8 @@ int run(const char* config_file) {
   kaio::daemon::SystemdNotifier systemd;
   systemd.status("starting: recovery");
   spdlog::info("kaiod {} starting with {}", KAIO_VERSION, config_file);
-  if (job->world() > 1) spdlog::info("job: rank {} of {}, all-reduce over {}", job->rank(), job->world(), job->engine());
+  if (job->world() > 1)
+    spdlog::info("job: rank {} of {}, all-reduce over {}", job->rank(), job->world(), job->engine());
 
   // KAIO_WINDOW_TRACE=FILE: an audit trail of every window trained (see README, Troubleshooting).
   std::unique_ptr<kaio::daemon::WindowTrace> trace;

@@ -83,7 +83,6 @@ class TrainingLoop {
   cache::PlanCursor batch_cursor_;
   bool batch_ready_ = false;  // batch_ is complete and waits for the other ranks' turn
   bool job_paused_ = false;   // the job's pause checkpoint is written
-
 };
 
 }  // namespace kaio::daemon

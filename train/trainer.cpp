@@ -225,7 +225,8 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   double reduce_over_ranks(int batch, double loss) {
     double counts[2] = {static_cast<double>(batch), loss * batch};
     job_->allreduce_sum(counts, 2);
-    if (counts[0] == 0) throw Error(ErrorKind::internal, "step " + std::to_string(steps_) + " with no window on any rank");
+    if (counts[0] == 0)
+      throw Error(ErrorKind::internal, "step " + std::to_string(steps_) + " with no window on any rank");
     grads_.assign(model_.param_count(), 0.0f);
     if (batch > 0) {
       model_.read_grads(grads_.data());

@@ -2,6 +2,8 @@
 // every rank runs every test, in the same order, so the collectives inside
 // them meet. The MPI collective, then the trainer's data-parallel step
 // against one process stepping on the union of the ranks' batches.
+#include "train/collective.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "common/error.h"
-#include "train/collective.h"
 #include "train/model.h"
 #include "train/trainer.h"
 #include "train/trainer_internal.h"
@@ -33,10 +34,10 @@ std::shared_ptr<Collective> shared_job() {
   return owner;
 }
 
-#define REQUIRE_TWO_RANKS()                                                                                          \
-  do {                                                                                                               \
-    if (!mpi_built()) GTEST_SKIP() << "skipped: built without MPI";                                                  \
-    if (job().world() != 2) GTEST_SKIP() << "skipped: needs mpirun -np 2, world is " << job().world();               \
+#define REQUIRE_TWO_RANKS()                                                                            \
+  do {                                                                                                 \
+    if (!mpi_built()) GTEST_SKIP() << "skipped: built without MPI";                                    \
+    if (job().world() != 2) GTEST_SKIP() << "skipped: needs mpirun -np 2, world is " << job().world(); \
   } while (0)
 
 kaio::TrainConfig tiny_config(int batch) {
@@ -139,8 +140,9 @@ TEST(DataParallelStep, IsTheShareWeightedSumOfTheRanksHalfBatchGradients) {
   std::vector<std::vector<float>> half(2);
   double half_loss[2];
   for (int r = 0; r < 2; ++r) {
-    half_loss[r] = model.forward_backward(all.data() + r * kBatch * window_bytes(),
-                                          mask.data() + static_cast<size_t>(r) * kBatch * model.grid().tokens(), kBatch);
+    half_loss[r] =
+        model.forward_backward(all.data() + r * kBatch * window_bytes(),
+                               mask.data() + static_cast<size_t>(r) * kBatch * model.grid().tokens(), kBatch);
     half[r] = grads_of(*alone);
   }
   size_t differ = 0;
@@ -209,8 +211,8 @@ TEST(DataParallelStep, JoinTakesRankZerosModelAndRefusesMismatchedSteps) {
 
   auto uneven = Trainer::create(tiny_config(kBatch), kFrames, kSize);  // alone: steps on its own
   if (job().rank() == 1) uneven->step(windows(kBatch, 0).data(), kBatch);
-  const auto file = std::filesystem::temp_directory_path() /
-                    ("kaio-mpi-join-" + std::to_string(::getpid()) + ".kaiockpt");
+  const auto file =
+      std::filesystem::temp_directory_path() / ("kaio-mpi-join-" + std::to_string(::getpid()) + ".kaiockpt");
   uneven->save_checkpoint(file, "");
   auto resumed = Trainer::create(tiny_config(kBatch), kFrames, kSize, shared_job());
   resumed->load_checkpoint(file);
