@@ -154,9 +154,9 @@ void expect_one_job(const DaemonSetup& s, const JobRun& run, int clips) {
               static_cast<unsigned long long>(run.peak[0]), static_cast<unsigned long long>(run.peak[1]));
 }
 
-#define REQUIRE_MPI()                                                                       \
-  do {                                                                                      \
-    if (std::string(KAIO_MPIRUN).empty()) GTEST_SKIP() << "skipped: built without MPI";     \
+#define REQUIRE_MPI()                                                                   \
+  do {                                                                                  \
+    if (std::string(KAIO_MPIRUN).empty()) GTEST_SKIP() << "skipped: built without MPI"; \
   } while (0)
 
 DatasetSpec job_spec(int files) {
