@@ -65,7 +65,8 @@ std::vector<uint8_t> tube_mask(const TubeletGrid& g, int batch, double ratio, ui
       std::swap(order[i], order[j]);
     }
     for (int i = 0; i < masked; ++i)
-      for (int t = 0; t < g.grid_t(); ++t) mask[static_cast<size_t>(b) * g.tokens() + t * spatial + order[i]] = 1;
+      for (int t = 0; t < g.grid_t(); ++t)
+        mask[static_cast<size_t>(b) * g.tokens() + static_cast<size_t>(t) * spatial + order[i]] = 1;
   }
   return mask;
 }

@@ -135,7 +135,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   }
 
   uint64_t checkpoint_bytes() const override {
-    return sizeof(kCheckpointMagic) + 8 * kHeaderWords + 3 * 4 * model_.param_count() + 8 + 8;
+    return sizeof(kCheckpointMagic) + 8 * size_t{kHeaderWords} + 3 * sizeof(float) * model_.param_count() + 8 + 8;
   }
 
   void save_checkpoint(const std::filesystem::path& path, const std::string& extra) override {
@@ -171,7 +171,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     const uint64_t extra_size = get_u64(data, payload_end + 8);
     if (data.size() != base + extra_size)
       throw Error(ErrorKind::corrupt, "checkpoint " + path.string() + ": size does not match its extra length");
-    const char* floats = data.data() + 8 + 8 * kHeaderWords;
+    const char* floats = data.data() + 8 + 8 * size_t{kHeaderWords};
     std::vector<float> params(n), m(n), v(n);
     std::memcpy(params.data(), floats, n * 4);
     std::memcpy(m.data(), floats + n * 4, n * 4);

@@ -63,6 +63,11 @@ size_t window_bytes() {
   return static_cast<size_t>(kFrames) * kSize * kSize * 3;
 }
 
+// Rank `r`'s half of a global batch of 2 * kBatch windows.
+const uint8_t* half_of(const std::vector<uint8_t>& all, int r) {
+  return all.data() + static_cast<size_t>(r) * kBatch * window_bytes();
+}
+
 std::vector<float> params_of(Trainer& t) {
   auto& model = internals(t).model();
   std::vector<float> p(model.param_count());
@@ -127,7 +132,7 @@ TEST(MpiCollective, TwoRankSumsEqualTheRankOrderedSum) {
 TEST(DataParallelStep, IsTheShareWeightedSumOfTheRanksHalfBatchGradients) {
   REQUIRE_TWO_RANKS();
   const auto all = windows(2 * kBatch, 0);
-  const uint8_t* mine = all.data() + job().rank() * kBatch * window_bytes();
+  const uint8_t* mine = half_of(all, job().rank());
   auto ranked = Trainer::create(tiny_config(kBatch), kFrames, kSize, shared_job());
   ranked->join_job();
   const double loss = ranked->step(mine, kBatch).loss;
@@ -140,9 +145,8 @@ TEST(DataParallelStep, IsTheShareWeightedSumOfTheRanksHalfBatchGradients) {
   std::vector<std::vector<float>> half(2);
   double half_loss[2];
   for (int r = 0; r < 2; ++r) {
-    half_loss[r] =
-        model.forward_backward(all.data() + r * kBatch * window_bytes(),
-                               mask.data() + static_cast<size_t>(r) * kBatch * model.grid().tokens(), kBatch);
+    half_loss[r] = model.forward_backward(
+        half_of(all, r), mask.data() + static_cast<size_t>(r) * kBatch * model.grid().tokens(), kBatch);
     half[r] = grads_of(*alone);
   }
   size_t differ = 0;
@@ -164,7 +168,7 @@ TEST(DataParallelStep, FollowsOneProcessWithTheGlobalBatchToRounding) {
   ranked->join_job();
   for (unsigned step = 0; step < 4; ++step) {
     const auto all = windows(2 * kBatch, step);
-    const double job_loss = ranked->step(all.data() + job().rank() * kBatch * window_bytes(), kBatch).loss;
+    const double job_loss = ranked->step(half_of(all, job().rank()), kBatch).loss;
     const double one_loss = alone->step(all.data(), 2 * kBatch).loss;
     EXPECT_NEAR(job_loss, one_loss, 1e-5 * one_loss) << "step " << step;
     if (step == 0) {
