@@ -16,6 +16,7 @@ class SingleCollective final : public Collective {
   void allreduce_sum(float*, size_t) override {}
   void allreduce_sum(int64_t*, size_t) override {}
   void allreduce_sum(double*, size_t) override {}
+  void allreduce_min(int64_t*, size_t) override {}
   void broadcast(float*, size_t, int) override {}
   void barrier() override {}
   void abort(int) noexcept override {}

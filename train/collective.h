@@ -28,6 +28,7 @@ class Collective {
   virtual void allreduce_sum(float* data, size_t n) = 0;
   virtual void allreduce_sum(int64_t* data, size_t n) = 0;
   virtual void allreduce_sum(double* data, size_t n) = 0;
+  virtual void allreduce_min(int64_t* data, size_t n) = 0;
   virtual void broadcast(float* data, size_t n, int root) = 0;
   virtual void barrier() = 0;
   // Ends every rank of the job (a rank that cannot go on would leave the

@@ -83,6 +83,7 @@ class MpiCollective final : public Collective {
   void allreduce_sum(float* data, size_t n) override { reduce(data, n); }
   void allreduce_sum(int64_t* data, size_t n) override { reduce(data, n); }
   void allreduce_sum(double* data, size_t n) override { reduce(data, n); }
+  void allreduce_min(int64_t* data, size_t n) override { reduce(data, n, MPI_MIN); }
 
   void broadcast(float* data, size_t n, int root) override {
     MPI_Request request;
@@ -103,11 +104,10 @@ class MpiCollective final : public Collective {
   }
 
   template <typename T>
-  void reduce(T* data, size_t n) {
+  void reduce(T* data, size_t n, MPI_Op op = MPI_SUM) {
     if (ordered_ && std::is_floating_point_v<T>) return reduce_in_rank_order(data, n);
     MPI_Request request;
-    check(MPI_Iallreduce(MPI_IN_PLACE, data, count(n), mpi_type<T>(), MPI_SUM, MPI_COMM_WORLD, &request),
-          "MPI_Iallreduce");
+    check(MPI_Iallreduce(MPI_IN_PLACE, data, count(n), mpi_type<T>(), op, MPI_COMM_WORLD, &request), "MPI_Iallreduce");
     wait(request, "MPI_Iallreduce");
   }
 

@@ -59,7 +59,9 @@ struct JobRun {
   std::vector<TraceLine> trace[2];
 };
 
-JobRun run_job(const DaemonSetup& s) {
+// Runs the job to its end; with `kill_at_step` > 0, kill -9 rank 1's kaiod
+// once rank 0's trace shows that step, and wait for the job to end anyway.
+JobRun run_job(const DaemonSetup& s, int64_t kill_at_step = 0) {
   JobRun out;
   write_job_config(s);
   std::vector<std::string> args = {KAIO_MPIRUN};
@@ -79,7 +81,15 @@ JobRun run_job(const DaemonSetup& s) {
             {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT", "HF_TOKEN_PATH"});
   const auto deadline = Clock::now() + 180s;
   bool pids_set[2] = {false, false};
+  std::optional<Clock::time_point> killed;
   while (job.running() && Clock::now() < deadline) {
+    if (kill_at_step > 0 && !killed && pids_set[1]) {
+      auto trace = read_trace(s.dir / "trace-0.txt");
+      if (!trace.empty() && trace.back().step >= kill_at_step) {
+        ::kill(rank_pid(1), SIGKILL);
+        killed = Clock::now();
+      }
+    }
     for (int r = 0; r < 2; ++r)
       if (!pids_set[r])
         if (pid_t pid = rank_pid(r)) {
@@ -97,6 +107,11 @@ JobRun run_job(const DaemonSetup& s) {
     std::this_thread::sleep_for(20ms);
   }
   if (job.running()) ADD_FAILURE() << "the job did not end within 180 s; log " << s.log();
+  if (killed)
+    std::printf("mpi job: rank 1 killed at step %lld, the job ended %.1f s later\n",
+                static_cast<long long>(kill_at_step), std::chrono::duration<double>(Clock::now() - *killed).count());
+  else if (kill_at_step > 0)
+    ADD_FAILURE() << "the job ended before step " << kill_at_step;
   job.kill_and_reap();
   out.exit_code = job.exit_code();
   for (int r = 0; r < 2; ++r) {
@@ -107,9 +122,13 @@ JobRun run_job(const DaemonSetup& s) {
   return out;
 }
 
-// The checks both tests make: each window once across the ranks, budgets,
-// the same loss on every rank at each step, the job's status fields.
-void expect_one_job(const DaemonSetup& s, const JobRun& run, int clips) {
+using WindowSet = std::set<std::pair<std::string, int>>;
+
+// The checks every test makes: each window once across the ranks, budgets,
+// the same loss on every rank at each step, the job's status fields. The
+// windows expected are `expected`, else those the log says were decoded (a
+// job that ran once). Returns the windows trained.
+WindowSet expect_one_job(const DaemonSetup& s, const JobRun& run, int clips, const WindowSet* expected = nullptr) {
   EXPECT_EQ(run.exit_code, 0) << "log " << s.log();
   const uint64_t budget = 16'000'000;
   for (int r = 0; r < 2; ++r) {
@@ -117,7 +136,7 @@ void expect_one_job(const DaemonSetup& s, const JobRun& run, int clips) {
     EXPECT_GT(run.peak[r], 0u) << "rank " << r << " never sampled";
     EXPECT_FALSE(run.trace[r].empty()) << "rank " << r << " trained nothing: the files were not split";
   }
-  std::set<std::pair<std::string, int>> windows;
+  WindowSet windows;
   std::set<std::string> clip_ids[2];
   size_t lines = 0;
   std::map<int64_t, std::string> loss_of_step;
@@ -130,7 +149,10 @@ void expect_one_job(const DaemonSetup& s, const JobRun& run, int clips) {
       EXPECT_EQ(it->second, l.loss) << "ranks disagree on the loss of step " << l.step;
     }
   EXPECT_EQ(lines, windows.size()) << "a window was trained twice";
-  EXPECT_EQ(static_cast<int64_t>(windows.size()), decoded_windows(s.log())) << "windows decoded but never trained";
+  if (expected)
+    EXPECT_EQ(windows, *expected) << "not the windows of the uninterrupted job";
+  else
+    EXPECT_EQ(static_cast<int64_t>(windows.size()), decoded_windows(s.log())) << "windows decoded but never trained";
   std::set<std::string> all = clip_ids[0];
   all.insert(clip_ids[1].begin(), clip_ids[1].end());
   EXPECT_EQ(static_cast<int>(all.size()), clips);
@@ -139,7 +161,10 @@ void expect_one_job(const DaemonSetup& s, const JobRun& run, int clips) {
   const int64_t steps = static_cast<int64_t>(loss_of_step.size());
   for (int r = 0; r < 2; ++r)
     EXPECT_EQ(last_durable_checkpoint(rank_dir(s, r) / "state" / "kaio.db", LedgerRead::copy), steps) << "rank " << r;
-  ASSERT_TRUE(run.status.has_value()) << "rank 1 never answered status";
+  if (!run.status) {
+    ADD_FAILURE() << "rank 1 never answered status";
+    return windows;
+  }
   EXPECT_EQ((*run.status)["job"].value("rank", -1), 1);
   EXPECT_EQ((*run.status)["job"].value("world", -1), 2);
   EXPECT_EQ((*run.status)["job"].value("allreduce", std::string()), "mpi (host memory)");
@@ -152,6 +177,7 @@ void expect_one_job(const DaemonSetup& s, const JobRun& run, int clips) {
   std::printf("mpi job: %zu windows in %lld steps, rank 0 %zu / rank 1 %zu windows, peak disk %llu / %llu bytes\n",
               windows.size(), static_cast<long long>(steps), run.trace[0].size(), run.trace[1].size(),
               static_cast<unsigned long long>(run.peak[0]), static_cast<unsigned long long>(run.peak[1]));
+  return windows;
 }
 
 #define REQUIRE_MPI()                                                                   \
@@ -189,6 +215,42 @@ TEST(MpiJob, AnOddNumberOfFilesNeverHangs) {
   auto run = run_job(h.s);
   expect_one_job(h.s, run, 9);
   EXPECT_GT(run.trace[0].size(), run.trace[1].size()) << "rank 0 should have had the larger part";
+}
+
+// kill -9 of one rank at a progress point: the other does not hang (the
+// launcher ends the job), and a restart of the job trains what was lost,
+// nothing twice, with the loss curve of an uninterrupted job.
+TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
+  REQUIRE_MPI();
+  const auto spec = job_spec(6);
+  HubRun reference("mpi-reference", {}, spec);
+  configure(reference.s);
+  auto whole = run_job(reference.s);
+  const WindowSet all_windows = expect_one_job(reference.s, whole, 18);
+
+  HubRun h("mpi-kill", {}, spec);
+  configure(h.s);
+  std::random_device seed;
+  const int64_t kill_at = 2 + static_cast<int64_t>(seed() % 5);  // of about 9 steps
+  std::printf("mpi job: kill -9 of rank 1 at step %lld (of %zu)\n", static_cast<long long>(kill_at),
+              whole.trace[0].empty() ? size_t{0} : static_cast<size_t>(whole.trace[0].back().step));
+  auto first = run_job(h.s, kill_at);
+  EXPECT_NE(first.exit_code, 0) << "the job ended cleanly although a rank was killed";
+  for (int r = 0; r < 2; ++r) EXPECT_LE(first.peak[r], 16'000'000u) << "rank " << r << " over its budget";
+  // What the job trained past the checkpoint every rank holds is trained again.
+  int64_t durable = INT64_MAX;
+  for (int r = 0; r < 2; ++r)
+    durable = std::min(durable, last_durable_checkpoint(rank_dir(h.s, r) / "state" / "kaio.db", LedgerRead::copy));
+  for (int r = 0; r < 2; ++r) truncate_trace(h.s.dir / ("trace-" + std::to_string(r) + ".txt"), durable);
+
+  auto second = run_job(h.s);
+  expect_one_job(h.s, second, 18, &all_windows);
+  std::map<int64_t, std::string> resumed, uninterrupted;
+  for (int r = 0; r < 2; ++r) {
+    for (const auto& l : second.trace[r]) resumed[l.step] = l.loss;
+    for (const auto& l : whole.trace[r]) uninterrupted[l.step] = l.loss;
+  }
+  EXPECT_EQ(resumed, uninterrupted) << "the restarted job's loss curve differs from the uninterrupted one";
 }
 
 }  // namespace
