@@ -3,6 +3,7 @@
 // rank stays under its own storage.budget (sampled every 20 ms), the ranks
 // step with the same loss, and the job ends by itself with exit 0. Also with
 // an odd number of files, where one rank runs out first.
+#include <functional>
 #include <regex>
 
 #include "tests/reliability/harness.h"
@@ -59,9 +60,14 @@ struct JobRun {
   std::vector<TraceLine> trace[2];
 };
 
-// Runs the job to its end; with `kill_at_step` > 0, kill -9 rank 1's kaiod
-// once rank 0's trace shows that step, and wait for the job to end anyway.
-JobRun run_job(const DaemonSetup& s, int64_t kill_at_step = 0) {
+// Something a test does to a running job once rank 0's trace reaches `step`.
+struct Action {
+  int64_t step = 0;  // 0: nothing
+  std::function<void()> run;
+};
+
+// Runs the job to its end (bounded), doing `action` on the way.
+JobRun run_job(const DaemonSetup& s, const Action& action = {}) {
   JobRun out;
   write_job_config(s);
   std::vector<std::string> args = {KAIO_MPIRUN};
@@ -81,13 +87,13 @@ JobRun run_job(const DaemonSetup& s, int64_t kill_at_step = 0) {
             {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT", "HF_TOKEN_PATH"});
   const auto deadline = Clock::now() + 180s;
   bool pids_set[2] = {false, false};
-  std::optional<Clock::time_point> killed;
+  std::optional<Clock::time_point> acted;
   while (job.running() && Clock::now() < deadline) {
-    if (kill_at_step > 0 && !killed && pids_set[1]) {
+    if (action.step > 0 && !acted && pids_set[1]) {
       auto trace = read_trace(s.dir / "trace-0.txt");
-      if (!trace.empty() && trace.back().step >= kill_at_step) {
-        ::kill(rank_pid(1), SIGKILL);
-        killed = Clock::now();
+      if (!trace.empty() && trace.back().step >= action.step) {
+        action.run();
+        acted = Clock::now();
       }
     }
     for (int r = 0; r < 2; ++r)
@@ -107,11 +113,11 @@ JobRun run_job(const DaemonSetup& s, int64_t kill_at_step = 0) {
     std::this_thread::sleep_for(20ms);
   }
   if (job.running()) ADD_FAILURE() << "the job did not end within 180 s; log " << s.log();
-  if (killed)
-    std::printf("mpi job: rank 1 killed at step %lld, the job ended %.1f s later\n",
-                static_cast<long long>(kill_at_step), std::chrono::duration<double>(Clock::now() - *killed).count());
-  else if (kill_at_step > 0)
-    ADD_FAILURE() << "the job ended before step " << kill_at_step;
+  if (acted)
+    std::printf("mpi job: acted at step %lld, the job ended %.1f s later\n", static_cast<long long>(action.step),
+                std::chrono::duration<double>(Clock::now() - *acted).count());
+  else if (action.step > 0)
+    ADD_FAILURE() << "the job ended before step " << action.step;
   job.kill_and_reap();
   out.exit_code = job.exit_code();
   for (int r = 0; r < 2; ++r) {
@@ -234,7 +240,7 @@ TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
   const int64_t kill_at = 2 + static_cast<int64_t>(seed() % 5);  // of about 9 steps
   std::printf("mpi job: kill -9 of rank 1 at step %lld (of %zu)\n", static_cast<long long>(kill_at),
               whole.trace[0].empty() ? size_t{0} : static_cast<size_t>(whole.trace[0].back().step));
-  auto first = run_job(h.s, kill_at);
+  auto first = run_job(h.s, {kill_at, [] { ::kill(rank_pid(1), SIGKILL); }});
   EXPECT_NE(first.exit_code, 0) << "the job ended cleanly although a rank was killed";
   for (int r = 0; r < 2; ++r) EXPECT_LE(first.peak[r], 16'000'000u) << "rank " << r << " over its budget";
   // What the job trained past the checkpoint every rank holds is trained again.
@@ -251,6 +257,39 @@ TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
     for (const auto& l : whole.trace[r]) uninterrupted[l.step] = l.loss;
   }
   EXPECT_EQ(resumed, uninterrupted) << "the restarted job's loss curve differs from the uninterrupted one";
+}
+
+// `kaioctl pause` on rank 1 holds the whole job: both ranks checkpoint and
+// stop stepping; `resume` there lets it finish with every window once.
+TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
+  REQUIRE_MPI();
+  HubRun h("mpi-pause", {}, job_spec(6));
+  configure(h.s);
+  const fs::path socket0 = rank_dir(h.s, 0) / "kaiod.sock", socket1 = rank_dir(h.s, 1) / "kaiod.sock";
+  auto ctl = [](const fs::path& socket, const std::string& args) {
+    return run_command(shell_quote(kaioctl_bin().string()) + " --socket " + shell_quote(socket.string()) + " " + args,
+                       60);
+  };
+  int64_t held_step = -1;
+  std::vector<int64_t> steps_while_paused;
+  auto run = run_job(h.s, {2, [&] {
+                             auto paused = ctl(socket1, "pause --reason mpi-test");  // returns once acknowledged
+                             EXPECT_EQ(paused.exit_code, 0) << paused.output;
+                             // Rank 0 was not asked; it is held all the same, at the pause checkpoint.
+                             for (int i = 0; i < 20; ++i) {
+                               auto st0 = status_direct(socket0), st1 = status_direct(socket1);
+                               if (!st0 || !st1) continue;
+                               steps_while_paused.push_back((*st0)["train"].value("step", -1));
+                               steps_while_paused.push_back((*st1)["train"].value("step", -1));
+                               if (held_step < 0) held_step = (*st0)["train"].value("checkpoint_step", -2);
+                               std::this_thread::sleep_for(50ms);
+                             }
+                             auto resumed = ctl(socket1, "resume");
+                             EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+                           }});
+  ASSERT_FALSE(steps_while_paused.empty()) << "no status while paused";
+  for (int64_t step : steps_while_paused) EXPECT_EQ(step, held_step) << "a rank stepped while the job was paused";
+  expect_one_job(h.s, run, 18);
 }
 
 }  // namespace
