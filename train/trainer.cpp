@@ -99,7 +99,12 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
       const auto mask = tube_mask(model_.grid(), first + batch, config_.mask_ratio, config_.seed, steps_);
       loss = model_.forward_backward(windows, mask.data() + static_cast<size_t>(first) * model_.grid().tokens(), batch);
     }
-    if (job_->world() > 1) loss = reduce_over_ranks(batch, loss);
+    double reduce_seconds = 0;
+    if (job_->world() > 1) {
+      const auto reduce_start = std::chrono::steady_clock::now();
+      loss = reduce_over_ranks(batch, loss);
+      reduce_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count();
+    }
     const double norm = model_.grad_norm();
     if (!std::isfinite(loss) || !std::isfinite(norm))
       throw Error(ErrorKind::internal, "step " + std::to_string(steps_) + ": loss or gradient is not finite");
@@ -111,7 +116,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     ++steps_;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     compute_seconds_ += seconds;
-    return {loss, lr, norm, seconds};
+    return {loss, lr, norm, seconds, reduce_seconds};
   }
 
   void join_job() override {

@@ -16,6 +16,7 @@ struct StepResult {
   double lr;
   double grad_norm;  // before clipping
   double compute_seconds;
+  double allreduce_seconds = 0;  // of compute_seconds: summing over the ranks (0 alone)
 };
 
 class Trainer {
