@@ -64,6 +64,7 @@ struct EngineCore {
   std::string backend;                    // the trainer's
   // The ranks of the job this kaiod is one of (docs/multi-rank.md); world 1 alone.
   std::shared_ptr<train::Collective> job = train::make_single_collective();
+  std::vector<double> job_data_wait;  // guarded by `mutex`: each rank's seconds waiting for its own data
   std::stop_source stop;
 
   // Guarded by `mutex`.

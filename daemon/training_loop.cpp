@@ -27,6 +27,7 @@ void TrainingLoop::run(const std::stop_token& st) {
       double waited = 0;
       if (!batch_ready_ && !st.stop_requested() && !core_.failed_now() && !core_.paused_now())
         batch_ready_ = fill_batch(st, waited);  // false: paused, stopping or failed; the batch is held
+      own_data_wait_ += waited;
       const Turn turn = agree(st);
       if (turn.stop) {
         if (st.stop_requested() || job.world() > 1) checkpoint();
@@ -79,8 +80,21 @@ TrainingLoop::Turn TrainingLoop::agree(const std::stop_token& st) {
                        batch_ready_ ? static_cast<int64_t>(batch_.size()) : 0};
   auto start = Clock::now();
   core_.job->allreduce_sum(counts, 5);
-  if (core_.job->world() > 1) trainer_->note_data_wait(std::chrono::duration<double>(Clock::now() - start).count());
+  if (core_.job->world() > 1) {
+    trainer_->note_data_wait(std::chrono::duration<double>(Clock::now() - start).count());
+    share_data_waits();
+  }
   return {counts[0] > 0, counts[1] > 0, counts[2] > 0, counts[3] == core_.job->world(), counts[4]};
+}
+
+// Every rank's time waiting for its own data (not for the other ranks), so
+// that status on any rank can name the rank the job waits for.
+void TrainingLoop::share_data_waits() {
+  std::vector<double> waits(static_cast<size_t>(core_.job->world()), 0.0);
+  waits[static_cast<size_t>(core_.job->rank())] = own_data_wait_;
+  core_.job->allreduce_sum(waits.data(), waits.size());
+  std::lock_guard lock(core_.mutex);
+  core_.job_data_wait = std::move(waits);
 }
 
 // A pause anywhere in the job: every rank checkpoints once (again when a new

@@ -53,6 +53,7 @@ class TrainingLoop {
   Turn agree(const std::stop_token& st);
   void hold_for_pause(const Turn& turn);
   bool agree_on_early_checkpoint();
+  void share_data_waits();
   void abort_job_on_error();
   bool limits_reached() const;
   bool fill_batch(const std::stop_token& st, double& waited);
@@ -83,6 +84,7 @@ class TrainingLoop {
   cache::PlanCursor batch_cursor_;
   bool batch_ready_ = false;  // batch_ is complete and waits for the other ranks' turn
   bool job_paused_ = false;   // the job's pause checkpoint is written
+  double own_data_wait_ = 0;  // seconds this rank waited for its own windows
 };
 
 }  // namespace kaio::daemon

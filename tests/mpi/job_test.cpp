@@ -284,6 +284,14 @@ TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
                                if (held_step < 0) held_step = (*st0)["train"].value("checkpoint_step", -2);
                                std::this_thread::sleep_for(50ms);
                              }
+                             // Any rank names the rank the job waits for.
+                             if (auto st0 = status_direct(socket0)) {
+                               EXPECT_EQ((*st0)["job"]["data_wait_seconds"].size(), 2u) << st0->dump();
+                               const int slowest = (*st0)["job"].value("slowest_rank", -1);
+                               EXPECT_TRUE(slowest == 0 || slowest == 1) << st0->dump();
+                             }
+                             auto human = ctl(socket0, "status");
+                             EXPECT_NE(human.output.find(", slowest rank "), std::string::npos) << human.output;
                              auto resumed = ctl(socket1, "resume");
                              EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
                            }});
