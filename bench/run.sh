@@ -18,6 +18,10 @@ done
 echo "== bench/dataplane.py"
 rm -f bench/results/dataplane.json
 /usr/bin/python3 bench/dataplane.py "$build" || { echo "FAILED: bench/dataplane.py"; status=1; }
+# What the CPU side can feed a GPU, with a stand-in GPU trainer (issue 19).
+echo "== bench/feed.py"
+rm -f bench/results/feed.json
+/usr/bin/python3 bench/feed.py "$build" || { echo "FAILED: bench/feed.py"; status=1; }
 echo "== bench/train_torch_e2e.py"
 /usr/bin/python3 bench/train_torch_e2e.py "$build" || { echo "FAILED: bench/train_torch_e2e.py"; status=1; }
 python3 bench/collect.py bench/results

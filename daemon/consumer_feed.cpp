@@ -28,7 +28,7 @@ ConsumerFeed::ConsumerFeed(EngineCore& core, Downloads& downloads) : core_(core)
 }
 
 void ConsumerFeed::run(const std::stop_token& st) {
-  try {
+  core_.run_stage("consumer feed", [&] {
     while (!st.stop_requested() && !core_.failed_now()) {
       note_budget_wait();
       next_epoch_if_all_committed();
@@ -37,13 +37,7 @@ void ConsumerFeed::run(const std::stop_token& st) {
       if (core_.done) break;
       core_.changed.wait_for(lock, std::chrono::milliseconds(200));
     }
-  } catch (const Error& err) {
-    if (err.kind() != ErrorKind::cancelled)
-      core_.stop_on_error("consumer feed stopped: " + std::string(err.what()), err.kind());
-  } catch (const std::exception& err) {
-    core_.stop_on_error("consumer feed stopped by an internal error: " + std::string(err.what()));
-  }
-  core_.changed.notify_all();
+  });
 }
 
 // While the budget waits, only commits free space: say whose.

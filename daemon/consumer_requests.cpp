@@ -65,7 +65,9 @@ json ConsumerFeed::attach(WorkerCursor& w, const json& args, pid_t pid) {
     refuse("consumer \"" + name + "\" rank " + std::to_string(rank) + " worker " + std::to_string(worker) +
            " is already attached (pid " + std::to_string(slot->second) + ")");
   if (!has_from) from = r.committed;
-  if (from < r.committed)
+  // Worker k starts at the k-th batch from `from`: a worker that attaches late
+  // may find the batches before its own received and committed already.
+  if (Token{from.epoch, (from.window / batch + worker) * batch} < r.committed)
     refuse("token " + from.to_string() + " of consumer \"" + name + "\" rank " + std::to_string(rank) +
            " is behind its committed token " + r.committed.to_string() + ": those windows are deleted");
   if (from.window % batch != 0)

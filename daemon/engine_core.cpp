@@ -61,6 +61,17 @@ void EngineCore::stop_on_error(const std::string& message, ErrorKind kind) {
   failed = true;
 }
 
+void EngineCore::run_stage(const std::string& name, const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const Error& err) {
+    if (err.kind() != ErrorKind::cancelled) stop_on_error(name + " stopped: " + err.what(), err.kind());
+  } catch (const std::exception& err) {
+    stop_on_error(name + " stopped by an internal error: " + err.what());
+  }
+  changed.notify_all();
+}
+
 void EngineCore::disk_full(const std::string& what) {
   std::lock_guard lock(mutex);
   disk_full_reason = redact(what);

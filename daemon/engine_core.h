@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -107,6 +108,10 @@ struct EngineCore {
   // A stage that cannot go on stops the whole run cleanly, with the reason in
   // status.last_error, rather than letting an exception end the process.
   void stop_on_error(const std::string& message, ErrorKind kind = ErrorKind::internal);
+  // The body of one of the engine's threads (`name`: "producer", "trainer", ...):
+  // whatever it throws, other than a cancellation, ends in stop_on_error, and
+  // the other threads are woken when it returns.
+  void run_stage(const std::string& name, const std::function<void()>& body);
   void disk_full(const std::string& what);
   // Polls until the filesystems keep storage.free_disk_floor plus a margin free.
   void wait_for_disk_space(const std::stop_token& st);

@@ -5,23 +5,45 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <optional>
 
 #include "common/units.h"
 
 namespace kaio::daemon {
 namespace {
 
-// Windows left in the epoch over the recent training rate. Files not yet
-// decoded are taken to hold as many windows as the average file so far.
-// -1 while nothing is known or nothing trains.
-double epoch_eta_seconds(const StatusInputs& in, double windows_per_second) {
-  if (in.done) return 0;
-  if (windows_per_second <= 0 || !in.progress) return -1;
+// The epoch's windows: those of the clips added so far, and as many again per
+// file not yet decoded as the average file so far gave. Unknown before any
+// file is decoded.
+struct EpochWindows {
+  double total = 0, left = 0;
+};
+std::optional<EpochWindows> epoch_windows(const StatusInputs& in) {
+  if (!in.progress || in.progress->files_complete == 0) return std::nullopt;
   const auto& p = *in.progress;
-  if (p.files_complete == 0) return -1;
   int64_t files_left = std::max<int64_t>(0, in.files_total - p.files_complete);
   double per_file = static_cast<double>(p.windows_added) / static_cast<double>(p.files_complete);
-  return (static_cast<double>(p.windows_left) + per_file * static_cast<double>(files_left)) / windows_per_second;
+  double not_added = per_file * static_cast<double>(files_left);
+  return EpochWindows{static_cast<double>(p.windows_added) + not_added,
+                      static_cast<double>(p.windows_left) + not_added};
+}
+
+// Windows left in the epoch over the recent training rate; -1 while nothing
+// is known or nothing trains.
+double epoch_eta_seconds(const StatusInputs& in, double windows_per_second) {
+  if (in.done) return 0;
+  auto windows = epoch_windows(in);
+  if (windows_per_second <= 0 || !windows) return -1;
+  return windows->left / windows_per_second;
+}
+
+// The share of the epoch's windows trained, 0 to 100; -1 while unknown. Known
+// while paused too: it needs no rate.
+double epoch_percent(const StatusInputs& in) {
+  if (in.done) return 100;
+  auto windows = epoch_windows(in);
+  if (!windows || windows->total <= 0) return -1;
+  return std::clamp(100 * (windows->total - windows->left) / windows->total, 0.0, 100.0);
 }
 
 int64_t count(const auto& counts, auto key) {
@@ -158,6 +180,7 @@ ServiceStatus derive_status(const StatusInputs& in) {
   // A paused run moves nothing: its rates are 0, not the last minute's.
   s.rates = in.paused ? ServiceStatus::Rates{} : in.rates;
   s.epoch_eta_seconds = epoch_eta_seconds(in, s.rates.train_samples_per_s);
+  s.epoch_percent = epoch_percent(in);
   s.last_error = in.last_error;
   s.download_bytes_total = in.download_bytes_total;
   s.errors_total = in.errors_total;

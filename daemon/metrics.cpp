@@ -156,6 +156,8 @@ std::string render_metrics(const ServiceStatus& s, const std::string& version) {
   e.one("kaio_checkpoint_step", "gauge", "Step of the last durable checkpoint, -1 if none.", s.train.checkpoint_step);
   if (s.epoch_eta_seconds >= 0)
     e.one("kaio_epoch_eta_seconds", "gauge", "Estimated seconds to the end of the epoch.", s.epoch_eta_seconds);
+  if (s.epoch_percent >= 0)
+    e.one("kaio_epoch_percent", "gauge", "Estimated share of the epoch's windows trained, 0 to 100.", s.epoch_percent);
 
   e.family("kaio_errors_total", "counter",
            "Failures since kaiod started, by kind (transient: network or server, corrupt: bad data, ...).");
@@ -171,19 +173,20 @@ MetricsServer::MetricsServer(const std::string& host, int port, StatusSource sou
   std::string where = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
   auto& srv = *server_;
   // Two workers are plenty for a scraper or two; every read and write is bounded.
-  srv.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  // httplib owns the queue it is handed as a raw pointer.
+  srv.new_task_queue = [] { return std::make_unique<httplib::ThreadPool>(2).release(); };
   srv.set_read_timeout(5, 0);
   srv.set_write_timeout(5, 0);
   srv.set_keep_alive_timeout(2);
   srv.set_keep_alive_max_count(100);
-  srv.set_payload_max_length(64 * 1024);
+  srv.set_payload_max_length(size_t{64} * 1024);
   srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(render_metrics(source_(), KAIO_VERSION), "text/plain; version=0.0.4; charset=utf-8");
   });
   srv.Get("/", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("kaiod: Prometheus metrics are at /metrics\n", "text/plain; charset=utf-8");
   });
-  srv.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+  srv.set_exception_handler([](const httplib::Request& req, httplib::Response& res, const std::exception_ptr& ep) {
     std::string why = "unknown error";
     try {
       if (ep) std::rethrow_exception(ep);

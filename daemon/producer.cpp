@@ -15,7 +15,7 @@
 namespace kaio::daemon {
 
 void Producer::run(const std::stop_token& st) {
-  try {
+  core_.run_stage("producer", [&] {
     load_caption_files();
     while (!st.stop_requested()) {
       int e = core_.current_epoch();
@@ -24,13 +24,7 @@ void Producer::run(const std::stop_token& st) {
       core_.changed.wait(lock, [&] { return st.stop_requested() || core_.done || core_.epoch != e; });
       if (core_.done) return;
     }
-  } catch (const Error& err) {
-    if (err.kind() != ErrorKind::cancelled)
-      core_.stop_on_error("producer stopped: " + std::string(err.what()), err.kind());
-  } catch (const std::exception& err) {
-    core_.stop_on_error("producer stopped by an internal error: " + std::string(err.what()));
-  }
-  core_.changed.notify_all();
+  });
 }
 
 // Caption files are read straight from the Hub into memory: they take no

@@ -54,6 +54,7 @@ json to_json(const ServiceStatus& s) {
         {"decode_clips_per_s", s.rates.decode_clips_per_s},
         {"train_samples_per_s", s.rates.train_samples_per_s}}},
       {"epoch_eta_seconds", s.epoch_eta_seconds},
+      {"epoch_percent", s.epoch_percent},
       {"last_error", s.last_error},
       {"download_bytes_total", s.download_bytes_total},
       {"errors_total", s.errors_total},
@@ -97,6 +98,19 @@ std::string bar(double fraction, int width) {
   int filled = static_cast<int>(std::lround(fraction * width));
   return "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '.') +
          "]";
+}
+
+// "epoch     [####......] 42% done, eta 5m03s": each part only when known, no
+// line when neither is. The percent rounds down: 100% is only ever done.
+std::string epoch_line(const json& j) {
+  double percent = j.value("epoch_percent", -1.0), eta = j.value("epoch_eta_seconds", -1.0);
+  std::string line;
+  if (percent >= 0) line = bar(percent / 100, 30) + fmt::format(" {:.0f}% done", std::floor(percent));
+  if (eta >= 0) {
+    line += line.empty() ? "" : ", ";
+    line += "eta " + format_duration(std::chrono::milliseconds(static_cast<int64_t>(eta * 1000)));
+  }
+  return line.empty() ? "" : "epoch     " + line + "\n";
 }
 
 }  // namespace
@@ -151,9 +165,7 @@ std::string render_status(const json& j) {
                 format_size(static_cast<uint64_t>(r.value("download_bps", 0.0))).c_str(),
                 r.value("decode_clips_per_s", 0.0), r.value("train_samples_per_s", 0.0));
   out += line;
-  double eta = j.value("epoch_eta_seconds", -1.0);
-  if (eta >= 0)
-    out += "epoch eta " + format_duration(std::chrono::milliseconds(static_cast<int64_t>(eta * 1000))) + "\n";
+  out += epoch_line(j);
   std::string err = j.value("last_error", "");
   if (!err.empty()) out += "last error " + err + "\n";
   return out;

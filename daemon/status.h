@@ -46,6 +46,7 @@ struct ServiceStatus {
     double download_bps = 0, decode_clips_per_s = 0, train_samples_per_s = 0;
   } rates;
   double epoch_eta_seconds = -1;  // -1 when unknown
+  double epoch_percent = -1;      // share of the epoch's windows trained, 0 to 100; -1 when unknown
   std::string last_error;
   std::string repo, revision;
   // Counters since this kaiod started (Prometheus counters, docs/metrics.md).

@@ -18,7 +18,8 @@ void TrainingLoop::run(const std::stop_token& st) {
   std::vector<uint8_t> batch_bytes(window_bytes * static_cast<size_t>(c.train.batch_size));
   int64_t since_checkpoint = 0;
   train::Collective& job = *core_.job;
-  try {
+  bool stopped_with_the_job = false;  // another rank stopped, not this one
+  core_.run_stage("trainer", [&] {
     while (true) {
       if (limits_reached()) {  // also when resumed at train.max_steps; the same step on every rank
         finish();
@@ -31,8 +32,10 @@ void TrainingLoop::run(const std::stop_token& st) {
       const Turn turn = agree(st);
       if (turn.stop) {
         if (st.stop_requested() || job.world() > 1) checkpoint();
-        if (!st.stop_requested() && !core_.failed_now())
+        if (!st.stop_requested() && !core_.failed_now()) {
+          stopped_with_the_job = true;
           core_.stop_on_error("another rank of the job stopped: this rank stops with it", ErrorKind::cancelled);
+        }
         break;
       }
       if (turn.pause) {
@@ -54,15 +57,8 @@ void TrainingLoop::run(const std::stop_token& st) {
         since_checkpoint = 0;
       }
     }
-  } catch (const Error& err) {
-    if (err.kind() != ErrorKind::cancelled)
-      core_.stop_on_error("trainer stopped: " + std::string(err.what()), err.kind());
-    abort_job_on_error();
-  } catch (const std::exception& err) {
-    core_.stop_on_error("trainer stopped by an internal error: " + std::string(err.what()));
-    abort_job_on_error();
-  }
-  core_.changed.notify_all();
+  });
+  if (core_.failed_now() && !stopped_with_the_job) abort_job_on_error();
 }
 
 // What every rank does this turn, from what each one can do: a stop or a

@@ -605,11 +605,12 @@ ShardSummary decode_clip(const std::filesystem::path& clip, const ClipOrigin& or
     summary.skipped_reason = "only " + std::to_string(summary.sampled_frames) + " frames at " +
                              std::to_string(spec.fps) + " fps, fewer than a window of " + std::to_string(spec.frames) +
                              " (decode.pad_short is off)";
-    spdlog::info("{}: skipped: {}", what, summary.skipped_reason);
+    spdlog::debug("{}: skipped: {}", what, summary.skipped_reason);  // the caller says it as the clip's failure
     return summary;  // the writer's destructor removes the temporary file
   }
   summary.bytes = shard.finish();
-  spdlog::info("{}: {} windows, {} bytes in {}", what, summary.windows, summary.bytes, shard_out.string());
+  // Per clip, so debug: info is one line per file ("decoded FILE").
+  spdlog::debug("{}: {} windows, {} bytes in {}", what, summary.windows, summary.bytes, shard_out.string());
   return summary;
 }
 

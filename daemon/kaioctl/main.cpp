@@ -28,7 +28,8 @@ using nlohmann::json;
 
 constexpr const char* kDefaultSocket = "/run/kaio/kaiod.sock";
 
-int usage() {
+// To stderr with exit code 2 after a usage error; to stdout with 0 for `kaioctl help`.
+int usage(FILE* out = stderr) {
   std::fputs(
       "usage: kaioctl [--socket PATH] COMMAND\n"
       "  status [--json] [--watch]    what kaiod is doing\n"
@@ -37,11 +38,13 @@ int usage() {
       "  ls [--state S] [--json]      files and clips with their state\n"
       "  consumers [--json]           data-plane consumers (train.backend \"external\")\n"
       "  fetch --repo ORG/NAME --out DIR [--revision R] [--include G]... [--exclude G]... [--endpoint URL]\n"
-      "  probe FILE [--preview out.png]\n"
+      "  probe FILE [--preview out.png [--window N]] [--frames T] [--stride S] [--fps F] [--size N]\n"
+      "                               decode a video or archive as kaiod would (probe --help: what each does)\n"
       "  --version\n"
+      "  help                         this text\n"
       "The socket is --socket, else $KAIO_SOCKET, else /run/kaio/kaiod.sock.\n",
-      stderr);
-  return 2;
+      out);
+  return out == stdout ? 0 : 2;
 }
 
 struct Args {
@@ -180,6 +183,7 @@ int main(int argc, char** argv) {
   }
   if (i >= argc) return usage();
   std::string cmd = argv[i];
+  if (cmd == "help" || cmd == "--help") return usage(stdout);
   auto command = kCommands.find(cmd);
   if (command == kCommands.end()) {
     std::fprintf(stderr, "kaioctl: unknown command \"%s\"\n", kaio::printable(cmd).c_str());

@@ -398,11 +398,18 @@ TEST_F(DataPlane, HostileRequestsGetTheDocumentedErrorsWhileOthersAreServed) {
   EXPECT_EQ(error_of(victim.commit(committer, {{"epoch", 0}, {"window", 0}})),
             "commit of consumer \"victim\" rank 0 goes backwards: epoch 0 window 0 is behind the committed epoch 0 "
             "window 4");
-  auto behind = attach_args("victim", 0, 1, 1, 2, 4);
+  auto behind = attach_args("victim", 0, 1, 1, 2, 2);  // worker 1's first batch from 0: windows 2-3
   behind["from"] = {{"epoch", 0}, {"window", 0}};
   EXPECT_EQ(error_of(hostile.call("attach", behind)),
             "token epoch 0 window 0 of consumer \"victim\" rank 0 is behind its committed token epoch 0 window 4: "
             "those windows are deleted");
+  // A worker that attaches after its siblings were served and committed: its
+  // first batch from 0 (windows 4-7) is not behind the commit.
+  auto late = attach_args("victim", 0, 1, 1, 2, 4);
+  late["from"] = {{"epoch", 0}, {"window", 0}};
+  DataConnection late_worker(socket);
+  auto accepted = late_worker.call("attach", late);
+  EXPECT_TRUE(accepted.value("ok", false)) << accepted.dump();
   DataConnection big(socket);
   EXPECT_NE(big.call_raw(std::string(70000, 'x')).find("request longer than 65536 bytes"), std::string::npos);
   good.join();

@@ -23,6 +23,7 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "daemon/engine.h"
+#include "daemon/engine_status.h"
 #include "state/ledger.h"
 #include "tests/support/engine_run.h"
 #include "tests/support/private_tmpfs.h"
@@ -39,6 +40,47 @@ struct Guarantees : testing::Test {
 };
 
 }  // namespace
+
+// epoch_percent and epoch_eta_seconds from one estimate of the epoch's
+// windows (those added, and the average file's worth per file not yet
+// decoded), the rates 0 while paused, and both as kaioctl status prints them.
+TEST(StatusOfAnEpoch, PercentAndEtaShareAnEstimateAndAPausedRunMovesNothing) {
+  daemon::StatusInputs in;
+  in.files_total = 4;
+  in.progress = cache::WindowSequence::Progress{2, 20, 5};  // 2 files complete, 20 windows added, 5 of them left
+  in.rates = {1e6, 2, 5};
+  auto running = daemon::derive_status(in);
+  EXPECT_EQ(running.state, "running");
+  EXPECT_DOUBLE_EQ(running.epoch_percent, 37.5) << "15 of 20 + 2 x 10 windows trained";
+  EXPECT_DOUBLE_EQ(running.epoch_eta_seconds, 5) << "25 windows left at 5 a second";
+  std::string shown = daemon::render_status(daemon::to_json(running));
+  EXPECT_NE(shown.find("\nepoch     [###########...................] 37% done, eta 5s\n"), std::string::npos) << shown;
+
+  in.paused = true;
+  auto paused = daemon::derive_status(in);
+  EXPECT_EQ(paused.state, "paused");
+  EXPECT_EQ(paused.rates.download_bps, 0);
+  EXPECT_EQ(paused.rates.decode_clips_per_s, 0);
+  EXPECT_EQ(paused.rates.train_samples_per_s, 0);
+  EXPECT_EQ(paused.epoch_eta_seconds, -1);
+  EXPECT_DOUBLE_EQ(paused.epoch_percent, 37.5) << "known without a rate";
+  shown = daemon::render_status(daemon::to_json(paused));
+  EXPECT_NE(shown.find("train 0.0 samples/s"), std::string::npos) << shown;
+  EXPECT_NE(shown.find("37% done\n"), std::string::npos) << shown;
+
+  in.paused = false;
+  in.progress = cache::WindowSequence::Progress{0, 3, 3};  // no file complete: no average file
+  auto unknown = daemon::derive_status(in);
+  EXPECT_EQ(unknown.epoch_percent, -1);
+  EXPECT_EQ(unknown.epoch_eta_seconds, -1);
+  shown = daemon::render_status(daemon::to_json(unknown));
+  EXPECT_EQ(shown.find("\nepoch "), std::string::npos) << shown;
+
+  in.done = true;
+  auto done = daemon::derive_status(in);
+  EXPECT_EQ(done.epoch_percent, 100);
+  EXPECT_EQ(done.epoch_eta_seconds, 0);
+}
 
 // keep_checkpoints 1 with max_steps: the last step was checkpointed twice and
 // the rotation deleted the file (and ledger row) it had just written, after
@@ -88,11 +130,22 @@ TEST_F(Guarantees, NoDeletedShardStaysMappedAfterAPauseOrAnEpoch) {
   ASSERT_GE(engine.status().train.step, 6) << engine.status().last_error;
   engine.handle_control("pause", {}, admin);  // returns once the pause checkpoint is durable
   int held_after_pause = deleted_but_held(dir);
-  double eta_running = -1;
+  auto paused = engine.status();
+  EXPECT_EQ(paused.state, "paused");
+  EXPECT_EQ(paused.rates.train_samples_per_s, 0) << "a paused run trains nothing";
+  EXPECT_EQ(paused.rates.download_bps, 0);
+  EXPECT_EQ(paused.epoch_eta_seconds, -1) << "no rate, no ETA";
+  EXPECT_GT(paused.epoch_percent, 0) << "6 steps into the epoch, which needs no rate";
+  EXPECT_LT(paused.epoch_percent, 100);
+  double eta_running = -1, percent_low = 101, percent_high = -2;
   engine.handle_control("resume", {}, admin);
   while (!engine.finished() && std::chrono::steady_clock::now() < deadline) {
     auto s = engine.status();
     if (s.state == "running") eta_running = std::max(eta_running, s.epoch_eta_seconds);
+    if (s.state == "running" && s.epoch_percent != -1) {
+      percent_low = std::min(percent_low, s.epoch_percent);
+      percent_high = std::max(percent_high, s.epoch_percent);
+    }
     std::this_thread::sleep_for(50ms);
   }
   auto s = engine.status();
@@ -104,6 +157,10 @@ TEST_F(Guarantees, NoDeletedShardStaysMappedAfterAPauseOrAnEpoch) {
   EXPECT_EQ(held_at_epoch_1.load(), 0);
   EXPECT_GT(eta_running, 0) << "status.epoch_eta_seconds is known while training runs";
   EXPECT_EQ(s.epoch_eta_seconds, 0) << "nothing left once done";
+  EXPECT_EQ(s.epoch_percent, 100) << "all of it once done";
+  EXPECT_GE(percent_low, 0) << "status.epoch_percent is 0 to 100 while training runs";
+  EXPECT_LE(percent_high, 100);
+  EXPECT_GT(percent_high, paused.epoch_percent) << "the epoch's percent grows after the resume";
   for (const auto& [epoch, windows] : trace.by_epoch) {
     std::set<Window> unique(windows.begin(), windows.end());
     EXPECT_EQ(unique.size(), windows.size()) << "a window repeated in epoch " << epoch;

@@ -93,6 +93,20 @@ TEST_F(Messages, KaioctlNamesAnUnknownCommandBeforeTheUsage) {
   EXPECT_EQ(bare.output.find("unknown command"), std::string::npos) << bare.output;
 }
 
+// `kaioctl help` is the usage on stdout, exit 0, with every option of probe;
+// `probe --help` says what each does.
+TEST_F(Messages, KaioctlHelpNamesEveryProbeOption) {
+  auto help = run_command(shell_quote(kaioctl()) + " help 2>/dev/null", 20);
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  auto probe_help = run_command(shell_quote(kaioctl()) + " probe --help 2>/dev/null", 20);
+  EXPECT_EQ(probe_help.exit_code, 0) << probe_help.output;
+  for (const char* option : {"--preview out.png", "--window N", "--frames T", "--stride S", "--fps F", "--size N"}) {
+    EXPECT_NE(help.output.find(option), std::string::npos) << option << "\n" << help.output;
+    EXPECT_NE(probe_help.output.find(std::string("  ") + option + "  "), std::string::npos) << option << "\n"
+                                                                                            << probe_help.output;
+  }
+}
+
 TEST_F(Messages, KaioctlLsSaysWhenThereIsNothingToList) {
   json files = json::array(), clips = json::array();
   ControlServer server(dir / "kaiod.sock", "", [&](const std::string& cmd, const json&, const Peer&) -> json {

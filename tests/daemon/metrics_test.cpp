@@ -13,7 +13,9 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "common/version.h"
 #include "tests/reliability/harness.h"
@@ -138,6 +140,56 @@ void expect_families(const std::map<std::string, Family>& fams) {
   EXPECT_EQ(current, 1.0);
 }
 
+// The fenced blocks of docs/metrics.md in `language` (json, promql, yaml).
+std::vector<std::string> doc_blocks(const std::string& doc, const std::string& language) {
+  std::vector<std::string> blocks;
+  const std::string fence = "```" + language + "\n";
+  for (size_t at = doc.find(fence); at != std::string::npos; at = doc.find(fence, at)) {
+    at += fence.size();
+    size_t end = doc.find("```", at);
+    blocks.push_back(doc.substr(at, end - at));
+    at = end;
+  }
+  return blocks;
+}
+
+// The Grafana dashboard docs/metrics.md ships (the json block with
+// "__inputs"); null when there is none or it does not parse.
+json grafana_dashboard(const std::string& doc) {
+  for (const auto& block : doc_blocks(doc, "json"))
+    if (block.find("\"__inputs\"") != std::string::npos) return json::parse(block, nullptr, false);
+  return nullptr;
+}
+
+// Every PromQL expression docs/metrics.md offers: the Grafana panels'
+// targets, the useful expressions and the alert rules.
+std::vector<std::string> doc_queries(const std::string& doc) {
+  std::vector<std::string> queries;
+  json dashboard = grafana_dashboard(doc);
+  if (dashboard.is_object()) {
+    for (const auto& p : dashboard.value("panels", json::array()))
+      for (const auto& t : p.value("targets", json::array())) queries.push_back(t.value("expr", ""));
+  }
+  for (const auto& block : doc_blocks(doc, "promql")) {
+    std::istringstream lines(block);
+    for (std::string line; std::getline(lines, line);) queries.push_back(line.substr(0, line.find('#')));
+  }
+  std::regex expr_re("expr: (.*)");
+  for (const auto& block : doc_blocks(doc, "yaml"))
+    for (auto it = std::sregex_iterator(block.begin(), block.end(), expr_re); it != std::sregex_iterator(); ++it)
+      queries.push_back((*it)[1]);
+  return queries;
+}
+
+// The metric names a PromQL expression reads.
+std::set<std::string> metrics_in(const std::string& query) {
+  std::set<std::string> names;
+  std::regex name_re("kaio_[a-z_]*[a-z]");
+  for (auto it = std::sregex_iterator(query.begin(), query.end(), name_re); it != std::sregex_iterator(); ++it)
+    names.insert(it->str());
+  return names;
+}
+
 }  // namespace
 
 TEST(Metrics, ExpositionParsesWithThePrometheusParser) {
@@ -190,6 +242,13 @@ TEST(Metrics, ExpositionParsesWithThePrometheusParser) {
                   {{"version", "9.8.7"}, {"repo", s.repo}, {"revision", "0123abcd"}, {"backend", "cpu"}}),
             1.0);
   EXPECT_EQ(fams.count("kaio_epoch_eta_seconds"), 0u);  // unknown (-1): no sample rather than a fake one
+  EXPECT_EQ(fams.count("kaio_epoch_percent"), 0u);
+  s.epoch_eta_seconds = 90;
+  s.epoch_percent = 37.5;
+  fams = parse(kaio::daemon::render_metrics(s, "9.8.7"), tmp);
+  EXPECT_EQ(value(fams, "kaio_epoch_eta_seconds"), 90.0);
+  EXPECT_EQ(value(fams, "kaio_epoch_percent"), 37.5);
+  EXPECT_EQ(fams["kaio_epoch_percent"].type, "gauge");
 }
 
 // The real kaiod with metrics.listen on an ephemeral loopback port: a scrape
@@ -236,6 +295,22 @@ TEST(Metrics, KaiodServesMetricsAndStopsOnSigterm) {
       << scrape.output;
   EXPECT_EQ(value(fams, "kaio_files_selected"), 2.0);
   EXPECT_EQ(value(fams, "kaio_paused"), 0.0);
+  // Every query docs/metrics.md offers (the Grafana panel, the useful
+  // expressions, the alerts) reads metrics this scrape has.
+  std::set<std::string> scraped;
+  for (const auto& [name, fam] : fams)
+    for (const auto& sample : fam.samples) scraped.insert(sample["name"].get<std::string>());
+  auto queries = doc_queries(read_text(fs::path(KAIO_SOURCE_DIR) / "docs/metrics.md"));
+  EXPECT_GE(queries.size(), 12u) << "4 panels of 1 to 3 targets, 6 expressions, 3 alerts";
+  size_t checked = 0;
+  for (const auto& q : queries) {
+    for (const auto& name : metrics_in(q)) {
+      EXPECT_TRUE(scraped.count(name)) << "docs/metrics.md queries " << name << " (in `" << q
+                                       << "`), which kaiod's /metrics does not serve";
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 12u);
   // A path other than /metrics is not found, and kaiod keeps serving.
   auto other = run_command(
       "curl -s -m 20 -o /dev/null -w '%{http_code}' http://127.0.0.1:" + std::to_string(port) + "/nothing", 30);
@@ -296,7 +371,8 @@ TEST(Metrics, KaiodNamesAMetricsAddressItCannotListenOn) {
 // Grafana JSON imports (it parses, and its queries name served metrics).
 TEST(Metrics, DocsNameWhatKaiodServes) {
   ServiceStatus s;
-  s.epoch_eta_seconds = 60;  // so that the optional one is there too
+  s.epoch_eta_seconds = 60;  // so that the optional ones are there too
+  s.epoch_percent = 40;
   std::string text = kaio::daemon::render_metrics(s, KAIO_VERSION);
   std::set<std::string> served;
   std::regex sample_re("(^|\\n)(kaio_[a-z_]+)[{ ]");
@@ -316,12 +392,8 @@ TEST(Metrics, DocsNameWhatKaiodServes) {
     EXPECT_TRUE(named.count(n)) << n << " is served but not in docs/metrics.md";
   }
 
-  auto start = doc.find("```json\n{\n  \"__inputs\"");
-  ASSERT_NE(start, std::string::npos);
-  start += 8;
-  std::string panel = doc.substr(start, doc.find("```", start) - start);
-  json dashboard = json::parse(panel, nullptr, false);
-  ASSERT_FALSE(dashboard.is_discarded()) << panel;
+  json dashboard = grafana_dashboard(doc);
+  ASSERT_TRUE(dashboard.is_object()) << "docs/metrics.md has no Grafana dashboard that parses";
   ASSERT_TRUE(dashboard["panels"].is_array());
   for (const auto& p : dashboard["panels"]) {
     for (const auto& t : p["targets"]) EXPECT_NE(t["expr"].get<std::string>().find("kaio_"), std::string::npos) << t;

@@ -35,6 +35,7 @@
 #include "tests/support/private_tmpfs.h"
 #include "tests/support/progress_watchdog.h"
 #include "tests/support/sandbox.h"
+#include "tests/support/trace_file.h"
 
 namespace fs = std::filesystem;
 using namespace kaio;
@@ -280,22 +281,7 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
         // The engine's log (spdlog writes to stderr) goes to the log file: its lines are progress events.
         int fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd >= 0) ::dup2(fd, 2);
-        struct FileTrace : daemon::WindowObserver {
-          FILE* out;
-          int64_t step_ = 0;
-          std::string pending;
-          void on_window(int, int64_t step, const std::string& clip, int window) override {
-            step_ = step;
-            pending += std::to_string(step) + " " + clip + " " + std::to_string(window) + "\n";
-          }
-          void on_step(int64_t step, double loss) override {
-            std::fprintf(out, "%sloss %lld %.9g\n", pending.c_str(), static_cast<long long>(step), loss);
-            std::fflush(out);
-            pending.clear();
-          }
-        } trace;
-        std::unique_ptr<FILE, int (*)(FILE*)> trace_out(std::fopen(trace_file.c_str(), "a"), &std::fclose);
-        trace.out = trace_out.get();
+        test::TraceFile trace(trace_file);
         try {
           daemon::Engine engine(config(), &trace);
           engine.start();
@@ -365,11 +351,12 @@ TEST_F(Pipeline, KilledAndRestartedTrainsTheSameSequence) {
         by_step[step] = current[step];
         current.erase(step);
         losses[step] = loss;
-      } else {
+      } else {  // "w <epoch> <step> <clip> <window>"
+        int epoch, window;
+        long long step;
         std::string clip;
-        int window;
-        in >> clip >> window;
-        current[std::stoll(word)].emplace_back(clip, window);
+        in >> epoch >> step >> clip >> window;
+        current[step].emplace_back(clip, window);
       }
     }
     std::vector<std::pair<std::string, int>> resumed;

@@ -104,24 +104,49 @@ def wait_until(what, cond, timeout, proc=None, poll=0.05):
         time.sleep(poll)
 
 
+def _dataset_key(mkdata_args):
+    """tests/support/datasets.h's key (FNV-1a of the arguments), so C++ and
+    Python tests share one cache of kaio-mkdata datasets per build folder."""
+    h = 1469598103934665603
+    for c in mkdata_args.encode():
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
 def dataset(a, clips=12, per_archive=6, seconds=4, seed=7):
     """A kaio-mkdata repo, made once per build folder (deterministic)."""
-    key = "c%d-a%d-s%d-r%d" % (clips, per_archive, seconds, seed)
-    repo = os.path.join(a.build, "python-test-data", key)
+    mkdata_args = "--seed %d --clips %d --clips-per-archive %d --seconds %d --width 160 --height 96 --fps 8" % (
+        seed, clips, per_archive, seconds)
+    repo = os.path.join(a.build, "test-datasets", _dataset_key(mkdata_args))
     if not os.path.exists(os.path.join(repo, ".complete")):
         tmp = "%s.tmp-%d" % (repo, os.getpid())
         shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [a.mkdata, "--layout", "llava", "--out", tmp, "--seed", str(seed), "--clips", str(clips),
-               "--clips-per-archive", str(per_archive), "--seconds", str(seconds), "--width", "160",
-               "--height", "96", "--fps", "8"]
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        cmd = [a.mkdata, "--layout", "llava", "--out", tmp] + mkdata_args.split()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
         check(r.returncode == 0, "kaio-mkdata failed: %s" % r.stdout.decode(errors="replace"))
-        open(os.path.join(tmp, ".complete"), "w").close()
+        with open(os.path.join(tmp, ".complete"), "w") as f:
+            f.write(mkdata_args + "\n")
         try:
             os.rename(tmp, repo)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another test made it first
     return repo
+
+
+def start(epochs, name="kaiod"):
+    """What most tests start with: arguments, torch, the default dataset on
+    kaio-hub, and one kaiod serving it. Returns (args, hub, kaiod)."""
+    a = args()
+    need_torch()
+    hub = Hub(a, dataset(a))
+    return a, hub, Kaiod(a, hub, name, epochs=epochs).start()
+
+
+def test_consumer(a, kd, name, flags, out=None):
+    """tests/python/consumer.py as `name` on kd's data socket, its output in the work folder."""
+    cmd = [sys.executable, os.path.join(HERE, "consumer.py"), "--socket", kd.socket, "--consumer", name] + flags
+    return Consumer(cmd, out or os.path.join(a.work, name + ".out"))
 
 
 class Hub:

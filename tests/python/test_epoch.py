@@ -7,24 +7,17 @@ epoch, kaiod deletes the shards.
 """
 
 import os
-import sys
 
 import harness as h
 
 
 def run_consumer(a, kd, name, workers):
-    c = h.Consumer([sys.executable, os.path.join(h.HERE, "consumer.py"), "--socket", kd.socket, "--consumer", name,
-                    "--workers", str(workers), "--batch-size", "4", "--hash", "--epochs", "1"],
-                   os.path.join(a.work, name + ".out"))
+    c = h.test_consumer(a, kd, name, ["--workers", str(workers), "--batch-size", "4", "--hash", "--epochs", "1"])
     return h.records(c.finish(120))
 
 
 def main():
-    a = h.args()
-    h.need_torch()
-    repo = h.dataset(a)
-    hub = h.Hub(a, repo)
-    kd = h.Kaiod(a, hub, "kaiod", epochs=1).start()
+    a, _, kd = h.start(epochs=1)
     h.log("kaiod up")
     runs = {}
     for workers in (0, 2):

@@ -6,20 +6,14 @@ plan order (global 0..N-1), nothing lost or repeated, and the end committed.
 """
 
 import os
-import sys
 
 import harness as h
 
 
 def main():
-    a = h.args()
-    h.need_torch()
-    repo = h.dataset(a)
-    hub = h.Hub(a, repo)
-    kd = h.Kaiod(a, hub, "kaiod", epochs=2).start()
-    c = h.Consumer([sys.executable, os.path.join(h.HERE, "consumer.py"), "--socket", kd.socket, "--consumer", "k9",
-                    "--workers", "2", "--batch-size", "2", "--commit-every", "2", "--sleep", "0.1",
-                    "--reconnect-timeout", "60"], os.path.join(a.work, "consumer.out"))
+    a, _, kd = h.start(epochs=2)
+    c = h.test_consumer(a, kd, "k9", ["--workers", "2", "--batch-size", "2", "--commit-every", "2", "--sleep", "0.1",
+                                      "--reconnect-timeout", "60"], os.path.join(a.work, "consumer.out"))
     c.wait_line("step 3", lambda l: l.startswith('{"step": 3,'), 120)
     kd.kill9()
     h.log("kaiod killed after the consumer's step 3")

@@ -27,6 +27,7 @@
 #include "tests/support/datasets.h"
 #include "tests/support/hub.h"
 #include "tests/support/sandbox.h"
+#include "tests/support/trace_file.h"
 
 namespace kaio::test {
 
@@ -149,20 +150,7 @@ inline std::vector<std::string> files_under(const fs::path& dir) {
 inline pid_t start_life(const Config& c, const fs::path& file, std::set<int64_t> pause_at) {
   pid_t child = ::fork();
   if (child != 0) return child;
-  struct FileTrace : daemon::WindowObserver {
-    FILE* out = nullptr;
-    std::string pending;
-    void on_window(int epoch, int64_t step, const std::string& clip, int window) override {
-      pending +=
-          "w " + std::to_string(epoch) + " " + std::to_string(step) + " " + clip + " " + std::to_string(window) + "\n";
-    }
-    void on_step(int64_t step, double loss) override {
-      std::fprintf(out, "%sloss %lld %.9g\n", pending.c_str(), static_cast<long long>(step), loss);
-      std::fflush(out);
-      pending.clear();
-    }
-  } trace;
-  trace.out = std::fopen(file.c_str(), "a");
+  TraceFile trace(file);
   try {
     daemon::Engine engine(c, &trace);
     engine.start();
