@@ -44,7 +44,8 @@ bool mpi_built() {
 
 std::unique_ptr<Collective> make_mpi_collective(bool) {
   throw Error(ErrorKind::config,
-              "train.world: \"mpi\" needs a kaiod built with MPI (libopenmpi-dev, cmake -DKAIO_MPI=ON)");
+              "train.world: a rank of an MPI job (\"mpi\", or \"auto\" under mpirun or srun) needs a kaiod built "
+              "with MPI (libopenmpi-dev, cmake -DKAIO_MPI=ON); \"single\" runs alone");
 }
 #endif
 
