@@ -16,6 +16,7 @@
 #include "daemon/engine_core.h"
 #include "daemon/engine_status.h"
 #include "daemon/producer.h"
+#include "daemon/run_series_writer.h"
 #include "daemon/startup.h"
 #include "daemon/training_loop.h"
 
@@ -33,6 +34,7 @@ struct Engine::Impl {
   std::unique_ptr<ConsumerFeed> feed;      // train.backend "external"
   std::unique_ptr<DataPlaneServer> data_server;
   std::thread producer_thread, trainer_thread;
+  RunSeriesWriter series{core.ledger, [this] { return derive_status(status_inputs(core)); }};
 };
 
 Engine::Engine(Config config, WindowObserver* observer, Startup startup, std::shared_ptr<train::Collective> job)
@@ -41,6 +43,8 @@ Engine::Engine(Config config, WindowObserver* observer, Startup startup, std::sh
   m.observer = observer;
   if (job) m.core.job = std::move(job);
   m.ring.emplace(start_up_local(m.core, m.downloads));
+  m.core.run_series = &m.series;
+  m.series.start();
   if (startup == Startup::complete) connect();
 }
 
@@ -80,6 +84,7 @@ void Engine::stop() {
   m.core.changed.notify_all();
   if (!m.producer_thread.joinable() && !m.trainer_thread.joinable()) {
     m.core.hub->cancel();  // a connect() waiting for the Hub ends now
+    m.series.stop();
     return;
   }
   m.data_server.reset();                                     // its connections' waits end with the stop
@@ -88,6 +93,7 @@ void Engine::stop() {
   m.core.downloader->stop();
   m.core.budget->cancel();
   if (m.producer_thread.joinable()) m.producer_thread.join();
+  m.series.stop();  // after the last checkpoint
 }
 
 bool Engine::finished() const {

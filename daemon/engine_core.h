@@ -36,6 +36,7 @@
 namespace kaio::daemon {
 
 using Clock = std::chrono::steady_clock;
+class RunSeriesWriter;
 
 // Bytes per second over the last minute or so, from a growing counter.
 class Rate {
@@ -67,6 +68,7 @@ struct EngineCore {
   std::shared_ptr<train::Collective> job = train::make_single_collective();
   std::vector<double> job_data_wait;  // guarded by `mutex`: each rank's seconds waiting for its own data
   std::stop_source stop;
+  RunSeriesWriter* run_series = nullptr;  // the Engine's: a row per durable checkpoint
 
   // Guarded by `mutex`.
   std::mutex mutex;

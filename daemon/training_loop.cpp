@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "common/units.h"
+#include "daemon/run_series_writer.h"
 
 namespace kaio::daemon {
 namespace fs = std::filesystem;
@@ -311,6 +312,7 @@ void TrainingLoop::release(const cache::PlanCursor& cursor, int64_t step) {
   }
   spdlog::info("checkpoint step {} durable ({}), loss {:.4f}, {} clips deleted ({})", step, cursor.to_string(),
                core_.last_loss, released.clips.size(), format_size(released.shard_bytes));
+  if (core_.run_series) core_.run_series->checkpoint();
   core_.changed.notify_all();
 }
 

@@ -789,6 +789,17 @@ std::map<std::string, int64_t> Ledger::counters() {
   return out;
 }
 
+// ---------------------------------------------------------------- the run's time series
+
+void Ledger::append_run_sample(const RunSample& sample) {
+  impl_->write([&] { run_series::append(impl_->db, sample); });
+}
+
+std::vector<RunSample> Ledger::run_samples() {
+  std::lock_guard lock(impl_->mu);
+  return run_series::samples(impl_->db);
+}
+
 // ---------------------------------------------------------------- recovery support
 
 KnownPaths Ledger::known_paths() {

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "state/run_series.h"
+
 namespace kaio::state {
 
 using FileId = std::string;  // 16 hex digits: stable_id(repo, path)
@@ -241,6 +243,10 @@ class Ledger {
   void add_counter(const std::string& name, int64_t delta);
   int64_t counter(const std::string& name);
   std::map<std::string, int64_t> counters();
+
+  // --- the run's time series (run_series.h), bounded to run_series::kCap rows ---
+  void append_run_sample(const RunSample& sample);
+  std::vector<RunSample> run_samples();  // oldest first
 
   KnownPaths known_paths();
 

@@ -26,6 +26,7 @@ class Statement {
   void bind(int i, int64_t v) { sqlite3_bind_int64(get(), i, v); }
   void bind(int i, int v) { sqlite3_bind_int64(get(), i, v); }
   void bind(int i, uint64_t v) { sqlite3_bind_int64(get(), i, static_cast<int64_t>(v)); }
+  void bind(int i, double v) { sqlite3_bind_double(get(), i, v); }
   void bind(int i, const std::string& v) {
     sqlite3_bind_text(get(), i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   }
@@ -61,6 +62,7 @@ class Statement {
 
   std::string text(int col) const;
   int64_t integer(int col) const { return sqlite3_column_int64(get(), col); }
+  double real(int col) const { return sqlite3_column_double(get(), col); }
   bool is_null(int col) const { return sqlite3_column_type(get(), col) == SQLITE_NULL; }
   sqlite3_stmt* get() const { return stmt_.get(); }
 
@@ -93,6 +95,7 @@ class Query {
   void run(const std::string& what) { s_->run(what); }
   std::string text(int col) const { return s_->text(col); }
   int64_t integer(int col) const { return s_->integer(col); }
+  double real(int col) const { return s_->real(col); }
   bool is_null(int col) const { return s_->is_null(col); }
 
  private:

@@ -21,5 +21,7 @@ int consumers_command(const Invocation& in);  // the status' consumers section a
 // Stand-alone: no kaiod needed.
 int fetch_command(const Invocation& in);  // fetch.cpp
 int probe_command(const Invocation& in);  // probe.cpp
+// Reads the ledger read-only: no kaiod needed, nor in the way.
+int report_command(const Invocation& in);  // report.cpp
 
 }  // namespace kaio::ctl

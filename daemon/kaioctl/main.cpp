@@ -1,6 +1,7 @@
 // kaioctl: the remote. A thin client of kaiod's control socket (status, ls,
 // pause, resume: here), plus the stand-alone `fetch` (fetch.cpp) and `probe`
-// (probe.cpp) commands over the libraries' engines. One entry point per
+// (probe.cpp) commands over the libraries' engines, and `report` (report.cpp)
+// over the ledger. One entry point per
 // command, dispatched by name from the table in main().
 // Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage, 3 no daemon reachable.
 #include <unistd.h>
@@ -40,6 +41,7 @@ int usage(FILE* out = stderr) {
       "  fetch --repo ORG/NAME --out DIR [--revision R] [--include G]... [--exclude G]... [--endpoint URL]\n"
       "  probe FILE [--preview out.png [--window N]] [--frames T] [--stride S] [--fps F] [--size N]\n"
       "                               decode a video or archive as kaiod would (probe --help: what each does)\n"
+      "  report --out FILE.svg|.html [--state-dir DIR]   the run over time, from the ledger\n"
       "  --version\n"
       "  help                         this text\n"
       "The socket is --socket, else $KAIO_SOCKET, else /run/kaio/kaiod.sock.\n",
@@ -165,9 +167,9 @@ int resume_command(const Invocation& in) {
 int main(int argc, char** argv) {
   using namespace kaio::ctl;
   static const std::map<std::string, int (*)(const Invocation&)> kCommands = {
-      {"status", status_command},       {"ls", ls_command},       {"pause", pause_command},
-      {"resume", resume_command},       {"fetch", fetch_command}, {"probe", probe_command},
-      {"consumers", consumers_command},
+      {"status", status_command},       {"ls", ls_command},         {"pause", pause_command},
+      {"resume", resume_command},       {"fetch", fetch_command},   {"probe", probe_command},
+      {"consumers", consumers_command}, {"report", report_command},
   };
   Invocation in;
   const char* env_socket = std::getenv("KAIO_SOCKET");

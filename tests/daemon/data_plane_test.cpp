@@ -338,7 +338,7 @@ TEST_F(DataPlane, KaiodKilledAndRestartedRepeatsNothingCommittedAndLosesNothing)
   kaiod = life();
   auto rank = attach_when_up(int64_t{12});  // the client's saved state
   DataConnection committer(c.control.data_socket);
-  auto stale = attach_args("clipnet", 0, 1, 1, 2, 4);
+  auto stale = attach_args("clipnet", 0, 1, 1, 2, 2);  // worker 1's first batch from 8: windows 10-11
   stale["from"] = {{"epoch", 0}, {"window", 8}};
   EXPECT_EQ(error_of(committer.call("attach", stale)),
             "token epoch 0 window 8 of consumer \"clipnet\" rank 0 is behind its committed token epoch 0 window 12: "
