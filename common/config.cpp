@@ -278,6 +278,8 @@ void read_train(Section s, TrainConfig& c) {
   s.integer("shuffle_clips", c.shuffle_clips, 1, 1 << 20);
   s.integer("threads", c.threads, 0, 4096);
   s.boolean("bf16", c.bf16);
+  s.choice("world", c.world, {"auto", "single", "mpi"});
+  s.boolean("ordered_reduce", c.ordered_reduce);
   s.reject_unknown();
 }
 
@@ -343,6 +345,30 @@ Config parse_config(const std::string& json_text, const std::filesystem::path& f
   top.reject_unknown();
   if (c.source.repo.empty()) top.fail("source.repo", "is required");
   return c;
+}
+
+void place_rank(Config& config, int rank, int world) {
+  const std::string number = std::to_string(rank);
+  auto place = [&](std::filesystem::path& path) {
+    std::string text = path.string();
+    for (size_t at = text.find("{rank}"); at != std::string::npos; at = text.find("{rank}", at + number.size()))
+      text.replace(at, 6, number);
+    path = text;
+  };
+  place(config.storage.cache_dir);
+  place(config.storage.state_dir);
+  place(config.control.socket);
+  place(config.control.data_socket);
+  if (world <= 1) return;
+  if (config.source.partition_count > 1)
+    throw Error(ErrorKind::config, config.file.string() +
+                                       ": source.partition: a job of several ranks partitions the files by rank "
+                                       "itself; remove source.partition");
+  if (config.train.backend == "external")
+    throw Error(ErrorKind::config,
+                config.file.string() + ": train.backend: \"external\" cannot be one rank of an MPI job yet");
+  config.source.partition_index = rank;
+  config.source.partition_count = world;
 }
 
 Config load_config(const std::filesystem::path& file) {

@@ -78,6 +78,10 @@ struct TrainConfig {
   int shuffle_clips = 8;  // K: windows are mixed across this many ready clips
   int threads = 0;        // cpu backend threads, 0 = all cores
   bool bf16 = false;      // bf16 compute on GPUs
+  // A data-parallel job (docs/multi-rank.md): "auto" joins one when started by
+  // mpirun or srun, "mpi" always, "single" never.
+  std::string world = "auto";
+  bool ordered_reduce = false;  // sum gradients in rank order: the same result whatever MPI's algorithm
 };
 
 struct ControlConfig {
@@ -112,5 +116,12 @@ struct Config {
 // Throws kaio::Error(ErrorKind::config) naming the file and the key.
 Config load_config(const std::filesystem::path& file);
 Config parse_config(const std::string& json_text, const std::filesystem::path& file_for_messages);
+
+// One rank of a job of `world` (docs/multi-rank.md): "{rank}" in
+// storage.cache_dir, storage.state_dir, control.socket and control.data_socket
+// becomes the rank, and with world > 1 the source is partitioned by rank
+// (source.partition index rank, count world). Throws kaio::Error(config) when
+// the config sets source.partition too: nodes and ranks do not compose yet.
+void place_rank(Config& config, int rank, int world);
 
 }  // namespace kaio

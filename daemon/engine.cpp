@@ -37,10 +37,11 @@ struct Engine::Impl {
   RunSeriesWriter series{core.ledger, [this] { return derive_status(status_inputs(core)); }};
 };
 
-Engine::Engine(Config config, WindowObserver* observer, Startup startup)
+Engine::Engine(Config config, WindowObserver* observer, Startup startup, std::shared_ptr<train::Collective> job)
     : impl_(std::make_unique<Impl>(std::move(config))) {
   auto& m = *impl_;
   m.observer = observer;
+  if (job) m.core.job = std::move(job);
   m.ring.emplace(start_up_local(m.core, m.downloads));
   m.core.run_series = &m.series;
   m.series.start();

@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "daemon/control.h"
 #include "daemon/status.h"
+#include "train/collective.h"
 
 namespace kaio::daemon {
 
@@ -41,7 +42,10 @@ class Engine {
 
   // Opens the ledger (refusing a second daemon on the same folders) and runs
   // recovery; with Startup::complete also connect(). Throws kaio::Error.
-  explicit Engine(Config config, WindowObserver* observer = nullptr, Startup startup = Startup::complete);
+  // `job`: the ranks of the data-parallel job this engine is one of (null:
+  // alone); the config must already be placed for its rank (place_rank).
+  explicit Engine(Config config, WindowObserver* observer = nullptr, Startup startup = Startup::complete,
+                  std::shared_ptr<train::Collective> job = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

@@ -31,6 +31,7 @@
 #include "fetch/downloader.h"
 #include "fetch/hub.h"
 #include "state/ledger.h"
+#include "train/collective.h"
 
 namespace kaio::daemon {
 
@@ -63,6 +64,9 @@ struct EngineCore {
   std::vector<state::FileRecord> files;
   uint64_t trainer_checkpoint_bytes = 0;  // the trainer's checkpoint_bytes(), fixed by its config
   std::string backend;                    // the trainer's
+  // The ranks of the job this kaiod is one of (docs/multi-rank.md); world 1 alone.
+  std::shared_ptr<train::Collective> job = train::make_single_collective();
+  std::vector<double> job_data_wait;  // guarded by `mutex`: each rank's seconds waiting for its own data
   std::stop_source stop;
   RunSeriesWriter* run_series = nullptr;  // the Engine's: a row per durable checkpoint
 

@@ -139,6 +139,10 @@ StatusInputs status_inputs(EngineCore& core) {
               core.checkpoint_step,
               core.loss_trend.average(),
               core.loss_trend.direction()};
+  in.job = {core.job->rank(), core.job->world(), core.job->engine(), core.job_data_wait, -1};
+  if (!core.job_data_wait.empty())
+    in.job.slowest_rank = static_cast<int>(std::max_element(core.job_data_wait.begin(), core.job_data_wait.end()) -
+                                           core.job_data_wait.begin());
   core.download_rate.sample(static_cast<double>(progress.done));
   core.decode_rate.sample(core.decoded_clips);
   in.rates = {core.download_rate.per_second(), core.decode_rate.per_second(), core.train_rate.per_second()};
@@ -172,6 +176,7 @@ ServiceStatus derive_status(const StatusInputs& in) {
   s.clips.failed = count(cc, ClipState::failed);
   s.clips.deleted = count(cc, ClipState::deleted);
   s.train = in.train;
+  s.job = in.job;
   // A paused run moves nothing: its rates are 0, not the last minute's.
   s.rates = in.paused ? ServiceStatus::Rates{} : in.rates;
   s.epoch_eta_seconds = epoch_eta_seconds(in, s.rates.train_samples_per_s);

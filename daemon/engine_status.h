@@ -32,6 +32,7 @@ struct StatusInputs {
   std::map<state::FileState, int64_t> file_counts;  // of the current epoch
   std::map<state::ClipState, int64_t> clip_counts;
   ServiceStatus::Train train;
+  ServiceStatus::Job job;
   ServiceStatus::Rates rates;  // as measured, also while paused
   std::optional<cache::WindowSequence::Progress> progress;
   std::map<std::string, uint64_t> errors_total;

@@ -28,6 +28,7 @@
 #include "daemon/notify.h"
 #include "daemon/status.h"
 #include "daemon/window_trace.h"
+#include "train/collective.h"
 
 namespace {
 
@@ -96,23 +97,46 @@ void forbid_core_dumps() {
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) kaio::throw_errno("prctl PR_SET_DUMPABLE", "kaiod");
 }
 
+// One rank of an MPI job when train.world says so ("auto": when mpirun or
+// srun started this process), else alone.
+std::shared_ptr<kaio::train::Collective> join_job(const kaio::TrainConfig& train) {
+  bool mpi = train.world == "mpi" || (train.world == "auto" && kaio::train::launched_by_mpi());
+  if (!mpi) return kaio::train::make_single_collective();
+  return kaio::train::make_mpi_collective(train.ordered_reduce);
+}
+
+// "{rank}" in a path (KAIO_WINDOW_TRACE) becomes this rank's number.
+std::string place_rank(std::string path, int rank) {
+  if (auto at = path.find("{rank}"); at != std::string::npos) path.replace(at, 6, std::to_string(rank));
+  return path;
+}
+
 int run(const char* config_file) {
   forbid_core_dumps();
   kaio::Fd signals(install_signal_handlers());
   kaio::Config config = kaio::load_config(config_file);
+  auto job = join_job(config.train);
+  auto load = [&] {
+    kaio::Config c = kaio::load_config(config_file);
+    kaio::place_rank(c, job->rank(), job->world());
+    return c;
+  };
+  config = load();
   kaio::setup_logging(config.log.level, "kaiod");
   g_logging = true;
   kaio::daemon::SystemdNotifier systemd;
   systemd.status("starting: recovery");
   spdlog::info("kaiod {} starting with {}", KAIO_VERSION, config_file);
+  if (job->world() > 1)
+    spdlog::info("job: rank {} of {}, all-reduce over {}", job->rank(), job->world(), job->engine());
 
   // KAIO_WINDOW_TRACE=FILE: an audit trail of every window trained (see README, Troubleshooting).
   std::unique_ptr<kaio::daemon::WindowTrace> trace;
   if (const char* trace_file = std::getenv("KAIO_WINDOW_TRACE"); trace_file && *trace_file) {
-    trace = std::make_unique<kaio::daemon::WindowTrace>(trace_file);
-    spdlog::info("window trace appended to {}", trace_file);
+    trace = std::make_unique<kaio::daemon::WindowTrace>(place_rank(trace_file, job->rank()));
+    spdlog::info("window trace appended to {}", place_rank(trace_file, job->rank()));
   }
-  kaio::daemon::Engine engine(config, trace.get(), kaio::daemon::Engine::Startup::local);
+  kaio::daemon::Engine engine(config, trace.get(), kaio::daemon::Engine::Startup::local, job);
   kaio::daemon::ControlServer control(
       config.control.socket, config.control.admin_group,
       [&engine](const std::string& cmd, const nlohmann::json& args, const kaio::daemon::Peer& peer) {
@@ -166,7 +190,7 @@ int run(const char* config_file) {
       if (::read(signals.get(), &signo, 1) == 1) {
         if (signo == SIGHUP) {
           try {
-            engine.reload(kaio::load_config(config_file));
+            engine.reload(load());
           } catch (const std::exception& e) {
             spdlog::error("reload of {} refused, keeping the running config: {}", config_file, e.what());
           }

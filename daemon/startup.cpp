@@ -47,11 +47,34 @@ void make_budget(EngineCore& core) {
   core.budget = std::make_unique<cache::Budget>(options);
 }
 
+// In a job every rank resumes from the newest step all of them hold: a rank
+// killed while the ranks wrote one step's checkpoints left that step on some
+// ranks only (none deleted anything it covers: that waits for every rank's).
+// The newer ones go, before the budget and the ring adopt them.
+void drop_checkpoints_ahead_of_the_job(EngineCore& core) {
+  auto held = core.ledger.checkpoints();
+  int64_t common = held.empty() ? -1 : held.back().step;
+  core.job->allreduce_min(&common, 1);
+  for (; !held.empty() && held.back().step > common; held.pop_back()) {
+    spdlog::warn("job: checkpoint {} of step {} is newer than the step every rank holds ({}): dropped",
+                 held.back().path.string(), held.back().step, common);
+    core.ledger.remove_checkpoint(held.back().path);
+    fs::remove(held.back().path);
+    // The position row was the dropped step's; it becomes the kept one's (its samples stay an upper bound).
+    if (held.size() > 1) {
+      const auto& kept = held[held.size() - 2];
+      core.ledger.save_position(
+          {cache::PlanCursor::parse(kept.cursor).epoch, kept.step, core.ledger.position().samples, kept.cursor});
+    }
+  }
+}
+
 // Recovery, then the budget, which adopts the shards and checkpoints the
 // ledger vouches for; downloads kept on disk stay in its baseline.
 void recover_and_budget(EngineCore& core, Downloads& downloads, CheckpointRing& ring) {
   const auto& storage = core.config.storage;
   cache::recover(core.ledger, storage.cache_dir, storage.state_dir);
+  drop_checkpoints_ahead_of_the_job(core);
   int stale = decode::remove_stale_temporaries(core.work_dir);  // recover() has logged its report
   if (stale > 0) spdlog::info("recovery: {} decode temporaries removed", stale);
   if (drop_downloads_over_budget(core)) cache::recover(core.ledger, storage.cache_dir, storage.state_dir);
@@ -112,7 +135,7 @@ void pin_and_list(EngineCore& core) {
   if (core.files.empty()) throw Error(ErrorKind::config, "source.include selects no file of " + source.repo);
 }
 
-std::unique_ptr<train::Trainer> create_trainer(const Config& config) {
+std::unique_ptr<train::Trainer> create_trainer(const Config& config, std::shared_ptr<train::Collective> job) {
   TrainConfig train_config = config.train;
   if (train_config.threads == 0) {
     // The cores the decode workers do not use: OpenMP threads that share a
@@ -121,7 +144,7 @@ std::unique_ptr<train::Trainer> create_trainer(const Config& config) {
     int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     train_config.threads = std::max(1, cores - config.decode.workers * config.decode.codec_threads);
   }
-  auto trainer = train::Trainer::create(train_config, config.decode.frames, config.decode.size);
+  auto trainer = train::Trainer::create(train_config, config.decode.frames, config.decode.size, std::move(job));
   if (!trainer->backend_note().empty()) spdlog::info("trainer: {}", trainer->backend_note());
   return trainer;
 }
@@ -191,8 +214,10 @@ Resumed start_up_remote(EngineCore& core, Downloads& downloads, CheckpointRing r
     core.backend = "external";
   } else {
     set_step(core, "creating the trainer");
-    trainer = create_trainer(core.config);
+    trainer = create_trainer(core.config, core.job);
     cursor = resume(core, *trainer);
+    if (core.job->world() > 1) set_step(core, "joining the job's other ranks");
+    trainer->join_job();
     std::lock_guard lock(core.mutex);
     core.trainer_checkpoint_bytes = trainer->checkpoint_bytes();
     core.backend = trainer->backend();

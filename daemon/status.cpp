@@ -43,6 +43,12 @@ json to_json(const ServiceStatus& s) {
         {"checkpoint_step", s.train.checkpoint_step},
         {"loss_avg", s.train.loss_avg},
         {"loss_trend", s.train.loss_trend}}},
+      {"job",
+       {{"rank", s.job.rank},
+        {"world", s.job.world},
+        {"allreduce", s.job.allreduce},
+        {"data_wait_seconds", s.job.data_wait_seconds},
+        {"slowest_rank", s.job.slowest_rank}}},
       {"rates",
        {{"download_bps", s.rates.download_bps},
         {"decode_clips_per_s", s.rates.decode_clips_per_s},
@@ -146,6 +152,15 @@ std::string render_status(const json& j) {
                 backend.empty() ? "-" : backend.c_str(),
                 stepped ? fmt::format("{:.1f}%", 100.0 * t.value("wait_fraction", 0.0)).c_str() : "-");
   out += line;
+  if (auto job = j.value("job", json::object()); job.value("world", 1) > 1) {
+    out += fmt::format("job       rank {} of {}, all-reduce over {}", job.value("rank", 0), job.value("world", 1),
+                       job.value("allreduce", std::string("-")));
+    const int slowest = job.value("slowest_rank", -1);
+    const auto waits = job.value("data_wait_seconds", std::vector<double>());
+    if (slowest >= 0 && slowest < static_cast<int>(waits.size()))
+      out += fmt::format(", slowest rank {} ({:.1f} s waiting for its data)", slowest, waits[slowest]);
+    out += "\n";
+  }
   std::snprintf(line, sizeof line, "rates     download %s/s, decode %.2f clips/s, train %.1f samples/s\n",
                 format_size(static_cast<uint64_t>(r.value("download_bps", 0.0))).c_str(),
                 r.value("decode_clips_per_s", 0.0), r.value("train_samples_per_s", 0.0));

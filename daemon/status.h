@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace kaio::daemon {
 
@@ -35,6 +36,12 @@ struct ServiceStatus {
     double loss_avg = 0;     // LossTrend::average()
     std::string loss_trend;  // LossTrend::direction()
   } train;
+  struct Job {  // the data-parallel job this kaiod is a rank of (docs/multi-rank.md)
+    int rank = 0, world = 1;
+    std::string allreduce = "none";         // what carries the gradient all-reduce
+    std::vector<double> data_wait_seconds;  // by rank: waiting for its own data (empty alone)
+    int slowest_rank = -1;                  // the rank that waited longest for its data; -1 alone
+  } job;
   struct Rates {
     double download_bps = 0, decode_clips_per_s = 0, train_samples_per_s = 0;
   } rates;

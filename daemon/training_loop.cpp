@@ -18,29 +18,110 @@ void TrainingLoop::run(const std::stop_token& st) {
   size_t window_bytes = static_cast<size_t>(c.decode.frames) * c.decode.size * c.decode.size * 3;
   std::vector<uint8_t> batch_bytes(window_bytes * static_cast<size_t>(c.train.batch_size));
   int64_t since_checkpoint = 0;
+  train::Collective& job = *core_.job;
+  bool stopped_with_the_job = false;  // another rank stopped, not this one
   core_.run_stage("trainer", [&] {
-    while (!st.stop_requested() && !core_.failed_now()) {
-      if (limits_reached()) {  // also when resumed at train.max_steps
+    while (true) {
+      if (limits_reached()) {  // also when resumed at train.max_steps; the same step on every rank
         finish();
         break;
       }
-      if (check_pause()) continue;
       double waited = 0;
-      if (!fill_batch(st, waited)) continue;  // paused, stopping or failed: the batch is held
-      if (batch_.empty()) {
+      if (!batch_ready_ && !st.stop_requested() && !core_.failed_now() && !core_.paused_now())
+        batch_ready_ = fill_batch(st, waited);  // false: paused, stopping or failed; the batch is held
+      own_data_wait_ += waited;
+      const Turn turn = agree(st);
+      if (turn.stop) {
+        if (st.stop_requested() || job.world() > 1) checkpoint();
+        if (!st.stop_requested() && !core_.failed_now()) {
+          stopped_with_the_job = true;
+          core_.stop_on_error("another rank of the job stopped: this rank stops with it", ErrorKind::cancelled);
+        }
+        break;
+      }
+      if (turn.pause) {
+        hold_for_pause(turn);
+        continue;
+      }
+      job_paused_ = false;
+      if (!turn.all_ready) continue;
+      batch_ready_ = false;
+      if (turn.windows == 0) {  // every rank is at the end of its part of the epoch
         if (finish_epoch()) break;
         continue;
       }
       trainer_->note_data_wait(waited);
       step(batch_bytes, window_bytes);
       ++since_checkpoint;
-      if (since_checkpoint >= c.train.checkpoint_every || early_checkpoint_needed() || limits_reached()) {
+      if (since_checkpoint >= c.train.checkpoint_every || agree_on_early_checkpoint() || limits_reached()) {
         checkpoint();
         since_checkpoint = 0;
       }
     }
-    if (st.stop_requested()) checkpoint();
   });
+  if (core_.failed_now() && !stopped_with_the_job) abort_job_on_error();
+}
+
+// What every rank does this turn, from what each one can do: a stop or a
+// pause anywhere holds the whole job; a step needs every rank's batch. One
+// all-reduce of a few counts (nothing at all alone).
+TrainingLoop::Turn TrainingLoop::agree(const std::stop_token& st) {
+  const bool stop = st.stop_requested() || core_.failed_now();
+  bool paused = false, unacknowledged = false;
+  {
+    std::lock_guard lock(core_.mutex);
+    paused = core_.paused;
+    unacknowledged = paused && !core_.pause_acknowledged;
+  }
+  int64_t counts[5] = {stop ? 1 : 0, paused ? 1 : 0, unacknowledged ? 1 : 0, batch_ready_ ? 1 : 0,
+                       batch_ready_ ? static_cast<int64_t>(batch_.size()) : 0};
+  auto start = Clock::now();
+  core_.job->allreduce_sum(counts, 5);
+  if (core_.job->world() > 1) {
+    trainer_->note_data_wait(std::chrono::duration<double>(Clock::now() - start).count());
+    share_data_waits();
+  }
+  return {counts[0] > 0, counts[1] > 0, counts[2] > 0, counts[3] == core_.job->world(), counts[4]};
+}
+
+// Every rank's time waiting for its own data (not for the other ranks), so
+// that status on any rank can name the rank the job waits for.
+void TrainingLoop::share_data_waits() {
+  std::vector<double> waits(static_cast<size_t>(core_.job->world()), 0.0);
+  waits[static_cast<size_t>(core_.job->rank())] = own_data_wait_;
+  core_.job->allreduce_sum(waits.data(), waits.size());
+  std::lock_guard lock(core_.mutex);
+  core_.job_data_wait = std::move(waits);
+}
+
+// A pause anywhere in the job: every rank checkpoints once (again when a new
+// pause comes before the last was seen to end), the rank that was asked
+// acknowledges, and all wait for the next turn.
+void TrainingLoop::hold_for_pause(const Turn& turn) {
+  if (!job_paused_ || turn.unacknowledged_pause) {
+    checkpoint();
+    job_paused_ = true;
+    std::lock_guard lock(core_.mutex);
+    if (core_.paused) core_.pause_acknowledged = true;
+    core_.changed.notify_all();
+  }
+  std::unique_lock lock(core_.mutex);
+  core_.changed.wait_for(lock, std::chrono::milliseconds(200));
+}
+
+bool TrainingLoop::agree_on_early_checkpoint() {
+  int64_t needed = early_checkpoint_needed() ? 1 : 0;
+  core_.job->allreduce_sum(&needed, 1);
+  return needed > 0;
+}
+
+// A rank that cannot go on would leave the others waiting in a collective
+// forever: in a job of several ranks it ends them all (the launcher then
+// ends the job; a restart resumes every rank from the last checkpoint).
+void TrainingLoop::abort_job_on_error() {
+  if (core_.job->world() == 1) return;
+  spdlog::critical("job: rank {} failed: aborting the job's {} ranks", core_.job->rank(), core_.job->world());
+  core_.job->abort(1);
 }
 
 bool TrainingLoop::limits_reached() const {
@@ -134,21 +215,6 @@ void TrainingLoop::check_waiter_can_fit(const cache::BudgetStatus& b) {
                                ") beside the fixed working set of " + format_size(fixed));
 }
 
-// Training stops at a step boundary; the pause is acknowledged once a checkpoint is durable.
-bool TrainingLoop::check_pause() {
-  std::unique_lock lock(core_.mutex);
-  if (!core_.paused) return false;
-  if (!core_.pause_acknowledged) {
-    lock.unlock();
-    checkpoint();
-    lock.lock();
-    core_.pause_acknowledged = true;
-    core_.changed.notify_all();
-  }
-  core_.changed.wait_for(lock, std::chrono::milliseconds(200));
-  return true;
-}
-
 bool TrainingLoop::early_checkpoint_needed() {
   auto status = core_.budget->status();
   if (status.waiting == 0) return false;
@@ -171,16 +237,23 @@ void TrainingLoop::compact_ledger() {
 }
 
 // Writes a checkpoint of the current step and resume_cursor(), then deletes
-// what it covers. A second call at the same step and position does nothing;
+// what it covers. In a job of several ranks every rank calls it at the same
+// step (it holds collectives). A second call at the same step and position does nothing;
 // at the same step with a later position (an epoch's end) the file is
 // replaced in place, so the rotation never removes the file just written.
 void TrainingLoop::checkpoint() {
   cache::PlanCursor cursor = resume_cursor();
   int64_t step = trainer_->steps_done();
   bool same_step = step == core_.checkpoint_step;
-  if (same_step && cursor == checkpoint_cursor_) return;
+  // In a job every rank writes when one has to: the barrier below is everyone's.
+  int64_t to_write = same_step && cursor == checkpoint_cursor_ ? 0 : 1;
+  core_.job->allreduce_sum(&to_write, 1);
+  if (to_write == 0) return;
   fs::path path = core_.checkpoint_dir / ("step-" + std::to_string(step) + ".kaiockpt");
   write_checkpoint(path, step, cursor);
+  // Each rank deletes what its checkpoint covers only once every rank's is
+  // durable: the job's checkpoint is the step all ranks hold.
+  core_.job->barrier();
   {
     std::lock_guard lock(core_.mutex);
     if (!same_step) ring_.rotate(path);

@@ -1,6 +1,9 @@
 #pragma once
 // The trainer thread: windows in plan order -> batches -> steps ->
-// checkpoints -> release of the shards a durable checkpoint covers. It owns
+// checkpoints -> release of the shards a durable checkpoint covers. In a job
+// of several ranks (docs/multi-rank.md) each turn starts with an agreement
+// among the ranks (step, pause, stop, epoch end), so they step and
+// checkpoint together. It owns
 // the Trainer, the checkpoint ring, the open shard readers and the batch
 // being filled, and no other thread touches them (no lock). What status
 // shows of training is copied into the core after each step.
@@ -41,12 +44,22 @@ class TrainingLoop {
   void run(const std::stop_token& st);
 
  private:
+  // What the ranks of the job agreed to do this turn (train/collective.h).
+  struct Turn {
+    bool stop = false, pause = false, unacknowledged_pause = false;
+    bool all_ready = false;  // every rank has a complete batch (possibly empty)
+    int64_t windows = 0;     // in the global batch
+  };
+  Turn agree(const std::stop_token& st);
+  void hold_for_pause(const Turn& turn);
+  bool agree_on_early_checkpoint();
+  void share_data_waits();
+  void abort_job_on_error();
   bool limits_reached() const;
   bool fill_batch(const std::stop_token& st, double& waited);
   void step(std::vector<uint8_t>& batch_bytes, size_t window_bytes);
   cache::PlanCursor resume_cursor();
   void check_waiter_can_fit(const cache::BudgetStatus& b);
-  bool check_pause();
   bool early_checkpoint_needed();
   void compact_ledger();
   void checkpoint();
@@ -69,6 +82,9 @@ class TrainingLoop {
   // pure function of the plan whatever interrupts.
   std::vector<cache::WindowRef> batch_;
   cache::PlanCursor batch_cursor_;
+  bool batch_ready_ = false;  // batch_ is complete and waits for the other ranks' turn
+  bool job_paused_ = false;   // the job's pause checkpoint is written
+  double own_data_wait_ = 0;  // seconds this rank waited for its own windows
 };
 
 }  // namespace kaio::daemon

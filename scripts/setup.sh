@@ -15,6 +15,7 @@ PACKAGES=(
   libcpp-httplib-dev dpkg-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev
+  libopenmpi-dev openmpi-bin
   hipcc libamdhip64-dev
   curl time python3 python3-numpy python3-av python3-matplotlib python3-prometheus-client
   python3-torch python3-torchvision

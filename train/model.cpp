@@ -65,7 +65,8 @@ std::vector<uint8_t> tube_mask(const TubeletGrid& g, int batch, double ratio, ui
       std::swap(order[i], order[j]);
     }
     for (int i = 0; i < masked; ++i)
-      for (int t = 0; t < g.grid_t(); ++t) mask[static_cast<size_t>(b) * g.tokens() + t * spatial + order[i]] = 1;
+      for (int t = 0; t < g.grid_t(); ++t)
+        mask[static_cast<size_t>(b) * g.tokens() + static_cast<size_t>(t) * spatial + order[i]] = 1;
   }
   return mask;
 }
@@ -188,6 +189,9 @@ void Model::write_params(const float* host) {
 }
 void Model::read_grads(float* host) const {
   backend_.to_host(host, grads_buf_.get(), param_count_ * sizeof(float));
+}
+void Model::write_grads(const float* host) {
+  backend_.to_device(grads_buf_.get(), host, param_count_ * sizeof(float));
 }
 void Model::read_moments(float* host_m, float* host_v) const {
   backend_.to_host(host_m, m_buf_.get(), param_count_ * sizeof(float));

@@ -53,6 +53,7 @@ class Model {
   void read_params(float* host) const;
   void write_params(const float* host);
   void read_grads(float* host) const;
+  void write_grads(const float* host);  // the all-reduced sum of the ranks' gradients
   // AdamW moments, in parameter order: m then v.
   void read_moments(float* host_m, float* host_v) const;
   void write_moments(const float* host_m, const float* host_v);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <vector>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -72,8 +73,9 @@ int checked_batch_size(const TrainConfig& config) {
 
 class ModelTrainer final : public Trainer, public TrainerInternals {
  public:
-  ModelTrainer(const TrainConfig& config, int frames, int size)
+  ModelTrainer(const TrainConfig& config, int frames, int size, std::shared_ptr<Collective> job)
       : config_(config),
+        job_(job ? std::move(job) : make_single_collective()),
         backend_(pick_backend(config, note_)),
         model_(*backend_, model_spec(config.model), make_grid(model_spec(config.model), frames, size),
                checked_batch_size(config)) {
@@ -90,8 +92,19 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
 
   StepResult step(const uint8_t* windows, int batch) override {
     const auto start = std::chrono::steady_clock::now();
-    const auto mask = tube_mask(model_.grid(), batch, config_.mask_ratio, config_.seed, steps_);
-    const double loss = model_.forward_backward(windows, mask.data(), batch);
+    double loss = 0;
+    if (batch > 0) {
+      // Rank r's windows are samples r*batch_size.. of the global batch: their masks are drawn as such.
+      const int first = job_->rank() * config_.batch_size;
+      const auto mask = tube_mask(model_.grid(), first + batch, config_.mask_ratio, config_.seed, steps_);
+      loss = model_.forward_backward(windows, mask.data() + static_cast<size_t>(first) * model_.grid().tokens(), batch);
+    }
+    double reduce_seconds = 0;
+    if (job_->world() > 1) {
+      const auto reduce_start = std::chrono::steady_clock::now();
+      loss = reduce_over_ranks(batch, loss);
+      reduce_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count();
+    }
     const double norm = model_.grad_norm();
     if (!std::isfinite(loss) || !std::isfinite(norm))
       throw Error(ErrorKind::internal, "step " + std::to_string(steps_) + ": loss or gradient is not finite");
@@ -103,11 +116,31 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     ++steps_;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     compute_seconds_ += seconds;
-    return {loss, lr, norm, seconds};
+    return {loss, lr, norm, seconds, reduce_seconds};
+  }
+
+  void join_job() override {
+    if (job_->world() == 1) return;
+    int64_t steps[2] = {job_->rank() == 0 ? steps_ : 0, 0};
+    job_->allreduce_sum(steps, 1);
+    steps[1] = steps[0] != steps_ ? 1 : 0;
+    job_->allreduce_sum(steps + 1, 1);
+    if (steps[1] > 0)
+      throw Error(ErrorKind::corrupt, "the ranks resumed at different steps (rank 0 at " + std::to_string(steps[0]) +
+                                          ", rank " + std::to_string(job_->rank()) + " at " + std::to_string(steps_) +
+                                          "): each rank's latest checkpoint must be of the same step");
+    const size_t n = model_.param_count();
+    std::vector<float> params(n), m(n), v(n);
+    model_.read_params(params.data());
+    model_.read_moments(m.data(), v.data());
+    for (auto* buf : {&params, &m, &v}) job_->broadcast(buf->data(), n, 0);
+    model_.write_params(params.data());
+    model_.write_moments(m.data(), v.data());
+    spdlog::info("trainer: rank {} of {} holds rank 0's model at step {}", job_->rank(), job_->world(), steps_);
   }
 
   uint64_t checkpoint_bytes() const override {
-    return sizeof(kCheckpointMagic) + 8 * kHeaderWords + 3 * 4 * model_.param_count() + 8 + 8;
+    return sizeof(kCheckpointMagic) + 8 * size_t{kHeaderWords} + 3 * sizeof(float) * model_.param_count() + 8 + 8;
   }
 
   void save_checkpoint(const std::filesystem::path& path, const std::string& extra) override {
@@ -143,7 +176,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     const uint64_t extra_size = get_u64(data, payload_end + 8);
     if (data.size() != base + extra_size)
       throw Error(ErrorKind::corrupt, "checkpoint " + path.string() + ": size does not match its extra length");
-    const char* floats = data.data() + 8 + 8 * kHeaderWords;
+    const char* floats = data.data() + 8 + 8 * size_t{kHeaderWords};
     std::vector<float> params(n), m(n), v(n);
     std::memcpy(params.data(), floats, n * 4);
     std::memcpy(m.data(), floats + n * 4, n * 4);
@@ -191,7 +224,29 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
             uint64_t(steps_)};
   }
 
+  // Replaces this rank's gradient with the global batch's: each rank's mean
+  // gradient weighted by its share of the global batch, summed over the
+  // ranks. Returns the global batch's loss; `batch` 0 contributes nothing.
+  double reduce_over_ranks(int batch, double loss) {
+    double counts[2] = {static_cast<double>(batch), loss * batch};
+    job_->allreduce_sum(counts, 2);
+    if (counts[0] == 0)
+      throw Error(ErrorKind::internal, "step " + std::to_string(steps_) + " with no window on any rank");
+    grads_.assign(model_.param_count(), 0.0f);
+    if (batch > 0) {
+      model_.read_grads(grads_.data());
+      const auto share = static_cast<float>(batch / counts[0]);
+      if (share != 1.0f)
+        for (float& g : grads_) g *= share;
+    }
+    job_->allreduce_sum(grads_.data(), grads_.size());
+    model_.write_grads(grads_.data());
+    return counts[1] / counts[0];
+  }
+
   TrainConfig config_;
+  std::shared_ptr<Collective> job_;
+  std::vector<float> grads_;  // host copy for the all-reduce
   std::string note_;
   std::unique_ptr<Backend> backend_;
   Model model_;
@@ -209,8 +264,9 @@ double learning_rate(const TrainConfig& config, int64_t step) {
   return 0.5 * config.lr * (1.0 + std::cos(3.141592653589793 * progress));
 }
 
-std::unique_ptr<Trainer> Trainer::create(const TrainConfig& config, int frames, int size) {
-  return std::make_unique<ModelTrainer>(config, frames, size);
+std::unique_ptr<Trainer> Trainer::create(const TrainConfig& config, int frames, int size,
+                                         std::shared_ptr<Collective> job) {
+  return std::make_unique<ModelTrainer>(config, frames, size, std::move(job));
 }
 
 TrainerInternals& internals(Trainer& trainer) {

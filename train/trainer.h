@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/config.h"
+#include "train/collective.h"
 
 namespace kaio::train {
 
@@ -15,18 +16,30 @@ struct StepResult {
   double lr;
   double grad_norm;  // before clipping
   double compute_seconds;
+  double allreduce_seconds = 0;  // of compute_seconds: summing over the ranks (0 alone)
 };
 
 class Trainer {
  public:
   // backend "auto" picks hip, then cuda, then cpu; with no GPU it picks cpu and
   // backend_note() says why ("no GPU found: using cpu backend").
-  static std::unique_ptr<Trainer> create(const kaio::TrainConfig& config, int frames, int size);
+  // `job`: the ranks of a data-parallel job (null: this process alone).
+  static std::unique_ptr<Trainer> create(const kaio::TrainConfig& config, int frames, int size,
+                                         std::shared_ptr<Collective> job = nullptr);
 
   virtual std::string backend() const = 0;
   virtual std::string backend_note() const = 0;
   // One optimizer step on `batch` windows of frames x size x size x 3 bytes; batch <= batch_size.
+  // In a job of several ranks every rank calls it together: the step is the
+  // mean over the union of the ranks' batches (a rank may bring 0 windows;
+  // the loss is the global one). Rank r masks its windows as samples
+  // r*batch_size.. of the global batch, so with full batches the masks are
+  // those of one rank stepping on all of them.
   virtual StepResult step(const uint8_t* windows, int batch) = 0;
+  // Every rank takes rank 0's weights, AdamW moments and step; throws
+  // kaio::Error(corrupt) on every rank when the ranks resumed at different
+  // steps. Call on every rank after start-up's resume. Alone: nothing.
+  virtual void join_job() = 0;
   virtual int64_t steps_done() const = 0;
 
   // Size of the checkpoint file with an empty `extra`; the file is exactly

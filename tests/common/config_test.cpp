@@ -130,3 +130,35 @@ TEST(Config, MetricsListenIsOffByDefaultAndParsed) {
   EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "metrics": {"port": 9464}})").find("metrics.port: unknown key"),
             std::string::npos);
 }
+
+TEST(Config, PlaceRankFillsRankPathsAndPartitionsTheFiles) {
+  const std::string json = R"({"source": {"repo": "a/b"},
+    "storage": {"cache_dir": "/c/{rank}/cache", "state_dir": "/s/r{rank}"},
+    "control": {"socket": "/run/kaiod-{rank}.sock"}, "train": {"world": "mpi", "ordered_reduce": true}})";
+  Config c = parse_config(json, "test.json");
+  EXPECT_EQ(c.train.world, "mpi");
+  EXPECT_TRUE(c.train.ordered_reduce);
+  place_rank(c, 3, 4);
+  EXPECT_EQ(c.storage.cache_dir, "/c/3/cache");
+  EXPECT_EQ(c.storage.state_dir, "/s/r3");
+  EXPECT_EQ(c.control.socket, "/run/kaiod-3.sock");
+  EXPECT_EQ(c.source.partition_index, 3);
+  EXPECT_EQ(c.source.partition_count, 4);
+  Config alone = parse_config(json, "test.json");
+  place_rank(alone, 0, 1);
+  EXPECT_EQ(alone.storage.state_dir, "/s/r0");
+  EXPECT_EQ(alone.source.partition_count, 1);
+  EXPECT_NE(error_of(R"({"source": {"repo": "a/b"}, "train": {"world": "many"}})").find("train.world"),
+            std::string::npos);
+}
+
+TEST(Config, PlaceRankRefusesAnExplicitPartition) {
+  Config c = parse_config(R"({"source": {"repo": "a/b", "partition": {"index": 1, "count": 2}}})", "test.json");
+  try {
+    place_rank(c, 0, 2);
+    FAIL() << "source.partition and ranks composed silently";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::config);
+    EXPECT_NE(std::string(e.what()).find("source.partition"), std::string::npos) << e.what();
+  }
+}

@@ -1,0 +1,304 @@
+// A data-parallel job of two kaiod ranks under `mpirun -np 2` on loopback,
+// against one kaio-hub: every window is trained once across the ranks, each
+// rank stays under its own storage.budget (sampled every 20 ms), the ranks
+// step with the same loss, and the job ends by itself with exit 0. Also with
+// an odd number of files, where one rank runs out first.
+#include <functional>
+#include <regex>
+
+#include "tests/reliability/harness.h"
+
+namespace kaio::reliability {
+namespace {
+
+// Every rank's paths from one config: {rank} in them (docs/multi-rank.md).
+fs::path rank_dir(const DaemonSetup& s, int rank) {
+  return s.dir / ("rank" + std::to_string(rank));
+}
+
+void write_job_config(const DaemonSetup& s) {
+  s.write_config();
+  json c = json::parse(read_text(s.config_file()));
+  c["storage"]["cache_dir"] = (s.dir / "rank{rank}" / "cache").string();
+  c["storage"]["state_dir"] = (s.dir / "rank{rank}" / "state").string();
+  c["control"]["socket"] = (s.dir / "rank{rank}" / "kaiod.sock").string();
+  std::ofstream(s.config_file()) << c.dump(2);
+}
+
+// The kaiod of rank `rank` among the children of this test, or 0.
+pid_t rank_pid(int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (fs::read_symlink(e.path() / "exe", ec) != kaiod_bin() || ec) continue;
+    std::string env = read_text(e.path() / "environ");
+    for (size_t at = 0; at < env.size(); at = env.find('\0', at) + 1) {
+      if (env.compare(at, want.size() + 1, want + '\0') == 0) return static_cast<pid_t>(std::stoi(name));
+      if (env.find('\0', at) == std::string::npos) break;
+    }
+  }
+  return 0;
+}
+
+// Windows the ranks' decoders produced, from the log lines "...: N windows, ...".
+int64_t decoded_windows(const fs::path& log) {
+  static const std::regex line(R"(\): (\d+) windows, )");
+  int64_t total = 0;
+  std::istringstream in(read_text(log));
+  for (std::string text; std::getline(in, text);)
+    if (std::smatch m; std::regex_search(text, m, line)) total += std::stoll(m[1]);
+  return total;
+}
+
+struct JobRun {
+  int exit_code = -1;
+  uint64_t peak[2] = {0, 0};
+  std::optional<json> status;  // rank 1's, while it ran
+  std::string human_status;    // rank 1's `kaioctl status`
+  std::vector<TraceLine> trace[2];
+};
+
+// Something a test does to a running job once rank 0's trace reaches `step`.
+struct Action {
+  int64_t step = 0;  // 0: nothing
+  std::function<void()> run;
+};
+
+// Runs the job to its end (bounded), doing `action` on the way.
+JobRun run_job(const DaemonSetup& s, const Action& action = {}) {
+  JobRun out;
+  write_job_config(s);
+  std::vector<std::string> args = {KAIO_MPIRUN};
+  std::istringstream flags(KAIO_MPIRUN_FLAGS);
+  for (std::string f; flags >> f;) args.push_back(f);
+  args.insert(args.end(), {"-np", "2", kaiod_bin().string(), "--config", s.config_file().string()});
+  std::map<std::string, std::string> env = {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},
+                                            {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+                                            {"KAIO_WINDOW_TRACE", (s.dir / "trace-{rank}.txt").string()},
+                                            {"HOME", s.dir.string()}};
+  std::unique_ptr<DiskSampler> disks[2];
+  for (int r = 0; r < 2; ++r) {
+    fs::create_directories(rank_dir(s, r));
+    disks[r] = std::make_unique<DiskSampler>(std::vector<fs::path>{rank_dir(s, r) / "cache", rank_dir(s, r) / "state"});
+  }
+  Child job(args, s.log(), env,
+            {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT", "HF_TOKEN_PATH"});
+  const auto deadline = Clock::now() + 180s;
+  bool pids_set[2] = {false, false};
+  std::optional<Clock::time_point> acted;
+  while (job.running() && Clock::now() < deadline) {
+    if (action.step > 0 && !acted && pids_set[1]) {
+      auto trace = read_trace(s.dir / "trace-0.txt");
+      if (!trace.empty() && trace.back().step >= action.step) {
+        action.run();
+        acted = Clock::now();
+      }
+    }
+    for (int r = 0; r < 2; ++r)
+      if (!pids_set[r])
+        if (pid_t pid = rank_pid(r)) {
+          disks[r]->set_pid(pid);
+          pids_set[r] = true;
+        }
+    if (!out.status)
+      if (auto st = status_direct(rank_dir(s, 1) / "kaiod.sock")) {
+        out.status = st;
+        auto r = run_command(shell_quote(kaioctl_bin().string()) + " --socket " +
+                                 shell_quote((rank_dir(s, 1) / "kaiod.sock").string()) + " status",
+                             20);
+        out.human_status = r.output;
+      }
+    std::this_thread::sleep_for(20ms);
+  }
+  if (job.running()) ADD_FAILURE() << "the job did not end within 180 s; log " << s.log();
+  if (acted)
+    std::printf("mpi job: acted at step %lld, the job ended %.1f s later\n", static_cast<long long>(action.step),
+                std::chrono::duration<double>(Clock::now() - *acted).count());
+  else if (action.step > 0)
+    ADD_FAILURE() << "the job ended before step " << action.step;
+  job.kill_and_reap();
+  out.exit_code = job.exit_code();
+  for (int r = 0; r < 2; ++r) {
+    disks[r]->finish();
+    out.peak[r] = disks[r]->peak();
+    out.trace[r] = read_trace(s.dir / ("trace-" + std::to_string(r) + ".txt"));
+  }
+  return out;
+}
+
+using WindowSet = std::set<std::pair<std::string, int>>;
+
+// The checks every test makes: each window once across the ranks, budgets,
+// the same loss on every rank at each step, the job's status fields. The
+// windows expected are `expected`, else those the log says were decoded (a
+// job that ran once). Returns the windows trained.
+WindowSet expect_one_job(const DaemonSetup& s, const JobRun& run, int clips, const WindowSet* expected = nullptr) {
+  EXPECT_EQ(run.exit_code, 0) << "log " << s.log();
+  const uint64_t budget = 16'000'000;
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_LE(run.peak[r], budget) << "rank " << r << " over its budget";
+    EXPECT_GT(run.peak[r], 0u) << "rank " << r << " never sampled";
+    EXPECT_FALSE(run.trace[r].empty()) << "rank " << r << " trained nothing: the files were not split";
+  }
+  WindowSet windows;
+  std::set<std::string> clip_ids[2];
+  size_t lines = 0;
+  std::map<int64_t, std::string> loss_of_step;
+  for (int r = 0; r < 2; ++r)
+    for (const auto& l : run.trace[r]) {
+      windows.emplace(l.clip, l.window);
+      clip_ids[r].insert(l.clip);
+      ++lines;
+      auto [it, fresh] = loss_of_step.emplace(l.step, l.loss);
+      EXPECT_EQ(it->second, l.loss) << "ranks disagree on the loss of step " << l.step;
+    }
+  EXPECT_EQ(lines, windows.size()) << "a window was trained twice";
+  if (expected)
+    EXPECT_EQ(windows, *expected) << "not the windows of the uninterrupted job";
+  else
+    EXPECT_EQ(static_cast<int64_t>(windows.size()), decoded_windows(s.log())) << "windows decoded but never trained";
+  std::set<std::string> all = clip_ids[0];
+  all.insert(clip_ids[1].begin(), clip_ids[1].end());
+  EXPECT_EQ(static_cast<int>(all.size()), clips);
+  EXPECT_EQ(all.size(), clip_ids[0].size() + clip_ids[1].size()) << "a clip trained on both ranks";
+  // Both ranks end on the same step, checkpointed.
+  const int64_t steps = static_cast<int64_t>(loss_of_step.size());
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(last_durable_checkpoint(rank_dir(s, r) / "state" / "kaio.db", LedgerRead::copy), steps) << "rank " << r;
+  if (!run.status) {
+    ADD_FAILURE() << "rank 1 never answered status";
+    return windows;
+  }
+  EXPECT_EQ((*run.status)["job"].value("rank", -1), 1);
+  EXPECT_EQ((*run.status)["job"].value("world", -1), 2);
+  EXPECT_EQ((*run.status)["job"].value("allreduce", std::string()), "mpi (host memory)");
+  EXPECT_NE(run.human_status.find("job       rank 1 of 2, all-reduce over mpi (host memory)"), std::string::npos)
+      << run.human_status;
+  const std::string log = read_text(s.log());
+  for (int r = 0; r < 2; ++r)
+    EXPECT_NE(log.find("job: rank " + std::to_string(r) + " of 2, all-reduce over mpi (host memory)"),
+              std::string::npos);
+  std::printf("mpi job: %zu windows in %lld steps, rank 0 %zu / rank 1 %zu windows, peak disk %llu / %llu bytes\n",
+              windows.size(), static_cast<long long>(steps), run.trace[0].size(), run.trace[1].size(),
+              static_cast<unsigned long long>(run.peak[0]), static_cast<unsigned long long>(run.peak[1]));
+  return windows;
+}
+
+#define REQUIRE_MPI()                                                                   \
+  do {                                                                                  \
+    if (std::string(KAIO_MPIRUN).empty()) GTEST_SKIP() << "skipped: built without MPI"; \
+  } while (0)
+
+DatasetSpec job_spec(int files) {
+  DatasetSpec spec;
+  spec.clips = 3 * files;
+  spec.clips_per_archive = 3;
+  spec.seconds = 4;
+  return spec;
+}
+
+void configure(DaemonSetup& s) {
+  s.train = {{"batch_size", 2}, {"checkpoint_every", 2}};
+  s.decode = {{"workers", 1}};
+}
+
+TEST(MpiJob, TwoRanksTrainEveryWindowOnceEachUnderItsOwnBudget) {
+  REQUIRE_MPI();
+  HubRun h("mpi-even", {}, job_spec(4));
+  configure(h.s);
+  auto run = run_job(h.s);
+  expect_one_job(h.s, run, 12);
+}
+
+// Three files: rank 0 gets two, rank 1 one and runs out first; it joins the
+// remaining steps with no window and the job still ends.
+TEST(MpiJob, AnOddNumberOfFilesNeverHangs) {
+  REQUIRE_MPI();
+  HubRun h("mpi-uneven", {}, job_spec(3));
+  configure(h.s);
+  auto run = run_job(h.s);
+  expect_one_job(h.s, run, 9);
+  EXPECT_GT(run.trace[0].size(), run.trace[1].size()) << "rank 0 should have had the larger part";
+}
+
+// kill -9 of one rank at a progress point: the other does not hang (the
+// launcher ends the job), and a restart of the job trains what was lost,
+// nothing twice, with the loss curve of an uninterrupted job.
+TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
+  REQUIRE_MPI();
+  const auto spec = job_spec(6);
+  HubRun reference("mpi-reference", {}, spec);
+  configure(reference.s);
+  auto whole = run_job(reference.s);
+  const WindowSet all_windows = expect_one_job(reference.s, whole, 18);
+
+  HubRun h("mpi-kill", {}, spec);
+  configure(h.s);
+  std::random_device seed;
+  const int64_t kill_at = 2 + static_cast<int64_t>(seed() % 5);  // of about 9 steps
+  std::printf("mpi job: kill -9 of rank 1 at step %lld (of %zu)\n", static_cast<long long>(kill_at),
+              whole.trace[0].empty() ? size_t{0} : static_cast<size_t>(whole.trace[0].back().step));
+  auto first = run_job(h.s, {kill_at, [] { ::kill(rank_pid(1), SIGKILL); }});
+  EXPECT_NE(first.exit_code, 0) << "the job ended cleanly although a rank was killed";
+  for (int r = 0; r < 2; ++r) EXPECT_LE(first.peak[r], 16'000'000u) << "rank " << r << " over its budget";
+  // What the job trained past the checkpoint every rank holds is trained again.
+  int64_t durable = INT64_MAX;
+  for (int r = 0; r < 2; ++r)
+    durable = std::min(durable, last_durable_checkpoint(rank_dir(h.s, r) / "state" / "kaio.db", LedgerRead::copy));
+  for (int r = 0; r < 2; ++r) truncate_trace(h.s.dir / ("trace-" + std::to_string(r) + ".txt"), durable);
+
+  auto second = run_job(h.s);
+  expect_one_job(h.s, second, 18, &all_windows);
+  std::map<int64_t, std::string> resumed, uninterrupted;
+  for (int r = 0; r < 2; ++r) {
+    for (const auto& l : second.trace[r]) resumed[l.step] = l.loss;
+    for (const auto& l : whole.trace[r]) uninterrupted[l.step] = l.loss;
+  }
+  EXPECT_EQ(resumed, uninterrupted) << "the restarted job's loss curve differs from the uninterrupted one";
+}
+
+// `kaioctl pause` on rank 1 holds the whole job: both ranks checkpoint and
+// stop stepping; `resume` there lets it finish with every window once.
+TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
+  REQUIRE_MPI();
+  HubRun h("mpi-pause", {}, job_spec(6));
+  configure(h.s);
+  const fs::path socket0 = rank_dir(h.s, 0) / "kaiod.sock", socket1 = rank_dir(h.s, 1) / "kaiod.sock";
+  auto ctl = [](const fs::path& socket, const std::string& args) {
+    return run_command(shell_quote(kaioctl_bin().string()) + " --socket " + shell_quote(socket.string()) + " " + args,
+                       60);
+  };
+  int64_t held_step = -1;
+  std::vector<int64_t> steps_while_paused;
+  auto run = run_job(h.s, {2, [&] {
+                             auto paused = ctl(socket1, "pause --reason mpi-test");  // returns once acknowledged
+                             EXPECT_EQ(paused.exit_code, 0) << paused.output;
+                             // Rank 0 was not asked; it is held all the same, at the pause checkpoint.
+                             for (int i = 0; i < 20; ++i) {
+                               auto st0 = status_direct(socket0), st1 = status_direct(socket1);
+                               if (!st0 || !st1) continue;
+                               steps_while_paused.push_back((*st0)["train"].value("step", -1));
+                               steps_while_paused.push_back((*st1)["train"].value("step", -1));
+                               if (held_step < 0) held_step = (*st0)["train"].value("checkpoint_step", -2);
+                               std::this_thread::sleep_for(50ms);
+                             }
+                             // Any rank names the rank the job waits for.
+                             if (auto st0 = status_direct(socket0)) {
+                               EXPECT_EQ((*st0)["job"]["data_wait_seconds"].size(), 2u) << st0->dump();
+                               const int slowest = (*st0)["job"].value("slowest_rank", -1);
+                               EXPECT_TRUE(slowest == 0 || slowest == 1) << st0->dump();
+                             }
+                             auto human = ctl(socket0, "status");
+                             EXPECT_NE(human.output.find(", slowest rank "), std::string::npos) << human.output;
+                             auto resumed = ctl(socket1, "resume");
+                             EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+                           }});
+  ASSERT_FALSE(steps_while_paused.empty()) << "no status while paused";
+  for (int64_t step : steps_while_paused) EXPECT_EQ(step, held_step) << "a rank stepped while the job was paused";
+  expect_one_job(h.s, run, 18);
+}
+
+}  // namespace
+}  // namespace kaio::reliability
