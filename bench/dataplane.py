@@ -23,6 +23,8 @@ import tarfile
 import tempfile
 import time
 
+import figures  # bench/figures.py, beside this script
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
@@ -162,14 +164,7 @@ def main():
         {"name": "data plane consumer-side CPU s per window (KaioLoader and its workers)",
          "kaio": r(kcons / kn, 5), "peer": None, "ratio": None, "unit": "s", "goal": "small"},
     ]
-    for row in rows:
-        print("%s: kaio %s, peer %s, ratio %s" % (row["name"], row["kaio"], row["peer"], row["ratio"]))
-    print("windows: kaio %d in %.2f s, peer %d in %.2f s" % (kn, kt, pn, pt))
-    out = os.path.join(ROOT, "bench", "results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "dataplane.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-
+    figures.emit("dataplane", rows, "windows: kaio %d in %.2f s, peer %d in %.2f s" % (kn, kt, pn, pt))
 
 if __name__ == "__main__":
     main()

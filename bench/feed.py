@@ -40,6 +40,8 @@ import tarfile
 import tempfile
 import time
 
+import figures  # bench/figures.py, beside this script
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
@@ -204,17 +206,9 @@ def main():
          "kaio": r(wait, 3), "peer": None, "ratio": None, "unit": "fraction", "goal": "< 0.05",
          "load": standin["load"]},
     ]
-    for row in rows:
-        print("%s: kaio %s, peer %s, ratio %s (load %s)" % (row["name"], row["kaio"], row["peer"], row["ratio"],
-                                                             row["load"]))
-    print("windows: feed %d in %.1f s (kaiod CPU %.1f s), stand-in %d in %.1f s, loop %d in %.1f s" % (
-        feed["windows"], feed["wall_s"], feed["kaiod_cpu_s"], standin["windows"], standin["wall_s"],
+    figures.emit("feed", rows, "windows: feed %d in %.1f s (kaiod CPU %.1f s), stand-in %d in %.1f s, "
+                 "loop %d in %.1f s" % (feed["windows"], feed["wall_s"], feed["kaiod_cpu_s"], standin["windows"], standin["wall_s"],
         loop["windows"], loop["wall_s"]))
-    out = os.path.join(ROOT, "bench", "results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "feed.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-
 
 if __name__ == "__main__":
     main()

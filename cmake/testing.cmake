@@ -1,7 +1,8 @@
 # kaio_add_test(<name> SOURCES ... LIBS ...): one GoogleTest program, each test
 # registered with CTest. A GTEST_SKIP() shows as "Skipped" in CTest's summary,
 # never as a silent pass; its message says why ("skipped: no HIP device").
-function(kaio_add_test name)
+# The test program both functions below build; T_TIMEOUT defaults to 300 s.
+macro(kaio_test_program name)
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
@@ -9,6 +10,10 @@ function(kaio_add_test name)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
+endmacro()
+
+function(kaio_add_test name)
+  kaio_test_program(${name} ${ARGN})
   gtest_discover_tests(${name}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
     DISCOVERY_TIMEOUT 60
@@ -20,13 +25,7 @@ endfunction()
 # without MPI it runs alone and its tests skip. As root (CI) Open MPI needs
 # its two OMPI_ALLOW_RUN_AS_ROOT variables.
 function(kaio_mpi_test name)
-  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS" ${ARGN})
-  add_executable(${name} ${T_SOURCES})
-  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
-  target_compile_definitions(${name} PRIVATE KAIO_SOURCE_DIR="${PROJECT_SOURCE_DIR}" KAIO_BUILD_DIR="${CMAKE_BINARY_DIR}")
-  if(NOT T_TIMEOUT)
-    set(T_TIMEOUT 300)
-  endif()
+  kaio_test_program(${name} ${ARGN})
   if(KAIO_MPI_ENABLED)
     add_test(NAME ${name} COMMAND ${MPIEXEC_EXECUTABLE} ${KAIO_MPIRUN_FLAGS} --tag-output -np 2 $<TARGET_FILE:${name}>)
   else()
