@@ -115,7 +115,10 @@ json ConsumerFeed::next(WorkerCursor& w, const json& args, std::vector<Fd>& fds)
     auto& r = table_.rank(w.consumer, w.rank);
     int64_t j = w.batch * w.batch_size + w.in_batch;
     int64_t per_rank = w.epoch == core_.epoch ? rank_windows(w.world) : -1;
-    if (per_rank >= 0 && j >= per_rank) {
+    // kaiod starts an epoch only once every rank committed the last one's end,
+    // so a worker still in an earlier epoch (attached from its end just
+    // before the commit that moved kaiod on) has nothing left in it.
+    if (w.epoch < core_.epoch || (per_rank >= 0 && j >= per_rank)) {
       if (!windows.empty()) break;  // the short last batch goes first
       reply["end_of_epoch"] = true;
       ++w.epoch;

@@ -354,6 +354,50 @@ TEST_F(DataPlane, KaiodKilledAndRestartedRepeatsNothingCommittedAndLosesNothing)
   for (size_t g = 0; g < globals.size(); ++g) EXPECT_EQ(globals[g], static_cast<int64_t>(g));
 }
 
+// A consumer killed after its epoch's last batch resumes from the end token;
+// the commit its attach carries lets kaiod start the next epoch before the
+// worker asks for more. The worker is told its epoch ended (it waited for
+// good: python_consumer_kill hung in a clean-clone CI run).
+TEST_F(DataPlane, AWorkerResumedAtItsEpochsEndMovesOnOnceTheNextEpochStarted) {
+  auto served = serve(dir.path(), kData);
+  Config c = external(dir.path(), served, "8MB", R"(, "epochs": 2)");
+  daemon::Engine engine(c);
+  engine.start();
+  const auto& socket = c.control.data_socket;
+  int64_t end = 0;
+  {
+    Rank first_life(socket, "resumed", 0, 1, 1, 4);
+    while (first_life.next_batch()) {
+    }
+    ASSERT_TRUE(first_life.ended);
+    end = first_life.position();
+  }  // killed after its last batch: its connection closes, nothing committed
+  auto args = attach_args("resumed", 0, 1, 0, 1, 4);
+  args["from"] = {{"epoch", 0}, {"window", end}};
+  TestWorker worker(socket);
+  json attached;
+  for (int i = 0; i < 100; ++i) {  // the closed connection's slot frees within moments
+    attached = worker.attach(args);
+    if (attached.value("ok", false)) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(attached.value("ok", false)) << attached.dump();
+  DataConnection committer(socket);
+  auto committed =
+      committer.call("commit", {{"consumer", "resumed"}, {"rank", 0}, {"token", {{"epoch", 0}, {"window", end}}}});
+  ASSERT_TRUE(committed.value("ok", false)) << committed.dump();
+  ASSERT_TRUE(status_shows(
+      engine, [](const auto& s) { return s.train.epoch == 1; }, 120s))
+      << "kaiod did not start epoch 1: " << engine.status().state;
+  json reply;
+  auto windows = worker.next(reply, 2000);
+  EXPECT_TRUE(windows.empty());
+  EXPECT_TRUE(reply.value("end_of_epoch", false)) << reply.dump();
+  windows = worker.next(reply, 30000);
+  ASSERT_FALSE(windows.empty()) << "no window of epoch 1: " << reply.dump();
+  EXPECT_EQ(windows.front().epoch, 1);
+}
+
 TEST_F(DataPlane, HostileRequestsGetTheDocumentedErrorsWhileOthersAreServed) {
   auto served = serve(dir.path(), kData);
   Config c = external(dir.path(), served, "8MB");
