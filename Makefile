@@ -24,10 +24,15 @@ test: setup
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 600
 	bash scripts/test-extra.sh $(BUILD)
 
-# Only what the demo runs: the tests are not built for it (scripts/demo.sh
-# builds kaio-mkdata first and generates the data while the rest builds).
-demo: setup $(BUILD)/CMakeCache.txt
-	bash scripts/demo.sh $(BUILD) $(JOBS)
+# The demo builds only what it runs, in its own folder: no tests, no debug
+# information, GPU kernels only where there is a GPU (scripts/demo.sh builds
+# kaio-mkdata first and generates the data while the rest builds).
+DEMO_BUILD ?= build-demo
+DEMO_GPU := $(if $(wildcard /dev/nvidia0 /dev/kfd),AUTO,OFF)
+demo: setup
+	cmake -S . -B $(DEMO_BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS_RELEASE="-O2 -DNDEBUG" \
+	  -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" -DBUILD_TESTING=OFF -DKAIO_CUDA=$(DEMO_GPU) -DKAIO_HIP=$(DEMO_GPU) $(CMAKE_FLAGS)
+	bash scripts/demo.sh $(DEMO_BUILD) $(JOBS)
 
 bench: setup
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
@@ -57,4 +62,4 @@ format:
 	git ls-files '*.cpp' '*.h' '*.cu' '*.cuh' '*.hip' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) build-release build-package demo-run
+	rm -rf $(BUILD) build-release build-package $(DEMO_BUILD) demo-run
