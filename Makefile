@@ -35,7 +35,7 @@ demo: setup
 	bash scripts/demo.sh $(DEMO_BUILD) $(JOBS)
 
 bench: setup
-	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF $(CMAKE_FLAGS)
 	cmake --build build-release -j $(JOBS)
 	bash bench/run.sh build-release
 
