@@ -199,6 +199,10 @@ CheckpointRing start_up_local(EngineCore& core, Downloads& downloads) {
   auto pause = core.ledger.pause_state();
   core.paused = pause.paused;
   core.pause_reason = pause.reason;
+  // Status (and the run series' start row) shows the step the run resumes
+  // from while connect() still waits for the Hub and the trainer.
+  if (auto checkpoints = core.ledger.checkpoints(); !checkpoints.empty())
+    core.checkpoint_step = core.trained_steps = checkpoints.back().step;
   make_hub_clients(core);
   return ring;
 }

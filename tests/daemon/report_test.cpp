@@ -138,6 +138,14 @@ TEST(Report, DrawsARealRunFromItsLedger) {
     Child kaiod;
     start_kaiod(kaiod, run.s, false);
     expect_rows(run.s, "kind = 'start'", 2);
+    // The restart's row shows the step it resumes from, not 0 (it is written
+    // before the trainer loads the checkpoint).
+    std::string resumed = sql(run.s.db(), "select step from run_samples where kind = 'start' order by id desc limit 1");
+    std::string last = sql(run.s.db(),
+                           "select max(step) from run_samples where kind = 'checkpoint' and "
+                           "id < (select max(id) from run_samples where kind = 'start')");
+    EXPECT_EQ(resumed, last) << "the restart's start row";
+    EXPECT_NE(resumed, "0");
     expect_rows(run.s, "kind = 'checkpoint' and id > (select max(id) from run_samples where kind = 'start')");
     stop(kaiod, run.s);
   }
