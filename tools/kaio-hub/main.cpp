@@ -15,6 +15,8 @@ const char* kUsage =
     "                [--port-file F] [--lfs-threshold BYTES] [--page-size N] [--token T] [--seed N]\n"
     "                [--faults JSON]   keys: drop_after drop_count rate_429 retry_after rate_5xx stall_after\n"
     "                                  stall_ms stall_count corrupt_first throttle_bps outage_ms\n"
+    "                                  outage_after_bytes (an outage, until outage_ms 0, once this many\n"
+    "                                  file bytes were sent)\n"
     "                                  hostile server: tree_malformed control_names (bools),\n"
     "                                  wrong_length wrong_length_delta endless_headers endless_body\n"
     "                                  (strings: requests whose path contains it; \"/\" for all)\n"
