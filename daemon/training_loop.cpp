@@ -15,9 +15,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// What keeps a rank from the next step, exchanged as its number at each
-// agreement; status shows its name (kRankWaitNames).
-enum RankWait : int64_t { ready, data, network, auth, budget, disk_full, paused, stopping };
+// RankWait's names in status, by its number (exchanged at each agreement).
 constexpr const char* kRankWaitNames[] = {
     "", "waiting-data", "waiting-network", "auth-required", "budget-wait", "disk-full", "paused", "stopping"};
 
@@ -92,7 +90,7 @@ TrainingLoop::Turn TrainingLoop::agree(const std::stop_token& st) {
   counts[3] = batch_ready_ ? 1 : 0;
   counts[4] = batch_ready_ ? static_cast<int64_t>(batch_.size()) : 0;
   if (!alone()) {
-    counts[5 + static_cast<size_t>(core_.job->rank())] = wait_code(st);
+    counts[5 + static_cast<size_t>(core_.job->rank())] = static_cast<int64_t>(wait_code(st));
     auto start = Clock::now();
     core_.job->allreduce_sum(counts.data(), counts.size());
     trainer_->note_data_wait(std::chrono::duration<double>(Clock::now() - start).count());
@@ -104,26 +102,26 @@ TrainingLoop::Turn TrainingLoop::agree(const std::stop_token& st) {
 
 // Why this rank's batch is not ready (a RankWait), the most pressing reason
 // first, as status derives its state.
-int64_t TrainingLoop::wait_code(const std::stop_token& st) {
+RankWait TrainingLoop::wait_code(const std::stop_token& st) {
   using Net = fetch::NetworkStatus::State;
-  if (batch_ready_) return ready;
-  if (st.stop_requested() || core_.failed_now()) return stopping;
-  if (core_.paused_now()) return paused;
+  if (batch_ready_) return RankWait::ready;
+  if (st.stop_requested() || core_.failed_now()) return RankWait::stopping;
+  if (core_.paused_now()) return RankWait::paused;
   for (auto net : {core_.downloader ? core_.downloader->network_status().state : Net::ok,
                    core_.hub ? core_.hub->network_status().state : Net::ok}) {
-    if (net == Net::waiting_network) return network;
-    if (net == Net::auth_required) return auth;
+    if (net == Net::waiting_network) return RankWait::network;
+    if (net == Net::auth_required) return RankWait::auth;
   }
   auto b = core_.budget->status();
-  if (b.waiting > 0) return b.floor_reached ? disk_full : budget;
-  return data;
+  if (b.waiting > 0) return b.floor_reached ? RankWait::disk_full : RankWait::budget;
+  return RankWait::data;
 }
 
 // Status on every rank names the ranks the job waits for, and why.
 void TrainingLoop::publish_rank_waits(const int64_t* codes) {
   std::map<int, std::string> waiting;
   for (int r = 0; r < core_.job->world(); ++r)
-    if (codes[r] > ready && codes[r] < static_cast<int64_t>(std::size(kRankWaitNames)))
+    if (codes[r] > 0 && codes[r] < static_cast<int64_t>(std::size(kRankWaitNames)))
       waiting[r] = kRankWaitNames[codes[r]];
   std::lock_guard lock(core_.mutex);
   core_.job_waiting_for = std::move(waiting);

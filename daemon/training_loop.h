@@ -23,6 +23,9 @@
 
 namespace kaio::daemon {
 
+// What keeps a rank of a job from the next step (training_loop.cpp names them for status).
+enum class RankWait : int64_t { ready, data, network, auth, budget, disk_full, paused, stopping };
+
 // What start-up hands the trainer thread: the model at the latest
 // checkpoint, that checkpoint's plan position, and the ring of kept files.
 struct Resumed {
@@ -52,7 +55,7 @@ class TrainingLoop {
   };
   Turn agree(const std::stop_token& st);
   void publish_rank_waits(const int64_t* codes);
-  int64_t wait_code(const std::stop_token& st);
+  RankWait wait_code(const std::stop_token& st);
   void hold_for_pause(const Turn& turn);
   bool agree_on_early_checkpoint();
   void share_data_waits();
