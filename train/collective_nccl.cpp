@@ -47,7 +47,7 @@ using Comm = std::unique_ptr<NcclComm, CommDestroyer>;
 // Resolves `name` into `fn`; false (and why in `missing`) when the library lacks it.
 template <typename Fn>
 bool resolve(void* handle, const char* name, Fn& fn, std::string& missing) {
-  fn = reinterpret_cast<Fn>(dlsym(handle, name));  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast): dlsym's void*
+  fn = reinterpret_cast<Fn>(dlsym(handle, name));
   if (!fn && missing.empty()) missing = name;
   return fn != nullptr;
 }
@@ -108,12 +108,12 @@ class NcclAllreduce final : public DeviceAllreduce {
     memory_.to_host(data, buffer_.get(), n * sizeof(float));
   }
 
+ private:
   void check(NcclResult rc, const char* call) const {
     if (rc == kNcclSuccess) return;
     throw Error(ErrorKind::transient, name_ + ": " + call + " failed: " + loaded_->api.error_string(rc));
   }
 
- private:
   std::unique_ptr<Loaded> loaded_;
   Comm comm_;
   Backend& memory_;
