@@ -332,11 +332,10 @@ TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
   HubRun h("mpi-pause", {}, job_spec(6));
   configure(h.s);
   const fs::path socket0 = rank_socket(h.s, 0), socket1 = rank_socket(h.s, 1);
-  const auto& ctl = kaioctl_at;
   int64_t held_step = -1;
   std::vector<int64_t> steps_while_paused;
   auto run = run_job(h.s, at_step(h.s, 2, [&] {
-                       auto paused = ctl(socket1, "pause --reason mpi-test");  // returns once acknowledged
+                       auto paused = kaioctl_at(socket1, "pause --reason mpi-test");  // returns once acknowledged
                        EXPECT_EQ(paused.exit_code, 0) << paused.output;
                        // Rank 0 was not asked; it is held all the same, at the pause checkpoint.
                        for (int i = 0; i < 20; ++i) {
@@ -353,9 +352,9 @@ TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
                          const int slowest = (*st0)["job"].value("slowest_rank", -1);
                          EXPECT_TRUE(slowest == 0 || slowest == 1) << st0->dump();
                        }
-                       auto human = ctl(socket0, "status");
+                       auto human = kaioctl_at(socket0, "status");
                        EXPECT_NE(human.output.find(", slowest rank "), std::string::npos) << human.output;
-                       auto resumed = ctl(socket1, "resume");
+                       auto resumed = kaioctl_at(socket1, "resume");
                        EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
                      }));
   ASSERT_FALSE(steps_while_paused.empty()) << "no status while paused";
@@ -404,7 +403,6 @@ TEST(MpiJob, AHubOutageSeenByOneRankHoldsTheJobUntilTheHubIsBack) {
   EXPECT_EQ((*cut0)["state"], "running") << cut0->dump();
   EXPECT_EQ((*cut0).value("state_detail", std::string()), "waiting at the all-reduce for rank 1 (waiting-network)");
   EXPECT_NE(human0.find(", waiting for rank 1 (waiting-network)"), std::string::npos) << human0;
-  EXPECT_EQ((*cut1)["job"]["waiting_for"].size(), 1u) << "only rank 1 keeps the job waiting: " << cut1->dump();
   EXPECT_GT(hub1.stats()["faults"].value("outage_close", 0ull), 0u) << "rank 1 never met its Hub's outage";
   EXPECT_EQ(h.hub->stats()["faults"].value("outage_close", 0ull), 0u) << "rank 0's Hub was cut";
   std::printf("mpi job: rank 1 cut at step %lld (rank 0 at step %lld), carried on when its Hub was back\n",
