@@ -248,15 +248,17 @@ DatasetSpec job_spec(int files) {
   return spec;
 }
 
-void configure(DaemonSetup& s) {
-  s.train = {{"batch_size", 2}, {"checkpoint_every", 2}};
-  s.decode = {{"workers", 1}};
-}
+// kaio-hub serving `files` archives of 3 clips, and a job's setup against it.
+struct JobHub : HubRun {
+  JobHub(const std::string& tag, int files) : HubRun(tag, {}, job_spec(files)) {
+    s.train = {{"batch_size", 2}, {"checkpoint_every", 2}};
+    s.decode = {{"workers", 1}};
+  }
+};
 
 TEST(MpiJob, TwoRanksTrainEveryWindowOnceEachUnderItsOwnBudget) {
   REQUIRE_MPI();
-  HubRun h("mpi-even", {}, job_spec(4));
-  configure(h.s);
+  JobHub h("mpi-even", 4);
   auto run = run_job(h.s);
   expect_one_job(h.s, run, 12);
 }
@@ -265,8 +267,7 @@ TEST(MpiJob, TwoRanksTrainEveryWindowOnceEachUnderItsOwnBudget) {
 // remaining steps with no window and the job still ends.
 TEST(MpiJob, AnOddNumberOfFilesNeverHangs) {
   REQUIRE_MPI();
-  HubRun h("mpi-uneven", {}, job_spec(3));
-  configure(h.s);
+  JobHub h("mpi-uneven", 3);
   auto run = run_job(h.s);
   expect_one_job(h.s, run, 9);
   EXPECT_GT(run.trace[0].size(), run.trace[1].size()) << "rank 0 should have had the larger part";
@@ -277,21 +278,18 @@ TEST(MpiJob, AnOddNumberOfFilesNeverHangs) {
 // nothing twice, with the loss curve of an uninterrupted job.
 TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
   REQUIRE_MPI();
-  const auto spec = job_spec(6);
-  HubRun reference("mpi-reference", {}, spec);
-  configure(reference.s);
+  JobHub reference("mpi-reference", 6);
   auto whole = run_job(reference.s);
   const WindowSet all_windows = expect_one_job(reference.s, whole, 18);
 
   // A kill that lands once the job has finished training (a loaded machine
   // polls late) is no kill: a fresh job is killed earlier, until one lands.
-  std::unique_ptr<HubRun> killed;
+  std::unique_ptr<JobHub> killed;
   std::unique_ptr<JobRun> first;  // a pointer: JobRun is built in place, never assigned
   std::random_device seed;
   int64_t kill_at = 2 + static_cast<int64_t>(seed() % 5);  // of about 9 steps
   for (int attempt = 1; attempt <= 4; ++attempt, kill_at = 2) {
-    killed = std::make_unique<HubRun>("mpi-kill", std::vector<std::string>{}, spec);
-    configure(killed->s);
+    killed = std::make_unique<JobHub>("mpi-kill", 6);
     std::printf("mpi job: kill -9 of rank 1 at step %lld (of %zu), attempt %d\n", static_cast<long long>(kill_at),
                 whole.trace[0].empty() ? size_t{0} : static_cast<size_t>(whole.trace[0].back().step), attempt);
     const fs::path home = killed->s.dir;
@@ -329,8 +327,7 @@ TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
 // stop stepping; `resume` there lets it finish with every window once.
 TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
   REQUIRE_MPI();
-  HubRun h("mpi-pause", {}, job_spec(6));
-  configure(h.s);
+  JobHub h("mpi-pause", 6);
   const fs::path socket0 = rank_socket(h.s, 0), socket1 = rank_socket(h.s, 1);
   int64_t held_step = -1;
   std::vector<int64_t> steps_while_paused;
@@ -369,8 +366,7 @@ TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
 // and why; once rank 1's Hub is back the job finishes, every window once.
 TEST(MpiJob, AHubOutageSeenByOneRankHoldsTheJobUntilTheHubIsBack) {
   REQUIRE_MPI();
-  HubRun h("mpi-outage", {}, job_spec(6));
-  configure(h.s);
+  JobHub h("mpi-outage", 6);
   h.s.fetch = {{"parallel_files", 1}};
   fs::create_directories(h.dir / "repos1/kaio-test");
   fs::create_directory_symlink(dataset(h.spec), h.dir / "repos1/kaio-test/llava");
