@@ -6,6 +6,8 @@
 
 #include <cstring>
 #include <ctime>
+#include <iterator>
+#include <map>
 
 #include "common/units.h"
 #include "daemon/run_series_writer.h"
