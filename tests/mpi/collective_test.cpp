@@ -148,7 +148,9 @@ TEST(DeviceAllreduce, StaysOnMpiAndSaysWhy) {
             "train.ordered_reduce asks for the rank-ordered sum");
   auto mixed = choose_allreduce(job(), *memory, false, job().rank() == 0 ? KAIO_FAKE_NCCL : missing);
   EXPECT_FALSE(mixed.engine);
-  if (job().rank() == 0) EXPECT_EQ(mixed.reason, "another rank of the job cannot use " + std::string(KAIO_FAKE_NCCL));
+  if (job().rank() == 0) {
+    EXPECT_EQ(mixed.reason, "another rank of the job cannot use " + std::string(KAIO_FAKE_NCCL));
+  }
   EXPECT_EQ(job().engine(), "mpi (host memory)");
   EXPECT_EQ(device_allreduce_library("cuda"), "libnccl.so.2");
   EXPECT_EQ(device_allreduce_library("hip"), "librccl.so");
