@@ -360,8 +360,10 @@ TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
 }
 
 // Each rank has its own kaio-hub; rank 1's cuts itself off once it has sent
-// a first piece of a file, so rank 1 meets the outage with files still to
-// fetch whatever the machine's speed. Rank 1 reports waiting-network; rank 0,
+// more than the largest archive, that is after rank 1's second file (kaio-hub
+// sends a file this small in one piece): rank 1 trains its first chunk and
+// meets the outage with a file still to fetch, whatever the machine's speed.
+// Rank 1 reports waiting-network; rank 0,
 // whose Hub stays up, waits at the all-reduce and its status names rank 1
 // and why; once rank 1's Hub is back the job finishes, every window once.
 TEST(MpiJob, AHubOutageSeenByOneRankHoldsTheJobUntilTheHubIsBack) {
@@ -372,7 +374,10 @@ TEST(MpiJob, AHubOutageSeenByOneRankHoldsTheJobUntilTheHubIsBack) {
   fs::create_directory_symlink(dataset(h.spec), h.dir / "repos1/kaio-test/llava");
   HubProcess hub1(h.dir / "repos1", {}, h.dir / "hub1.log");
   ASSERT_TRUE(h.hub->ok() && hub1.ok());
-  hub1.faults({{"outage_after_bytes", 1}});
+  uint64_t largest = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dataset(h.spec)))
+    if (e.path().string().ends_with(".tar.gz")) largest = std::max<uint64_t>(largest, e.file_size());
+  hub1.faults({{"outage_after_bytes", largest + 1}});
   const fs::path socket0 = rank_socket(h.s, 0), socket1 = rank_socket(h.s, 1);
   std::optional<json> cut0, cut1;  // the ranks' status once both show the outage
   std::string human0;
