@@ -280,7 +280,10 @@ std::string head_text(const Response& r, uint64_t content_length, bool keep_aliv
     std::string clean = v;
     for (auto& c : clean)
       if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
-    out += k + ": " + clean + "\r\n";
+    out += k;
+    out += ": ";
+    out += clean;
+    out += "\r\n";
   }
   out += "Content-Length: " + std::to_string(content_length) + "\r\n";
   out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
@@ -321,7 +324,7 @@ int bound_port(int fd) {
 bool read_request(int fd, std::string& buffer, Request& req) {
   size_t end;
   while ((end = buffer.find("\r\n\r\n")) == std::string::npos) {
-    if (buffer.size() > 64 * 1024) return false;
+    if (buffer.size() > size_t{64} * 1024) return false;
     char chunk[8192];
     ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -849,7 +852,8 @@ bool HubServer::State::endless(int fd, const Request& req) {
   std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n";
   if (!headers) head += "\r\n";
   if (!send_all(fd, head.data(), head.size())) return true;
-  std::string chunk = headers ? "X-Kaio-Endless: " + std::string(4000, 'h') + "\r\n" : std::string(64 * 1024, '[');
+  std::string chunk =
+      headers ? "X-Kaio-Endless: " + std::string(4000, 'h') + "\r\n" : std::string(size_t{64} * 1024, '[');
   // Until the client gives up (or 10 minutes, so the thread ends some day).
   auto until = Clock::now() + std::chrono::minutes(10);
   while (Clock::now() < until && send_all(fd, chunk.data(), chunk.size())) stats.bytes_sent += chunk.size();

@@ -32,9 +32,8 @@ const char* kUsage =
   std::exit(2);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// Parses the options and serves until killed.
+int run_hub(int argc, char** argv) {
   kaio::hub::HubOptions options;
   std::string port_file;
   for (int i = 1; i < argc; ++i) {
@@ -92,4 +91,16 @@ int main(int argc, char** argv) {
     std::cerr << "kaio-hub: " << e.what() << "\n";
     return 1;
   }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_hub(argc, argv);
+  } catch (const std::exception& e) {  // bad_alloc and the like: no stack trace, a line
+    std::cerr << "kaio-hub: " << e.what() << "\n";
+  }
+  return 1;
 }
