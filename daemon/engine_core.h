@@ -67,6 +67,8 @@ struct EngineCore {
   // The ranks of the job this kaiod is one of (docs/multi-rank.md); world 1 alone.
   std::shared_ptr<train::Collective> job = train::make_single_collective();
   std::vector<double> job_data_wait;  // guarded by `mutex`: each rank's seconds waiting for its own data
+  // Guarded by `mutex`: the ranks that brought no batch to the last agreement, and what each waits for.
+  std::map<int, std::string> job_waiting_for;
   std::stop_source stop;
   RunSeriesWriter* run_series = nullptr;  // the Engine's: a row per durable checkpoint
 

@@ -58,6 +58,19 @@ std::string next_try(const fetch::NetworkStatus& net) {
   return when;
 }
 
+// A rank ready to step while others are not waits for them at the
+// all-reduce: "waiting at the all-reduce for rank 1 (waiting-network)".
+std::string job_wait_detail(const ServiceStatus::Job& job) {
+  if (job.waiting_for.empty() || job.waiting_for.count(job.rank)) return "";
+  std::string detail = "waiting at the all-reduce for";
+  const char* separator = " ";
+  for (const auto& [rank, reason] : job.waiting_for) {
+    detail += separator + ("rank " + std::to_string(rank)) + " (" + reason + ")";
+    separator = ", ";
+  }
+  return detail;
+}
+
 // The state and its detail, the most pressing first.
 void derive_state(const StatusInputs& in, ServiceStatus& s) {
   const auto& b = in.budget;
@@ -99,6 +112,7 @@ void derive_state(const StatusInputs& in, ServiceStatus& s) {
                                format_size(b.oldest_waiting_bytes) + ") waits";
   } else {
     s.state = "running";
+    s.state_detail = job_wait_detail(in.job);
   }
 }
 
@@ -139,7 +153,7 @@ StatusInputs status_inputs(EngineCore& core) {
               core.checkpoint_step,
               core.loss_trend.average(),
               core.loss_trend.direction()};
-  in.job = {core.job->rank(), core.job->world(), core.job->engine(), core.job_data_wait, -1};
+  in.job = {core.job->rank(), core.job->world(), core.job->engine(), core.job_data_wait, -1, core.job_waiting_for};
   if (!core.job_data_wait.empty())
     in.job.slowest_rank = static_cast<int>(std::max_element(core.job_data_wait.begin(), core.job_data_wait.end()) -
                                            core.job_data_wait.begin());

@@ -13,6 +13,17 @@ namespace kaio::daemon {
 
 using nlohmann::json;
 
+namespace {
+
+// [{"rank": R, "reason": "waiting-network"}, ...] in rank order.
+json waiting_for_json(const std::map<int, std::string>& waiting) {
+  json out = json::array();
+  for (const auto& [rank, reason] : waiting) out.push_back({{"rank", rank}, {"reason", reason}});
+  return out;
+}
+
+}  // namespace
+
 json to_json(const ServiceStatus& s) {
   json out = {
       {"version", kStatusVersion},
@@ -48,7 +59,8 @@ json to_json(const ServiceStatus& s) {
         {"world", s.job.world},
         {"allreduce", s.job.allreduce},
         {"data_wait_seconds", s.job.data_wait_seconds},
-        {"slowest_rank", s.job.slowest_rank}}},
+        {"slowest_rank", s.job.slowest_rank},
+        {"waiting_for", waiting_for_json(s.job.waiting_for)}}},
       {"rates",
        {{"download_bps", s.rates.download_bps},
         {"decode_clips_per_s", s.rates.decode_clips_per_s},
@@ -159,6 +171,8 @@ std::string render_status(const json& j) {
     const auto waits = job.value("data_wait_seconds", std::vector<double>());
     if (slowest >= 0 && slowest < static_cast<int>(waits.size()))
       out += fmt::format(", slowest rank {} ({:.1f} s waiting for its data)", slowest, waits[slowest]);
+    for (const auto& w : job.value("waiting_for", json::array()))
+      out += fmt::format(", waiting for rank {} ({})", w.value("rank", -1), w.value("reason", std::string()));
     out += "\n";
   }
   std::snprintf(line, sizeof line, "rates     download %s/s, decode %.2f clips/s, train %.1f samples/s\n",

@@ -38,9 +38,10 @@ struct ServiceStatus {
   } train;
   struct Job {  // the data-parallel job this kaiod is a rank of (docs/multi-rank.md)
     int rank = 0, world = 1;
-    std::string allreduce = "none";         // what carries the gradient all-reduce
-    std::vector<double> data_wait_seconds;  // by rank: waiting for its own data (empty alone)
-    int slowest_rank = -1;                  // the rank that waited longest for its data; -1 alone
+    std::string allreduce = "none";          // what carries the gradient all-reduce
+    std::vector<double> data_wait_seconds;   // by rank: waiting for its own data (empty alone)
+    int slowest_rank = -1;                   // the rank that waited longest for its data; -1 alone
+    std::map<int, std::string> waiting_for;  // ranks without a batch at the last agreement: what each waits for
   } job;
   struct Rates {
     double download_bps = 0, decode_clips_per_s = 0, train_samples_per_s = 0;

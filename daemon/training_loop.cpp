@@ -6,12 +6,22 @@
 
 #include <cstring>
 #include <ctime>
+#include <iterator>
+#include <map>
 
 #include "common/units.h"
 #include "daemon/run_series_writer.h"
 
 namespace kaio::daemon {
 namespace fs = std::filesystem;
+
+namespace {
+
+// RankWait's names in status, by its number (exchanged at each agreement).
+constexpr const char* kRankWaitNames[] = {
+    "", "waiting-data", "waiting-network", "auth-required", "budget-wait", "disk-full", "paused", "stopping"};
+
+}  // namespace
 
 void TrainingLoop::run(const std::stop_token& st) {
   const auto& c = core_.config;
@@ -28,8 +38,9 @@ void TrainingLoop::run(const std::stop_token& st) {
       }
       double waited = 0;
       if (!batch_ready_ && !st.stop_requested() && !core_.failed_now() && !core_.paused_now())
-        batch_ready_ = fill_batch(st, waited);  // false: paused, stopping or failed; the batch is held
+        batch_ready_ = fill_batch(st, waited);  // false: paused, stopping, failed or still waiting; held
       own_data_wait_ += waited;
+      trainer_->note_data_wait(waited);
       const Turn turn = agree(st);
       if (turn.stop) {
         if (st.stop_requested() || job.world() > 1) checkpoint();
@@ -50,7 +61,6 @@ void TrainingLoop::run(const std::stop_token& st) {
         if (finish_epoch()) break;
         continue;
       }
-      trainer_->note_data_wait(waited);
       step(batch_bytes, window_bytes);
       ++since_checkpoint;
       if (since_checkpoint >= c.train.checkpoint_every || agree_on_early_checkpoint() || limits_reached()) {
@@ -64,7 +74,8 @@ void TrainingLoop::run(const std::stop_token& st) {
 
 // What every rank does this turn, from what each one can do: a stop or a
 // pause anywhere holds the whole job; a step needs every rank's batch. One
-// all-reduce of a few counts (nothing at all alone).
+// all-reduce of a few counts and of what each rank without a batch waits
+// for (nothing at all alone).
 TrainingLoop::Turn TrainingLoop::agree(const std::stop_token& st) {
   const bool stop = st.stop_requested() || core_.failed_now();
   bool paused = false, unacknowledged = false;
@@ -73,15 +84,49 @@ TrainingLoop::Turn TrainingLoop::agree(const std::stop_token& st) {
     paused = core_.paused;
     unacknowledged = paused && !core_.pause_acknowledged;
   }
-  int64_t counts[5] = {stop ? 1 : 0, paused ? 1 : 0, unacknowledged ? 1 : 0, batch_ready_ ? 1 : 0,
-                       batch_ready_ ? static_cast<int64_t>(batch_.size()) : 0};
-  auto start = Clock::now();
-  core_.job->allreduce_sum(counts, 5);
-  if (core_.job->world() > 1) {
+  const int world = core_.job->world();
+  std::vector<int64_t> counts(5 + static_cast<size_t>(world), 0);
+  counts[0] = stop ? 1 : 0;
+  counts[1] = paused ? 1 : 0;
+  counts[2] = unacknowledged ? 1 : 0;
+  counts[3] = batch_ready_ ? 1 : 0;
+  counts[4] = batch_ready_ ? static_cast<int64_t>(batch_.size()) : 0;
+  if (!alone()) {
+    counts[5 + static_cast<size_t>(core_.job->rank())] = static_cast<int64_t>(wait_code(st));
+    auto start = Clock::now();
+    core_.job->allreduce_sum(counts.data(), counts.size());
     trainer_->note_data_wait(std::chrono::duration<double>(Clock::now() - start).count());
+    publish_rank_waits(counts.data() + 5);
     share_data_waits();
   }
-  return {counts[0] > 0, counts[1] > 0, counts[2] > 0, counts[3] == core_.job->world(), counts[4]};
+  return {counts[0] > 0, counts[1] > 0, counts[2] > 0, counts[3] == world, counts[4]};
+}
+
+// Why this rank's batch is not ready (a RankWait), the most pressing reason
+// first, as status derives its state.
+RankWait TrainingLoop::wait_code(const std::stop_token& st) {
+  using Net = fetch::NetworkStatus::State;
+  if (batch_ready_) return RankWait::ready;
+  if (st.stop_requested() || core_.failed_now()) return RankWait::stopping;
+  if (core_.paused_now()) return RankWait::paused;
+  for (auto net : {core_.downloader ? core_.downloader->network_status().state : Net::ok,
+                   core_.hub ? core_.hub->network_status().state : Net::ok}) {
+    if (net == Net::waiting_network) return RankWait::network;
+    if (net == Net::auth_required) return RankWait::auth;
+  }
+  auto b = core_.budget->status();
+  if (b.waiting > 0) return b.floor_reached ? RankWait::disk_full : RankWait::budget;
+  return RankWait::data;
+}
+
+// Status on every rank names the ranks the job waits for, and why.
+void TrainingLoop::publish_rank_waits(const int64_t* codes) {
+  std::map<int, std::string> waiting;
+  for (int r = 0; r < core_.job->world(); ++r)
+    if (codes[r] > 0 && codes[r] < static_cast<int64_t>(std::size(kRankWaitNames)))
+      waiting[r] = kRankWaitNames[codes[r]];
+  std::lock_guard lock(core_.mutex);
+  core_.job_waiting_for = std::move(waiting);
 }
 
 // Every rank's time waiting for its own data (not for the other ranks), so
@@ -111,7 +156,7 @@ void TrainingLoop::hold_for_pause(const Turn& turn) {
 
 bool TrainingLoop::agree_on_early_checkpoint() {
   int64_t needed = early_checkpoint_needed() ? 1 : 0;
-  core_.job->allreduce_sum(&needed, 1);
+  if (!alone()) core_.job->allreduce_sum(&needed, 1);
   return needed > 0;
 }
 
@@ -119,7 +164,7 @@ bool TrainingLoop::agree_on_early_checkpoint() {
 // forever: in a job of several ranks it ends them all (the launcher then
 // ends the job; a restart resumes every rank from the last checkpoint).
 void TrainingLoop::abort_job_on_error() {
-  if (core_.job->world() == 1) return;
+  if (alone()) return;
   spdlog::critical("job: rank {} failed: aborting the job's {} ranks", core_.job->rank(), core_.job->world());
   core_.job->abort(1);
 }
@@ -130,7 +175,8 @@ bool TrainingLoop::limits_reached() const {
 
 // Fills `batch_` in plan order. True when it is complete: full, at the end
 // of a chunk, or at the end of the epoch (then possibly empty). False when a
-// pause, a stop or a failure came first: the windows taken stay held.
+// pause, a stop or a failure came first, or, in a job, after a second of
+// waiting: the windows taken stay held.
 bool TrainingLoop::fill_batch(const std::stop_token& st, double& waited) {
   auto start = Clock::now();
   std::unique_lock lock(core_.mutex);
@@ -161,6 +207,9 @@ bool TrainingLoop::fill_batch(const std::stop_token& st, double& waited) {
     if (b.waiting > 0) downloads_.evict_prefetch(e);
     lock.lock();
     if (core_.failed) break;
+    // In a job a rank still waiting for its data meets the others every
+    // second or so, so that their status says what it waits for.
+    if (!alone() && Clock::now() - start >= std::chrono::seconds(1)) break;
     core_.changed.wait_for(lock, std::chrono::milliseconds(100));
   }
   waited = std::chrono::duration<double>(Clock::now() - start).count();
@@ -247,13 +296,13 @@ void TrainingLoop::checkpoint() {
   bool same_step = step == core_.checkpoint_step;
   // In a job every rank writes when one has to: the barrier below is everyone's.
   int64_t to_write = same_step && cursor == checkpoint_cursor_ ? 0 : 1;
-  core_.job->allreduce_sum(&to_write, 1);
+  if (!alone()) core_.job->allreduce_sum(&to_write, 1);
   if (to_write == 0) return;
   fs::path path = core_.checkpoint_dir / ("step-" + std::to_string(step) + ".kaiockpt");
   write_checkpoint(path, step, cursor);
   // Each rank deletes what its checkpoint covers only once every rank's is
   // durable: the job's checkpoint is the step all ranks hold.
-  core_.job->barrier();
+  if (!alone()) core_.job->barrier();
   {
     std::lock_guard lock(core_.mutex);
     if (!same_step) ring_.rotate(path);

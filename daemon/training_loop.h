@@ -23,6 +23,9 @@
 
 namespace kaio::daemon {
 
+// What keeps a rank of a job from the next step (training_loop.cpp names them for status).
+enum class RankWait : int64_t { ready, data, network, auth, budget, disk_full, paused, stopping };
+
 // What start-up hands the trainer thread: the model at the latest
 // checkpoint, that checkpoint's plan position, and the ring of kept files.
 struct Resumed {
@@ -51,12 +54,15 @@ class TrainingLoop {
     int64_t windows = 0;     // in the global batch
   };
   Turn agree(const std::stop_token& st);
+  void publish_rank_waits(const int64_t* codes);
+  RankWait wait_code(const std::stop_token& st);
   void hold_for_pause(const Turn& turn);
   bool agree_on_early_checkpoint();
   void share_data_waits();
   void abort_job_on_error();
   bool limits_reached() const;
   bool fill_batch(const std::stop_token& st, double& waited);
+  bool alone() const { return core_.job->world() == 1; }
   void step(std::vector<uint8_t>& batch_bytes, size_t window_bytes);
   cache::PlanCursor resume_cursor();
   void check_waiter_can_fit(const cache::BudgetStatus& b);

@@ -6,15 +6,23 @@
 // at a time (the trainer thread, or start-up before it runs), in the same
 // order on every rank.
 //
-// GPU engines plug in here: an NCCL/RCCL Collective would take device
-// pointers, get its unique id through broadcast() of this one and be loaded
-// with dlopen at run time (Debian ships neither); not built yet.
+// On GPUs the float sums (the gradient all-reduce) can be handed to NCCL or
+// RCCL, loaded at run time (train/collective_nccl.h): carry_float_sums().
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 
 namespace kaio::train {
+
+// An engine for the job's float sums other than the collective's own.
+class DeviceAllreduce {
+ public:
+  virtual ~DeviceAllreduce() = default;
+  virtual std::string engine() const = 0;  // "nccl (device memory)"
+  // In place on a host array, the same result on every rank.
+  virtual void sum(float* data, size_t n) = 0;
+};
 
 class Collective {
  public:
@@ -31,6 +39,9 @@ class Collective {
   virtual void allreduce_min(int64_t* data, size_t n) = 0;
   virtual void broadcast(float* data, size_t n, int root) = 0;
   virtual void barrier() = 0;
+  // From now on allreduce_sum(float*) goes through `engine`, and engine()
+  // names it; null gives the sums back to this collective. Every rank at once.
+  virtual void carry_float_sums(std::unique_ptr<DeviceAllreduce> engine) = 0;
   // Ends every rank of the job (a rank that cannot go on would leave the
   // others waiting in a collective forever). Alone: does nothing.
   virtual void abort(int code) noexcept = 0;

@@ -70,6 +70,7 @@ class MpiCollective final : public Collective {
     check(MPI_Comm_size(MPI_COMM_WORLD, &world_), "MPI_Comm_size");
   }
   ~MpiCollective() override {
+    device_.reset();  // its communicator goes before MPI does
     int finalized = 0;
     if (owns_mpi_ && MPI_Finalized(&finalized) == MPI_SUCCESS && !finalized) MPI_Finalize();
   }
@@ -78,9 +79,15 @@ class MpiCollective final : public Collective {
 
   int rank() const override { return rank_; }
   int world() const override { return world_; }
-  std::string engine() const override { return ordered_ ? "mpi (host memory, rank-ordered)" : "mpi (host memory)"; }
+  std::string engine() const override {
+    if (device_) return device_->engine();
+    return ordered_ ? "mpi (host memory, rank-ordered)" : "mpi (host memory)";
+  }
 
-  void allreduce_sum(float* data, size_t n) override { reduce(data, n); }
+  void allreduce_sum(float* data, size_t n) override {
+    if (device_) return device_->sum(data, n);
+    reduce(data, n);
+  }
   void allreduce_sum(int64_t* data, size_t n) override { reduce(data, n); }
   void allreduce_sum(double* data, size_t n) override { reduce(data, n); }
   void allreduce_min(int64_t* data, size_t n) override { reduce(data, n, MPI_MIN); }
@@ -96,6 +103,7 @@ class MpiCollective final : public Collective {
     wait(request, "MPI_Ibarrier");
   }
   void abort(int code) noexcept override { MPI_Abort(MPI_COMM_WORLD, code); }
+  void carry_float_sums(std::unique_ptr<DeviceAllreduce> engine) override { device_ = std::move(engine); }
 
  private:
   static int count(size_t n) {
@@ -131,6 +139,7 @@ class MpiCollective final : public Collective {
   }
 
   bool ordered_;
+  std::unique_ptr<DeviceAllreduce> device_;  // NCCL or RCCL, when the trainer handed them the float sums
   bool owns_mpi_ = false;
   int rank_ = 0, world_ = 1;
 };

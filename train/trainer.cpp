@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "train/backend.h"
+#include "train/collective_nccl.h"
 #include "train/model.h"
 #include "train/safetensors.h"
 #include "train/trainer_internal.h"
@@ -85,6 +86,12 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
                  note_.empty() ? "" : " (" + note_ + ")");
   }
 
+  ModelTrainer(const ModelTrainer&) = delete;
+  ModelTrainer& operator=(const ModelTrainer&) = delete;
+  ~ModelTrainer() override {
+    if (carries_sums_) job_->carry_float_sums(nullptr);  // its device buffers go with this backend
+  }
+
   std::string backend() const override { return backend_->name(); }
   std::string backend_note() const override { return note_; }
   int64_t steps_done() const override { return steps_; }
@@ -137,6 +144,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     model_.write_params(params.data());
     model_.write_moments(m.data(), v.data());
     spdlog::info("trainer: rank {} of {} holds rank 0's model at step {}", job_->rank(), job_->world(), steps_);
+    choose_gradient_allreduce();
   }
 
   uint64_t checkpoint_bytes() const override {
@@ -224,6 +232,17 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
             uint64_t(steps_)};
   }
 
+  // NCCL or RCCL for the gradient sums on GPUs when every rank has them,
+  // else the job's MPI collective; the log says which and why.
+  void choose_gradient_allreduce() {
+    auto choice = choose_allreduce(*job_, *backend_, config_.ordered_reduce);
+    if (choice.engine) {
+      job_->carry_float_sums(std::move(choice.engine));
+      carries_sums_ = true;
+    }
+    spdlog::info("job: all-reduce over {}: {}", job_->engine(), choice.reason);
+  }
+
   // Replaces this rank's gradient with the global batch's: each rank's mean
   // gradient weighted by its share of the global batch, summed over the
   // ranks. Returns the global batch's loss; `batch` 0 contributes nothing.
@@ -246,7 +265,8 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
 
   TrainConfig config_;
   std::shared_ptr<Collective> job_;
-  std::vector<float> grads_;  // host copy for the all-reduce
+  std::vector<float> grads_;   // host copy for the all-reduce
+  bool carries_sums_ = false;  // this trainer handed the job's float sums to NCCL or RCCL
   std::string note_;
   std::unique_ptr<Backend> backend_;
   Model model_;

@@ -188,3 +188,20 @@ TEST(LossTrend, SaysWhetherANoisyLossFallsAndPrintsItBesideTheLast) {
   std::string before = render_status(to_json(s));
   EXPECT_NE(before.find("loss - on -, waiting for data -"), std::string::npos) << before;
 }
+
+// A job held by one of its ranks says which and why, in the JSON and on
+// kaioctl's job line; with every rank ready the list is empty.
+TEST(JobStatus, NamesTheRanksTheJobWaitsForAndWhy) {
+  ServiceStatus s;
+  s.job.world = 2;
+  s.job.allreduce = "mpi (host memory)";
+  s.job.waiting_for = {{1, "waiting-network"}};
+  json j = to_json(s);
+  EXPECT_EQ(j["job"]["waiting_for"], json::parse(R"([{"rank": 1, "reason": "waiting-network"}])"));
+  EXPECT_NE(render_status(j).find(
+                "job       rank 0 of 2, all-reduce over mpi (host memory), waiting for rank 1 (waiting-network)\n"),
+            std::string::npos)
+      << render_status(j);
+  s.job.waiting_for.clear();
+  EXPECT_EQ(to_json(s)["job"]["waiting_for"], json::array());
+}

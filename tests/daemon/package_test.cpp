@@ -78,9 +78,9 @@ TEST_F(Package, DebInstallsWhatTheUnitAndScriptsName) {
   }
   for (const char* want :
        {"/usr/bin/kaiod", "/usr/bin/kaioctl", "/usr/bin/kaio-mkdata", "/usr/lib/systemd/system/kaiod.service",
-        "/usr/lib/sysusers.d/kaio.conf", "/usr/lib/tmpfiles.d/kaio.conf", "/etc/kaio/kaiod.json",
-        "/usr/share/kaio/configs/llava-video-178k.json", "/usr/share/kaio/configs/physicalai-av.json",
-        "/usr/share/doc/kaio/README.md"})
+        "/usr/lib/systemd/system/kaiod@.service", "/usr/lib/sysusers.d/kaio.conf", "/usr/lib/tmpfiles.d/kaio.conf",
+        "/etc/kaio/kaiod.json", "/usr/share/kaio/configs/llava-video-178k.json",
+        "/usr/share/kaio/configs/physicalai-av.json", "/usr/share/doc/kaio/README.md"})
     EXPECT_TRUE(contents.count(want)) << want << " is not in the package:\n" << listing.output;
   for (const auto& p : contents) {
     EXPECT_EQ(p.find("/usr/local"), std::string::npos) << p;
@@ -142,4 +142,18 @@ TEST_F(Package, DebInstallsWhatTheUnitAndScriptsName) {
   EXPECT_NE(etc_config.find("\"/run/" + unit_value(unit, "RuntimeDirectory") + "/kaiod.sock\""), std::string::npos)
       << etc_config;
   EXPECT_NE(etc_config.find("127.0.0.1:9464"), std::string::npos) << etc_config;
+
+  // The job template (docs/multi-rank.md): mpirun starts the packaged kaiod,
+  // as the same user in the same folders as kaiod.service.
+  std::string job_unit = read_text(root / "usr/lib/systemd/system/kaiod@.service");
+  EXPECT_EQ(job_unit.find("/usr/local"), std::string::npos) << job_unit;
+  EXPECT_EQ(unit_value(job_unit, "ExecStart"),
+            "/usr/bin/mpirun --np %i --mca btl_vader_single_copy_mechanism none /usr/bin/kaiod --config "
+            "/etc/kaio/kaiod-job.json")
+      << job_unit;
+  for (const char* key : {"User", "Group", "StateDirectory", "CacheDirectory", "RuntimeDirectory"})
+    EXPECT_EQ(unit_value(job_unit, key), unit_value(unit, key)) << key;
+  std::string job_doc = unit_value(job_unit, "Documentation");
+  ASSERT_EQ(job_doc.rfind("file://", 0), 0u) << job_doc;
+  EXPECT_TRUE(contents.count(job_doc.substr(7))) << job_doc;
 }

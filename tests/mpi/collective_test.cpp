@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "common/error.h"
+#include "train/backend.h"
+#include "train/collective_nccl.h"
 #include "train/model.h"
 #include "train/trainer.h"
 #include "train/trainer_internal.h"
@@ -101,6 +103,58 @@ TEST(MpiCollective, SumsBroadcastsAndNamesItsEngine) {
   job().broadcast(b.data(), b.size(), 1);
   EXPECT_EQ(b, std::vector<float>(5, 8.0f));
   job().barrier();
+}
+
+// NCCL and RCCL are loaded at run time. Here a stand-in NCCL over MPI
+// (fake_nccl.cpp) is loaded by path: the engine takes the float sums (staged
+// through the cpu backend's memory), the other sums stay on MPI.
+TEST(DeviceAllreduce, ALoadedNcclCarriesTheFloatSums) {
+  REQUIRE_TWO_RANKS();
+  auto memory = make_cpu_backend(1);
+  struct GiveBack {  // before `memory` goes: the engine's buffer is in it
+    ~GiveBack() { job().carry_float_sums(nullptr); }
+  } give_back;
+  auto choice = choose_allreduce(job(), *memory, false, KAIO_FAKE_NCCL);
+  ASSERT_TRUE(choice.engine) << choice.reason;
+  EXPECT_EQ(choice.reason, std::string(KAIO_FAKE_NCCL) + " loaded");
+  job().carry_float_sums(std::move(choice.engine));
+  EXPECT_EQ(job().engine(), "nccl (device memory)");
+  for (size_t n : {size_t{10}, size_t{1000}}) {  // the second grows the device buffer
+    std::vector<float> v(n, 1.5f + static_cast<float>(job().rank()));
+    job().allreduce_sum(v.data(), v.size());
+    EXPECT_EQ(v, std::vector<float>(n, 4.0f));
+  }
+  int64_t count = job().rank() + 1;
+  job().allreduce_sum(&count, 1);
+  EXPECT_EQ(count, 3);
+  job().carry_float_sums(nullptr);
+  EXPECT_EQ(job().engine(), "mpi (host memory)");
+}
+
+// Without the library, with one that is not NCCL, on the cpu backend, with
+// train.ordered_reduce, or when another rank lacks it: MPI, and the reason.
+TEST(DeviceAllreduce, StaysOnMpiAndSaysWhy) {
+  REQUIRE_TWO_RANKS();
+  auto memory = make_cpu_backend(1);
+  const std::string missing = "libkaio-no-such-nccl.so.2";
+  auto absent = choose_allreduce(job(), *memory, false, missing);
+  EXPECT_FALSE(absent.engine);
+  EXPECT_EQ(absent.reason.rfind(missing + " not found (", 0), 0u) << absent.reason;
+  auto not_nccl = choose_allreduce(job(), *memory, false, "libm.so.6");
+  EXPECT_FALSE(not_nccl.engine);
+  EXPECT_EQ(not_nccl.reason, "libm.so.6 has no ncclGetUniqueId");
+  EXPECT_EQ(choose_allreduce(job(), *memory, false).reason, "cpu backend");
+  EXPECT_EQ(choose_allreduce(job(), *memory, true, KAIO_FAKE_NCCL).reason,
+            "train.ordered_reduce asks for the rank-ordered sum");
+  auto mixed = choose_allreduce(job(), *memory, false, job().rank() == 0 ? KAIO_FAKE_NCCL : missing);
+  EXPECT_FALSE(mixed.engine);
+  if (job().rank() == 0) {
+    EXPECT_EQ(mixed.reason, "another rank of the job cannot use " + std::string(KAIO_FAKE_NCCL));
+  }
+  EXPECT_EQ(job().engine(), "mpi (host memory)");
+  EXPECT_EQ(device_allreduce_library("cuda"), "libnccl.so.2");
+  EXPECT_EQ(device_allreduce_library("hip"), "librccl.so");
+  EXPECT_EQ(device_allreduce_library("cpu"), "");
 }
 
 // With two ranks a sum is one addition, a+b == b+a in IEEE arithmetic: MPI's

@@ -1,8 +1,9 @@
 // A data-parallel job of two kaiod ranks under `mpirun -np 2` on loopback,
-// against one kaio-hub: every window is trained once across the ranks, each
+// against kaio-hub: every window is trained once across the ranks, each
 // rank stays under its own storage.budget (sampled every 20 ms), the ranks
 // step with the same loss, and the job ends by itself with exit 0. Also with
-// an odd number of files, where one rank runs out first.
+// an odd number of files, where one rank runs out first, and with a Hub
+// outage that only one rank sees (each rank then has its own kaio-hub).
 #include <functional>
 #include <regex>
 #include <string_view>
@@ -17,16 +18,48 @@ fs::path rank_dir(const DaemonSetup& s, int rank) {
   return s.dir / ("rank" + std::to_string(rank));
 }
 
-void write_job_config(const DaemonSetup& s) {
+fs::path rank_socket(const DaemonSetup& s, int rank) {
+  return rank_dir(s, rank) / "kaiod.sock";
+}
+
+// The job's config at `file`, against the Hub at `endpoint`.
+void write_job_config(const DaemonSetup& s, const std::string& endpoint, const fs::path& file) {
   s.write_config();
   json c = json::parse(read_text(s.config_file()));
+  c["source"]["endpoint"] = endpoint;
   c["storage"]["cache_dir"] = (s.dir / "rank{rank}" / "cache").string();
   c["storage"]["state_dir"] = (s.dir / "rank{rank}" / "state").string();
   c["control"]["socket"] = (s.dir / "rank{rank}" / "kaiod.sock").string();
-  std::ofstream(s.config_file()) << c.dump(2);
+  std::ofstream(file) << c.dump(2);
 }
 
-// The kaiod of rank `rank` among the children of this test, or 0.
+// The mpirun command line: every rank on one config (against s.endpoint), or,
+// given one endpoint per rank, each rank on its own config (an MPMD job:
+// "-np 1 kaiod --config A : -np 1 kaiod --config B").
+std::vector<std::string> job_command(const DaemonSetup& s, const std::vector<std::string>& endpoints) {
+  std::vector<std::string> args = {KAIO_MPIRUN};
+  std::istringstream flags(KAIO_MPIRUN_FLAGS);
+  for (std::string f; flags >> f;) args.push_back(f);
+  if (endpoints.empty()) {
+    write_job_config(s, s.endpoint, s.config_file());
+    args.insert(args.end(), {"-np", "2", kaiod_bin().string(), "--config", s.config_file().string()});
+    return args;
+  }
+  for (size_t r = 0; r < endpoints.size(); ++r) {
+    const fs::path file = s.dir / ("kaiod-" + std::to_string(r) + ".json");
+    write_job_config(s, endpoints[r], file);
+    if (r > 0) args.emplace_back(":");
+    args.insert(args.end(), {"-np", "1", kaiod_bin().string(), "--config", file.string()});
+  }
+  return args;
+}
+
+// kaioctl against one rank's socket.
+CommandResult kaioctl_at(const fs::path& socket, const std::string& args) {
+  return run_command(shell_quote(kaioctl_bin().string()) + " --socket " + shell_quote(socket.string()) + " " + args,
+                     60);
+}
+
 // The kaiod of `rank` in the job whose HOME is `home` (run_job sets it to the
 // test's folder): MpiJob tests run side by side under ctest -j, and another
 // job's rank must be neither killed nor sampled.
@@ -72,21 +105,29 @@ struct JobRun {
   std::vector<TraceLine> trace[2];
 };
 
-// Something a test does to a running job once rank 0's trace reaches `step`.
+// Something a test does to a running job once `when` holds (polled every
+// 20 ms while both ranks run).
 struct Action {
-  int64_t step = 0;  // 0: nothing
+  std::function<bool()> when;  // null: nothing
   std::function<void()> run;
   bool may_miss = false;  // the caller handles a job that ended first (JobRun::acted)
 };
 
-// Runs the job to its end (bounded), doing `action` on the way.
-JobRun run_job(const DaemonSetup& s, const Action& action = {}) {
+// `run` once rank 0's trace reaches `step`.
+Action at_step(const DaemonSetup& s, int64_t step, std::function<void()> run, bool may_miss = false) {
+  const fs::path trace = s.dir / "trace-0.txt";
+  return {[trace, step] {
+            auto lines = read_trace(trace);
+            return !lines.empty() && lines.back().step >= step;
+          },
+          std::move(run), may_miss};
+}
+
+// Runs the job to its end (bounded), doing `action` on the way; `endpoints`
+// (one per rank) gives each rank its own Hub.
+JobRun run_job(const DaemonSetup& s, const Action& action = {}, const std::vector<std::string>& endpoints = {}) {
   JobRun out;
-  write_job_config(s);
-  std::vector<std::string> args = {KAIO_MPIRUN};
-  std::istringstream flags(KAIO_MPIRUN_FLAGS);
-  for (std::string f; flags >> f;) args.push_back(f);
-  args.insert(args.end(), {"-np", "2", kaiod_bin().string(), "--config", s.config_file().string()});
+  const std::vector<std::string> args = job_command(s, endpoints);
   std::map<std::string, std::string> env = {{"OMPI_ALLOW_RUN_AS_ROOT", "1"},
                                             {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
                                             {"KAIO_WINDOW_TRACE", (s.dir / "trace-{rank}.txt").string()},
@@ -102,12 +143,9 @@ JobRun run_job(const DaemonSetup& s, const Action& action = {}) {
   bool pids_set[2] = {false, false};
   std::optional<Clock::time_point> acted;
   while (job.running() && Clock::now() < deadline) {
-    if (action.step > 0 && !acted && pids_set[1]) {
-      auto trace = read_trace(s.dir / "trace-0.txt");
-      if (!trace.empty() && trace.back().step >= action.step) {
-        action.run();
-        acted = Clock::now();
-      }
+    if (action.when && !acted && pids_set[1] && action.when()) {
+      action.run();
+      acted = Clock::now();
     }
     for (int r = 0; r < 2; ++r)
       if (!pids_set[r])
@@ -116,21 +154,18 @@ JobRun run_job(const DaemonSetup& s, const Action& action = {}) {
           pids_set[r] = true;
         }
     if (!out.status)
-      if (auto st = status_direct(rank_dir(s, 1) / "kaiod.sock")) {
+      if (auto st = status_direct(rank_socket(s, 1))) {
         out.status = st;
-        auto r = run_command(shell_quote(kaioctl_bin().string()) + " --socket " +
-                                 shell_quote((rank_dir(s, 1) / "kaiod.sock").string()) + " status",
-                             20);
-        out.human_status = r.output;
+        out.human_status = kaioctl_at(rank_socket(s, 1), "status").output;
       }
     std::this_thread::sleep_for(20ms);
   }
   if (job.running()) ADD_FAILURE() << "the job did not end within 180 s; log " << s.log();
   if (acted)
-    std::printf("mpi job: acted at step %lld, the job ended %.1f s later\n", static_cast<long long>(action.step),
+    std::printf("mpi job: acted, the job ended %.1f s later\n",
                 std::chrono::duration<double>(Clock::now() - *acted).count());
-  else if (action.step > 0 && !action.may_miss)
-    ADD_FAILURE() << "the job ended before step " << action.step;
+  else if (action.when && !action.may_miss)
+    ADD_FAILURE() << "the job ended before the test could act on it";
   out.acted = acted.has_value();
   job.kill_and_reap();
   out.exit_code = job.exit_code();
@@ -213,15 +248,17 @@ DatasetSpec job_spec(int files) {
   return spec;
 }
 
-void configure(DaemonSetup& s) {
-  s.train = {{"batch_size", 2}, {"checkpoint_every", 2}};
-  s.decode = {{"workers", 1}};
-}
+// kaio-hub serving `files` archives of 3 clips, and a job's setup against it.
+struct JobHub : HubRun {
+  JobHub(const std::string& tag, int files) : HubRun(tag, {}, job_spec(files)) {
+    s.train = {{"batch_size", 2}, {"checkpoint_every", 2}};
+    s.decode = {{"workers", 1}};
+  }
+};
 
 TEST(MpiJob, TwoRanksTrainEveryWindowOnceEachUnderItsOwnBudget) {
   REQUIRE_MPI();
-  HubRun h("mpi-even", {}, job_spec(4));
-  configure(h.s);
+  JobHub h("mpi-even", 4);
   auto run = run_job(h.s);
   expect_one_job(h.s, run, 12);
 }
@@ -230,8 +267,7 @@ TEST(MpiJob, TwoRanksTrainEveryWindowOnceEachUnderItsOwnBudget) {
 // remaining steps with no window and the job still ends.
 TEST(MpiJob, AnOddNumberOfFilesNeverHangs) {
   REQUIRE_MPI();
-  HubRun h("mpi-uneven", {}, job_spec(3));
-  configure(h.s);
+  JobHub h("mpi-uneven", 3);
   auto run = run_job(h.s);
   expect_one_job(h.s, run, 9);
   EXPECT_GT(run.trace[0].size(), run.trace[1].size()) << "rank 0 should have had the larger part";
@@ -242,32 +278,30 @@ TEST(MpiJob, AnOddNumberOfFilesNeverHangs) {
 // nothing twice, with the loss curve of an uninterrupted job.
 TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
   REQUIRE_MPI();
-  const auto spec = job_spec(6);
-  HubRun reference("mpi-reference", {}, spec);
-  configure(reference.s);
+  JobHub reference("mpi-reference", 6);
   auto whole = run_job(reference.s);
   const WindowSet all_windows = expect_one_job(reference.s, whole, 18);
 
   // A kill that lands once the job has finished training (a loaded machine
   // polls late) is no kill: a fresh job is killed earlier, until one lands.
-  std::unique_ptr<HubRun> killed;
+  std::unique_ptr<JobHub> killed;
   std::unique_ptr<JobRun> first;  // a pointer: JobRun is built in place, never assigned
   std::random_device seed;
   int64_t kill_at = 2 + static_cast<int64_t>(seed() % 5);  // of about 9 steps
   for (int attempt = 1; attempt <= 4; ++attempt, kill_at = 2) {
-    killed = std::make_unique<HubRun>("mpi-kill", std::vector<std::string>{}, spec);
-    configure(killed->s);
+    killed = std::make_unique<JobHub>("mpi-kill", 6);
     std::printf("mpi job: kill -9 of rank 1 at step %lld (of %zu), attempt %d\n", static_cast<long long>(kill_at),
                 whole.trace[0].empty() ? size_t{0} : static_cast<size_t>(whole.trace[0].back().step), attempt);
     const fs::path home = killed->s.dir;
-    first = std::make_unique<JobRun>(run_job(killed->s, {kill_at,
-                                                         [home] {
-                                                           // 0 (gone already) must not reach kill(): it would kill this
-                                                           // test's group.
-                                                           if (pid_t pid = rank_pid(home, 1); pid > 0)
-                                                             ::kill(pid, SIGKILL);
-                                                         },
-                                                         true}));
+    first = std::make_unique<JobRun>(run_job(killed->s, at_step(
+                                                            killed->s, kill_at,
+                                                            [home] {
+                                                              // 0 (gone already) must not reach kill(): it would kill
+                                                              // this test's group.
+                                                              if (pid_t pid = rank_pid(home, 1); pid > 0)
+                                                                ::kill(pid, SIGKILL);
+                                                            },
+                                                            true)));
     if (first->acted && first->exit_code != 0) break;
   }
   ASSERT_TRUE(first->acted && first->exit_code != 0) << "no kill landed before the job finished, in 4 jobs";
@@ -293,40 +327,88 @@ TEST(MpiJob, KillingOneRankEndsTheJobAndARestartLosesNothing) {
 // stop stepping; `resume` there lets it finish with every window once.
 TEST(MpiJob, APauseOnOneRankHoldsTheWholeJob) {
   REQUIRE_MPI();
-  HubRun h("mpi-pause", {}, job_spec(6));
-  configure(h.s);
-  const fs::path socket0 = rank_dir(h.s, 0) / "kaiod.sock", socket1 = rank_dir(h.s, 1) / "kaiod.sock";
-  auto ctl = [](const fs::path& socket, const std::string& args) {
-    return run_command(shell_quote(kaioctl_bin().string()) + " --socket " + shell_quote(socket.string()) + " " + args,
-                       60);
-  };
+  JobHub h("mpi-pause", 6);
+  const fs::path socket0 = rank_socket(h.s, 0), socket1 = rank_socket(h.s, 1);
   int64_t held_step = -1;
   std::vector<int64_t> steps_while_paused;
-  auto run = run_job(h.s, {2, [&] {
-                             auto paused = ctl(socket1, "pause --reason mpi-test");  // returns once acknowledged
-                             EXPECT_EQ(paused.exit_code, 0) << paused.output;
-                             // Rank 0 was not asked; it is held all the same, at the pause checkpoint.
-                             for (int i = 0; i < 20; ++i) {
-                               auto st0 = status_direct(socket0), st1 = status_direct(socket1);
-                               if (!st0 || !st1) continue;
-                               steps_while_paused.push_back((*st0)["train"].value("step", -1));
-                               steps_while_paused.push_back((*st1)["train"].value("step", -1));
-                               if (held_step < 0) held_step = (*st0)["train"].value("checkpoint_step", -2);
-                               std::this_thread::sleep_for(50ms);
-                             }
-                             // Any rank names the rank the job waits for.
-                             if (auto st0 = status_direct(socket0)) {
-                               EXPECT_EQ((*st0)["job"]["data_wait_seconds"].size(), 2u) << st0->dump();
-                               const int slowest = (*st0)["job"].value("slowest_rank", -1);
-                               EXPECT_TRUE(slowest == 0 || slowest == 1) << st0->dump();
-                             }
-                             auto human = ctl(socket0, "status");
-                             EXPECT_NE(human.output.find(", slowest rank "), std::string::npos) << human.output;
-                             auto resumed = ctl(socket1, "resume");
-                             EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
-                           }});
+  auto run = run_job(h.s, at_step(h.s, 2, [&] {
+                       auto paused = kaioctl_at(socket1, "pause --reason mpi-test");  // returns once acknowledged
+                       EXPECT_EQ(paused.exit_code, 0) << paused.output;
+                       // Rank 0 was not asked; it is held all the same, at the pause checkpoint.
+                       for (int i = 0; i < 20; ++i) {
+                         auto st0 = status_direct(socket0), st1 = status_direct(socket1);
+                         if (!st0 || !st1) continue;
+                         steps_while_paused.push_back((*st0)["train"].value("step", -1));
+                         steps_while_paused.push_back((*st1)["train"].value("step", -1));
+                         if (held_step < 0) held_step = (*st0)["train"].value("checkpoint_step", -2);
+                         std::this_thread::sleep_for(50ms);
+                       }
+                       // Any rank names the rank the job waits for.
+                       if (auto st0 = status_direct(socket0)) {
+                         EXPECT_EQ((*st0)["job"]["data_wait_seconds"].size(), 2u) << st0->dump();
+                         const int slowest = (*st0)["job"].value("slowest_rank", -1);
+                         EXPECT_TRUE(slowest == 0 || slowest == 1) << st0->dump();
+                       }
+                       auto human = kaioctl_at(socket0, "status");
+                       EXPECT_NE(human.output.find(", slowest rank "), std::string::npos) << human.output;
+                       auto resumed = kaioctl_at(socket1, "resume");
+                       EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+                     }));
   ASSERT_FALSE(steps_while_paused.empty()) << "no status while paused";
   for (int64_t step : steps_while_paused) EXPECT_EQ(step, held_step) << "a rank stepped while the job was paused";
+  expect_one_job(h.s, run, 18);
+}
+
+// Each rank has its own kaio-hub; rank 1's cuts itself off once it has sent
+// more than the largest archive, that is after rank 1's second file (kaio-hub
+// sends a file this small in one piece): rank 1 trains its first chunk and
+// meets the outage with a file still to fetch, whatever the machine's speed.
+// Rank 1 reports waiting-network; rank 0,
+// whose Hub stays up, waits at the all-reduce and its status names rank 1
+// and why; once rank 1's Hub is back the job finishes, every window once.
+TEST(MpiJob, AHubOutageSeenByOneRankHoldsTheJobUntilTheHubIsBack) {
+  REQUIRE_MPI();
+  JobHub h("mpi-outage", 6);
+  h.s.fetch = {{"parallel_files", 1}};
+  fs::create_directories(h.dir / "repos1/kaio-test");
+  fs::create_directory_symlink(dataset(h.spec), h.dir / "repos1/kaio-test/llava");
+  HubProcess hub1(h.dir / "repos1", {}, h.dir / "hub1.log");
+  ASSERT_TRUE(h.hub->ok() && hub1.ok());
+  uint64_t largest = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dataset(h.spec)))
+    if (e.path().string().ends_with(".tar.gz")) largest = std::max<uint64_t>(largest, e.file_size());
+  hub1.faults({{"outage_after_bytes", largest + 1}});
+  const fs::path socket0 = rank_socket(h.s, 0), socket1 = rank_socket(h.s, 1);
+  std::optional<json> cut0, cut1;  // the ranks' status once both show the outage
+  std::string human0;
+  auto rank0_names_rank1 = [](const json& st) {
+    for (const auto& w : st["job"].value("waiting_for", json::array()))
+      if (w.value("rank", -1) == 1 && w.value("reason", std::string()) == "waiting-network") return true;
+    return false;
+  };
+  auto both_see_it = [&] {
+    auto st0 = status_direct(socket0), st1 = status_direct(socket1);
+    if (!st0 || !st1 || (*st1)["state"] != "waiting-network" || !rank0_names_rank1(*st0)) return false;
+    cut0 = st0;
+    cut1 = st1;
+    return true;
+  };
+  auto run = run_job(h.s,
+                     {both_see_it,
+                      [&] {
+                        human0 = kaioctl_at(socket0, "status").output;
+                        hub1.faults({{"outage_ms", 0}});  // the network is back
+                      }},
+                     {h.hub->url(), hub1.url()});
+  ASSERT_TRUE(cut0 && cut1) << "rank 1 never showed waiting-network with rank 0 naming it; log " << h.s.log();
+  EXPECT_EQ((*cut0)["state"], "running") << cut0->dump();
+  EXPECT_EQ((*cut0).value("state_detail", std::string()), "waiting at the all-reduce for rank 1 (waiting-network)");
+  EXPECT_NE(human0.find(", waiting for rank 1 (waiting-network)"), std::string::npos) << human0;
+  EXPECT_GT(hub1.stats()["faults"].value("outage_close", 0ull), 0u) << "rank 1 never met its Hub's outage";
+  EXPECT_EQ(h.hub->stats()["faults"].value("outage_close", 0ull), 0u) << "rank 0's Hub was cut";
+  std::printf("mpi job: rank 1 cut at step %lld (rank 0 at step %lld), carried on when its Hub was back\n",
+              static_cast<long long>((*cut1)["train"].value("step", -1)),
+              static_cast<long long>((*cut0)["train"].value("step", -1)));
   expect_one_job(h.s, run, 18);
 }
 

@@ -48,6 +48,7 @@ struct Faults {
   bool corrupt_first = false;  // flip one byte in the first full download of each file
   uint64_t throttle_bps = 0;   // per connection
   Clock::time_point outage_until{};
+  int64_t outage_after_bytes = -1;  // an outage (until outage_ms 0) begins once this many file bytes were sent
   // Hostile-server faults. The string ones apply to requests whose path
   // contains the string ("" is off; "/" is every request).
   bool tree_malformed = false;  // the tree listing is cut mid-JSON
@@ -84,6 +85,7 @@ struct Faults {
     if (j.contains("stall_count")) stall_count = j["stall_count"];
     if (j.contains("corrupt_first")) corrupt_first = j["corrupt_first"];
     if (j.contains("throttle_bps")) throttle_bps = j["throttle_bps"];
+    if (j.contains("outage_after_bytes")) outage_after_bytes = j["outage_after_bytes"];
     if (j.contains("outage_ms")) outage_until = Clock::now() + std::chrono::milliseconds(j["outage_ms"].get<int64_t>());
     if (j.contains("url_lifetime_ms")) url_lifetime_ms = j["url_lifetime_ms"];
     if (j.contains("expire_urls") && j["expire_urls"].get<bool>()) url_generation++;
@@ -278,7 +280,10 @@ std::string head_text(const Response& r, uint64_t content_length, bool keep_aliv
     std::string clean = v;
     for (auto& c : clean)
       if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
-    out += k + ": " + clean + "\r\n";
+    out += k;
+    out += ": ";
+    out += clean;
+    out += "\r\n";
   }
   out += "Content-Length: " + std::to_string(content_length) + "\r\n";
   out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
@@ -319,7 +324,7 @@ int bound_port(int fd) {
 bool read_request(int fd, std::string& buffer, Request& req) {
   size_t end;
   while ((end = buffer.find("\r\n\r\n")) == std::string::npos) {
-    if (buffer.size() > 64 * 1024) return false;
+    if (buffer.size() > size_t{64} * 1024) return false;
     char chunk[8192];
     ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -394,6 +399,13 @@ struct HubServer::State {
   bool outage() {
     std::lock_guard lock(mutex);
     return Clock::now() < faults.outage_until;
+  }
+  // outage_after_bytes: the cut comes at a point of progress, not of time.
+  void start_outage_when_due() {
+    std::lock_guard lock(mutex);
+    if (faults.outage_after_bytes < 0 || stats.bytes_sent < static_cast<uint64_t>(faults.outage_after_bytes)) return;
+    faults.outage_after_bytes = -1;
+    faults.outage_until = Clock::time_point::max();
   }
   bool roll(double rate) {
     std::lock_guard lock(mutex);
@@ -822,6 +834,7 @@ bool HubServer::State::send_file(int fd, const Request& req, const HubRepo& repo
     }
     sent += static_cast<uint64_t>(n);
     stats.bytes_sent += static_cast<uint64_t>(n);
+    start_outage_when_due();
     if (f.throttle_bps) {
       auto due = started + std::chrono::microseconds(sent * 1'000'000 / f.throttle_bps);
       std::this_thread::sleep_until(due);
@@ -839,7 +852,8 @@ bool HubServer::State::endless(int fd, const Request& req) {
   std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n";
   if (!headers) head += "\r\n";
   if (!send_all(fd, head.data(), head.size())) return true;
-  std::string chunk = headers ? "X-Kaio-Endless: " + std::string(4000, 'h') + "\r\n" : std::string(64 * 1024, '[');
+  std::string chunk =
+      headers ? "X-Kaio-Endless: " + std::string(4000, 'h') + "\r\n" : std::string(size_t{64} * 1024, '[');
   // Until the client gives up (or 10 minutes, so the thread ends some day).
   auto until = Clock::now() + std::chrono::minutes(10);
   while (Clock::now() < until && send_all(fd, chunk.data(), chunk.size())) stats.bytes_sent += chunk.size();

@@ -15,6 +15,8 @@ const char* kUsage =
     "                [--port-file F] [--lfs-threshold BYTES] [--page-size N] [--token T] [--seed N]\n"
     "                [--faults JSON]   keys: drop_after drop_count rate_429 retry_after rate_5xx stall_after\n"
     "                                  stall_ms stall_count corrupt_first throttle_bps outage_ms\n"
+    "                                  outage_after_bytes (an outage, until outage_ms 0, once this many\n"
+    "                                  file bytes were sent)\n"
     "                                  hostile server: tree_malformed control_names (bools),\n"
     "                                  wrong_length wrong_length_delta endless_headers endless_body\n"
     "                                  (strings: requests whose path contains it; \"/\" for all)\n"
@@ -30,9 +32,8 @@ const char* kUsage =
   std::exit(2);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// Parses the options and serves until killed.
+int run_hub(int argc, char** argv) {
   kaio::hub::HubOptions options;
   std::string port_file;
   for (int i = 1; i < argc; ++i) {
@@ -90,4 +91,16 @@ int main(int argc, char** argv) {
     std::cerr << "kaio-hub: " << e.what() << "\n";
     return 1;
   }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run_hub(argc, argv);
+  } catch (const std::exception& e) {  // bad_alloc and the like: no stack trace, a line
+    std::cerr << "kaio-hub: " << e.what() << "\n";
+  }
+  return 1;
 }
