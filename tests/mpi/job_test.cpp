@@ -3,7 +3,8 @@
 // rank stays under its own storage.budget (sampled every 20 ms), the ranks
 // step with the same loss, and the job ends by itself with exit 0. Also with
 // an odd number of files, where one rank runs out first, and with a Hub
-// outage that only one rank sees (each rank then has its own kaio-hub).
+// outage that only one rank sees (each rank then has its own kaio-hub), and
+// on data where its loss curve is that of one kaiod with the global batch.
 #include <cmath>
 #include <functional>
 #include <regex>
@@ -184,7 +185,8 @@ using WindowSet = std::set<std::pair<std::string, int>>;
 // the same loss on every rank at each step, the job's status fields. The
 // windows expected are `expected`, else those the log says were decoded (a
 // job that ran once). Returns the windows trained.
-WindowSet expect_one_job(const DaemonSetup& s, const JobRun& run, int clips, const WindowSet* expected = nullptr) {
+WindowSet expect_one_job(const DaemonSetup& s, const JobRun& run, int clips, const WindowSet* expected = nullptr,
+                         const std::string& allreduce = "mpi (host memory)") {
   EXPECT_EQ(run.exit_code, 0) << "log " << s.log();
   const uint64_t budget = 16'000'000;
   for (int r = 0; r < 2; ++r) {
@@ -223,13 +225,12 @@ WindowSet expect_one_job(const DaemonSetup& s, const JobRun& run, int clips, con
   }
   EXPECT_EQ((*run.status)["job"].value("rank", -1), 1);
   EXPECT_EQ((*run.status)["job"].value("world", -1), 2);
-  EXPECT_EQ((*run.status)["job"].value("allreduce", std::string()), "mpi (host memory)");
-  EXPECT_NE(run.human_status.find("job       rank 1 of 2, all-reduce over mpi (host memory)"), std::string::npos)
+  EXPECT_EQ((*run.status)["job"].value("allreduce", std::string()), allreduce);
+  EXPECT_NE(run.human_status.find("job       rank 1 of 2, all-reduce over " + allreduce), std::string::npos)
       << run.human_status;
   const std::string log = read_text(s.log());
   for (int r = 0; r < 2; ++r)
-    EXPECT_NE(log.find("job: rank " + std::to_string(r) + " of 2, all-reduce over mpi (host memory)"),
-              std::string::npos);
+    EXPECT_NE(log.find("job: rank " + std::to_string(r) + " of 2, all-reduce over " + allreduce), std::string::npos);
   std::printf("mpi job: %zu windows in %lld steps, rank 0 %zu / rank 1 %zu windows, peak disk %llu / %llu bytes\n",
               windows.size(), static_cast<long long>(steps), run.trace[0].size(), run.trace[1].size(),
               static_cast<unsigned long long>(run.peak[0]), static_cast<unsigned long long>(run.peak[1]));
@@ -266,13 +267,16 @@ TEST(MpiJob, TwoRanksTrainEveryWindowOnceEachUnderItsOwnBudget) {
 }
 
 // A job whose global batches are those of one kaiod with twice the batch,
-// by the choice of data: one clip per file, 2.5 s at decode.fps 4 (10 frames,
-// one window of 8), and shuffle_clips 1, so a chunk is one file's one window.
-// Rank r trains the files at plan positions 2k+r one window a step, masked as
-// sample r; one kaiod with batch 2 trains positions 2k and 2k+1 at step k, in
-// that order, masked as samples 0 and 1: the same (window, mask) rows. With
-// more windows per file the ranks' chunk permutations (drawn from each rank's
-// own chunk index) would put the windows on other rows, and masks follow rows.
+// by the choice of data and config, row for row (masks follow rows: sample i
+// of a step's global batch). One clip per file, 2.5 s at decode.fps 4 (10
+// frames, one window of 8). The job, batch 1 a rank and shuffle_clips 1:
+// rank r trains the file at plan position 2k+r at step k, as sample r. One
+// kaiod, batch 2 and shuffle_clips 2 (a batch never spans chunks): chunk k is
+// positions 2k and 2k+1, in the order of its seeded permutation, and with
+// train.seed 14 that order is the plan's for the first 5 chunks (seeds 1-13
+// swap one; the rows compared below would show it). With more windows per
+// file the ranks' chunk permutations differ from one kaiod's (rank 0's chunk
+// k is not its chunk k), so the same windows would land on other rows.
 TEST(MpiJob, FollowsTheLossCurveOfOneKaiodWithTheGlobalBatch) {
   REQUIRE_MPI();
   const int files = 10;
@@ -281,48 +285,52 @@ TEST(MpiJob, FollowsTheLossCurveOfOneKaiodWithTheGlobalBatch) {
   spec.clips_per_archive = 1;
   spec.seconds = 2.5;
   JobHub h("mpi-curve", spec);
-  h.s.train = {{"batch_size", 1}, {"checkpoint_every", 2}, {"shuffle_clips", 1}, {"ordered_reduce", true}};
+  h.s.train = {
+      {"batch_size", 1}, {"checkpoint_every", 2}, {"shuffle_clips", 1}, {"seed", 14}, {"ordered_reduce", true}};
   auto job = run_job(h.s);
-  expect_one_job(h.s, job, files);
+  expect_one_job(h.s, job, files, nullptr, "mpi (host memory, rank-ordered)");
 
   DaemonSetup single = h.s;
   single.dir = h.dir / "single";
   fs::create_directories(single.dir);
   single.train["batch_size"] = 2;
+  single.train["shuffle_clips"] = 2;
   single.write_config();
   Child kaiod;
   start_kaiod(kaiod, single);
   ASSERT_TRUE(kaiod.wait_for(180s).has_value()) << "the 1-rank kaiod did not end within 180 s; log " << single.log();
   ASSERT_EQ(kaiod.exit_code(), 0) << tail(read_text(single.log()));
 
+  // A step's rows in batch order (the trace writes them so; rank 0's row
+  // first), and its loss.
   struct Step {
-    WindowSet windows;
+    std::vector<std::pair<std::string, int>> rows;
     std::string loss;
   };
-  auto steps_of = [](const std::vector<TraceLine>& lines, std::map<int64_t, Step>& out) {
+  auto add_steps = [](const std::vector<TraceLine>& lines, std::map<int64_t, Step>& out) {
     for (const auto& l : lines) {
-      out[l.step].windows.emplace(l.clip, l.window);
+      out[l.step].rows.emplace_back(l.clip, l.window);
       out[l.step].loss = l.loss;
     }
   };
   std::map<int64_t, Step> by_job, by_one;
-  for (int r = 0; r < 2; ++r) steps_of(job.trace[r], by_job);
-  steps_of(read_trace(single.trace()), by_one);
-  ASSERT_EQ(by_one.size(), static_cast<size_t>(files / 2)) << "the 1-rank run's steps are not full batches of 2";
+  for (int r = 0; r < 2; ++r) add_steps(job.trace[r], by_job);
+  add_steps(read_trace(single.trace()), by_one);
+  ASSERT_EQ(by_one.size(), static_cast<size_t>(files / 2)) << "the 1-rank run's steps are not batches of 2";
   ASSERT_EQ(by_job.size(), by_one.size());
-  // Not bit for bit: BLAS sums a weight gradient's 2 rows at once in one
-  // kaiod, where the job adds two sums of 1 row; the weights then drift
-  // apart by rounding from step to step.
+  // Not bit for bit: one kaiod's BLAS sums a weight gradient's 2 rows at
+  // once, the job adds two sums of 1 row; the weights then differ by
+  // rounding, and so do later losses.
   double largest = 0;
   for (const auto& [step, one] : by_one) {
     const Step& two = by_job[step];
-    EXPECT_EQ(two.windows, one.windows) << "step " << step << " trained other windows";
+    EXPECT_EQ(two.rows, one.rows) << "step " << step << " trained other windows, or in another order";
     const double a = std::stod(two.loss), b = std::stod(one.loss);
     const double rel = std::abs(a - b) / std::abs(b);
     largest = std::max(largest, rel);
     EXPECT_LE(rel, 1e-5) << "step " << step << ": loss " << two.loss << " (job) against " << one.loss << " (1 rank)";
   }
-  std::printf("mpi job: %zu steps on the windows of the 1-rank run, largest relative loss difference %.3g\n",
+  std::printf("mpi job: %zu steps on the rows of the 1-rank run, largest relative loss difference %.3g\n",
               by_one.size(), largest);
 }
 
