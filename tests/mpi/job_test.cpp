@@ -275,8 +275,8 @@ TEST(MpiJob, TwoRanksTrainEveryWindowOnceEachUnderItsOwnBudget) {
 // positions 2k and 2k+1, in the order of its seeded permutation, and with
 // train.seed 14 that order is the plan's for the first 5 chunks (seeds 1-13
 // swap one; the rows compared below would show it). With more windows per
-// file the ranks' chunk permutations differ from one kaiod's (rank 0's chunk
-// k is not its chunk k), so the same windows would land on other rows.
+// file each rank permutes its chunk of B windows, one kaiod its chunk of 2B,
+// so the same windows would land on other rows.
 TEST(MpiJob, FollowsTheLossCurveOfOneKaiodWithTheGlobalBatch) {
   REQUIRE_MPI();
   const int files = 10;
