@@ -156,7 +156,7 @@ void TrainingLoop::hold_for_pause(const Turn& turn) {
 
 bool TrainingLoop::agree_on_early_checkpoint() {
   int64_t needed = early_checkpoint_needed() ? 1 : 0;
-  if (!alone()) core_.job->allreduce_sum(&needed, 1);
+  core_.job->allreduce_sum(&needed, 1);
   return needed > 0;
 }
 
@@ -296,13 +296,13 @@ void TrainingLoop::checkpoint() {
   bool same_step = step == core_.checkpoint_step;
   // In a job every rank writes when one has to: the barrier below is everyone's.
   int64_t to_write = same_step && cursor == checkpoint_cursor_ ? 0 : 1;
-  if (!alone()) core_.job->allreduce_sum(&to_write, 1);
+  core_.job->allreduce_sum(&to_write, 1);
   if (to_write == 0) return;
   fs::path path = core_.checkpoint_dir / ("step-" + std::to_string(step) + ".kaiockpt");
   write_checkpoint(path, step, cursor);
   // Each rank deletes what its checkpoint covers only once every rank's is
   // durable: the job's checkpoint is the step all ranks hold.
-  if (!alone()) core_.job->barrier();
+  core_.job->barrier();
   {
     std::lock_guard lock(core_.mutex);
     if (!same_step) ring_.rotate(path);
