@@ -474,6 +474,17 @@ int remove_stale_temporaries(const std::filesystem::path& work_dir) {
   return removed;
 }
 
+// A member that alone holds more than one clip may: extracting it could wait
+// for space that only this clip's own delivery frees. "" when it may go on.
+std::string ArchiveDecoder::too_large_to_extract(const Member& m, const std::string& source_file) const {
+  if (shard_limits_.max_bytes == 0 || m.size < 0) return "";
+  uint64_t need = reserver_.on_disk_bytes(static_cast<uint64_t>(m.size));
+  if (need <= shard_limits_.max_bytes) return "";
+  return "member " + printable(m.path) + " of " + source_file + ": too large for the budget: the member needs " +
+         bytes_text(need) + " on disk before its shard; one clip may hold at most " +
+         bytes_text(shard_limits_.max_bytes);
+}
+
 ArchiveDecoder::ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem::path work_dir,
                                kaio::SpaceReserver& reserver)
     : spec_(from_config(config)),
@@ -515,6 +526,10 @@ void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::s
       job.temp = work_dir_ / (job.clip_id + ".mp4");
       if (captions) {
         if (const auto* c = captions->find(m.path)) job.caption = *c;
+      }
+      if (const auto why = too_large_to_extract(m, source_file); !why.empty()) {
+        run.fail_member(job.index, m.path, why);
+        continue;
       }
       try {
         uint64_t hold = m.size >= 0 ? static_cast<uint64_t>(m.size) : kUnknownMemberReserve;
