@@ -143,6 +143,7 @@ struct Job {
   std::string caption;
   std::filesystem::path temp;
   std::unique_ptr<kaio::SpaceClaim> member_claim;
+  bool probed = false;  // its shard's size is known (or it failed before)
 };
 
 // One run(): the job queue, the workers, and in-order delivery.
@@ -186,16 +187,18 @@ class Run {
   // reservations of members already extracted (reservations are first come
   // first served, so it would wait for space only their delivery frees, and
   // they for it) nor take the space their shards need. So while others are in
-  // flight it takes space only if a shard's worth per member in flight stays
-  // free beside it; once none is, it queues like any reservation.
+  // flight it waits until each of them is probed (its shard's size known),
+  // then takes space only if a shard's worth per member in flight stays free
+  // beside it; once none is, it queues like any reservation.
   std::unique_ptr<kaio::SpaceClaim> reserve_member(uint64_t bytes, const std::string& what) {
     while (true) {
       std::unique_lock lock(mu_);
       int others = next_index_ - delivered_ - 1;
       if (others <= 0) break;
-      // No member probed yet: no shard size is known to keep free, so one at a time until one is.
+      // A member in flight not probed yet: the shard size to keep free for it is not known.
+      const bool probed = unprobed_ == 0;
       uint64_t shard = shard_estimate_;
-      if (shard > 0) {
+      if (probed) {
         lock.unlock();
         std::unique_ptr<kaio::SpaceClaim> claim;
         try {
@@ -213,7 +216,7 @@ class Run {
         lock.lock();
       }
       room_.wait_for(lock, stop(), std::chrono::milliseconds(50),
-                     [&] { return (shard == 0 && shard_estimate_ > 0) || next_index_ - delivered_ - 1 < others; });
+                     [&] { return (!probed && unprobed_ == 0) || next_index_ - delivered_ - 1 < others; });
       throw_if_stopped();
     }
     return reserver_.reserve(bytes, what);
@@ -238,6 +241,7 @@ class Run {
 
   void submit(Job job) {
     std::lock_guard lock(mu_);
+    ++unprobed_;
     jobs_.push_back(std::move(job));
     work_ready_.notify_one();
   }
@@ -291,8 +295,18 @@ class Run {
         job = std::move(jobs_.front());
         jobs_.pop_front();
       }
-      deliver(process(job));
+      ClipResult r = process(job);
+      mark_probed(job);  // a member that failed before its probe
+      deliver(std::move(r));
     }
+  }
+
+  void mark_probed(Job& job) {
+    if (job.probed) return;
+    job.probed = true;
+    std::lock_guard lock(mu_);
+    --unprobed_;
+    room_.notify_all();
   }
 
   ClipResult process(Job& job) {
@@ -319,8 +333,8 @@ class Run {
       {
         std::lock_guard lock(mu_);
         shard_estimate_ = std::max(shard_estimate_, bytes);
-        room_.notify_all();
       }
+      mark_probed(job);
       ShardClaim::Context context;
       context.what = "decode " + job.member;
       context.clip = "member " + printable(job.member) + " of " + source_file_;
@@ -446,6 +460,7 @@ class Run {
   int next_index_ = 0;
   int delivered_ = 0;
   uint64_t shard_estimate_ = 0;  // the largest shard reserved so far in this archive
+  int unprobed_ = 0;             // members submitted whose shard size is not known yet
   std::map<int, ClipResult> parked_;
   std::exception_ptr callback_error_;
   std::mutex deliver_mu_;
