@@ -180,11 +180,15 @@ uint64_t EngineCore::download_limit() {
 // (under the cap), which only training after that clip frees; a clip that
 // could not fit beside them would wait for good, so it fails alone at once.
 // The cap counts the shards' file sizes; on disk each of the chunk's other
-// clips may take up to a block more and a block for its inode.
+// clips (fewer than K, each of at least one window) may take up to a block
+// more and a block for its inode.
 uint64_t EngineCore::clip_limit(uint64_t download_bytes) {
   std::lock_guard lock(mutex);  // reload() changes the budget
-  uint64_t chunk_slack = budget->on_disk_bytes(1) * static_cast<uint64_t>(std::max(0, config.train.shuffle_clips - 1));
-  uint64_t held = fixed_bytes + chunk_bytes_cap() + chunk_slack + download_bytes;
+  uint64_t cap = chunk_bytes_cap();
+  uint64_t one_window = decode::shard_bytes(decode::from_config(config.decode), 1, 0);
+  uint64_t others = std::min<uint64_t>(static_cast<uint64_t>(std::max(0, config.train.shuffle_clips - 1)),
+                                       cap / std::max<uint64_t>(1, one_window) + 1);
+  uint64_t held = fixed_bytes + cap + budget->on_disk_bytes(1) * others + download_bytes;
   return config.storage.budget > held ? config.storage.budget - held : 1;
 }
 
