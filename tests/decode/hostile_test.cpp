@@ -81,7 +81,7 @@ class ShardWatch {
         final_(work / (member_id(archive, member) + ".shard")),
         what_("decode " + member),
         reserver_(reserver),
-        thread_([this](std::stop_token st) { loop(st); }) {}
+        thread_([this](const std::stop_token& st) { loop(st); }) {}
 
   void stop() {
     thread_.request_stop();
@@ -95,7 +95,7 @@ class ShardWatch {
   bool final_seen() const { return final_seen_; }
 
  private:
-  void loop(std::stop_token st) {
+  void loop(const std::stop_token& st) {
     while (!st.stop_requested()) {
       std::error_code ec;
       uint64_t size = std::filesystem::file_size(tmp_, ec);
@@ -217,7 +217,7 @@ TEST(DecodeHostile, Mp4DeclaringOneSecondKeepsTheDiskUnderTheBudget) {
 
   std::atomic<uint64_t> peak_disk{0};
   std::atomic<int> samples{0};
-  std::jthread sampler([&](std::stop_token st) {
+  std::jthread sampler([&](const std::stop_token& st) {
     while (!st.stop_requested()) {
       uint64_t used = disk_usage(cache) + disk_usage(dir / "state");
       peak_disk = std::max<uint64_t>(peak_disk, used);
