@@ -173,17 +173,31 @@ uint64_t EngineCore::download_limit() {
   return std::min(threshold, room / 2);
 }
 
-// The most one clip's shard may hold: what the fixed working set leaves.
-uint64_t EngineCore::shard_limit() {
+// The most one clip, its member and its shard together, may hold while a
+// file whose download holds `download_bytes` on disk is decoded: what the
+// fixed working set, a chunk at its byte cap and the download leave. The
+// clip that completes a chunk decodes beside the chunk's earlier shards
+// (under the cap), which only training after that clip frees; a clip that
+// could not fit beside them would wait for good, so it fails alone at once.
+// The cap counts the shards' file sizes; on disk each of the chunk's other
+// clips (fewer than K, each of at least one window) may take up to a block
+// more and a block for its inode.
+uint64_t EngineCore::clip_limit(uint64_t download_bytes) {
   std::lock_guard lock(mutex);  // reload() changes the budget
-  return config.storage.budget > fixed_bytes ? config.storage.budget - fixed_bytes : 1;
+  uint64_t cap = chunk_bytes_cap();
+  uint64_t one_window = decode::shard_bytes(decode::from_config(config.decode), 1, 0);
+  uint64_t others = std::min<uint64_t>(static_cast<uint64_t>(std::max(0, config.train.shuffle_clips - 1)),
+                                       cap / std::max<uint64_t>(1, one_window) + 1);
+  uint64_t held = fixed_bytes + cap + budget->on_disk_bytes(1) * others + download_bytes;
+  return config.storage.budget > held ? config.storage.budget - held : 1;
 }
 
 // A chunk closes once its shards reach a quarter of the room beside the
 // fixed working set, so that the chunk being formed, the clip being decoded,
-// its member and its download all fit: training, which alone frees shards,
-// never waits for a clip that waits for space. A function of the budget
-// only, so chunks are the same in every run with that budget.
+// its member and its download all fit (clip_limit() fails a clip that does
+// not): training, which alone frees shards, never waits for a clip that
+// waits for space. A function of the budget only, so chunks are the same in
+// every run with that budget.
 uint64_t EngineCore::chunk_bytes_cap() const {
   return config.storage.budget > fixed_bytes ? (config.storage.budget - fixed_bytes) / 4 : 1;
 }

@@ -132,7 +132,7 @@ struct EngineCore {
   // limits derived from it (engine_core.cpp, one section).
   void check_working_set();
   uint64_t download_limit();
-  uint64_t shard_limit();
+  uint64_t clip_limit(uint64_t download_bytes);
   uint64_t chunk_bytes_cap() const;
 };
 

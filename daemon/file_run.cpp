@@ -83,8 +83,9 @@ void FileRun::decode(std::unique_ptr<ByteSource> source) {
   }
   decode::ArchiveDecoder decoder(decode_config, core_.work_dir, *core_.budget);
   decoder.skip_planned([&](const std::string& member) { return pinned_in_plan(member); });
-  // A shard that outgrows what the budget can ever leave it fails alone.
-  decoder.set_shard_limits({core_.shard_limit(), std::chrono::seconds(10)});
+  // A clip that cannot fit beside what stays while it decodes fails alone.
+  uint64_t download = claim_ ? core_.budget->on_disk_bytes(claim_->bytes()) : 0;
+  decoder.set_shard_limits({core_.clip_limit(download), std::chrono::seconds(10)});
   decoder.run(
       std::move(source), file_.path, captions_.size() ? &captions_ : nullptr,
       [&](decode::ClipResult r) { on_clip(std::move(r)); }, st_);

@@ -55,7 +55,13 @@ void TrainingLoop::run(const std::stop_token& st) {
         continue;
       }
       job_paused_ = false;
-      if (!turn.all_ready) continue;
+      if (!turn.all_ready) {
+        if (agree_on_early_checkpoint()) {  // what fill_batch() stopped for
+          checkpoint();
+          since_checkpoint = 0;
+        }
+        continue;
+      }
       batch_ready_ = false;
       if (turn.windows == 0) {  // every rank is at the end of its part of the epoch
         if (finish_epoch()) break;
@@ -175,8 +181,9 @@ bool TrainingLoop::limits_reached() const {
 
 // Fills `batch_` in plan order. True when it is complete: full, at the end
 // of a chunk, or at the end of the epoch (then possibly empty). False when a
-// pause, a stop or a failure came first, or, in a job, after a second of
-// waiting: the windows taken stay held.
+// pause, a stop or a failure came first, in a job after a second of
+// waiting, or when an early checkpoint must free space before the next chunk
+// can form: the windows taken stay held.
 bool TrainingLoop::fill_batch(const std::stop_token& st, double& waited) {
   auto start = Clock::now();
   std::unique_lock lock(core_.mutex);
@@ -205,8 +212,12 @@ bool TrainingLoop::fill_batch(const std::stop_token& st, double& waited) {
     auto b = core_.budget->status();
     check_waiter_can_fit(b);
     if (b.waiting > 0) downloads_.evict_prefetch(e);
+    // The next chunk's clip may wait for the space of the chunk just trained,
+    // when it began to wait after that chunk's last step: only a checkpoint
+    // frees it (run() takes it, the batch being empty here).
+    bool checkpoint_first = b.waiting > 0 && batch_.empty() && early_checkpoint_needed();
     lock.lock();
-    if (core_.failed) break;
+    if (core_.failed || checkpoint_first) break;
     // In a job a rank still waiting for its data meets the others every
     // second or so, so that their status says what it waits for.
     if (!alone() && Clock::now() - start >= std::chrono::seconds(1)) break;

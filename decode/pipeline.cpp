@@ -143,6 +143,7 @@ struct Job {
   std::string caption;
   std::filesystem::path temp;
   std::unique_ptr<kaio::SpaceClaim> member_claim;
+  bool probed = false;  // its shard's size is known (or it failed before)
 };
 
 // One run(): the job queue, the workers, and in-order delivery.
@@ -186,16 +187,18 @@ class Run {
   // reservations of members already extracted (reservations are first come
   // first served, so it would wait for space only their delivery frees, and
   // they for it) nor take the space their shards need. So while others are in
-  // flight it takes space only if a shard's worth per member in flight stays
-  // free beside it; once none is, it queues like any reservation.
+  // flight it waits until each of them is probed (its shard's size known),
+  // then takes space only if a shard's worth per member in flight stays free
+  // beside it; once none is, it queues like any reservation.
   std::unique_ptr<kaio::SpaceClaim> reserve_member(uint64_t bytes, const std::string& what) {
     while (true) {
       std::unique_lock lock(mu_);
       int others = next_index_ - delivered_ - 1;
       if (others <= 0) break;
-      // No member probed yet: no shard size is known to keep free, so one at a time until one is.
+      // A member in flight not probed yet: the shard size to keep free for it is not known.
+      const bool probed = unprobed_ == 0;
       uint64_t shard = shard_estimate_;
-      if (shard > 0) {
+      if (probed) {
         lock.unlock();
         std::unique_ptr<kaio::SpaceClaim> claim;
         try {
@@ -213,7 +216,7 @@ class Run {
         lock.lock();
       }
       room_.wait_for(lock, stop(), std::chrono::milliseconds(50),
-                     [&] { return (shard == 0 && shard_estimate_ > 0) || next_index_ - delivered_ - 1 < others; });
+                     [&] { return (!probed && unprobed_ == 0) || next_index_ - delivered_ - 1 < others; });
       throw_if_stopped();
     }
     return reserver_.reserve(bytes, what);
@@ -238,6 +241,7 @@ class Run {
 
   void submit(Job job) {
     std::lock_guard lock(mu_);
+    ++unprobed_;
     jobs_.push_back(std::move(job));
     work_ready_.notify_one();
   }
@@ -291,8 +295,18 @@ class Run {
         job = std::move(jobs_.front());
         jobs_.pop_front();
       }
-      deliver(process(job));
+      ClipResult r = process(job);
+      mark_probed(job);  // a member that failed before its probe
+      deliver(std::move(r));
     }
+  }
+
+  void mark_probed(Job& job) {
+    if (job.probed) return;
+    job.probed = true;
+    std::lock_guard lock(mu_);
+    --unprobed_;
+    room_.notify_all();
   }
 
   ClipResult process(Job& job) {
@@ -319,8 +333,8 @@ class Run {
       {
         std::lock_guard lock(mu_);
         shard_estimate_ = std::max(shard_estimate_, bytes);
-        room_.notify_all();
       }
+      mark_probed(job);
       ShardClaim::Context context;
       context.what = "decode " + job.member;
       context.clip = "member " + printable(job.member) + " of " + source_file_;
@@ -446,6 +460,7 @@ class Run {
   int next_index_ = 0;
   int delivered_ = 0;
   uint64_t shard_estimate_ = 0;  // the largest shard reserved so far in this archive
+  int unprobed_ = 0;             // members submitted whose shard size is not known yet
   std::map<int, ClipResult> parked_;
   std::exception_ptr callback_error_;
   std::mutex deliver_mu_;
@@ -472,6 +487,17 @@ int remove_stale_temporaries(const std::filesystem::path& work_dir) {
     }
   }
   return removed;
+}
+
+// A member that alone holds more than one clip may: extracting it could wait
+// for space that only this clip's own delivery frees. "" when it may go on.
+std::string ArchiveDecoder::too_large_to_extract(const Member& m, const std::string& source_file) const {
+  if (shard_limits_.max_bytes == 0 || m.size < 0) return "";
+  uint64_t need = reserver_.on_disk_bytes(static_cast<uint64_t>(m.size));
+  if (need <= shard_limits_.max_bytes) return "";
+  return "member " + printable(m.path) + " of " + source_file + ": too large for the budget: the member needs " +
+         bytes_text(need) + " on disk before its shard; one clip may hold at most " +
+         bytes_text(shard_limits_.max_bytes);
 }
 
 ArchiveDecoder::ArchiveDecoder(const kaio::DecodeConfig& config, std::filesystem::path work_dir,
@@ -515,6 +541,10 @@ void ArchiveDecoder::run(std::unique_ptr<kaio::ByteSource> archive, const std::s
       job.temp = work_dir_ / (job.clip_id + ".mp4");
       if (captions) {
         if (const auto* c = captions->find(m.path)) job.caption = *c;
+      }
+      if (const auto why = too_large_to_extract(m, source_file); !why.empty()) {
+        run.fail_member(job.index, m.path, why);
+        continue;
       }
       try {
         uint64_t hold = m.size >= 0 ? static_cast<uint64_t>(m.size) : kUnknownMemberReserve;

@@ -40,10 +40,12 @@ int remove_stale_temporaries(const std::filesystem::path& work_dir);
 // How far a clip's shard may grow past the claim its container's duration
 // gave it (a container may declare 1 s, or nothing, and hold an hour).
 struct ShardLimits {
-  // The most one shard may hold; a clip that needs more fails at once, naming
-  // the sizes. 0: only what the reserver can ever hold (Error(budget) from
-  // try_reserve). The engine should pass what the budget leaves beside its
-  // standing working set.
+  // The most one clip may hold on disk, its member and its shard together
+  // (and its shard alone as it grows); a clip that needs more fails at once,
+  // naming the sizes, before its member is extracted when the archive gives
+  // the member's size. 0: only what the reserver can ever hold (Error(budget)
+  // from try_reserve). The engine passes what the budget leaves beside what
+  // stays on disk while the clip decodes (EngineCore::clip_limit).
   uint64_t max_bytes = 0;
   // Growth never queues: it takes room that is free now (try_reserve), and
   // when none comes for this long the clip fails rather than hold its member
@@ -73,6 +75,8 @@ class ArchiveDecoder {
   void skip_planned(std::function<bool(const std::string& member)> planned) { planned_ = std::move(planned); }
 
  private:
+  std::string too_large_to_extract(const Member& m, const std::string& source_file) const;
+
   WindowSpec spec_;
   ArchiveLimits limits_;
   int workers_;

@@ -81,7 +81,7 @@ class ShardWatch {
         final_(work / (member_id(archive, member) + ".shard")),
         what_("decode " + member),
         reserver_(reserver),
-        thread_([this](std::stop_token st) { loop(st); }) {}
+        thread_([this](const std::stop_token& st) { loop(st); }) {}
 
   void stop() {
     thread_.request_stop();
@@ -95,7 +95,7 @@ class ShardWatch {
   bool final_seen() const { return final_seen_; }
 
  private:
-  void loop(std::stop_token st) {
+  void loop(const std::stop_token& st) {
     while (!st.stop_requested()) {
       std::error_code ec;
       uint64_t size = std::filesystem::file_size(tmp_, ec);
@@ -217,7 +217,7 @@ TEST(DecodeHostile, Mp4DeclaringOneSecondKeepsTheDiskUnderTheBudget) {
 
   std::atomic<uint64_t> peak_disk{0};
   std::atomic<int> samples{0};
-  std::jthread sampler([&](std::stop_token st) {
+  std::jthread sampler([&](const std::stop_token& st) {
     while (!st.stop_requested()) {
       uint64_t used = disk_usage(cache) + disk_usage(dir / "state");
       peak_disk = std::max<uint64_t>(peak_disk, used);
@@ -269,6 +269,31 @@ TEST(DecodeHostile, ShardCapFailsTheClipAtOnce) {
   expect_others_decoded(got.results, 1);
   EXPECT_EQ(reserver.held(), 0u);
   for (const auto& name : files_in(dir.path())) EXPECT_EQ(name.find(".shard"), std::string::npos) << name;
+}
+
+// A member that alone holds more than one clip may (what the engine leaves
+// beside the chunk being formed) fails before it is extracted: its extraction
+// could only wait for space that this clip's own delivery would free. Before,
+// it was extracted first and, beside a chunk's earlier shards, waited for good.
+TEST(DecodeHostile, MemberLargerThanAClipMayHoldFailsBeforeItsExtraction) {
+  Sandbox dir;
+  std::string good = good_clip(dir);
+  auto archive = dir / "a.tar";
+  testing::write_archive(archive, testing::Format::tar,
+                         {{"a.mp4", good}, {"big.mp4", std::string(200'000, 'x')}, {"c.mp4", good}});
+  CountingReserver reserver(1ull << 30, CountingReserver::Mode::wait);
+  ArchiveDecoder decoder(small_config(), dir.path(), reserver);
+  decoder.set_shard_limits({100'000, std::chrono::milliseconds(60'000)});
+  Collected got;
+  decoder.run(std::make_unique<FileSource>(archive), "a.tar", nullptr, std::ref(got), {});
+  ASSERT_EQ(got.results.size(), 3u);
+  const auto& error = got.results[1].error;
+  EXPECT_NE(error.find("big.mp4 of a.tar: too large for the budget"), std::string::npos) << error;
+  EXPECT_NE(error.find("the member needs 200000 bytes"), std::string::npos) << error;
+  EXPECT_NE(error.find("at most 100000 bytes"), std::string::npos) << error;
+  expect_others_decoded(got.results, 1);
+  for (const auto& what : reserver.whats()) EXPECT_EQ(what.find("big.mp4"), std::string::npos) << what;
+  EXPECT_EQ(reserver.held(), 0u);
 }
 
 // A 200000 s jump in the timestamps of a 2 s, 20 KB file: once it asked for
