@@ -135,11 +135,13 @@ void EngineCore::new_sequence(const cache::PlanCursor& start) {
 
 // ---------- working set ----------
 
-// The least the budget must hold for training to move: what stays for good
-// (files found at start, the ledger allowance, keep+1 checkpoints) and a chunk
-// of K clips with one window each. Below it the pipeline could only wait, so
-// start-up refuses with the parts named. Files that do not fit beside it are
-// decoded while they stream (download_limit).
+// The least the budget must hold for an epoch to finish: what stays for
+// good (files found at start, the ledger allowance, keep+1 checkpoints) and
+// room for a chunk at its byte cap that holds a full batch of one-window
+// clips (or K of them), beside which one clip of that size, its member and
+// its shard, still fits (clip_limit). Below it the pipeline could only wait,
+// or fail every clip, so start-up refuses with the parts named. Files that do
+// not fit beside it are decoded while they stream (download_limit).
 void EngineCore::check_working_set() {
   auto b = budget->status();
   // Downloads kept from the last run are on disk but go once decoded.
@@ -151,45 +153,54 @@ void EngineCore::check_working_set() {
   for (const auto& [id, claim] : shard_claims) kept_shards += claim->bytes();
   int slots = config.train.keep_checkpoints + 1;
   uint64_t checkpoints = budget->on_disk_bytes(checkpoint_file_bytes()) * static_cast<uint64_t>(slots);
-  uint64_t chunk = budget->on_disk_bytes(decode::shard_bytes(decode::from_config(config.decode), 1, 256)) *
-                   static_cast<uint64_t>(std::max(1, config.train.shuffle_clips));
+  uint64_t one_window = budget->on_disk_bytes(decode::shard_bytes(decode::from_config(config.decode), 1, 256));
+  int windows = std::max({1, config.train.shuffle_clips, config.train.batch_size});
+  uint64_t chunk = one_window * static_cast<uint64_t>(windows);
   fixed_bytes = held + checkpoints;
-  standing_bytes = fixed_bytes + chunk;
+  // The cap is a quarter of the room beside the fixed set (chunk_bytes_cap);
+  // the clip beside a full chunk needs its shard and a member of that size.
+  uint64_t room = std::max(4 * chunk, 4 * (2 * one_window + budget->on_disk_bytes(1) * windows) / 3);
+  standing_bytes = fixed_bytes + room;
   cache::check_budget_fits(
       config.storage.budget, standing_bytes + (kept_shards > chunk ? kept_shards - chunk : 0),
       format_size(held) + " already on disk and kept for the ledger, " + std::to_string(slots) + " checkpoints of " +
-          format_size(checkpoint_file_bytes()) + ", and " + std::to_string(config.train.shuffle_clips) +
-          " clips' shards (train.shuffle_clips)" +
+          format_size(checkpoint_file_bytes()) + ", and four times a chunk of " + std::to_string(windows) +
+          " one-window clips' shards (train.batch_size, train.shuffle_clips; a chunk may take a quarter of the room)" +
           (kept_shards > chunk ? " (" + format_size(kept_shards) + " of shards kept from the last run)" : ""));
 }
 
 // Files up to this size are downloaded whole; larger ones are decoded while
-// they stream. Downloaded, a file and one member extracted from it must fit
-// beside the standing working set.
+// they stream. A downloaded file leaves at least half the clip room free, so
+// the clips it holds are not failed for its sake.
 uint64_t EngineCore::download_limit() {
   std::lock_guard lock(mutex);  // reload() changes the budget
   uint64_t threshold = config.storage.stream_threshold ? config.storage.stream_threshold : config.storage.budget / 4;
-  uint64_t room = config.storage.budget > standing_bytes ? config.storage.budget - standing_bytes : 0;
-  return std::min(threshold, room / 2);
+  return std::min(threshold, clip_room() / 2);
 }
 
 // The most one clip, its member and its shard together, may hold while a
-// file whose download holds `download_bytes` on disk is decoded: what the
-// fixed working set, a chunk at its byte cap and the download leave. The
-// clip that completes a chunk decodes beside the chunk's earlier shards
-// (under the cap), which only training after that clip frees; a clip that
-// could not fit beside them would wait for good, so it fails alone at once.
-// The cap counts the shards' file sizes; on disk each of the chunk's other
-// clips (fewer than K, each of at least one window) may take up to a block
-// more and a block for its inode.
+// file whose download holds `download_bytes` on disk is decoded: the clip
+// room less the download.
 uint64_t EngineCore::clip_limit(uint64_t download_bytes) {
   std::lock_guard lock(mutex);  // reload() changes the budget
+  uint64_t room = clip_room();
+  return room > download_bytes ? room - download_bytes : 1;
+}
+
+// What the budget leaves for one clip beside the fixed working set and a
+// chunk at its byte cap. The clip that completes a chunk decodes beside the
+// chunk's earlier shards (under the cap), which only training after that
+// clip frees; a clip that could not fit beside them would wait for good, so
+// clip_limit() fails it alone at once. The cap counts the shards' file
+// sizes; on disk each of the chunk's other clips (fewer than K, each of at
+// least one window) may take up to a block more. Caller holds `mutex`.
+uint64_t EngineCore::clip_room() const {
   uint64_t cap = chunk_bytes_cap();
   uint64_t one_window = decode::shard_bytes(decode::from_config(config.decode), 1, 0);
   uint64_t others = std::min<uint64_t>(static_cast<uint64_t>(std::max(0, config.train.shuffle_clips - 1)),
                                        cap / std::max<uint64_t>(1, one_window) + 1);
-  uint64_t held = fixed_bytes + cap + budget->on_disk_bytes(1) * others + download_bytes;
-  return config.storage.budget > held ? config.storage.budget - held : 1;
+  uint64_t held = fixed_bytes + cap + budget->on_disk_bytes(1) * others;
+  return config.storage.budget > held ? config.storage.budget - held : 0;
 }
 
 // A chunk closes once its shards reach a quarter of the room beside the

@@ -133,6 +133,7 @@ struct EngineCore {
   void check_working_set();
   uint64_t download_limit();
   uint64_t clip_limit(uint64_t download_bytes);
+  uint64_t clip_room() const;
   uint64_t chunk_bytes_cap() const;
 };
 

@@ -371,17 +371,29 @@ EpochRun expect_epoch_finishes(const fs::path& dir, Config c, uint64_t budget) {
 
 }  // namespace
 
-// Tried as a user would: 8 archives of 4 H.264 clips of 8 s at 320x240, a
-// 12 MB budget that kaiod accepts, 16-frame windows at 64 px and batches of 8.
-// Before: after 2 steps kaiod sat in budget-wait for good (reserved 11.73 MB
-// of 12 MB, 4 windows ready for a batch of 8).
+// Tried as a user would: 8 archives of 4 H.264 clips of 8 s at 320x240,
+// 16-frame windows at 64 px and batches of 8. Before: kaiod accepted 12 MB,
+// and after 2 steps sat in budget-wait for good (reserved 11.73 MB of 12 MB,
+// 4 windows ready for a batch of 8). Now start-up counts a chunk that holds a
+// full batch at a quarter of the room: 12 MB is refused with the sizes, and
+// the smallest budget it accepts trains every clip of this honest data.
 TEST_F(Guarantees, AnAcceptedBudgetFinishesTheEpochOnHonestData) {
   auto served = serve(dir, "--seed 15 --clips 32 --clips-per-archive 4 --seconds 8 --width 320 --height 240 --fps 30");
   Config c = config_for(dir, served, "12MB", R"(, "batch_size": 8, "shuffle_clips": 8, "checkpoint_every": 25)");
   c.decode.frames = 16;
   c.decode.stride = 16;
   c.decode.size = 64;
-  expect_epoch_finishes(dir, c, c.storage.budget);
+  try {
+    daemon::Engine refused(c);
+    ADD_FAILURE() << "12 MB was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::budget);
+    EXPECT_NE(std::string(e.what()).find("train.batch_size"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("raise storage.budget"), std::string::npos) << e.what();
+  }
+  EpochRun least = expect_epoch_finishes(dir, c, smallest_accepted(c));
+  EXPECT_EQ(least.clips_failed, 0) << "an honest clip failed at the smallest accepted budget";
+  EXPECT_EQ(least.windows.size(), 64u) << "32 clips of 8 s at 4 fps: 2 windows each";
 }
 
 // Every budget from the smallest kaiod accepts up to 8x that finishes an
@@ -389,9 +401,10 @@ TEST_F(Guarantees, AnAcceptedBudgetFinishesTheEpochOnHonestData) {
 // the smallest up, every budget trains the same windows. At the smallest, a
 // clip whose member and shard cannot fit together beside the fixed working
 // set, a chunk at its byte cap and its download fails alone ("too large for
-// the budget", counted in clips.failed): here every clip does, and the epoch
-// still ends. Before: the smallest sat in budget-wait for good with 0 windows
-// (two workers each held a member and waited for shard space).
+// the budget", counted in clips.failed) and the others train. Before: the
+// smallest sat in budget-wait for good with 0 windows (two workers each held
+// a member and waited for shard space); then, with the clip limit but the old
+// start-up check, it accepted a budget where every clip failed (0 windows).
 TEST_F(Guarantees, EveryAcceptedBudgetFinishesAnEpoch) {
   auto served = serve(dir, "--seed 16 --clips 12 --clips-per-archive 3 --seconds 6 --width 320 --height 240 --fps 30",
                       [](const fs::path& repo) {
@@ -422,5 +435,5 @@ TEST_F(Guarantees, EveryAcceptedBudgetFinishesAnEpoch) {
   std::printf("smallest: %zu of %zu windows, %zu clips missing, %lld more clips failed (too large)\n",
               smallest.windows.size(), twice.windows.size(), missing.size(), static_cast<long long>(failed_here));
   EXPECT_LE(static_cast<int64_t>(missing.size()), failed_here) << "a clip went missing without failing";
-  EXPECT_FALSE(twice.windows.empty());
+  EXPECT_FALSE(smallest.windows.empty()) << "the smallest accepted budget trained nothing";
 }
