@@ -187,7 +187,13 @@ Budget::Budget(const BudgetOptions& options) : core_(std::make_shared<Core>()) {
   }
   // What never goes away: the two folders themselves and the database files.
   fixed += blocks_of(cache) + blocks_of(state);
-  for (const char* name : {"kaio.db", "kaio.db-wal", "kaio.db-shm"}) fixed += blocks_of(state / name);
+  uint64_t ledger_files = 0;
+  for (const char* name : {"kaio.db", "kaio.db-wal", "kaio.db-shm"}) ledger_files += blocks_of(state / name);
+  fixed += ledger_files;
+  // The ledger's files live inside its allowance (it compacts to stay there),
+  // so the part they already take is not counted twice: otherwise every
+  // restart, with a larger ledger, would find less room than the last.
+  core_->baseline -= std::min({core_->baseline, ledger_files, options.ledger_allowance});
   if (core_->total() > options.budget)
     throw Error(ErrorKind::budget, "storage.budget " + format_size(options.budget) +
                                        " is already exceeded: " + cache.string() + " and " + state.string() + " hold " +

@@ -5,11 +5,12 @@
 // Accounting rules:
 //  * total = baseline + ledger_allowance + sum of claims, and total <= budget always.
 //  * baseline: st_blocks of everything under both folders, measured once at
-//    construction (shards left by the last run, the db, directory blocks).
+//    construction (shards left by the last run, directory blocks, the db's
+//    files beyond the ledger allowance).
 //    adopt_existing() turns part of it into a claim so that deleting a file that
 //    was already there gives its bytes back (drop the claim after the unlink).
-//  * ledger_allowance: a standing claim for the growth of kaio.db, its WAL and
-//    SHM. The ledger keeps its WAL below LedgerOptions::wal_limit_bytes by
+//  * ledger_allowance: a standing claim for kaio.db, its WAL and SHM (the
+//    baseline leaves out what of them it covers). The ledger keeps its WAL below LedgerOptions::wal_limit_bytes by
 //    checkpointing with TRUNCATE; pick wal_limit_bytes <= ledger_allowance / 2.
 //  * A claim of N bytes accounts on_disk_bytes(N) = N rounded up to the block
 //    size, plus one block for the file's inode/extent and directory-entry growth.

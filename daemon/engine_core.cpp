@@ -147,8 +147,9 @@ void EngineCore::check_working_set() {
   // Downloads kept from the last run are on disk but go once decoded.
   uint64_t kept_downloads = std::min(b.baseline, disk_usage(download_dir));
   uint64_t held = b.baseline - kept_downloads + b.ledger_allowance;
-  // Shards kept from the last run are trained first: they stand in for the
-  // chunk. (Checkpoints kept from it fill the checkpoint slots.)
+  // Shards kept from the last run are trained first, within the room (they
+  // fitted beside the rest before); only a budget lowered since can be too
+  // small for them. (Checkpoints kept from it fill the checkpoint slots.)
   uint64_t kept_shards = 0;
   for (const auto& [id, claim] : shard_claims) kept_shards += claim->bytes();
   int slots = config.train.keep_checkpoints + 1;
@@ -161,12 +162,13 @@ void EngineCore::check_working_set() {
   // the clip beside a full chunk needs its shard and a member of that size.
   uint64_t room = std::max(4 * chunk, 4 * (2 * one_window + budget->on_disk_bytes(1) * windows) / 3);
   standing_bytes = fixed_bytes + room;
+  const bool kept_over_room = kept_shards > room;
   cache::check_budget_fits(
-      config.storage.budget, standing_bytes + (kept_shards > chunk ? kept_shards - chunk : 0),
+      config.storage.budget, kept_over_room ? fixed_bytes + kept_shards : standing_bytes,
       format_size(held) + " already on disk and kept for the ledger, " + std::to_string(slots) + " checkpoints of " +
           format_size(checkpoint_file_bytes()) + ", and four times a chunk of " + std::to_string(windows) +
           " one-window clips' shards (train.batch_size, train.shuffle_clips; a chunk may take a quarter of the room)" +
-          (kept_shards > chunk ? " (" + format_size(kept_shards) + " of shards kept from the last run)" : ""));
+          (kept_over_room ? " (" + format_size(kept_shards) + " of shards kept from the last run)" : ""));
 }
 
 // Files up to this size are downloaded whole; larger ones are decoded while

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 bool FileRun::run() {
   bool done = true;
   try {
-    decode(open());
+    decode_verified();
   } catch (const Error& err) {
     if (err.kind() == ErrorKind::cancelled) throw;
     if (err.kind() == ErrorKind::budget) throw;  // cannot ever fit: the operator must act
@@ -72,6 +72,22 @@ std::unique_ptr<ByteSource> FileRun::downloaded(const std::shared_future<fetch::
   enter(state::FileState::downloaded);
   core_.ledger.add_counter("bytes_downloaded", static_cast<int64_t>(file_.size));
   return std::make_unique<decode::FileSource>(r.job.dest);
+}
+
+// A streamed file is verified (size, hash) only at its end, after its clips
+// were decoded. A mismatch there is most likely a byte changed on the way, so
+// the file is streamed and decoded once more; the clips the first pass
+// delivered stay planned (they may carry that byte) and are not decoded
+// again. A second mismatch fails the file.
+void FileRun::decode_verified() {
+  try {
+    decode(open());
+  } catch (const Error& err) {
+    if (err.kind() != ErrorKind::corrupt || !local_.empty() || st_.stop_requested()) throw;
+    spdlog::warn("stream {} failed its check after decoding: {}; streaming it once more", file_.path, err.what());
+    enter(state::FileState::pending, std::string("streamed again: ") + err.what());
+    decode(open());
+  }
 }
 
 void FileRun::decode(std::unique_ptr<ByteSource> source) {

@@ -40,6 +40,7 @@ class FileRun {
  private:
   std::unique_ptr<ByteSource> open();
   std::unique_ptr<ByteSource> downloaded(const std::shared_future<fetch::DownloadResult>& done);
+  void decode_verified();
   void decode(std::unique_ptr<ByteSource> source);
   bool pinned_in_plan(const std::string& member);
   void on_clip(decode::ClipResult r);

@@ -210,6 +210,20 @@ struct ArchiveReader::Impl {
     }
   }
 
+  // libarchive stops at the archive's end marker, which may come before the
+  // source's last byte (a gzip trailer, padding). Reading on to the source's
+  // end is what makes a stream give its verdict (size and hash), so a byte
+  // flipped on the way fails the file instead of passing unseen.
+  void read_source_to_end() {
+    try {
+      while (pull(buffer.data(), buffer.size()) > 0) {
+      }
+    } catch (...) {
+      broken = std::current_exception();
+      throw;
+    }
+  }
+
   void drain() {
     if (!pending_data) return;
     read_data([](const std::byte*, size_t) {});
@@ -222,7 +236,10 @@ struct ArchiveReader::Impl {
     while (true) {
       archive_entry* e = nullptr;
       int rc = archive_read_next_header(ar.get(), &e);
-      if (rc == ARCHIVE_EOF) return false;
+      if (rc == ARCHIVE_EOF) {
+        read_source_to_end();
+        return false;
+      }
       // ARCHIVE_RETRY is a header that could not be read (a corrupt tar): the
       // entry is not valid and reading its data would misuse libarchive.
       if (rc < ARCHIVE_WARN || rc == ARCHIVE_RETRY)

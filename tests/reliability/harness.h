@@ -198,7 +198,8 @@ struct DaemonSetup {
   fs::path dir;  // the test's folder; cache/ and state/ are what the budget covers
   std::string endpoint, repo = "kaio-test/llava";
   std::string budget = "16MB";
-  json source_extra = json::object(), fetch = json::object(), decode = json::object(), train = json::object();
+  json source_extra = json::object(), storage = json::object(), fetch = json::object(), decode = json::object(),
+       train = json::object();
   fs::path cache() const { return dir / "cache"; }
   fs::path state() const { return dir / "state"; }
   fs::path socket() const { return dir / "kaiod.sock"; }
@@ -215,6 +216,7 @@ struct DaemonSetup {
                     {"state_dir", state().string()},
                     {"budget", budget},
                     {"free_disk_floor", "10MB"}};
+    c["storage"].update(storage);
     c["fetch"] = {{"max_backoff", "2s"}, {"stall_timeout", "5s"}, {"connect_timeout", "5s"}};
     c["fetch"].update(fetch);
     c["decode"] = {{"frames", 8}, {"stride", 8}, {"fps", 4}, {"size", 32}, {"workers", 2}};
