@@ -194,7 +194,8 @@ TEST(Network, AByteFlippedInAStreamIsCaughtAndTheFileStreamedAgain) {
   size_t again = count(log, "failed its check after decoding");
   std::printf("flipped %llu, streams caught and streamed again %zu, files %d\n",
               static_cast<unsigned long long>(flipped), again, t.files);
-  EXPECT_EQ(count(log, "through decode: larger than"), static_cast<size_t>(2 * t.files)) << "every file streamed, twice";
+  EXPECT_EQ(count(log, "through decode: larger than"), static_cast<size_t>(2 * t.files))
+      << "every file streamed, twice";
   EXPECT_EQ(flipped, static_cast<uint64_t>(t.files));
   EXPECT_EQ(again, static_cast<size_t>(t.files)) << "every flipped stream must be caught";
   EXPECT_EQ(sql(t.s.db(), "select count(*) from file_states where state = 'failed'"), "0");
