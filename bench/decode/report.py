@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Turns bench/decode.sh's runs into figure lines and bench/results/decode.json.
+
+RUNS_DIR holds GROUP.LABEL.json (one run: frames, seconds, cpu_seconds, and
+for kaio decoded_frames) and GROUP.load ("before after", the 1-minute load
+average around the group's runs), for the groups bench/decode.sh runs.
+Usage: report.py RUNS_DIR ALL_CORES OUT_JSON
+"""
+import json
+import pathlib
+import sys
+
+runs, all_cores, out = pathlib.Path(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3])
+CODECS = [("h264", "H.264, B-frames"), ("hevc", "HEVC, B-frames"), ("vp9", "VP9"), ("av1", "AV1 (SVT-AV1)"),
+          ("mpeg4", "MPEG-4 part 2, B-frames")]
+PEERS = {"ffmpeg": "ffmpeg CLI", "pyav": "PyAV", "kaio_full": "kaio decoding every frame"}
+
+
+def group(name):
+    g = {f.name.split(".")[1]: json.loads(f.read_text()) for f in runs.glob(name + ".*.json")}
+    g["load"] = [float(x) for x in (runs / (name + ".load")).read_text().split()]
+    return g
+
+
+def rate(run):
+    return run["frames"] / run["seconds"]
+
+
+def cpu_rate(run):
+    return run["frames"] / run["cpu_seconds"]
+
+
+def verdict(ratio, goal):
+    return None if goal is None else ("met" if ratio >= goal else "missed")
+
+
+def row(name, g, peer, goal, cpu=False):
+    measure = cpu_rate if cpu else rate
+    kaio, other = measure(g["kaio"]), measure(g[peer])
+    ratio = kaio / other
+    return {"name": name + ("_cpu" if cpu else ""), "kaio": round(kaio, 1), "peer": round(other, 1),
+            "peer_is": PEERS[peer], "ratio": round(ratio, 2), "unit": "frames per CPU s" if cpu else "frames/s",
+            "goal": None if goal is None else f">= {goal}", "verdict": verdict(ratio, goal), "load": g["load"]}
+
+
+def both(name, g, peer, goal):
+    return [row(name, g, peer, goal), row(name, g, peer, goal, cpu=True)]
+
+
+native, fps4_1, fps4_all, fps1 = group("native_1"), group("fps4_1"), group(f"fps4_{all_cores}"), group("fps1_1")
+t = f"{all_cores}threads"
+figures = (both("decode_native_ffmpeg_1thread", native, "ffmpeg", 1.0)
+           + both("decode_30to4_ffmpeg_1thread", fps4_1, "ffmpeg", 2.0)
+           + both("decode_30to4_pyav_1thread", fps4_1, "pyav", 2.5)
+           + both(f"decode_30to4_ffmpeg_{t}", fps4_all, "ffmpeg", 2.0)
+           + both(f"decode_30to4_pyav_{t}", fps4_all, "pyav", 2.5)
+           + both("decode_30to1_ffmpeg_1thread", fps1, "ffmpeg", 4.0)
+           + both("decode_30to1_pyav_1thread", fps1, "pyav", None))
+# What the shortcuts (frames no sample needs are not decoded) save over kaio's own full decode.
+for name, g in (("decode_30to4_shortcuts", fps4_1), ("decode_30to1_shortcuts", fps1)):
+    r = row(name, g, "kaio_full", None)
+    r["decoded"] = f"{g['kaio']['decoded_frames']} of {g['kaio_full']['decoded_frames']} frames"
+    figures.append(r)
+
+columns = ["codec", "kaio frames/s", "ffmpeg CLI", "ratio", "PyAV", "ratio", "per CPU s: vs ffmpeg", "vs PyAV",
+           "frames decoded", "goal >= 2 x ffmpeg", "load before / after"]
+table = []
+for codec, label in CODECS:
+    g = group("codec_" + codec)
+    wall = rate(g["kaio"]) / rate(g["ffmpeg"])
+    table.append([label, round(rate(g["kaio"]), 1), round(rate(g["ffmpeg"]), 1), round(wall, 2),
+                  round(rate(g["pyav"]), 1), round(rate(g["kaio"]) / rate(g["pyav"]), 2),
+                  round(cpu_rate(g["kaio"]) / cpu_rate(g["ffmpeg"]), 2),
+                  round(cpu_rate(g["kaio"]) / cpu_rate(g["pyav"]), 2),
+                  f"{g['kaio']['decoded_frames']} of {g['kaio_full']['decoded_frames']}", verdict(wall, 2.0),
+                  " / ".join(str(x) for x in g["load"])])
+
+for r in figures:
+    goal = f" (goal {r['goal']}: {r['verdict']})" if r["goal"] else ""
+    extra = f", {r['decoded']} decoded" if "decoded" in r else ""
+    print(f"{r['name']}: kaio {r['kaio']} {r['unit']}, {r['peer_is']} {r['peer']}, ratio {r['ratio']}{goal}{extra} "
+          f"(load {r['load'][0]} -> {r['load'][1]})")
+name = "decode per codec, 30 -> 4 fps, 1 thread (4 clips of 4 s, 640x360)"
+print(name)
+for line in table:
+    print("  " + ", ".join(f"{c}: {v}" for c, v in zip(columns, line)))
+peak = max(g["kaio"]["peak_rss_kb"] for g in (native, fps4_1, fps4_all, fps1))
+print(f"peak RSS: kaio {peak / 1024:.1f} MiB")
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text(json.dumps({"figures": figures, "tables": {name: {"columns": columns, "rows": table}}}, indent=2)
+               + "\n")
