@@ -64,6 +64,7 @@ void decode_all(const Options& o, Totals& totals) {
   std::exception_ptr failed;
   {
     std::vector<std::jthread> threads;
+    threads.reserve(static_cast<size_t>(o.workers));
     for (int w = 0; w < o.workers; ++w) {
       threads.emplace_back([&] {
         try {
