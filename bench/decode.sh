@@ -10,7 +10,8 @@
 # the machine moves far less; each records the 1-minute load average before
 # and after its runs, and says whether its goal is met.
 # Usage: bench/decode.sh BUILD_DIR   (writes bench/results/decode.json)
-#   DECODE_BENCH_CLIPS (20 clips of 4 s), DECODE_BENCH_THREADS (all cores: nproc)
+#   DECODE_BENCH_CLIPS (20 clips of 4 s), DECODE_BENCH_THREADS (all cores: nproc),
+#   DECODE_BENCH_REPEAT (1: each figure from how many runs of each contender, the best taken)
 set -euo pipefail
 build="${1:?usage: bench/decode.sh BUILD_DIR}"
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ done
 python=/usr/bin/python3  # Debian's, where python3-av and python3-numpy live
 clips="${DECODE_BENCH_CLIPS:-20}"
 all_cores="${DECODE_BENCH_THREADS:-$(nproc)}"
+repeats="${DECODE_BENCH_REPEAT:-1}"
 size=224
 # Shards go to /dev/shm when it exists: the figure is the decode work, not the disk.
 work="$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)"
@@ -95,10 +97,11 @@ kaio_run() {
 
 # Runs side by side are a group: begin GROUP, then one `measure LABEL
 # COMMAND...` per run, then end_group. Each run's JSON goes to
-# runs/GROUP.LABEL.json, the load average before and after to runs/GROUP.load.
+# runs/GROUP.LABEL.REPEAT.json; each repeat appends the load average before
+# and after the group's runs to runs/GROUP.load.
 begin() { group="$1"; before=$(load); }
-measure() { local label="$1"; shift; "$@" > "$work/runs/$group.$label.json"; }
-end_group() { echo "$before $(load)" > "$work/runs/$group.load"; }
+measure() { local label="$1"; shift; "$@" > "$work/runs/$group.$label.$repeat.json"; }
+end_group() { echo "$before $(load)" >> "$work/runs/$group.load"; }
 pyav_peer() {  # $1 set, $2 fps, $3 threads
   local files
   mapfile -t files < <(clips_of "$1")
@@ -106,34 +109,39 @@ pyav_peer() {  # $1 set, $2 fps, $3 threads
 }
 
 t=$all_cores
-begin native_1
-measure kaio kaio_run short native 1 1
-measure ffmpeg ffmpeg_peer short native 1
-end_group
-begin fps4_1
-measure kaio kaio_run short 4 1 1
-measure ffmpeg ffmpeg_peer short 4 1
-measure pyav pyav_peer short 4 1
-measure kaio_full kaio_run short 4 1 1 --every-frame
-end_group
-begin "fps4_$t"
-measure kaio kaio_run short 4 1 "$t"
-measure ffmpeg ffmpeg_peer short 4 "$t"
-measure pyav pyav_peer short 4 "$t"
-end_group
-begin fps1_1
-measure kaio kaio_run long 1 1 1
-measure ffmpeg ffmpeg_peer long 1 1
-measure pyav pyav_peer long 1 1
-measure kaio_full kaio_run long 1 1 1 --every-frame
-end_group
-for codec in "${codecs[@]}"; do
-  begin "codec_$codec"
-  measure kaio kaio_run "$codec" 4 1 1
-  measure ffmpeg ffmpeg_peer "$codec" 4 1
-  measure pyav pyav_peer "$codec" 4 1
-  measure kaio_full kaio_run "$codec" 4 1 1 --every-frame
+all_groups() {
+  begin native_1
+  measure kaio kaio_run short native 1 1
+  measure ffmpeg ffmpeg_peer short native 1
   end_group
-done
+  begin fps4_1
+  measure kaio kaio_run short 4 1 1
+  measure ffmpeg ffmpeg_peer short 4 1
+  measure pyav pyav_peer short 4 1
+  measure kaio_full kaio_run short 4 1 1 --every-frame
+  end_group
+  begin "fps4_$t"
+  measure kaio kaio_run short 4 1 "$t"
+  measure ffmpeg ffmpeg_peer short 4 "$t"
+  measure pyav pyav_peer short 4 "$t"
+  end_group
+  begin fps1_1
+  measure kaio kaio_run long 1 1 1
+  measure ffmpeg ffmpeg_peer long 1 1
+  measure pyav pyav_peer long 1 1
+  measure kaio_full kaio_run long 1 1 1 --every-frame
+  end_group
+  for codec in "${codecs[@]}"; do
+    begin "codec_$codec"
+    measure kaio kaio_run "$codec" 4 1 1
+    measure ffmpeg ffmpeg_peer "$codec" 4 1
+    measure pyav pyav_peer "$codec" 4 1
+    measure kaio_full kaio_run "$codec" 4 1 1 --every-frame
+    end_group
+  done
+}
+# Each repeat runs every group once more, minutes after the last; the report
+# takes each contender's best run (the one other load disturbed least).
+for ((repeat = 1; repeat <= repeats; repeat++)); do all_groups; done
 
 python3 bench/decode/report.py "$work/runs" "$t" bench/results/decode.json

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Turns bench/decode.sh's runs into figure lines and bench/results/decode.json.
 
-RUNS_DIR holds GROUP.LABEL.json (one run: frames, seconds, cpu_seconds, and
-for kaio decoded_frames) and GROUP.load ("before after", the 1-minute load
-average around the group's runs), for the groups bench/decode.sh runs.
+RUNS_DIR holds GROUP.LABEL.REPEAT.json (one run: frames, seconds,
+cpu_seconds, and for kaio decoded_frames) and GROUP.load (a line "before
+after" per repeat: the 1-minute load average around the group's runs), for
+the groups bench/decode.sh runs.
 Usage: report.py RUNS_DIR ALL_CORES OUT_JSON
 """
 import json
@@ -17,17 +18,26 @@ PEERS = {"ffmpeg": "ffmpeg CLI", "pyav": "PyAV", "kaio_full": "kaio decoding eve
 
 
 def group(name):
-    g = {f.name.split(".")[1]: json.loads(f.read_text()) for f in runs.glob(name + ".*.json")}
-    g["load"] = [float(x) for x in (runs / (name + ".load")).read_text().split()]
+    """{label: [run, ...], "load": [before the first run, after the last]}."""
+    g = {}
+    for f in sorted(runs.glob(name + ".*.*.json")):
+        g.setdefault(f.name.split(".")[1], []).append(json.loads(f.read_text()))
+    loads = [float(x) for x in (runs / (name + ".load")).read_text().split()]
+    g["load"] = [loads[0], loads[-1]]
     return g
 
 
-def rate(run):
-    return run["frames"] / run["seconds"]
+# Each contender's best of its runs: the one other load on the machine disturbed least.
+def rate(runs_of):
+    return max(r["frames"] / r["seconds"] for r in runs_of)
 
 
-def cpu_rate(run):
-    return run["frames"] / run["cpu_seconds"]
+def cpu_rate(runs_of):
+    return max(r["frames"] / r["cpu_seconds"] for r in runs_of)
+
+
+def decoded(g, label):
+    return g[label][0]["decoded_frames"]
 
 
 def verdict(ratio, goal):
@@ -38,8 +48,8 @@ def row(name, g, peer, goal, cpu=False):
     measure = cpu_rate if cpu else rate
     kaio, other = measure(g["kaio"]), measure(g[peer])
     ratio = kaio / other
-    return {"name": name + ("_cpu" if cpu else ""), "kaio": round(kaio, 1), "peer": round(other, 1),
-            "peer_is": PEERS[peer], "ratio": round(ratio, 2), "unit": "frames per CPU s" if cpu else "frames/s",
+    return {"name": name + ("_cpu" if cpu else ""), "runs": len(g["kaio"]), "kaio": round(kaio, 1),
+            "peer": round(other, 1), "peer_is": PEERS[peer], "ratio": round(ratio, 2), "unit": "frames per CPU s" if cpu else "frames/s",
             "goal": None if goal is None else f">= {goal}", "verdict": verdict(ratio, goal), "load": g["load"]}
 
 
@@ -59,7 +69,7 @@ figures = (both("decode_native_ffmpeg_1thread", native, "ffmpeg", 1.0)
 # What the shortcuts (frames no sample needs are not decoded) save over kaio's own full decode.
 for name, g in (("decode_30to4_shortcuts", fps4_1), ("decode_30to1_shortcuts", fps1)):
     r = row(name, g, "kaio_full", None)
-    r["decoded"] = f"{g['kaio']['decoded_frames']} of {g['kaio_full']['decoded_frames']} frames"
+    r["decoded"] = f"{decoded(g, 'kaio')} of {decoded(g, 'kaio_full')} frames"
     figures.append(r)
 
 columns = ["codec", "kaio frames/s", "ffmpeg CLI", "ratio", "PyAV", "ratio", "per CPU s: vs ffmpeg", "vs PyAV",
@@ -72,19 +82,21 @@ for codec, label in CODECS:
                   round(rate(g["pyav"]), 1), round(rate(g["kaio"]) / rate(g["pyav"]), 2),
                   round(cpu_rate(g["kaio"]) / cpu_rate(g["ffmpeg"]), 2),
                   round(cpu_rate(g["kaio"]) / cpu_rate(g["pyav"]), 2),
-                  f"{g['kaio']['decoded_frames']} of {g['kaio_full']['decoded_frames']}", verdict(wall, 2.0),
+                  f"{decoded(g, 'kaio')} of {decoded(g, 'kaio_full')}", verdict(wall, 2.0),
                   " / ".join(str(x) for x in g["load"])])
 
+repeats = len(fps4_1["kaio"])
+print(f"each figure: each contender's best of {repeats} run(s)")
 for r in figures:
     goal = f" (goal {r['goal']}: {r['verdict']})" if r["goal"] else ""
     extra = f", {r['decoded']} decoded" if "decoded" in r else ""
     print(f"{r['name']}: kaio {r['kaio']} {r['unit']}, {r['peer_is']} {r['peer']}, ratio {r['ratio']}{goal}{extra} "
           f"(load {r['load'][0]} -> {r['load'][1]})")
-name = "decode per codec, 30 -> 4 fps, 1 thread (4 clips of 4 s, 640x360)"
+name = "decode per codec, 30 -> 4 fps, 1 thread (up to 4 clips of 4 s, 640x360)"
 print(name)
 for line in table:
     print("  " + ", ".join(f"{c}: {v}" for c, v in zip(columns, line)))
-peak = max(g["kaio"]["peak_rss_kb"] for g in (native, fps4_1, fps4_all, fps1))
+peak = max(r["peak_rss_kb"] for g in (native, fps4_1, fps4_all, fps1) for r in g["kaio"])
 print(f"peak RSS: kaio {peak / 1024:.1f} MiB")
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps({"figures": figures, "tables": {name: {"columns": columns, "rows": table}}}, indent=2)
