@@ -11,7 +11,7 @@
 # and after its runs, and says whether its goal is met.
 # Usage: bench/decode.sh BUILD_DIR   (writes bench/results/decode.json)
 #   DECODE_BENCH_CLIPS (20 clips of 4 s), DECODE_BENCH_THREADS (all cores: nproc),
-#   DECODE_BENCH_REPEAT (1: each figure from how many runs of each contender, the best taken)
+#   DECODE_BENCH_REPEAT (2: runs of each contender per figure, the best taken)
 set -euo pipefail
 build="${1:?usage: bench/decode.sh BUILD_DIR}"
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ done
 python=/usr/bin/python3  # Debian's, where python3-av and python3-numpy live
 clips="${DECODE_BENCH_CLIPS:-20}"
 all_cores="${DECODE_BENCH_THREADS:-$(nproc)}"
-repeats="${DECODE_BENCH_REPEAT:-1}"
+repeats="${DECODE_BENCH_REPEAT:-2}"
 size=224
 # Shards go to /dev/shm when it exists: the figure is the decode work, not the disk.
 work="$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)"

@@ -49,7 +49,8 @@ def row(name, g, peer, goal, cpu=False):
     kaio, other = measure(g["kaio"]), measure(g[peer])
     ratio = kaio / other
     return {"name": name + ("_cpu" if cpu else ""), "runs": len(g["kaio"]), "kaio": round(kaio, 1),
-            "peer": round(other, 1), "peer_is": PEERS[peer], "ratio": round(ratio, 2), "unit": "frames per CPU s" if cpu else "frames/s",
+            "peer": round(other, 1), "peer_is": PEERS[peer], "ratio": round(ratio, 2),
+            "unit": "frames per CPU s" if cpu else "frames/s",
             "goal": None if goal is None else f">= {goal}", "verdict": verdict(ratio, goal), "load": g["load"]}
 
 
