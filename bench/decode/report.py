@@ -41,7 +41,8 @@ def decoded(g, label):
 
 
 def verdict(ratio, goal):
-    return None if goal is None else ("met" if ratio >= goal else "missed")
+    """Judged on the ratio as printed (2 decimals), so that a printed 2.0 never reads "missed"."""
+    return None if goal is None else ("met" if round(ratio, 2) >= goal else "missed")
 
 
 def row(name, g, peer, goal, cpu=False):
