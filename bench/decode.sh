@@ -120,7 +120,7 @@ all_groups() {
   measure pyav pyav_peer short 4 1
   measure kaio_full kaio_run short 4 1 1 --every-frame
   end_group
-  begin "fps4_$t"
+  begin fps4_all
   measure kaio kaio_run short 4 1 "$t"
   measure ffmpeg ffmpeg_peer short 4 "$t"
   measure pyav pyav_peer short 4 "$t"
