@@ -2,7 +2,7 @@
 """Merges bench/results/<component>.json files into latest.json and latest.md.
 
 A component file is either a list of figure rows ({name, kaio, peer, ratio,
-goal}) or an object {"figures": [...], "tables": {name: {columns, rows}},
+goal}, optionally unit, verdict ("met"/"missed") and load) or an object {"figures": [...], "tables": {name: {columns, rows}},
 "plots": [file, ...]}. latest.json is that object form for everything.
 """
 import json
@@ -28,12 +28,23 @@ def cell(v):
     return "" if v is None else str(v)
 
 
-lines = ["| figure | kaio | peer | ratio | goal |", "|---|---|---|---|---|"]
+def goal(r):
+    """The goal, and whether the run met it where the row says (decode rows)."""
+    return cell(r.get("goal")) + (f": {r['verdict']}" if r.get("goal") and r.get("verdict") else "")
+
+
+def load(r):
+    """The 1-minute load average the row records: one value, or several (decode: before / after)."""
+    v = r.get("load")
+    return " / ".join(str(x) for x in v) if isinstance(v, list) else cell(v)
+
+
+lines = ["| figure | kaio | peer | ratio | goal | load |", "|---|---|---|---|---|---|"]
 for r in figures:
     unit = f" {r['unit']}" if r.get("unit") and r.get("kaio") is not None else ""
     peer_unit = unit if r.get("peer") is not None else ""
     lines.append(f"| {r['name']} | {cell(r['kaio'])}{unit} | {cell(r['peer'])}{peer_unit} | {cell(r['ratio'])} "
-                 f"| {cell(r.get('goal'))} |")
+                 f"| {goal(r)} | {load(r)} |")
 for name, t in tables.items():
     lines += ["", f"**{name}**", "", "| " + " | ".join(t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in t["rows"]]

@@ -7,6 +7,7 @@ import sys
 import time
 
 import av
+import av.logging
 import numpy as np
 
 
@@ -16,6 +17,8 @@ def run(paths, fps, size, threads):
         with av.open(path) as container:
             stream = container.streams.video[0]
             stream.thread_count = threads
+            if threads > 1:
+                stream.thread_type = "AUTO"  # frame threads too: PyAV's default is slice threads only
             rate = fps if fps else float(stream.average_rate)
             next_t = 0.0
             for frame in container.decode(stream):
@@ -37,6 +40,7 @@ def run(paths, fps, size, threads):
 
 
 def main():
+    av.logging.set_level(av.logging.ERROR)  # libdav1d's version line per stream is noise
     fps = 0.0 if sys.argv[1] == "native" else float(sys.argv[1])
     size, threads, paths = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
     start, cpu_start = time.monotonic(), time.process_time()
