@@ -21,6 +21,7 @@ class GpuBackend final : public Backend {
       if (staging.ptr) ops_->free_pinned(staging.ptr);
   }
   std::string name() const override { return vendor_; }
+  std::string device_name() const override { return ops_->device_name(); }
 
   void* allocate(size_t bytes) override {
     void* ptr = ops_->malloc_device(bytes);

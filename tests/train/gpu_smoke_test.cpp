@@ -1,7 +1,9 @@
 // Runs the smoke kernel on each vendor's GPU that is present, checked against
-// the same arithmetic on the CPU; reports "skipped" where there is none.
+// the same arithmetic on the CPU, and checks that a build with the vendor
+// BLAS runs its matrix products on it; reports "skipped" where there is none.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "gpu_api.h"
@@ -36,5 +38,17 @@ TEST(GpuSmoke, CudaAxpyMatchesCpu) {
   check_axpy(kaio_cuda_axpy_host);
 #else
   GTEST_SKIP() << "skipped: built without CUDA";
+#endif
+}
+
+TEST(GpuSmoke, CudaMatrixProductsRunOnCublas) {
+#if defined(KAIO_HAVE_CUDA) && defined(KAIO_HAVE_CUBLAS)
+  if (kaio_cuda_device_count() == 0) GTEST_SKIP() << "skipped: no GPU (no CUDA device)";
+  const KaioGpuOps* ops = kaio_cuda_ops();
+  ASSERT_EQ(ops->init(), 0) << ops->last_error();
+  std::printf("cuda device %s: matrix products on %s\n", ops->device_name(), ops->gemm_engine());
+  EXPECT_STREQ(ops->gemm_engine(), "cuBLAS");
+#else
+  GTEST_SKIP() << "skipped: built without CUDA or cuBLAS";
 #endif
 }

@@ -22,7 +22,9 @@ typedef struct KaioGpuGrid {
 
 typedef struct KaioGpuOps {
   const char* (*last_error)(void);
-  int (*init)(void);  // picks device 0, creates the compute and copy streams
+  int (*init)(void);                 // picks device 0, creates the compute and copy streams
+  const char* (*device_name)(void);  // device 0's name, after init
+  const char* (*gemm_engine)(void);  // what the matrix products run on: "cuBLAS" or "tiled kernel", after init
   void* (*malloc_device)(size_t bytes);
   void (*free_device)(void* ptr);
   void* (*malloc_pinned)(size_t bytes);
