@@ -63,11 +63,21 @@ int tiled_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, con
 
 #if defined(KAIO_VENDOR_BLAS)
 
+// These own statics die at exit, possibly after the runtime's own teardown;
+// then the process's device memory goes with the context and they let it be.
+bool runtime_alive() {
+  int device = 0;
+  return gpuGetDevice(&device) == gpuSuccess;
+}
 struct BlasDestroy {
-  void operator()(gpublasHandle_t handle) const noexcept { (void)gpublasDestroy(handle); }
+  void operator()(gpublasHandle_t handle) const noexcept {
+    if (runtime_alive()) (void)gpublasDestroy(handle);
+  }
 };
 struct DeviceFree {
-  void operator()(void* ptr) const noexcept { (void)gpuFree(ptr); }
+  void operator()(void* ptr) const noexcept {
+    if (runtime_alive()) (void)gpuFree(ptr);
+  }
 };
 
 std::unique_ptr<std::remove_pointer_t<gpublasHandle_t>, BlasDestroy> g_blas;
