@@ -113,6 +113,13 @@ else
       fi
     done
   done
+  # The fused attention forward (docs/training.md, off by default) on the second case.
+  read -r model frames size batch steps <<<"${bench_cases[1]:-${bench_cases[0]}}"
+  name="bench-$model-bf16-fused-attention"
+  if run "$name" 45 env KAIO_FUSED_ATTENTION=1 "$build/bench/train/kaio_train_bench" "$model" "$frames" "$size" \
+    "$batch" "$steps" 0 "$run_backend" bf16; then
+    sed -i "s/\"$name\",\"status\":\"ok\"/&,\"result\":$(tail -1 "$out/logs/$name.log")/" "$steps_json"
+  fi
 fi
 
 # 4. kaiod feeding the GPU from its own pipeline: kaio-hub on loopback serves
@@ -170,14 +177,14 @@ for s in steps:
     r = s.get("result")
     if r:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] >= 0 else "unknown"
-        lines.append(f"  {s['step']:<22} {r['ms']:9.1f} ms a step  {r['tokens_per_s']:10.0f} tokens/s  "
+        lines.append(f"  {s['step']:<34} {r['ms']:9.1f} ms a step  {r['tokens_per_s']:10.0f} tokens/s  "
                      f"{r['tflops']:7.2f} TFLOP/s  MFU {mfu}  (batch {r['batch']})")
     elif "status_train" in s:
         t = s["status_train"]
-        lines.append(f"  {s['step']:<22} {s['status']}: wait_fraction {t.get('wait_fraction', 0):.3f} over "
+        lines.append(f"  {s['step']:<34} {s['status']}: wait_fraction {t.get('wait_fraction', 0):.3f} over "
                      f"{t.get('step', 0)} steps, {t.get('step_seconds', 0):.3f} s a step, MFU {t.get('mfu', -1)}")
     else:
-        lines.append(f"  {s['step']:<22} {s['status']} ({s['seconds']} s)")
+        lines.append(f"  {s['step']:<34} {s['status']} ({s['seconds']} s)")
 open(f"{out}/gpu-check.txt", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
