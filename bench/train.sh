@@ -29,20 +29,15 @@ else
   done
 fi
 
-# GPU: samples/s and MFU against the device's dense bf16 peak.
-gpu_name=""
-command -v nvidia-smi >/dev/null && gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
-[ -z "$gpu_name" ] && command -v rocm-smi >/dev/null && gpu_name=$(rocm-smi --showproductname 2>/dev/null | grep -o 'MI[0-9A-Z]*' | head -1 || true)
-if [ -n "$gpu_name" ]; then
-  peak=$(python3 -c "
-import sys; n=sys.argv[1]
-table={'H100':989e12,'H200':989e12,'MI300X':1307e12,'A100':312e12,'MI250':383e12}
-print(next((v for k,v in table.items() if k in n), 0))" "$gpu_name")
+# GPU: samples/s and MFU against the device's dense peak for the dtype
+# (kaio_train_bench looks it up: train/throughput.h, docs/training.md).
+if command -v nvidia-smi >/dev/null || [ -e /dev/kfd ]; then
   for precision in fp32 bf16; do
     out=$("$bin" small 16 224 8 10 0 auto "$precision")
-    tflops=$(field "$out" tflops); sps=$(field "$out" samples_per_s)
-    mfu=$(python3 -c "print(round($tflops*1e12/$peak, 4) if $peak else 0)")
-    echo "train_gpu_small_$precision ($gpu_name): $sps samples/s, $tflops TFLOP/s, MFU $mfu of dense bf16 peak"
+    backend=$(field "$out" backend)
+    [ "$backend" = cpu ] && { echo "skipped: no GPU backend (the trainer picked cpu)"; break; }
+    tflops=$(field "$out" tflops); sps=$(field "$out" samples_per_s); mfu=$(field "$out" mfu)
+    echo "train_gpu_small_$precision ($backend): $sps samples/s, $tflops TFLOP/s, MFU $mfu of the dense $precision peak"
     results+=("{\"name\":\"train_gpu_small_${precision}_samples_per_s\",\"kaio\":$sps,\"peer\":null,\"ratio\":null,\"goal\":null,\"mfu\":$mfu}")
   done
 fi

@@ -45,7 +45,20 @@ if(NOT KAIO_CUDA STREQUAL "OFF")
   endif()
 endif()
 
-message(STATUS "kaio: HIP backend ${KAIO_HIP_ENABLED} (${KAIO_HIP_ARCH}), CUDA backend ${KAIO_CUDA_ENABLED} (${KAIO_CUDA_ARCH})")
+# cuBLAS for the matrix products (train/gpu/gemm.cu) where the toolkit has
+# it; without it the CUDA backend keeps its own tiled kernel.
+set(KAIO_CUDA_BLAS OFF)
+set(KAIO_CUDA_BLAS_FLAGS)
+if(KAIO_CUDA_ENABLED)
+  set(CUDAToolkit_ROOT ${KAIO_CUDA_ROOT})
+  find_package(CUDAToolkit QUIET)
+  if(TARGET CUDA::cublas)
+    set(KAIO_CUDA_BLAS ON)
+    set(KAIO_CUDA_BLAS_FLAGS -DKAIO_HAVE_CUBLAS)
+  endif()
+endif()
+
+message(STATUS "kaio: HIP backend ${KAIO_HIP_ENABLED} (${KAIO_HIP_ARCH}), CUDA backend ${KAIO_CUDA_ENABLED} (${KAIO_CUDA_ARCH}, cuBLAS ${KAIO_CUDA_BLAS})")
 
 # kaio_gpu_objects(<out-var> <hip|cuda> <include-dir> <sources...>): compiles the
 # sources for one vendor and returns the object files in <out-var>.
@@ -74,7 +87,7 @@ function(kaio_gpu_objects out vendor incdir)
       endforeach()
       add_custom_command(OUTPUT ${obj}
         COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/${vendor}
-        COMMAND ${KAIO_NVCC} -std=c++17 -O3 -Xcompiler=-fPIC -DKAIO_VENDOR_CUDA ${arch_flags}
+        COMMAND ${KAIO_NVCC} -std=c++17 -O3 -Xcompiler=-fPIC -DKAIO_VENDOR_CUDA ${KAIO_CUDA_BLAS_FLAGS} ${arch_flags}
                 -I${incdir} -c -x cu ${abs} -o ${obj}
         DEPENDS ${abs} ${gpu_headers}
         COMMENT "nvcc ${name}.cu" VERBATIM)

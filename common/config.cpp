@@ -273,6 +273,7 @@ void read_train(Section s, TrainConfig& c) {
   s.integer("repeat", c.repeat, 1, 1 << 20);
   s.integer("max_steps", c.max_steps, 0, INT64_MAX);
   s.integer("checkpoint_every", c.checkpoint_every, 1, 1 << 30);
+  s.integer("log_every", c.log_every, 1, 1 << 30);
   s.integer("keep_checkpoints", c.keep_checkpoints, 1, 1000);
   s.integer("seed", c.seed, 0, INT64_MAX);
   s.integer("shuffle_clips", c.shuffle_clips, 1, 1 << 20);

@@ -73,6 +73,7 @@ struct TrainConfig {
   int repeat = 1;              // passes over each resident slice before it is deleted
   int64_t max_steps = 0;       // 0 = until the epochs are done
   int checkpoint_every = 200;  // steps
+  int log_every = 50;          // steps between the trainer's throughput lines (step time, tokens/s, MFU)
   int keep_checkpoints = 2;
   uint64_t seed = 0;
   int shuffle_clips = 8;  // K: windows are mixed across this many ready clips

@@ -90,6 +90,7 @@ struct EngineCore {
   // itself is the training thread's alone.
   int64_t trained_steps = 0;
   double data_wait_fraction = 0;
+  double step_seconds = 0, tokens_per_second = 0, mfu = -1;  // train::Throughput
   int64_t samples = 0;
   int64_t checkpoint_step = -1;
   std::string disk_full_reason;   // set while waiting for the filesystem to have space again

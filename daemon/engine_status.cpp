@@ -152,7 +152,10 @@ StatusInputs status_inputs(EngineCore& core) {
               core.data_wait_fraction,
               core.checkpoint_step,
               core.loss_trend.average(),
-              core.loss_trend.direction()};
+              core.loss_trend.direction(),
+              core.step_seconds,
+              core.tokens_per_second,
+              core.mfu};
   in.job = {core.job->rank(), core.job->world(), core.job->engine(), core.job_data_wait, -1, core.job_waiting_for};
   if (!core.job_data_wait.empty())
     in.job.slowest_rank = static_cast<int>(std::max_element(core.job_data_wait.begin(), core.job_data_wait.end()) -

@@ -153,6 +153,14 @@ std::string render_metrics(const ServiceStatus& s, const std::string& version) {
   e.one("kaio_train_loss", "gauge", "Loss of the last step (0 before the first).", s.train.loss);
   e.one("kaio_data_wait_ratio", "gauge", "Share of the trainer's time spent waiting for data (0 to 1).",
         s.train.wait_fraction);
+  e.one("kaio_train_step_seconds", "gauge", "Seconds per optimizer step, mean of the last train.log_every steps.",
+        s.train.step_seconds);
+  e.one("kaio_train_tokens_per_second", "gauge", "Tokens trained per second, mean of the last train.log_every steps.",
+        s.train.tokens_per_second);
+  if (s.train.mfu >= 0)
+    e.one("kaio_train_mfu_ratio", "gauge",
+          "Model FLOPs utilisation (0 to 1): model FLOPs per second over the device's peak; absent when unknown.",
+          s.train.mfu);
   e.one("kaio_checkpoint_step", "gauge", "Step of the last durable checkpoint, -1 if none.", s.train.checkpoint_step);
   if (s.epoch_eta_seconds >= 0)
     e.one("kaio_epoch_eta_seconds", "gauge", "Estimated seconds to the end of the epoch.", s.epoch_eta_seconds);

@@ -53,7 +53,10 @@ json to_json(const ServiceStatus& s) {
         {"wait_fraction", s.train.wait_fraction},
         {"checkpoint_step", s.train.checkpoint_step},
         {"loss_avg", s.train.loss_avg},
-        {"loss_trend", s.train.loss_trend}}},
+        {"loss_trend", s.train.loss_trend},
+        {"step_seconds", s.train.step_seconds},
+        {"tokens_per_second", s.train.tokens_per_second},
+        {"mfu", s.train.mfu}}},
       {"job",
        {{"rank", s.job.rank},
         {"world", s.job.world},
@@ -164,6 +167,11 @@ std::string render_status(const json& j) {
                 backend.empty() ? "-" : backend.c_str(),
                 stepped ? fmt::format("{:.1f}%", 100.0 * t.value("wait_fraction", 0.0)).c_str() : "-");
   out += line;
+  if (stepped && t.contains("step_seconds")) {
+    const double mfu = t.value("mfu", -1.0);
+    out += fmt::format("speed     {:.3f} s a step, {:.0f} tokens/s, MFU {}\n", t.value("step_seconds", 0.0),
+                       t.value("tokens_per_second", 0.0), mfu >= 0 ? fmt::format("{:.1f}%", 100 * mfu) : "unknown");
+  }
   if (auto job = j.value("job", json::object()); job.value("world", 1) > 1) {
     out += fmt::format("job       rank {} of {}, all-reduce over {}", job.value("rank", 0), job.value("world", 1),
                        job.value("allreduce", std::string("-")));

@@ -35,6 +35,8 @@ struct ServiceStatus {
     int64_t checkpoint_step = -1;
     double loss_avg = 0;     // LossTrend::average()
     std::string loss_trend;  // LossTrend::direction()
+    // train::Throughput: means over the last train.log_every steps; mfu -1 unknown.
+    double step_seconds = 0, tokens_per_second = 0, mfu = -1;
   } train;
   struct Job {  // the data-parallel job this kaiod is a rank of (docs/multi-rank.md)
     int rank = 0, world = 1;

@@ -245,6 +245,10 @@ void TrainingLoop::step(std::vector<uint8_t>& batch_bytes, size_t window_bytes) 
     std::lock_guard lock(core_.mutex);
     core_.trained_steps = step;
     core_.data_wait_fraction = trainer_->data_wait_fraction();
+    const auto speed = trainer_->throughput();
+    core_.step_seconds = speed.step_seconds;
+    core_.tokens_per_second = speed.tokens_per_second;
+    core_.mfu = speed.mfu;
     core_.last_loss = result.loss;
     core_.loss_trend.add(result.loss);
     core_.samples += static_cast<int64_t>(batch_.size());

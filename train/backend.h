@@ -20,6 +20,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // The device as its runtime names it ("NVIDIA H100 80GB HBM3"); "cpu" on the cpu backend.
+  virtual std::string device_name() const = 0;
 
   virtual void* allocate(size_t bytes) = 0;
   virtual void release(void* ptr) noexcept = 0;

@@ -25,12 +25,16 @@ class CpuBackend final : public Backend {
     openblas_set_num_threads(1);
   }
   std::string name() const override { return "cpu"; }
+  std::string device_name() const override { return "cpu"; }
 
+  // The Backend interface's raw memory: BackendBuffer owns it and frees it through release().
   void* allocate(size_t bytes) override {
+    // NOLINTNEXTLINE(cppcoreguidelines-owning-memory,cppcoreguidelines-no-malloc): see above
     void* ptr = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!ptr) throw std::bad_alloc();
     return ptr;
   }
+  // NOLINTNEXTLINE(cppcoreguidelines-owning-memory,cppcoreguidelines-no-malloc): see allocate()
   void release(void* ptr) noexcept override { std::free(ptr); }
   void to_device(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }

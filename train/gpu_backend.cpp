@@ -1,6 +1,7 @@
 // The hip and cuda backends: host code that drives the kernel library of
 // train/gpu/ through its C table (gpu_api.h), so it compiles without GPU headers.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
@@ -13,7 +14,7 @@ namespace {
 class GpuBackend final : public Backend {
  public:
   GpuBackend(std::string vendor, const KaioGpuOps* ops, bool bf16)
-      : vendor_(std::move(vendor)), ops_(ops), bf16_(bf16) {
+      : vendor_(std::move(vendor)), ops_(ops), bf16_(bf16), fused_attention_(fused_attention_wanted()) {
     check(ops_->init(), "init");
   }
   ~GpuBackend() override {
@@ -21,6 +22,7 @@ class GpuBackend final : public Backend {
       if (staging.ptr) ops_->free_pinned(staging.ptr);
   }
   std::string name() const override { return vendor_; }
+  std::string device_name() const override { return ops_->device_name(); }
 
   void* allocate(size_t bytes) override {
     void* ptr = ops_->malloc_device(bytes);
@@ -83,7 +85,8 @@ class GpuBackend final : public Backend {
     check(ops_->layernorm_backward(din, dweight, dbias, dout, in, weight, mean, rstd, rows, dim), "layernorm_backward");
   }
   void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) override {
-    check(ops_->attention_forward(out, probs, qkv, s.batch, s.tokens, s.heads, s.head_dim, bf16_), "attention_forward");
+    const auto forward = fused_attention_ ? ops_->attention_forward_fused : ops_->attention_forward;
+    check(forward(out, probs, qkv, s.batch, s.tokens, s.heads, s.head_dim, bf16_), "attention_forward");
   }
   void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
                           const cpu::AttentionShape& s) override {
@@ -122,6 +125,12 @@ class GpuBackend final : public Backend {
     uint8_t* ptr = nullptr;
     size_t bytes = 0;
   };
+  // KAIO_FUSED_ATTENTION=1: attention's forward through the fused kernel
+  // (docs/training.md); the naive path stays the default and the reference.
+  static bool fused_attention_wanted() {
+    const char* v = std::getenv("KAIO_FUSED_ATTENTION");
+    return v && std::string(v) == "1";
+  }
   void check(int rc, const char* op) const {
     if (rc != 0) throw Error(ErrorKind::internal, vendor_ + " " + op + " failed: " + ops_->last_error());
   }
@@ -129,6 +138,7 @@ class GpuBackend final : public Backend {
   std::string vendor_;
   const KaioGpuOps* ops_;
   int bf16_;
+  bool fused_attention_;
   Staging staging_[2];
   unsigned turn_ = 0;
 };

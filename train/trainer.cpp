@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include "train/collective_nccl.h"
 #include "train/model.h"
 #include "train/safetensors.h"
+#include "train/throughput.h"
 #include "train/trainer_internal.h"
 
 namespace kaio::train {
@@ -79,11 +81,13 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
         job_(job ? std::move(job) : make_single_collective()),
         backend_(pick_backend(config, note_)),
         model_(*backend_, model_spec(config.model), make_grid(model_spec(config.model), frames, size),
-               checked_batch_size(config)) {
+               checked_batch_size(config)),
+        peak_flops_(train::peak_flops(backend_->device_name(), config.bf16 && backend_->name() != "cpu")) {
     model_.init_weights(config.seed);
-    spdlog::info("trainer: model {} ({} parameters), window {}x{}x{}, {} tokens, backend {}{}", config.model,
-                 model_.param_count(), frames, size, size, model_.grid().tokens(), backend_->name(),
-                 note_.empty() ? "" : " (" + note_ + ")");
+    spdlog::info("trainer: model {} ({} parameters), window {}x{}x{}, {} tokens, backend {} on {}{}, peak {}",
+                 config.model, model_.param_count(), frames, size, size, model_.grid().tokens(), backend_->name(),
+                 backend_->device_name(), note_.empty() ? "" : " (" + note_ + ")",
+                 peak_flops_ > 0 ? fmt::format("{:.1f} TFLOP/s", peak_flops_ / 1e12) : "unknown (MFU not reported)");
   }
 
   ModelTrainer(const ModelTrainer&) = delete;
@@ -123,6 +127,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     ++steps_;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     compute_seconds_ += seconds;
+    count_throughput(batch, seconds, loss);
     return {loss, lr, norm, seconds, reduce_seconds};
   }
 
@@ -217,6 +222,8 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     spdlog::info("trainer: exported weights to {} at step {}", path.string(), steps_);
   }
 
+  Throughput throughput() const override { return throughput_; }
+  double peak_flops() const override { return peak_flops_; }
   double data_wait_fraction() const override {
     const double total = wait_seconds_ + compute_seconds_;
     return total > 0 ? wait_seconds_ / total : 0.0;
@@ -230,6 +237,28 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     return {uint64_t(s.dim),          uint64_t(s.depth),  uint64_t(s.heads), uint64_t(s.tubelet_frames),
             uint64_t(s.tubelet_size), uint64_t(g.frames), uint64_t(g.size),  model_.param_count(),
             uint64_t(steps_)};
+  }
+
+  // Sums over the current window of log_every steps; status shows the last
+  // whole window's figures (the current one's until the first is whole).
+  void count_throughput(int batch, double seconds, double loss) {
+    window_.steps += 1;
+    window_.seconds += seconds;
+    window_.tokens += static_cast<double>(batch) * model_.grid().tokens();
+    window_.flops += batch > 0 ? step_flops(model_.spec(), model_.grid(), batch) : 0.0;
+    const bool whole = window_.steps >= config_.log_every;
+    if (whole || !logged_window_) throughput_ = window_figures();
+    if (!whole) return;
+    spdlog::info("trainer: step {} loss {:.4f}, {:.4f} s a step, {:.0f} tokens/s, MFU {} (mean of {} steps)", steps_,
+                 loss, throughput_.step_seconds, throughput_.tokens_per_second,
+                 throughput_.mfu >= 0 ? fmt::format("{:.1f}%", 100 * throughput_.mfu) : "unknown", window_.steps);
+    window_ = {};
+    logged_window_ = true;
+  }
+  Throughput window_figures() const {
+    const double secs = window_.seconds > 0 ? window_.seconds : 1e-9;
+    return {window_.seconds / window_.steps, window_.tokens / secs,
+            peak_flops_ > 0 ? window_.flops / secs / peak_flops_ : -1.0};
   }
 
   // NCCL or RCCL for the gradient sums on GPUs when every rank has them,
@@ -270,8 +299,15 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   std::string note_;
   std::unique_ptr<Backend> backend_;
   Model model_;
+  double peak_flops_;  // of the backend's device for its dtype; 0 unknown
   int64_t steps_ = 0;
   double compute_seconds_ = 0, wait_seconds_ = 0;
+  struct Window {
+    int steps = 0;
+    double seconds = 0, tokens = 0, flops = 0;
+  } window_;
+  bool logged_window_ = false;
+  Throughput throughput_;
 };
 
 }  // namespace

@@ -19,6 +19,14 @@ struct StepResult {
   double allreduce_seconds = 0;  // of compute_seconds: summing over the ranks (0 alone)
 };
 
+// Averages over the last train.log_every steps (the steps so far before the
+// first log_every): what status.train and the trainer's log line show.
+struct Throughput {
+  double step_seconds = 0;       // per optimizer step, all-reduce included
+  double tokens_per_second = 0;  // this rank's tokens, masked ones included (the encoder sees them all)
+  double mfu = -1;               // model FLOPs per second over the device's peak; -1 unknown (cpu, unlisted GPU)
+};
+
 class Trainer {
  public:
   // backend "auto" picks hip, then cuda, then cpu; with no GPU it picks cpu and
@@ -52,6 +60,10 @@ class Trainer {
   // Weights as .safetensors, named like the PyTorch module in tests/train/make_reference.py.
   virtual void export_safetensors(const std::filesystem::path& path) const = 0;
 
+  virtual Throughput throughput() const = 0;
+  // The dense peak FLOP/s of the backend's device for the step's dtype
+  // (train/throughput.h); 0 when unknown.
+  virtual double peak_flops() const = 0;
   virtual double data_wait_fraction() const = 0;
   virtual void note_data_wait(double seconds) = 0;
   virtual ~Trainer() = default;

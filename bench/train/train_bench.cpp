@@ -1,6 +1,7 @@
 // Times optimizer steps of the trainer on fixed synthetic windows and prints
-// one JSON line: ms per step (median after warm-up), samples/s and achieved
-// model TFLOP/s (6 * matmul params * tokens + attention, per sample).
+// one JSON line: ms per step (median after warm-up), samples/s, tokens/s,
+// achieved model TFLOP/s (train/throughput.h's step_flops) and MFU over the
+// device's dense peak for the dtype (-1 when the peak is unknown, as on cpu).
 // Usage: kaio_train_bench MODEL FRAMES SIZE BATCH STEPS THREADS BACKEND [bf16]
 #include <spdlog/spdlog.h>
 
@@ -12,6 +13,7 @@
 
 #include "common/error.h"
 #include "train/model.h"
+#include "train/throughput.h"
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -44,14 +46,14 @@ int main(int argc, char** argv) {
     const double median = ms[ms.size() / 2];
     const auto spec = kaio::train::model_spec(config.model);
     const auto grid = kaio::train::make_grid(spec, frames, size);
-    const double d = spec.dim, n = grid.tokens(), pd = grid.patch_dim();
-    const double matmul_params = spec.depth * 12.0 * d * d + 2.0 * d * pd;
-    const double flops = config.batch_size * (6.0 * matmul_params * n + 12.0 * spec.depth * n * n * d);
+    const double flops_per_s = kaio::train::step_flops(spec, grid, config.batch_size) / (median * 1e-3);
+    const double peak = trainer->peak_flops();
     std::printf(
-        "{\"model\":\"%s\",\"backend\":\"%s\",\"batch\":%d,\"threads\":%d,\"ms\":%.3f,\"samples_per_s\":%.3f,"
-        "\"tflops\":%.4f}\n",
-        config.model.c_str(), trainer->backend().c_str(), config.batch_size, config.threads, median,
-        1000.0 * config.batch_size / median, flops / (median * 1e-3) / 1e12);
+        "{\"model\":\"%s\",\"backend\":\"%s\",\"bf16\":%s,\"batch\":%d,\"threads\":%d,\"ms\":%.3f,"
+        "\"samples_per_s\":%.3f,\"tokens_per_s\":%.1f,\"tflops\":%.4f,\"mfu\":%.4f}\n",
+        config.model.c_str(), trainer->backend().c_str(), config.bf16 ? "true" : "false", config.batch_size,
+        config.threads, median, 1000.0 * config.batch_size / median,
+        1000.0 * config.batch_size * grid.tokens() / median, flops_per_s / 1e12, peak > 0 ? flops_per_s / peak : -1.0);
     return 0;
   } catch (const kaio::Error& e) {
     std::fprintf(stderr, "kaio_train_bench: %s\n", e.what());

@@ -373,6 +373,7 @@ TEST(Metrics, DocsNameWhatKaiodServes) {
   ServiceStatus s;
   s.epoch_eta_seconds = 60;  // so that the optional ones are there too
   s.epoch_percent = 40;
+  s.train.mfu = 0.4;
   std::string text = kaio::daemon::render_metrics(s, KAIO_VERSION);
   std::set<std::string> served;
   std::regex sample_re("(^|\\n)(kaio_[a-z_]+)[{ ]");

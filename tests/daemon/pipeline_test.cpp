@@ -455,6 +455,11 @@ TEST_F(Pipeline, PauseStopsTrainingAndSurvivesARestart) {
         std::this_thread::sleep_for(20ms);
       ASSERT_GE(engine.status().train.step, 6) << daemon::to_json(engine.status()).dump();
     }
+    // A running cpu trainer shows its speed; MFU is unknown on the cpu backend.
+    const auto speed = engine.status().train;
+    EXPECT_GT(speed.step_seconds, 0);
+    EXPECT_GT(speed.tokens_per_second, 0);
+    EXPECT_EQ(speed.mfu, -1);
     auto reply = engine.handle_control("pause", {{"reason", "test"}}, admin);
     EXPECT_TRUE(reply["paused"].get<bool>());
     EXPECT_EQ(engine.status().state, "paused");

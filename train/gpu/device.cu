@@ -8,6 +8,7 @@ namespace kaio_gpu {
 namespace {
 
 std::string g_last_error;
+std::string g_device_name;
 gpuStream_t g_compute = nullptr, g_copy = nullptr;
 gpuEvent_t g_uploaded = nullptr;
 float* g_scratch = nullptr;
@@ -37,6 +38,11 @@ int check_launch(const char* what) {
   return check(gpuGetLastError(), what);
 }
 
+int fail(const char* what, const char* detail) {
+  g_last_error = std::string(what) + ": " + detail;
+  return -1;
+}
+
 float* scratch(size_t count) {
   if (count <= g_scratch_count) return g_scratch;
   if (g_scratch) (void)gpuFree(g_scratch);
@@ -62,7 +68,14 @@ int init() {
   if (check(gpuSetDevice(0), "set device 0") || check(gpuStreamCreate(&g_compute), "create compute stream") ||
       check(gpuStreamCreate(&g_copy), "create copy stream") || check(gpuEventCreate(&g_uploaded), "create event"))
     return -1;
-  return 0;
+  gpuDeviceProp prop{};
+  if (check(gpuGetDeviceProperties(&prop, 0), "device properties")) return -1;
+  g_device_name = prop.name;
+  return gemm_init();
+}
+
+const char* device_name() {
+  return g_device_name.c_str();
 }
 
 void* malloc_device(size_t bytes) {
@@ -106,6 +119,8 @@ int synchronize() {
 
 const KaioGpuOps kOps = {last_error,
                          init,
+                         device_name,
+                         gemm_engine,
                          malloc_device,
                          free_device,
                          malloc_pinned,
@@ -123,6 +138,7 @@ const KaioGpuOps kOps = {last_error,
                          KAIO_GPU_FN(layernorm_forward),
                          KAIO_GPU_FN(layernorm_backward),
                          KAIO_GPU_FN(attention_forward),
+                         KAIO_GPU_FN(attention_forward_fused),
                          KAIO_GPU_FN(attention_backward),
                          KAIO_GPU_FN(gelu_forward),
                          KAIO_GPU_FN(gelu_backward),

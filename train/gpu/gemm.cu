@@ -1,5 +1,11 @@
-// Tiled GEMM (shared-memory 16x16 tiles, fp32 accumulation; bf16 rounds the
-// operands), and the linear layer on top of it.
+// Matrix products and the linear layer on top of them. One call site,
+// gemm(): the vendor BLAS where the build found it (cuBLAS strided-batched
+// products, fp32 accumulation; bf16 operands when bf16), else a tiled GEMM
+// (shared-memory 16x16 tiles, fp32 accumulation; bf16 rounds the operands),
+// which is also the only path for Debian's hipcc 5.2 (no rocBLAS/hipBLAS).
+#include <memory>
+#include <type_traits>
+
 #include "kernels.h"
 
 namespace kaio_gpu {
@@ -7,8 +13,8 @@ namespace {
 
 constexpr int kTile = 16;
 
-__global__ void gemm_kernel(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-                            const float* b, int ldb, float beta, float* c, int ldc, GemmBatch batch, bool bf16) {
+__global__ void tiled_gemm_kernel(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+                                  const float* b, int ldb, float beta, float* c, int ldc, GemmBatch batch, bool bf16) {
   __shared__ float as[kTile][kTile + 1];
   __shared__ float bs[kTile][kTile + 1];
   const int z = blockIdx.z;
@@ -47,14 +53,157 @@ __global__ void column_sum_kernel(float* sums, const float* x, int rows, int col
   sums[col] += acc;
 }
 
+int tiled_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+               int ldb, float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
+  const dim3 block(kTile, kTile), grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile, batch.count);
+  tiled_gemm_kernel<<<grid, block, 0, compute_stream()>>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                                                          ldc, batch, bf16);
+  return check_launch("gemm");
+}
+
+#if defined(KAIO_VENDOR_BLAS)
+
+// These own statics die at exit, possibly after the runtime's own teardown;
+// then the process's device memory goes with the context and they let it be.
+bool runtime_alive() {
+  int device = 0;
+  return gpuGetDevice(&device) == gpuSuccess;
+}
+struct BlasDestroy {
+  void operator()(gpublasHandle_t handle) const noexcept {
+    if (runtime_alive()) (void)gpublasDestroy(handle);
+  }
+};
+struct DeviceFree {
+  void operator()(void* ptr) const noexcept {
+    if (runtime_alive()) (void)gpuFree(ptr);
+  }
+};
+
+std::unique_ptr<std::remove_pointer_t<gpublasHandle_t>, BlasDestroy> g_blas;
+
+// bf16 copies of the operands, grown on demand: the BLAS reads bf16 while
+// the model keeps fp32 buffers.
+class Bf16Scratch {
+ public:
+  gpu_bfloat16* reserve(size_t count) {
+    if (count <= count_) return buffer_.get();
+    buffer_.reset();
+    count_ = 0;
+    void* ptr = nullptr;
+    if (check(gpuMalloc(&ptr, count * sizeof(gpu_bfloat16)), "bf16 operand allocation")) return nullptr;
+    buffer_.reset(static_cast<gpu_bfloat16*>(ptr));
+    count_ = count;
+    return buffer_.get();
+  }
+
+ private:
+  std::unique_ptr<gpu_bfloat16, DeviceFree> buffer_;
+  size_t count_ = 0;
+};
+Bf16Scratch g_bf16_a, g_bf16_b;
+
+__global__ void to_bf16_kernel(gpu_bfloat16* out, const float* in, size_t n) {
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = gpuFloat2Bfloat16(in[i]);
+}
+
+int check_blas(gpublasStatus_t status, const char* what) {
+  return status == GPUBLAS_STATUS_SUCCESS ? 0 : fail(what, gpublasGetStatusString(status));
+}
+
+// Elements from the operand's start to one past its last element over every
+// batch (count is a multiple of inner): what a bf16 copy must cover.
+size_t operand_span(int stored_rows, int stored_cols, int ld, const GemmBatch& batch, long outer, long inner_stride) {
+  const long last = (long)((batch.count - 1) / batch.inner) * outer + (long)(batch.inner - 1) * inner_stride;
+  return (size_t)(last + (long)(stored_rows - 1) * ld + stored_cols);
+}
+
+// The operand as bf16: a converted copy in `scratch`, same offsets.
+const void* as_bf16(Bf16Scratch& scratch, const float* src, size_t span) {
+  gpu_bfloat16* dst = scratch.reserve(span);
+  if (!dst) return nullptr;
+  to_bf16_kernel<<<blocks_for(span, 256), 256, 0, compute_stream()>>>(dst, src, span);
+  return check_launch("bf16 operand") ? nullptr : dst;
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the
+// operands swap and each keeps its own transpose flag. `count` products,
+// each operand `stride` elements after the last.
+int blas_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const void* a, int lda, long stride_a,
+              const void* b, int ldb, long stride_b, float beta, float* c, int ldc, long stride_c, int count,
+              bool bf16) {
+  const auto type = bf16 ? GPUBLAS_R_16BF : GPUBLAS_R_32F;
+  return check_blas(gpublasGemmStridedBatchedEx(g_blas.get(), trans_b ? GPUBLAS_OP_T : GPUBLAS_OP_N,
+                                                trans_a ? GPUBLAS_OP_T : GPUBLAS_OP_N, n, m, k, &alpha, b, type, ldb,
+                                                stride_b, a, type, lda, stride_a, &beta, c, GPUBLAS_R_32F, ldc,
+                                                stride_c, count, GPUBLAS_COMPUTE_32F, GPUBLAS_GEMM_DEFAULT),
+                    "gemm (vendor BLAS)");
+}
+
+// Offsets `ptr` by `elements` of fp32 or bf16.
+const void* advance(const void* ptr, long elements, bool bf16) {
+  return static_cast<const char*>(ptr) + elements * (bf16 ? sizeof(gpu_bfloat16) : sizeof(float));
+}
+
+// A one-stride batch (every linear layer; attention's probabilities) is one
+// call; attention's (sample, head) batches over the packed qkv rows are one
+// call per sample, strided over the heads.
+int vendor_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
+                int ldb, float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
+  const void *pa = a, *pb = b;
+  if (bf16) {
+    pa = as_bf16(g_bf16_a, a, operand_span(trans_a ? k : m, trans_a ? m : k, lda, batch, batch.a_outer, batch.a_inner));
+    pb = as_bf16(g_bf16_b, b, operand_span(trans_b ? n : k, trans_b ? k : n, ldb, batch, batch.b_outer, batch.b_inner));
+    if (!pa || !pb) return -1;
+  }
+  auto one_stride = [&](long outer, long inner_stride) {
+    return batch.inner == 1 || outer == batch.inner * inner_stride;
+  };
+  if (one_stride(batch.a_outer, batch.a_inner) && one_stride(batch.b_outer, batch.b_inner) &&
+      one_stride(batch.c_outer, batch.c_inner)) {
+    auto stride = [&](long outer, long inner_stride) { return batch.inner == 1 ? outer : inner_stride; };
+    return blas_gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, stride(batch.a_outer, batch.a_inner), pb, ldb,
+                     stride(batch.b_outer, batch.b_inner), beta, c, ldc, stride(batch.c_outer, batch.c_inner),
+                     batch.count, bf16);
+  }
+  for (int q = 0; q < batch.count / batch.inner; ++q)
+    if (blas_gemm(trans_a, trans_b, m, n, k, alpha, advance(pa, q * batch.a_outer, bf16), lda, batch.a_inner,
+                  advance(pb, q * batch.b_outer, bf16), ldb, batch.b_inner, beta, c + q * batch.c_outer, ldc,
+                  batch.c_inner, batch.inner, bf16))
+      return -1;
+  return 0;
+}
+
+#endif  // KAIO_VENDOR_BLAS
+
 }  // namespace
+
+int gemm_init() {
+#if defined(KAIO_VENDOR_BLAS)
+  if (g_blas) return 0;
+  gpublasHandle_t handle = nullptr;
+  if (check_blas(gpublasCreate(&handle), "create the vendor BLAS handle")) return -1;
+  g_blas.reset(handle);
+  return check_blas(gpublasSetStream(handle, compute_stream()), "vendor BLAS stream");
+#else
+  return 0;
+#endif
+}
+
+const char* gemm_engine() {
+#if defined(KAIO_VENDOR_BLAS)
+  if (g_blas) return KAIO_VENDOR_BLAS_NAME;
+#endif
+  return "tiled kernel";
+}
 
 int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
          float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
-  const dim3 block(kTile, kTile), grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile, batch.count);
-  gemm_kernel<<<grid, block, 0, compute_stream()>>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-                                                    batch, bf16);
-  return check_launch("gemm");
+#if defined(KAIO_VENDOR_BLAS)
+  if (g_blas) return vendor_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, bf16);
+#endif
+  return tiled_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, bf16);
 }
 
 }  // namespace kaio_gpu

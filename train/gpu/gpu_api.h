@@ -22,7 +22,9 @@ typedef struct KaioGpuGrid {
 
 typedef struct KaioGpuOps {
   const char* (*last_error)(void);
-  int (*init)(void);  // picks device 0, creates the compute and copy streams
+  int (*init)(void);                 // picks device 0, creates the compute and copy streams
+  const char* (*device_name)(void);  // device 0's name, after init
+  const char* (*gemm_engine)(void);  // what the matrix products run on: "cuBLAS" or "tiled kernel", after init
   void* (*malloc_device)(size_t bytes);
   void (*free_device)(void* ptr);
   void* (*malloc_pinned)(size_t bytes);
@@ -48,6 +50,10 @@ typedef struct KaioGpuOps {
                             const float* weight, const float* mean, const float* rstd, int rows, int dim);
   int (*attention_forward)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads, int head_dim,
                            int bf16);
+  // The same result through one fused kernel with an online softmax (head
+  // widths 16, 32, 64, 128; others take the naive path).
+  int (*attention_forward_fused)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads,
+                                 int head_dim, int bf16);
   int (*attention_backward)(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
                             int batch, int tokens, int heads, int head_dim, int bf16);
   int (*gelu_forward)(float* out, const float* in, size_t n);

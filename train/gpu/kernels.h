@@ -22,6 +22,8 @@ gpuStream_t copy_stream();
 // Records the error text for last_error() and returns -1; 0 on success.
 int check(gpuError_t err, const char* what);
 int check_launch(const char* what);
+// Records "what: detail" for last_error() and returns -1.
+int fail(const char* what, const char* detail);
 // A device buffer of at least `count` floats, grown on demand, for partial sums.
 float* scratch(size_t count);
 
@@ -63,9 +65,14 @@ struct GemmBatch {
   long a_outer = 0, a_inner = 0, b_outer = 0, b_inner = 0, c_outer = 0, c_inner = 0;
 };
 
-// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading dimensions.
+// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading
+// dimensions; fp32 in and out (bf16: the operands are rounded to bf16).
 int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
          float beta, float* c, int ldc, const GemmBatch& batch, bool bf16);
+// Creates the vendor BLAS handle on the compute stream where the build has one.
+int gemm_init();
+// What gemm() runs on: the vendor BLAS's name or "tiled kernel".
+const char* gemm_engine();
 
 }  // namespace kaio_gpu
 
@@ -80,6 +87,7 @@ int KAIO_GPU_FN(layernorm_forward)(float*, float*, float*, const float*, const f
 int KAIO_GPU_FN(layernorm_backward)(float*, float*, float*, const float*, const float*, const float*, const float*,
                                     const float*, int, int);
 int KAIO_GPU_FN(attention_forward)(float*, float*, const float*, int, int, int, int, int);
+int KAIO_GPU_FN(attention_forward_fused)(float*, float*, const float*, int, int, int, int, int);
 int KAIO_GPU_FN(attention_backward)(float*, float*, const float*, const float*, const float*, int, int, int, int, int);
 int KAIO_GPU_FN(gelu_forward)(float*, const float*, size_t);
 int KAIO_GPU_FN(gelu_backward)(float*, const float*, const float*, size_t);

@@ -10,6 +10,7 @@
 #define gpuGetDeviceProperties hipGetDeviceProperties
 #define gpuDeviceProp hipDeviceProp_t
 #define gpuSetDevice hipSetDevice
+#define gpuGetDevice hipGetDevice
 #define gpuMalloc hipMalloc
 #define gpuFree hipFree
 #define gpuMallocHost hipHostMalloc
@@ -45,6 +46,7 @@
 #define gpuGetDeviceProperties cudaGetDeviceProperties
 #define gpuDeviceProp cudaDeviceProp
 #define gpuSetDevice cudaSetDevice
+#define gpuGetDevice cudaGetDevice
 #define gpuMalloc cudaMalloc
 #define gpuFree cudaFree
 #define gpuMallocHost cudaMallocHost
@@ -71,6 +73,30 @@
 #define gpuGetLastError cudaGetLastError
 #define gpuShflDown(v, offset) __shfl_down_sync(0xffffffffu, v, offset)
 #define KAIO_VENDOR_NAME "cuda"
+// The vendor BLAS for the matrix products (gemm.cu), where CMake found it.
+#if defined(KAIO_HAVE_CUBLAS)
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#define KAIO_VENDOR_BLAS 1
+#define KAIO_VENDOR_BLAS_NAME "cuBLAS"
+#define gpublasHandle_t cublasHandle_t
+#define gpublasStatus_t cublasStatus_t
+#define GPUBLAS_STATUS_SUCCESS CUBLAS_STATUS_SUCCESS
+#define gpublasCreate cublasCreate
+#define gpublasDestroy cublasDestroy
+#define gpublasSetStream cublasSetStream
+#define gpublasGetStatusString cublasGetStatusString
+#define gpublasGemmStridedBatchedEx cublasGemmStridedBatchedEx
+#define gpublasOperation_t cublasOperation_t
+#define GPUBLAS_OP_N CUBLAS_OP_N
+#define GPUBLAS_OP_T CUBLAS_OP_T
+#define GPUBLAS_R_32F CUDA_R_32F
+#define GPUBLAS_R_16BF CUDA_R_16BF
+#define GPUBLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
+#define GPUBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
+#define gpu_bfloat16 __nv_bfloat16
+#define gpuFloat2Bfloat16 __float2bfloat16
+#endif
 #else
 #error "define KAIO_VENDOR_HIP or KAIO_VENDOR_CUDA"
 #endif
