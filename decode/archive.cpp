@@ -22,11 +22,11 @@
 namespace kaio::decode {
 namespace {
 
-constexpr size_t kBlock = 64 * 1024;
+constexpr size_t kBlock = size_t{64} * 1024;
 constexpr size_t kSniffBytes = 4096;
 // The ratio is judged against at least this much input, so a small honest
 // archive whose first block expands well is not mistaken for a bomb.
-constexpr uint64_t kRatioFloorIn = 64 * 1024;
+constexpr uint64_t kRatioFloorIn = uint64_t{64} * 1024;
 // A claim grows in steps of at least this much when a member outgrows it.
 constexpr uint64_t kClaimStep = 16 * 1024 * 1024;
 
