@@ -28,7 +28,7 @@ constexpr size_t kSniffBytes = 4096;
 // archive whose first block expands well is not mistaken for a bomb.
 constexpr uint64_t kRatioFloorIn = uint64_t{64} * 1024;
 // A claim grows in steps of at least this much when a member outgrows it.
-constexpr uint64_t kClaimStep = 16 * 1024 * 1024;
+constexpr uint64_t kClaimStep = uint64_t{16} * 1024 * 1024;
 
 enum class Kind { archive, media };
 
@@ -386,7 +386,7 @@ bool archive_format_recognised(const std::filesystem::path& file) {
   archive_read_support_filter_all(ar.get());
   archive_read_support_format_tar(ar.get());
   archive_read_support_format_zip_streamable(ar.get());
-  if (archive_read_open_filename(ar.get(), file.c_str(), 64 * 1024) == ARCHIVE_OK) return true;
+  if (archive_read_open_filename(ar.get(), file.c_str(), kBlock) == ARCHIVE_OK) return true;
   // libarchive's ARCHIVE_ERRNO_FILE_FORMAT ("Unrecognized archive format") is
   // EILSEQ on Linux; archive.h only lists it in a comment.
   return archive_errno(ar.get()) != EILSEQ;
