@@ -122,7 +122,7 @@ run_kaiod() {  # run_kaiod SCALE -> $raw/kaiod-SCALEx.{jsonl,summary.json,log}
   if ! "$python" bench/e2e/monitor.py --out "$raw/kaiod-${s}x.jsonl" --summary "$raw/kaiod-${s}x.summary.json" \
       --dir "$d/cache" --dir "$d/state" --hub "$endpoint" --kaioctl "$kaioctl" --socket "$d/kaiod.sock" \
       --stall-seconds 60 -- "$kaiod" --config "$d/kaiod.json" 2> "$log"; then
-    why="$(grep -h '^monitor: ' "$log" | tail -1)"
+    why="$(grep -h '^monitor: ' "$log" | tail -1 || true)"  # none when kaiod itself died
     echo "${why:-kaiod exited with an error: $(tail -1 "$log")}" > "$raw/failed-${s}x.txt"
     echo "e2e bench: FAILED: kaiod at ${s}x: $(cat "$raw/failed-${s}x.txt") (log: $log)" >&2
     failed=1
