@@ -260,19 +260,8 @@ TEST_P(GpuBackendTest, ThreeHundredStepsLowerTheLossLikeTheCpuRun) {
     config.backend = GetParam();
     config.bf16 = bf16;
     config.model = "tiny";
-    config.batch_size = 4;
     config.lr = 1e-3;
-    config.warmup_steps = 20;
-    config.mask_ratio = 0.75;
-    auto trainer = Trainer::create(config, 8, 32);
-    double first = 0, last = 0;
-    const int steps = 300;
-    for (int s = 0; s < steps; ++s) {
-      const auto windows = kaio::train::test::moving_shapes(4, 8, 32, 1000 + s);
-      const double loss = trainer->step(windows.data(), 4).loss;
-      if (s < 20) first += loss / 20;
-      if (s >= steps - 20) last += loss / 20;
-    }
+    const auto [first, last] = kaio::train::test::learn_moving_shapes(config);
     std::printf("%s %s masked loss: first 20 steps %.4f, last 20 steps %.4f (%.1f%% lower)\n", GetParam().c_str(),
                 bf16 ? "bf16" : "fp32", first, last, 100 * (1 - last / first));
     EXPECT_LT(last, 0.7 * first) << (bf16 ? "bf16" : "fp32");

@@ -18,6 +18,7 @@
 #include "train/trainer_internal.h"
 
 using namespace kaio::train;
+using kaio::train::test::learn_moving_shapes;
 using kaio::train::test::moving_shapes;
 namespace fs = std::filesystem;
 
@@ -163,19 +164,7 @@ TEST(CheckpointExport, SafetensorsHoldsEveryParameter) {
 }
 
 TEST(TrainLearns, TinyModelReducesMaskedLossOnMovingShapes) {
-  auto config = tiny_config();
-  config.batch_size = 4;
-  config.warmup_steps = 20;
-  config.mask_ratio = 0.75;
-  auto trainer = Trainer::create(config, 8, 32);
-  double first = 0, last = 0;
-  const int steps = 300;
-  for (int s = 0; s < steps; ++s) {
-    const auto windows = moving_shapes(4, 8, 32, 1000 + s);
-    const double loss = trainer->step(windows.data(), 4).loss;
-    if (s < 20) first += loss / 20;
-    if (s >= steps - 20) last += loss / 20;
-  }
+  const auto [first, last] = learn_moving_shapes(tiny_config());
   std::printf("masked loss: first 20 steps %.4f, last 20 steps %.4f (%.1f%% lower)\n", first, last,
               100 * (1 - last / first));
   EXPECT_LT(last, 0.7 * first);
