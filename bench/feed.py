@@ -21,7 +21,7 @@ feed run, times 1.25 (a GPU a little slower than the feed), so that a pipeline
 that overlaps its stages keeps it busy; KAIO_BENCH_FEED_STEP_S sets it.
 
 The cores that keep a GPU at the `small` model's step rate fed: the model's
-FLOPs per window (bench/train/train_bench.cpp's count) at an assumed 40% of an
+FLOPs per window (train/throughput.h's step_flops, from kaio_train_bench) at an assumed 40% of an
 H200's 989 dense bf16 TFLOP/s, divided by the feed rate per core. No GPU step
 was measured (no device was lent); the assumption is printed with the figure.
 
@@ -62,14 +62,12 @@ def load_average():
     return round(os.getloadavg()[0], 2)
 
 
-def small_model_flops_per_window():
-    """bench/train/train_bench.cpp's count for `small` (dim 384, depth 12,
-    tubelets 2x16x16) on a 16x224x224 window."""
-    d, depth, tubelet, patch = 384, 12, 2, 16
-    tokens = (SPEC["frames"] // tubelet) * (SPEC["size"] // patch) ** 2
-    patch_dim = tubelet * patch * patch * 3
-    matmul_params = depth * 12.0 * d * d + 2.0 * d * patch_dim
-    return 6.0 * matmul_params * tokens + 12.0 * depth * tokens * tokens * d
+def small_model_flops_per_window(build):
+    """The trainer's own count (train/throughput.h's step_flops) for `small`
+    on one window of the shipped config, from kaio_train_bench."""
+    out = subprocess.run([os.path.join(build, "bench", "train", "kaio_train_bench"), "small", str(SPEC["frames"]),
+                          str(SPEC["size"]), "1", "0", "1", "cpu"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["flops_per_window"]
 
 
 def run_kaiod(a, hub, batch, step_s):
@@ -159,6 +157,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("build")
     build = os.path.abspath(p.parse_args().build)
+    flops_per_window = small_model_flops_per_window(build)  # before the runs: a missing tool fails at once
     import torch
 
     torch.set_num_threads(1)
@@ -185,7 +184,7 @@ def main():
         return round(x, d)
 
     per_core = feed["windows"] / feed["kaiod_cpu_s"]
-    gpu_windows_per_s = ASSUMED_GPU_FLOPS / small_model_flops_per_window()
+    gpu_windows_per_s = ASSUMED_GPU_FLOPS / flops_per_window
     kaio_rate = standin["windows"] / standin["wall_s"]
     loop_rate = loop["windows"] / loop["wall_s"]
     wait = standin["waited_s"] / standin["after_first_s"]

@@ -3,6 +3,8 @@
 // achieved model TFLOP/s (train/throughput.h's step_flops) and MFU over the
 // device's dense peak for the dtype (-1 when the peak is unknown, as on cpu).
 // Usage: kaio_train_bench MODEL FRAMES SIZE BATCH STEPS THREADS BACKEND [bf16]
+// STEPS 0 trains nothing and prints the model FLOPs of one step per window
+// (bench/feed.py uses it for the GPU it stands in for).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -30,6 +32,13 @@ int main(int argc, char** argv) {
     config.threads = std::stoi(argv[6]);
     config.backend = argv[7];
     config.bf16 = argc > 8 && std::string(argv[8]) == "bf16";
+    const auto spec = kaio::train::model_spec(config.model);
+    const auto grid = kaio::train::make_grid(spec, frames, size);
+    if (steps == 0) {
+      std::printf("{\"model\":\"%s\",\"flops_per_window\":%.6g}\n", config.model.c_str(),
+                  kaio::train::step_flops(spec, grid, 1));
+      return 0;
+    }
     spdlog::set_level(spdlog::level::warn);
     auto trainer = kaio::train::Trainer::create(config, frames, size);
     std::vector<uint8_t> windows(static_cast<size_t>(config.batch_size) * frames * size * size * 3);
@@ -44,8 +53,6 @@ int main(int argc, char** argv) {
     }
     std::sort(ms.begin(), ms.end());
     const double median = ms[ms.size() / 2];
-    const auto spec = kaio::train::model_spec(config.model);
-    const auto grid = kaio::train::make_grid(spec, frames, size);
     const double flops_per_s = kaio::train::step_flops(spec, grid, config.batch_size) / (median * 1e-3);
     const double peak = trainer->peak_flops();
     std::printf(
