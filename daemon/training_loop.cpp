@@ -189,21 +189,11 @@ bool TrainingLoop::fill_batch(const std::stop_token& st, double& waited) {
   std::unique_lock lock(core_.mutex);
   bool complete = false;
   while (!st.stop_requested() && !core_.paused && !core_.failed) {
-    auto& sequence = *core_.sequence;
-    if (batch_.empty()) batch_cursor_ = sequence.cursor();
-    if (auto w = sequence.next()) {
-      batch_.push_back(*w);
-      // A batch never spans chunks: the step that ends a chunk can be followed
-      // by the checkpoint that frees its shards, which the next chunk's clips
-      // may need the space of (waiting for them with a part-filled batch
-      // deadlocked). It also keeps batches a pure function of the plan.
-      if (static_cast<int>(batch_.size()) >= core_.config.train.batch_size || sequence.current_chunk().empty()) {
-        complete = true;
-        break;
-      }
-      continue;
+    if (take_ready_windows()) {
+      complete = true;
+      break;
     }
-    if (sequence.epoch_done()) {
+    if (core_.sequence->epoch_done()) {
       complete = true;
       break;
     }
@@ -227,19 +217,36 @@ bool TrainingLoop::fill_batch(const std::stop_token& st, double& waited) {
   return complete;
 }
 
-// Copies the batch's windows out of their shards, steps, and publishes the
-// figures status shows.
-void TrainingLoop::step(std::vector<uint8_t>& batch_bytes, size_t window_bytes) {
-  for (size_t i = 0; i < batch_.size(); ++i) {
-    auto& reader = shard_readers_[batch_[i].clip];
-    if (!reader) {
-      std::lock_guard lock(core_.mutex);
-      reader = std::make_unique<decode::ShardReader>(core_.shard_paths.at(batch_[i].clip));
-    }
-    std::memcpy(batch_bytes.data() + i * window_bytes, reader->window(static_cast<int>(batch_[i].window)),
-                window_bytes);
+// Adds to `batch_` the windows the plan has ready, without waiting; true
+// when that makes the batch complete (full, or the end of a chunk). Called
+// with core_.mutex held.
+bool TrainingLoop::take_ready_windows() {
+  auto& sequence = *core_.sequence;
+  while (true) {
+    if (batch_.empty()) batch_cursor_ = sequence.cursor();
+    auto w = sequence.next();
+    if (!w) return false;
+    batch_.push_back(*w);
+    // A batch never spans chunks: the step that ends a chunk can be followed
+    // by the checkpoint that frees its shards, which the next chunk's clips
+    // may need the space of (waiting for them with a part-filled batch
+    // deadlocked). It also keeps batches a pure function of the plan.
+    if (static_cast<int>(batch_.size()) >= core_.config.train.batch_size || sequence.current_chunk().empty())
+      return true;
   }
-  auto result = trainer_->step(batch_bytes.data(), static_cast<int>(batch_.size()));
+}
+
+// Steps on the batch, staged already when it was taken during the last
+// step; while the step runs on a GPU, the next batch is taken and staged if
+// its windows are ready. Then publishes the figures status shows.
+void TrainingLoop::step(std::vector<uint8_t>& batch_bytes, size_t window_bytes) {
+  if (!batch_staged_) stage_batch(batch_bytes, window_bytes);
+  std::vector<cache::WindowRef> stepping = std::move(batch_);
+  batch_.clear();
+  batch_staged_ = false;
+  trainer_->begin_step();
+  stage_next_batch(batch_bytes, window_bytes);
+  auto result = trainer_->finish_step();
   int64_t step = trainer_->steps_done();
   {
     std::lock_guard lock(core_.mutex);
@@ -251,14 +258,41 @@ void TrainingLoop::step(std::vector<uint8_t>& batch_bytes, size_t window_bytes) 
     core_.mfu = speed.mfu;
     core_.last_loss = result.loss;
     core_.loss_trend.add(result.loss);
-    core_.samples += static_cast<int64_t>(batch_.size());
+    core_.samples += static_cast<int64_t>(stepping.size());
     core_.train_rate.sample(static_cast<double>(core_.samples));
   }
   if (observer_) {
-    for (const auto& w : batch_) observer_->on_window(core_.epoch, step, w.clip, static_cast<int>(w.window));
+    for (const auto& w : stepping) observer_->on_window(core_.epoch, step, w.clip, static_cast<int>(w.window));
     observer_->on_step(step, result.loss);
   }
-  batch_.clear();
+}
+
+// Copies the batch's windows out of their shards and hands them to the trainer.
+void TrainingLoop::stage_batch(std::vector<uint8_t>& batch_bytes, size_t window_bytes) {
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    auto& reader = shard_readers_[batch_[i].clip];
+    if (!reader) {
+      std::lock_guard lock(core_.mutex);
+      reader = std::make_unique<decode::ShardReader>(core_.shard_paths.at(batch_[i].clip));
+    }
+    std::memcpy(batch_bytes.data() + i * window_bytes, reader->window(static_cast<int>(batch_[i].window)),
+                window_bytes);
+  }
+  trainer_->stage(batch_bytes.data(), static_cast<int>(batch_.size()));
+  batch_staged_ = true;
+}
+
+// Alone only (a job's ranks agree on each batch first). The batch taken is
+// held like any other: a checkpoint before its step resumes before it.
+void TrainingLoop::stage_next_batch(std::vector<uint8_t>& batch_bytes, size_t window_bytes) {
+  const int64_t max_steps = core_.config.train.max_steps;
+  if (!alone() || (max_steps > 0 && trainer_->steps_done() + 1 >= max_steps)) return;
+  {
+    std::lock_guard lock(core_.mutex);
+    if (core_.paused || core_.failed || !take_ready_windows()) return;
+  }
+  batch_ready_ = true;
+  stage_batch(batch_bytes, window_bytes);
 }
 
 // Where a restart must go on from: before the held batch, if any.

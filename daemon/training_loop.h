@@ -62,8 +62,11 @@ class TrainingLoop {
   void abort_job_on_error();
   bool limits_reached() const;
   bool fill_batch(const std::stop_token& st, double& waited);
+  bool take_ready_windows();
   bool alone() const { return core_.job->world() == 1; }
   void step(std::vector<uint8_t>& batch_bytes, size_t window_bytes);
+  void stage_batch(std::vector<uint8_t>& batch_bytes, size_t window_bytes);
+  void stage_next_batch(std::vector<uint8_t>& batch_bytes, size_t window_bytes);
   cache::PlanCursor resume_cursor();
   void check_waiter_can_fit(const cache::BudgetStatus& b);
   bool early_checkpoint_needed();
@@ -88,7 +91,8 @@ class TrainingLoop {
   // pure function of the plan whatever interrupts.
   std::vector<cache::WindowRef> batch_;
   cache::PlanCursor batch_cursor_;
-  bool batch_ready_ = false;  // batch_ is complete and waits for the other ranks' turn
+  bool batch_ready_ = false;   // batch_ is complete and waits for the other ranks' turn
+  bool batch_staged_ = false;  // batch_'s windows are with the trainer for its next step
   bool job_paused_ = false;   // the job's pause checkpoint is written
   double own_data_wait_ = 0;  // seconds this rank waited for its own windows
 };
