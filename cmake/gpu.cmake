@@ -58,7 +58,21 @@ if(KAIO_CUDA_ENABLED)
   endif()
 endif()
 
-message(STATUS "kaio: HIP backend ${KAIO_HIP_ENABLED} (${KAIO_HIP_ARCH}), CUDA backend ${KAIO_CUDA_ENABLED} (${KAIO_CUDA_ARCH}, cuBLAS ${KAIO_CUDA_BLAS})")
+# rocBLAS for the HIP matrix products where ROCm ships it (ROCm 5.2+ puts the
+# header under rocblas/); Debian's hipcc 5.2 has none, and the HIP backend
+# then keeps its own tiled kernel.
+set(KAIO_HIP_BLAS OFF)
+set(KAIO_HIP_BLAS_FLAGS)
+if(KAIO_HIP_ENABLED)
+  find_path(KAIO_ROCBLAS_INCLUDE rocblas/rocblas.h HINTS /opt/rocm/include)
+  find_library(KAIO_ROCBLAS rocblas HINTS /opt/rocm/lib)
+  if(KAIO_ROCBLAS_INCLUDE AND KAIO_ROCBLAS)
+    set(KAIO_HIP_BLAS ON)
+    set(KAIO_HIP_BLAS_FLAGS -DKAIO_HAVE_ROCBLAS -I${KAIO_ROCBLAS_INCLUDE})
+  endif()
+endif()
+
+message(STATUS "kaio: HIP backend ${KAIO_HIP_ENABLED} (${KAIO_HIP_ARCH}, rocBLAS ${KAIO_HIP_BLAS}), CUDA backend ${KAIO_CUDA_ENABLED} (${KAIO_CUDA_ARCH}, cuBLAS ${KAIO_CUDA_BLAS})")
 
 # kaio_gpu_objects(<out-var> <hip|cuda> <include-dir> <sources...>): compiles the
 # sources for one vendor and returns the object files in <out-var>.
@@ -76,7 +90,7 @@ function(kaio_gpu_objects out vendor incdir)
       endforeach()
       add_custom_command(OUTPUT ${obj}
         COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/${vendor}
-        COMMAND ${KAIO_HIPCC} -std=c++17 -O3 -fPIC -DKAIO_VENDOR_HIP ${arch_flags}
+        COMMAND ${KAIO_HIPCC} -std=c++17 -O3 -fPIC -DKAIO_VENDOR_HIP ${KAIO_HIP_BLAS_FLAGS} ${arch_flags}
                 -I${incdir} -c -x hip ${abs} -o ${obj}
         DEPENDS ${abs} ${gpu_headers}
         COMMENT "hipcc ${name}.cu" VERBATIM)

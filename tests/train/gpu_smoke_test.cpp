@@ -120,6 +120,18 @@ TEST(GpuSmoke, CudaMatrixProductsRunOnCublas) {
 #endif
 }
 
+TEST(GpuSmoke, HipMatrixProductsRunOnRocblas) {
+#if defined(KAIO_HAVE_HIP) && defined(KAIO_HAVE_ROCBLAS)
+  if (kaio_hip_device_count() == 0) GTEST_SKIP() << "skipped: no GPU (no HIP device)";
+  const KaioGpuOps* ops = kaio_hip_ops();
+  ASSERT_EQ(ops->init(), 0) << ops->last_error();
+  std::printf("hip device %s: matrix products on %s\n", ops->device_name(), ops->gemm_engine());
+  EXPECT_STREQ(ops->gemm_engine(), "rocBLAS");
+#else
+  GTEST_SKIP() << "skipped: built without HIP or rocBLAS";
+#endif
+}
+
 TEST(GpuSmoke, HipFusedAttentionMatchesTheNaivePath) {
 #ifdef KAIO_HAVE_HIP
   if (kaio_hip_device_count() == 0) GTEST_SKIP() << "skipped: no GPU (no HIP device)";

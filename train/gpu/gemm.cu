@@ -1,8 +1,8 @@
 // Matrix products and the linear layer on top of them. One call site,
-// gemm(): the vendor BLAS where the build found it (cuBLAS strided-batched
-// products, fp32 accumulation; bf16 operands when bf16), else a tiled GEMM
-// (shared-memory 16x16 tiles, fp32 accumulation; bf16 rounds the operands),
-// which is also the only path for Debian's hipcc 5.2 (no rocBLAS/hipBLAS).
+// gemm(): the vendor BLAS where the build found it (cuBLAS or rocBLAS
+// strided-batched products, fp32 accumulation; bf16 operands when bf16), else
+// a tiled GEMM (shared-memory 16x16 tiles, fp32 accumulation; bf16 rounds the
+// operands), which is also the only path for Debian's hipcc 5.2 (no rocBLAS).
 #include <memory>
 #include <type_traits>
 

@@ -37,6 +37,42 @@
 #define gpuGetLastError hipGetLastError
 #define gpuShflDown(v, offset) __shfl_down(v, offset)
 #define KAIO_VENDOR_NAME "hip"
+// rocBLAS for the matrix products (gemm.cu), where CMake found it. Its
+// strided-batched product writes a separate D; kaio passes C for both, so it
+// takes cuBLAS's argument list.
+#if defined(KAIO_HAVE_ROCBLAS)
+#include <hip/hip_bfloat16.h>
+#include <rocblas/rocblas.h>
+#define KAIO_VENDOR_BLAS 1
+#define KAIO_VENDOR_BLAS_NAME "rocBLAS"
+#define gpublasHandle_t rocblas_handle
+#define gpublasStatus_t rocblas_status
+#define GPUBLAS_STATUS_SUCCESS rocblas_status_success
+#define gpublasCreate rocblas_create_handle
+#define gpublasDestroy rocblas_destroy_handle
+#define gpublasSetStream rocblas_set_stream
+#define gpublasGetStatusString rocblas_status_to_string
+#define gpublasOperation_t rocblas_operation
+#define GPUBLAS_OP_N rocblas_operation_none
+#define GPUBLAS_OP_T rocblas_operation_transpose
+#define GPUBLAS_R_32F rocblas_datatype_f32_r
+#define GPUBLAS_R_16BF rocblas_datatype_bf16_r
+#define GPUBLAS_COMPUTE_32F rocblas_datatype_f32_r
+#define GPUBLAS_GEMM_DEFAULT rocblas_gemm_algo_standard
+#define gpu_bfloat16 hip_bfloat16
+#define gpuFloat2Bfloat16(x) hip_bfloat16(x)
+inline rocblas_status gpublasGemmStridedBatchedEx(rocblas_handle handle, rocblas_operation trans_a,
+                                                  rocblas_operation trans_b, int m, int n, int k, const float* alpha,
+                                                  const void* a, rocblas_datatype a_type, int lda, long stride_a,
+                                                  const void* b, rocblas_datatype b_type, int ldb, long stride_b,
+                                                  const float* beta, void* c, rocblas_datatype c_type, int ldc,
+                                                  long stride_c, int count, rocblas_datatype compute_type,
+                                                  rocblas_gemm_algo algo) {
+  return rocblas_gemm_strided_batched_ex(handle, trans_a, trans_b, m, n, k, alpha, a, a_type, lda, stride_a, b,
+                                         b_type, ldb, stride_b, beta, c, c_type, ldc, stride_c, c, c_type, ldc,
+                                         stride_c, count, compute_type, algo, 0, 0);
+}
+#endif
 #elif defined(KAIO_VENDOR_CUDA)
 #include <cuda_runtime.h>
 #define gpuError_t cudaError_t
