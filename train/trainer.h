@@ -44,13 +44,6 @@ class Trainer {
   // r*batch_size.. of the global batch, so with full batches the masks are
   // those of one rank stepping on all of them.
   virtual StepResult step(const uint8_t* windows, int batch) = 0;
-  // TEMP adapter until h-overlap lands (synchronous; the buffer must stay until begin_step).
-  void stage(const uint8_t* windows, int batch) { staged_ = windows, staged_batch_ = batch; }
-  void begin_step() { result_ = step(staged_, staged_batch_); }
-  StepResult finish_step() { return result_; }
-  const uint8_t* staged_ = nullptr;
-  int staged_batch_ = 0;
-  StepResult result_{};
   // Every rank takes rank 0's weights, AdamW moments and step; throws
   // kaio::Error(corrupt) on every rank when the ranks resumed at different
   // steps. Call on every rank after start-up's resume. Alone: nothing.
