@@ -3,22 +3,31 @@
 
 A component file is either a list of figure rows ({name, kaio, peer, ratio,
 goal}, optionally unit, verdict ("met"/"missed") and load) or an object {"figures": [...], "tables": {name: {columns, rows}},
-"plots": [file, ...]}. latest.json is that object form for everything.
+"plots": [file, ...]}. latest.json is that object form for everything. A row
+without its own load gets its component's, from loads.tsv (bench/run.sh: the
+1-minute load average before / after the component ran).
 """
 import json
 import pathlib
 import sys
 
 results = pathlib.Path(sys.argv[1])
+loads = {}
+if (results / "loads.tsv").exists():
+    for line in (results / "loads.tsv").read_text().splitlines():
+        name, before, after = line.split("\t")
+        loads[name] = [float(before), float(after)]
 figures, tables, plots = [], {}, []
 for f in sorted(results.glob("*.json")):
     if f.name == "latest.json":
         continue
     data = json.loads(f.read_text())
-    if isinstance(data, list):
-        figures.extend(data)
-    else:
-        figures.extend(data.get("figures", []))
+    rows = data if isinstance(data, list) else data.get("figures", [])
+    for r in rows:
+        if r.get("load") is None and f.stem in loads:
+            r["load"] = loads[f.stem]
+    figures.extend(rows)
+    if isinstance(data, dict):
         tables.update(data.get("tables", {}))
         plots.extend(data.get("plots", []))
 (results / "latest.json").write_text(json.dumps({"figures": figures, "tables": tables, "plots": plots}, indent=2) + "\n")

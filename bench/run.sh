@@ -7,23 +7,35 @@ build="${1:-build-release}"
 cd "$(dirname "$0")/.."
 mkdir -p bench/results
 status=0
+# The 1-minute load average before and after each component, for the rows
+# that do not record their own (bench/collect.py shows it beside them).
+: > bench/results/loads.tsv
+load() { cut -d' ' -f1 /proc/loadavg; }
+component() {
+  local name="$1"
+  shift
+  local before
+  before=$(load)
+  "$@" || { echo "FAILED: $name"; status=1; }
+  printf '%s\t%s\t%s\n' "$name" "$before" "$(load)" >> bench/results/loads.tsv
+}
 for script in bench/*.sh; do
   [ "$(basename "$script")" = run.sh ] && continue
   echo "== $script"
   # A failed run must not leave an older run's figures to be collected as if new.
   rm -f "bench/results/$(basename "$script" .sh).json"
-  bash "$script" "$build" || { echo "FAILED: $script"; status=1; }
+  component "$(basename "$script" .sh)" bash "$script" "$build"
 done
 # The data plane (issue 16): Python, Debian's interpreter (python3-torch, python3-av).
 echo "== bench/dataplane.py"
 rm -f bench/results/dataplane.json
-/usr/bin/python3 bench/dataplane.py "$build" || { echo "FAILED: bench/dataplane.py"; status=1; }
+component dataplane /usr/bin/python3 bench/dataplane.py "$build"
 # What the CPU side can feed a GPU, with a stand-in GPU trainer (issue 19).
 echo "== bench/feed.py"
 rm -f bench/results/feed.json
-/usr/bin/python3 bench/feed.py "$build" || { echo "FAILED: bench/feed.py"; status=1; }
+component feed /usr/bin/python3 bench/feed.py "$build"
 echo "== bench/train_torch_e2e.py"
-/usr/bin/python3 bench/train_torch_e2e.py "$build" || { echo "FAILED: bench/train_torch_e2e.py"; status=1; }
+component train_torch_e2e /usr/bin/python3 bench/train_torch_e2e.py "$build"
 python3 bench/collect.py bench/results
 [ "$status" = 0 ] || echo "bench: some benchmarks FAILED (see above)"
 exit $status
