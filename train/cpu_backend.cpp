@@ -123,10 +123,14 @@ class CpuBackend final : public Backend {
     adamw(param, grad, m, v, n, scaled);
   }
 
-  bool device_clock() const override { return false; }
+  bool device_clock() const override {
+    return false;
+  }
   void mark_step_begin() override {}
   void mark_step_end() override {}
-  DeviceStepTime step_time() override { return {}; }
+  DeviceStepTime step_time() override {
+    return {};
+  }
 };
 
 }  // namespace

@@ -160,8 +160,7 @@ class GpuBackend final : public Backend {
   }
   void adamw(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s) override {
     const auto [bc1, bc2_sqrt] = bias_corrections(s);
-    check(ops_->adamw(param, grad, m, v, n, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_scale, bc1,
-                      bc2_sqrt),
+    check(ops_->adamw(param, grad, m, v, n, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_scale, bc1, bc2_sqrt),
           "adamw");
   }
   void synchronize() override { check(ops_->synchronize(), "synchronize"); }
@@ -193,7 +192,8 @@ class GpuBackend final : public Backend {
     check(ops_->event_synchronize(step_end_.get()), "wait for step end");
     float busy_ms = 0, idle_ms = 0;
     check(ops_->event_elapsed_ms(&busy_ms, step_begin_.get(), step_end_.get()), "step time");
-    if (timed_steps_++ > 0) check(ops_->event_elapsed_ms(&idle_ms, previous_end_.get(), step_begin_.get()), "idle time");
+    if (timed_steps_++ > 0)
+      check(ops_->event_elapsed_ms(&idle_ms, previous_end_.get(), step_begin_.get()), "idle time");
     std::swap(previous_end_, step_end_);
     return {busy_ms / 1e3, idle_ms / 1e3};
   }

@@ -241,8 +241,8 @@ void Model::forward(int batch) {
   const cpu::AttentionShape shape{batch, grid_.tokens(), spec_.heads, d / spec_.heads};
   backend_.patchify(patches_.get(), windows_[active_slot_].get(), batch, grid_);
   backend_.linear_forward(emb_.get(), patches_.get(), p(embed_w_), p(embed_b_), rows, pd, d);
-  backend_.embed_combine_forward(acts_[0].x.get(), emb_.get(), p(mask_token_), p(pos_), mask_[active_slot_].get(), batch,
-                                 grid_.tokens(), d);
+  backend_.embed_combine_forward(acts_[0].x.get(), emb_.get(), p(mask_token_), p(pos_), mask_[active_slot_].get(),
+                                 batch, grid_.tokens(), d);
   for (int l = 0; l < spec_.depth; ++l) {
     BlockActs& a = acts_[l];
     const BlockParams& w = block_params_[l];
@@ -291,8 +291,8 @@ void Model::backward(int batch) {
     backend_.layernorm_backward(dres_.get(), gp(w.ln1_w), gp(w.ln1_b), scratch_d_.get(), a.x.get(), p(w.ln1_w),
                                 a.ln1_mean.get(), a.ln1_rstd.get(), rows, d);
   }
-  backend_.embed_combine_backward(scratch_d_.get(), gp(mask_token_), gp(pos_), dres_.get(), mask_[active_slot_].get(), batch,
-                                  grid_.tokens(), d);
+  backend_.embed_combine_backward(scratch_d_.get(), gp(mask_token_), gp(pos_), dres_.get(), mask_[active_slot_].get(),
+                                  batch, grid_.tokens(), d);
   backend_.linear_backward(nullptr, gp(embed_w_), gp(embed_b_), scratch_d_.get(), patches_.get(), p(embed_w_), rows, pd,
                            d);
 }

@@ -119,7 +119,8 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
 
   void begin_step() override {
     if (!staged_) throw Error(ErrorKind::internal, "begin_step without a staged batch");
-    if (in_flight_) throw Error(ErrorKind::internal, "begin_step while step " + std::to_string(steps_) + " is in flight");
+    if (in_flight_)
+      throw Error(ErrorKind::internal, "begin_step while step " + std::to_string(steps_) + " is in flight");
     staged_ = false;
     const auto start = std::chrono::steady_clock::now();
     flight_ = {staged_batch_, learning_rate(config_, steps_), 0, 0};
@@ -266,7 +267,8 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
  private:
   // The model and steps_ agree only between steps.
   void require_no_step_in_flight(const char* what) const {
-    if (in_flight_) throw Error(ErrorKind::internal, std::string(what) + " while a step is in flight (finish_step first)");
+    if (in_flight_)
+      throw Error(ErrorKind::internal, std::string(what) + " while a step is in flight (finish_step first)");
   }
   std::array<uint64_t, kHeaderWords> header_words() const {
     const auto& s = model_.spec();

@@ -14,8 +14,8 @@ namespace kaio::train {
 struct StepResult {
   double loss;
   double lr;
-  double grad_norm;  // before clipping
-  double compute_seconds;         // GPU backends: the device's time from the step's begin to its end
+  double grad_norm;              // before clipping
+  double compute_seconds;        // GPU backends: the device's time from the step's begin to its end
   double allreduce_seconds = 0;  // of compute_seconds: summing over the ranks (0 alone)
 };
 

@@ -21,8 +21,7 @@ __device__ inline void adamw_update(size_t i, float* p, const float* grad, float
   p[i] = p[i] * (1.0f - a.lr * a.wd) - (a.lr / a.bc1) * m[i] / denom;
 }
 
-__global__ void adamw_kernel(float* p, const float* grad, float* m, float* v, size_t n, AdamWArgs a,
-                             float grad_scale) {
+__global__ void adamw_kernel(float* p, const float* grad, float* m, float* v, size_t n, AdamWArgs a, float grad_scale) {
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) adamw_update(i, p, grad, m, v, a, grad_scale);
 }
@@ -46,8 +45,8 @@ extern "C" int KAIO_GPU_FN(adamw)(float* p, const float* grad, float* m, float* 
 }
 
 extern "C" int KAIO_GPU_FN(adamw_figures)(float* p, const float* grad, float* m, float* v, size_t n, float lr,
-                                          float beta1, float beta2, float eps, float wd,
-                                          const KaioStepFigures* figures, float bc1, float bc2_sqrt) {
+                                          float beta1, float beta2, float eps, float wd, const KaioStepFigures* figures,
+                                          float bc1, float bc2_sqrt) {
   const AdamWArgs a{lr, beta1, beta2, eps, wd, bc1, bc2_sqrt};
   adamw_figures_kernel<<<blocks_for(n, 256), 256, 0, compute_stream()>>>(p, grad, m, v, n, a, figures);
   return check_launch("adamw_figures");

@@ -51,8 +51,7 @@ __global__ void loss_figure_kernel(KaioStepFigures* figures, const float* counts
 
 // Queues the count and the rows: returns scratch with the masked-row count at
 // [0] and the rows' squared-error sums at [1, rows], or null on failure.
-const float* masked_rows(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
-                         int pd) {
+const float* masked_rows(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows, int pd) {
   float* counts = scratch(static_cast<size_t>(rows) + 1);
   if (!counts) return nullptr;
   count_masked_kernel<<<1, 256, 0, compute_stream()>>>(counts, mask, rows);
