@@ -41,6 +41,7 @@ kaio::TrainConfig tiny_config(const std::string& backend) {
 // A different batch for every step, so a batch trained at the wrong step shows.
 std::vector<std::vector<uint8_t>> batches(int count, int batch = kBatch, int frames = kFrames, int size = kSize) {
   std::vector<std::vector<uint8_t>> out;
+  out.reserve(count);
   for (int s = 0; s < count; ++s) out.push_back(moving_shapes(batch, frames, size, 50 + s));
   return out;
 }
@@ -55,6 +56,7 @@ std::vector<float> params_of(Trainer& trainer) {
 // Step n+1's batch is staged while step n is in flight.
 std::vector<StepResult> overlapped_steps(Trainer& trainer, const std::vector<std::vector<uint8_t>>& data, int batch) {
   std::vector<StepResult> results;
+  results.reserve(data.size());
   trainer.stage(data[0].data(), batch);
   for (size_t s = 0; s < data.size(); ++s) {
     trainer.begin_step();
