@@ -75,7 +75,7 @@ case $vendor in
   hip) flags=(-DKAIO_HIP=ON -DKAIO_CUDA=OFF) ;;
   none) flags=() ;;
 esac
-targets=(test_gpu_smoke test_train_gpu kaio_train_bench kaiod kaioctl kaio-hub kaio-mkdata)
+targets=(test_gpu_smoke test_train_gpu test_train_overlap kaio_train_bench kaiod kaioctl kaio-hub kaio-mkdata)
 run configure 120 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" || failed=1
 [ $failed = 0 ] && { run build-mkdata 120 cmake --build "$build" -j "$jobs" --target kaio-mkdata || failed=1; }
 # The dataset for the data-wait run is generated while the rest builds.

@@ -16,6 +16,23 @@
 
 namespace kaio::train {
 
+// A step's figures where the step computes them (device memory on GPUs), so a
+// GPU step runs to its end without the host: the optimizer reads the clip
+// factor there and skips its update when the step is not finite. Mirrors
+// KaioStepFigures (train/gpu/gpu_api.h).
+struct StepFigures {
+  double loss;       // the batch's masked MSE
+  double grad_norm;  // before clipping
+  float clip;        // the gradient's scale in AdamW: max_norm / (norm + 1e-6) above max_norm, else 1
+  int finite;        // loss and norm are finite: AdamW updates
+};
+
+// The device's own clock for one step (GPU events): busy from its begin to its
+// end, idle between the previous step's end and its begin.
+struct DeviceStepTime {
+  double busy_seconds = 0, idle_seconds = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -29,9 +46,14 @@ class Backend {
   virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* dst, size_t bytes) = 0;
   // Copies one batch of windows and masks into backend memory; GPUs go through
-  // pinned host buffers on a separate copy stream.
+  // two pinned host buffers in turn (the host waits only for the copy that last
+  // used the buffer it fills) and copy on a separate stream, so the copy runs
+  // while the step in flight computes. The caller's memory is free on return.
   virtual void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes, uint8_t* mask_dst,
                             const uint8_t* mask, size_t mask_bytes) = 0;
+  // The work queued next waits for the last upload_batch's copy (GPUs: the
+  // compute stream waits on its event; the host does not wait).
+  virtual void await_upload() = 0;
 
   virtual void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) = 0;
   virtual void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
@@ -57,6 +79,26 @@ class Backend {
   virtual double sum_squares(const float* x, size_t n) = 0;
   virtual void adamw(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s) = 0;
   virtual void synchronize() = 0;
+
+  // The step ops that keep their figures in backend memory (`figures` is a
+  // StepFigures there): masked_mse writes figures->loss; grad_figures the
+  // norm of `grad`, the clip factor for max_norm (<= 0: no clipping) and
+  // finite; adamw_figures is adamw with s.grad_scale replaced by figures->clip
+  // and nothing changed unless figures->finite.
+  virtual void masked_mse_figures(StepFigures* figures, float* dpred, const float* pred, const float* patches,
+                                  const uint8_t* mask, int rows, int patch_dim) = 0;
+  virtual void grad_figures(StepFigures* figures, const float* grad, size_t n, double max_norm) = 0;
+  virtual void adamw_figures(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s,
+                             const StepFigures* figures) = 0;
+
+  // GPUs time steps with events on the compute stream; the cpu backend has no
+  // device clock (false) and its steps are timed on the host.
+  virtual bool device_clock() const = 0;
+  virtual void mark_step_begin() = 0;
+  virtual void mark_step_end() = 0;
+  // Waits for the last step's end mark: its busy time and the idle time since
+  // the end mark before it (0 for the first step).
+  virtual DeviceStepTime step_time() = 0;
 };
 
 // Owns backend memory; frees it through the backend that allocated it.

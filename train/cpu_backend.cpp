@@ -1,6 +1,7 @@
 // The cpu backend: host memory and the reference layers in layers/.
 #include <omp.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -44,6 +45,7 @@ class CpuBackend final : public Backend {
     std::memcpy(windows_dst, windows, window_bytes);
     std::memcpy(mask_dst, mask, mask_bytes);
   }
+  void await_upload() override {}
 
   void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
     cpu::patchify(patches, windows, batch, g);
@@ -101,6 +103,34 @@ class CpuBackend final : public Backend {
     cpu::adamw_update(param, grad, m, v, n, s);
   }
   void synchronize() override {}
+
+  // The same arithmetic as the trainer's host figures before them, so cpu steps stay bit-identical.
+  void masked_mse_figures(StepFigures* figures, float* dpred, const float* pred, const float* patches,
+                          const uint8_t* mask, int rows, int patch_dim) override {
+    figures->loss = masked_mse(dpred, pred, patches, mask, rows, patch_dim);
+  }
+  void grad_figures(StepFigures* figures, const float* grad, size_t n, double max_norm) override {
+    const double norm = std::sqrt(sum_squares(grad, n));
+    figures->grad_norm = norm;
+    figures->clip = static_cast<float>(max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0);
+    figures->finite = std::isfinite(figures->loss) && std::isfinite(norm) ? 1 : 0;
+  }
+  void adamw_figures(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s,
+                     const StepFigures* figures) override {
+    if (!figures->finite) return;
+    AdamWStep scaled = s;
+    scaled.grad_scale = figures->clip;
+    adamw(param, grad, m, v, n, scaled);
+  }
+
+  bool device_clock() const override {
+    return false;
+  }
+  void mark_step_begin() override {}
+  void mark_step_end() override {}
+  DeviceStepTime step_time() override {
+    return {};
+  }
 };
 
 }  // namespace

@@ -1,8 +1,11 @@
 // The hip and cuda backends: host code that drives the kernel library of
 // train/gpu/ through its C table (gpu_api.h), so it compiles without GPU headers.
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <utility>
 
 #include "common/error.h"
 #include "gpu_api.h"
@@ -11,15 +14,53 @@
 namespace kaio::train {
 namespace {
 
+static_assert(sizeof(StepFigures) == sizeof(KaioStepFigures) &&
+                  offsetof(StepFigures, loss) == offsetof(KaioStepFigures, loss) &&
+                  offsetof(StepFigures, grad_norm) == offsetof(KaioStepFigures, grad_norm) &&
+                  offsetof(StepFigures, clip) == offsetof(KaioStepFigures, clip) &&
+                  offsetof(StepFigures, finite) == offsetof(KaioStepFigures, finite),
+              "StepFigures mirrors KaioStepFigures");
+
+KaioStepFigures* kaio_figures(StepFigures* figures) {
+  return reinterpret_cast<KaioStepFigures*>(figures);
+}
+const KaioStepFigures* kaio_figures(const StepFigures* figures) {
+  return reinterpret_cast<const KaioStepFigures*>(figures);
+}
+
+// Frees a pinned buffer or destroys an event through the library that made it.
+class PinnedDeleter {
+ public:
+  explicit PinnedDeleter(const KaioGpuOps* ops = nullptr) : ops_(ops) {}
+  void operator()(uint8_t* ptr) const noexcept {
+    if (ops_ && ptr) ops_->free_pinned(ptr);
+  }
+
+ private:
+  const KaioGpuOps* ops_;
+};
+class EventDeleter {
+ public:
+  explicit EventDeleter(const KaioGpuOps* ops = nullptr) : ops_(ops) {}
+  void operator()(void* event) const noexcept {
+    if (ops_ && event) ops_->event_destroy(event);
+  }
+
+ private:
+  const KaioGpuOps* ops_;
+};
+using PinnedBuffer = std::unique_ptr<uint8_t[], PinnedDeleter>;
+using Event = std::unique_ptr<void, EventDeleter>;
+
 class GpuBackend final : public Backend {
  public:
   GpuBackend(std::string vendor, const KaioGpuOps* ops, bool bf16)
       : vendor_(std::move(vendor)), ops_(ops), bf16_(bf16), fused_attention_(fused_attention_wanted()) {
     check(ops_->init(), "init");
-  }
-  ~GpuBackend() override {
-    for (auto& staging : staging_)
-      if (staging.ptr) ops_->free_pinned(staging.ptr);
+    for (auto& staging : staging_) staging.copied = make_event();
+    step_begin_ = make_event();
+    step_end_ = make_event();
+    previous_end_ = make_event();
   }
   std::string name() const override { return vendor_; }
   std::string device_name() const override { return ops_->device_name(); }
@@ -38,21 +79,27 @@ class GpuBackend final : public Backend {
   void zero(void* dst, size_t bytes) override { check(ops_->zero(dst, bytes), "zero"); }
 
   // Two pinned staging buffers used in turn: the copy of batch n+1 goes into
-  // the buffer batch n is not using, on the copy stream.
+  // the buffer batch n is not using, on the copy stream; the host waits only
+  // for the copy that last read the buffer it fills.
   void upload_batch(uint8_t* windows_dst, const uint8_t* windows, size_t window_bytes, uint8_t* mask_dst,
                     const uint8_t* mask, size_t mask_bytes) override {
     Staging& s = staging_[turn_++ % 2];
+    check(ops_->event_synchronize(s.copied.get()), "wait for the staging buffer");
     const size_t need = window_bytes + mask_bytes;
     if (s.bytes < need) {
-      if (s.ptr) ops_->free_pinned(s.ptr);
-      s.ptr = static_cast<uint8_t*>(ops_->malloc_pinned(need));
+      s.ptr.reset(static_cast<uint8_t*>(ops_->malloc_pinned(need)));
       s.bytes = s.ptr ? need : 0;
       if (!s.ptr) throw Error(ErrorKind::io, vendor_ + ": cannot allocate " + std::to_string(need) + " pinned bytes");
     }
-    std::memcpy(s.ptr, windows, window_bytes);
-    std::memcpy(s.ptr + window_bytes, mask, mask_bytes);
-    check(ops_->upload_pinned(windows_dst, s.ptr, window_bytes), "upload windows");
-    check(ops_->upload_pinned(mask_dst, s.ptr + window_bytes, mask_bytes), "upload mask");
+    std::memcpy(s.ptr.get(), windows, window_bytes);
+    std::memcpy(s.ptr.get() + window_bytes, mask, mask_bytes);
+    check(ops_->upload_pinned(windows_dst, s.ptr.get(), window_bytes), "upload windows");
+    check(ops_->upload_pinned(mask_dst, s.ptr.get() + window_bytes, mask_bytes), "upload mask");
+    check(ops_->event_record(s.copied.get(), 1), "record upload");
+    last_upload_ = s.copied.get();
+  }
+  void await_upload() override {
+    if (last_upload_) check(ops_->compute_wait(last_upload_), "wait for upload");
   }
 
   void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
@@ -112,19 +159,61 @@ class GpuBackend final : public Backend {
     return sum;
   }
   void adamw(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s) override {
-    const double bc1 = 1.0 - std::pow(double(s.beta1), double(s.step));
-    const double bc2_sqrt = std::sqrt(1.0 - std::pow(double(s.beta2), double(s.step)));
-    check(ops_->adamw(param, grad, m, v, n, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_scale,
-                      static_cast<float>(bc1), static_cast<float>(bc2_sqrt)),
+    const auto [bc1, bc2_sqrt] = bias_corrections(s);
+    check(ops_->adamw(param, grad, m, v, n, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_scale, bc1, bc2_sqrt),
           "adamw");
   }
   void synchronize() override { check(ops_->synchronize(), "synchronize"); }
 
+  void masked_mse_figures(StepFigures* figures, float* dpred, const float* pred, const float* patches,
+                          const uint8_t* mask, int rows, int patch_dim) override {
+    check(ops_->masked_mse_figures(kaio_figures(figures), dpred, pred, patches, mask, rows, patch_dim),
+          "masked_mse_figures");
+  }
+  void grad_figures(StepFigures* figures, const float* grad, size_t n, double max_norm) override {
+    check(ops_->grad_figures(kaio_figures(figures), grad, n, max_norm), "grad_figures");
+  }
+  void adamw_figures(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s,
+                     const StepFigures* figures) override {
+    const auto [bc1, bc2_sqrt] = bias_corrections(s);
+    check(ops_->adamw_figures(param, grad, m, v, n, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay,
+                              kaio_figures(figures), bc1, bc2_sqrt),
+          "adamw_figures");
+  }
+
+  bool device_clock() const override { return true; }
+  // A step begins once its batch is on the device: a copy it waits for counts as idle.
+  void mark_step_begin() override {
+    await_upload();
+    check(ops_->event_record(step_begin_.get(), 0), "record step begin");
+  }
+  void mark_step_end() override { check(ops_->event_record(step_end_.get(), 0), "record step end"); }
+  DeviceStepTime step_time() override {
+    check(ops_->event_synchronize(step_end_.get()), "wait for step end");
+    float busy_ms = 0, idle_ms = 0;
+    check(ops_->event_elapsed_ms(&busy_ms, step_begin_.get(), step_end_.get()), "step time");
+    if (timed_steps_++ > 0)
+      check(ops_->event_elapsed_ms(&idle_ms, previous_end_.get(), step_begin_.get()), "idle time");
+    std::swap(previous_end_, step_end_);
+    return {busy_ms / 1e3, idle_ms / 1e3};
+  }
+
  private:
   struct Staging {
-    uint8_t* ptr = nullptr;
+    PinnedBuffer ptr;
     size_t bytes = 0;
+    Event copied;  // recorded on the copy stream after the buffer's last copy
   };
+  static std::pair<float, float> bias_corrections(const AdamWStep& s) {
+    const double bc1 = 1.0 - std::pow(double(s.beta1), double(s.step));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(double(s.beta2), double(s.step)));
+    return {static_cast<float>(bc1), static_cast<float>(bc2_sqrt)};
+  }
+  Event make_event() {
+    Event event(ops_->event_create(), EventDeleter(ops_));
+    if (!event) throw Error(ErrorKind::internal, vendor_ + " create event failed: " + ops_->last_error());
+    return event;
+  }
   // KAIO_FUSED_ATTENTION=1: attention's forward through the fused kernel
   // (docs/training.md); the naive path stays the default and the reference.
   static bool fused_attention_wanted() {
@@ -141,6 +230,10 @@ class GpuBackend final : public Backend {
   bool fused_attention_;
   Staging staging_[2];
   unsigned turn_ = 0;
+  void* last_upload_ = nullptr;  // the event of the last upload_batch's copy
+  // Step timing on the compute stream; previous_end_ holds the last timed step's end.
+  Event step_begin_, step_end_, previous_end_;
+  int64_t timed_steps_ = 0;
 };
 
 }  // namespace

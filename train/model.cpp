@@ -146,8 +146,12 @@ void Model::allocate_activations() {
   const size_t rows = static_cast<size_t>(max_batch_) * grid_.tokens(), d = spec_.dim;
   const size_t probs = static_cast<size_t>(max_batch_) * spec_.heads * grid_.tokens() * grid_.tokens();
   auto f = [&](size_t n) { return allocate_buffer<float>(backend_, n); };
-  windows_ = allocate_buffer<uint8_t>(backend_, max_batch_ * grid_.window_bytes());
-  mask_ = allocate_buffer<uint8_t>(backend_, rows);
+  for (int slot = 0; slot < 2; ++slot) {
+    windows_[slot] = allocate_buffer<uint8_t>(backend_, max_batch_ * grid_.window_bytes());
+    mask_[slot] = allocate_buffer<uint8_t>(backend_, rows);
+  }
+  figures_ = allocate_buffer<StepFigures>(backend_, 1);
+  backend_.zero(figures_.get(), sizeof(StepFigures));
   patches_ = f(rows * grid_.patch_dim());
   emb_ = f(rows * d);
   for (int l = 0; l < spec_.depth; ++l)
@@ -202,28 +206,43 @@ void Model::write_moments(const float* host_m, const float* host_v) {
   backend_.to_device(v_buf_.get(), host_v, param_count_ * sizeof(float));
 }
 
-double Model::forward_backward(const uint8_t* windows, const uint8_t* mask, int batch) {
+void Model::stage(const uint8_t* windows, const uint8_t* mask, int batch) {
   if (batch <= 0 || batch > max_batch_)
     throw Error(ErrorKind::internal, "batch of " + std::to_string(batch) + " windows exceeds train.batch_size " +
                                          std::to_string(max_batch_));
+  staged_slot_ = 1 - active_slot_;
+  staged_batch_ = batch;
+  backend_.upload_batch(windows_[staged_slot_].get(), windows, batch * grid_.window_bytes(), mask_[staged_slot_].get(),
+                        mask, static_cast<size_t>(batch) * grid_.tokens());
+}
+
+void Model::forward_backward() {
+  if (staged_batch_ == 0) throw Error(ErrorKind::internal, "forward_backward without a staged batch");
+  const int batch = std::exchange(staged_batch_, 0);
+  active_slot_ = staged_slot_;
   const size_t rows = static_cast<size_t>(batch) * grid_.tokens();
-  backend_.upload_batch(windows_.get(), windows, batch * grid_.window_bytes(), mask_.get(), mask, rows);
+  backend_.await_upload();
   backend_.zero(grads_buf_.get(), param_count_ * sizeof(float));
   forward(batch);
-  const double loss = backend_.masked_mse(dpred_.get(), pred_.get(), patches_.get(), mask_.get(),
-                                          static_cast<int>(rows), grid_.patch_dim());
+  backend_.masked_mse_figures(figures_.get(), dpred_.get(), pred_.get(), patches_.get(), mask_[active_slot_].get(),
+                              static_cast<int>(rows), grid_.patch_dim());
   backward(batch);
-  return loss;
+}
+
+double Model::forward_backward(const uint8_t* windows, const uint8_t* mask, int batch) {
+  stage(windows, mask, batch);
+  forward_backward();
+  return read_figures().loss;
 }
 
 void Model::forward(int batch) {
   const int rows = batch * grid_.tokens(), d = spec_.dim, pd = grid_.patch_dim();
   const size_t n = static_cast<size_t>(rows) * d;
   const cpu::AttentionShape shape{batch, grid_.tokens(), spec_.heads, d / spec_.heads};
-  backend_.patchify(patches_.get(), windows_.get(), batch, grid_);
+  backend_.patchify(patches_.get(), windows_[active_slot_].get(), batch, grid_);
   backend_.linear_forward(emb_.get(), patches_.get(), p(embed_w_), p(embed_b_), rows, pd, d);
-  backend_.embed_combine_forward(acts_[0].x.get(), emb_.get(), p(mask_token_), p(pos_), mask_.get(), batch,
-                                 grid_.tokens(), d);
+  backend_.embed_combine_forward(acts_[0].x.get(), emb_.get(), p(mask_token_), p(pos_), mask_[active_slot_].get(),
+                                 batch, grid_.tokens(), d);
   for (int l = 0; l < spec_.depth; ++l) {
     BlockActs& a = acts_[l];
     const BlockParams& w = block_params_[l];
@@ -272,22 +291,32 @@ void Model::backward(int batch) {
     backend_.layernorm_backward(dres_.get(), gp(w.ln1_w), gp(w.ln1_b), scratch_d_.get(), a.x.get(), p(w.ln1_w),
                                 a.ln1_mean.get(), a.ln1_rstd.get(), rows, d);
   }
-  backend_.embed_combine_backward(scratch_d_.get(), gp(mask_token_), gp(pos_), dres_.get(), mask_.get(), batch,
-                                  grid_.tokens(), d);
+  backend_.embed_combine_backward(scratch_d_.get(), gp(mask_token_), gp(pos_), dres_.get(), mask_[active_slot_].get(),
+                                  batch, grid_.tokens(), d);
   backend_.linear_backward(nullptr, gp(embed_w_), gp(embed_b_), scratch_d_.get(), patches_.get(), p(embed_w_), rows, pd,
                            d);
 }
 
-double Model::grad_norm() {
-  return std::sqrt(backend_.sum_squares(grads_buf_.get(), param_count_));
+void Model::write_loss(double loss) {
+  backend_.to_device(&figures_.get()->loss, &loss, sizeof(loss));
 }
 
-void Model::adamw_step(float lr, float weight_decay, float grad_scale, int64_t step) {
+void Model::grad_figures(double grad_clip) {
+  backend_.grad_figures(figures_.get(), grads_buf_.get(), param_count_, grad_clip);
+}
+
+void Model::adamw_step(float lr, float weight_decay, int64_t step) {
   for (const ParamInfo& info : params_) {
-    const AdamWStep s{lr, kAdamBeta1, kAdamBeta2, kAdamEps, info.decay ? weight_decay : 0.0f, grad_scale, step};
-    backend_.adamw(params_buf_.get() + info.offset, grads_buf_.get() + info.offset, m_buf_.get() + info.offset,
-                   v_buf_.get() + info.offset, info.count, s);
+    const AdamWStep s{lr, kAdamBeta1, kAdamBeta2, kAdamEps, info.decay ? weight_decay : 0.0f, 1.0f, step};
+    backend_.adamw_figures(params_buf_.get() + info.offset, grads_buf_.get() + info.offset, m_buf_.get() + info.offset,
+                           v_buf_.get() + info.offset, info.count, s, figures_.get());
   }
+}
+
+StepFigures Model::read_figures() const {
+  StepFigures host{};
+  backend_.to_host(&host, figures_.get(), sizeof(host));
+  return host;
 }
 
 }  // namespace kaio::train

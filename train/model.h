@@ -58,11 +58,22 @@ class Model {
   void read_moments(float* host_m, float* host_v) const;
   void write_moments(const float* host_m, const float* host_v);
 
-  // Forward and backward on one batch (host pointers; uploaded here). Returns the
-  // loss; gradients are left in the gradient buffer.
+  // Starts the upload of one batch (host pointers, free on return) into the
+  // device buffers the step begun last is not using; the next
+  // forward_backward() trains on it.
+  void stage(const uint8_t* windows, const uint8_t* mask, int batch);
+  // Forward and backward on the staged batch: the loss goes to the step's
+  // figures, gradients to the gradient buffer. Queued without a host wait on GPUs.
+  void forward_backward();
+  // stage + forward_backward, returning the loss (reads it back: a host wait).
   double forward_backward(const uint8_t* windows, const uint8_t* mask, int batch);
-  double grad_norm();
-  void adamw_step(float lr, float weight_decay, float grad_scale, int64_t step);
+  // Sets the figures' loss (a step with no windows here, or the loss of a job's global batch).
+  void write_loss(double loss);
+  // Gradient norm, clip factor for grad_clip (<= 0: none) and finiteness, into the figures.
+  void grad_figures(double grad_clip);
+  // AdamW with the figures' clip factor; leaves the model alone unless the figures are finite.
+  void adamw_step(float lr, float weight_decay, int64_t step);
+  StepFigures read_figures() const;
 
  private:
   struct BlockParams {
@@ -88,7 +99,10 @@ class Model {
   const ParamInfo *embed_w_, *embed_b_, *pos_, *mask_token_, *norm_w_, *norm_b_, *head_w_, *head_b_;
   std::vector<BlockParams> block_params_;
   BackendBuffer<float> params_buf_, grads_buf_, m_buf_, v_buf_;
-  BackendBuffer<uint8_t> windows_, mask_;
+  // Two batches' windows and masks: one staged while the other trains.
+  BackendBuffer<uint8_t> windows_[2], mask_[2];
+  int staged_slot_ = 0, active_slot_ = 1, staged_batch_ = 0;
+  BackendBuffer<StepFigures> figures_;
   BackendBuffer<float> patches_, emb_, final_x_, lnf_, lnf_mean_, lnf_rstd_, pred_, dpred_;
   BackendBuffer<float> dres_, scratch_d_, dqkv_, dprobs_,
       dh_;  // scratch_d_: projection outputs forward, [rows, dim] gradients backward

@@ -101,37 +101,67 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   int64_t steps_done() const override { return steps_; }
   Model& model() override { return model_; }
 
-  StepResult step(const uint8_t* windows, int batch) override {
-    const auto start = std::chrono::steady_clock::now();
-    double loss = 0;
+  void stage(const uint8_t* windows, int batch) override {
+    if (staged_) throw Error(ErrorKind::internal, "stage: a batch is already staged");
+    if (batch < 0 || batch > config_.batch_size)
+      throw Error(ErrorKind::internal, "batch of " + std::to_string(batch) + " windows exceeds train.batch_size " +
+                                           std::to_string(config_.batch_size));
     if (batch > 0) {
       // Rank r's windows are samples r*batch_size.. of the global batch: their masks are drawn as such.
       const int first = job_->rank() * config_.batch_size;
-      const auto mask = tube_mask(model_.grid(), first + batch, config_.mask_ratio, config_.seed, steps_);
-      loss = model_.forward_backward(windows, mask.data() + static_cast<size_t>(first) * model_.grid().tokens(), batch);
+      const int64_t at = steps_ + (in_flight_ ? 1 : 0);
+      const auto mask = tube_mask(model_.grid(), first + batch, config_.mask_ratio, config_.seed, at);
+      model_.stage(windows, mask.data() + static_cast<size_t>(first) * model_.grid().tokens(), batch);
     }
-    double reduce_seconds = 0;
+    staged_ = true;
+    staged_batch_ = batch;
+  }
+
+  void begin_step() override {
+    if (!staged_) throw Error(ErrorKind::internal, "begin_step without a staged batch");
+    if (in_flight_)
+      throw Error(ErrorKind::internal, "begin_step while step " + std::to_string(steps_) + " is in flight");
+    staged_ = false;
+    const auto start = std::chrono::steady_clock::now();
+    flight_ = {staged_batch_, learning_rate(config_, steps_), 0, 0};
+    backend_->mark_step_begin();
+    if (flight_.batch > 0) model_.forward_backward();
     if (job_->world() > 1) {
+      const double loss = flight_.batch > 0 ? model_.read_figures().loss : 0.0;
       const auto reduce_start = std::chrono::steady_clock::now();
-      loss = reduce_over_ranks(batch, loss);
-      reduce_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count();
+      model_.write_loss(reduce_over_ranks(flight_.batch, loss));
+      flight_.reduce_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - reduce_start).count();
+    } else if (flight_.batch == 0) {
+      model_.write_loss(0.0);
     }
-    const double norm = model_.grad_norm();
-    if (!std::isfinite(loss) || !std::isfinite(norm))
+    model_.grad_figures(config_.grad_clip);
+    model_.adamw_step(static_cast<float>(flight_.lr), static_cast<float>(config_.weight_decay), steps_ + 1);
+    backend_->mark_step_end();
+    // The cpu backend's step time: it computed the whole step here.
+    flight_.host_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    in_flight_ = true;
+  }
+
+  StepResult finish_step() override {
+    if (!in_flight_) throw Error(ErrorKind::internal, "finish_step without a step in flight");
+    in_flight_ = false;
+    const StepFigures figures = model_.read_figures();
+    double seconds = flight_.host_seconds;
+    if (backend_->device_clock()) {
+      const DeviceStepTime time = backend_->step_time();
+      seconds = time.busy_seconds;
+      wait_seconds_ += time.idle_seconds;
+    }
+    if (!figures.finite)
       throw Error(ErrorKind::internal, "step " + std::to_string(steps_) + ": loss or gradient is not finite");
-    const double clip = config_.grad_clip > 0 && norm > config_.grad_clip ? config_.grad_clip / (norm + 1e-6) : 1.0;
-    const double lr = learning_rate(config_, steps_);
-    model_.adamw_step(static_cast<float>(lr), static_cast<float>(config_.weight_decay), static_cast<float>(clip),
-                      steps_ + 1);
-    backend_->synchronize();
     ++steps_;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     compute_seconds_ += seconds;
-    count_throughput(batch, seconds, loss);
-    return {loss, lr, norm, seconds, reduce_seconds};
+    count_throughput(flight_.batch, seconds, figures.loss);
+    return {figures.loss, flight_.lr, figures.grad_norm, seconds, flight_.reduce_seconds};
   }
 
   void join_job() override {
+    require_no_step_in_flight("join_job");
     if (job_->world() == 1) return;
     int64_t steps[2] = {job_->rank() == 0 ? steps_ : 0, 0};
     job_->allreduce_sum(steps, 1);
@@ -157,6 +187,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   }
 
   void save_checkpoint(const std::filesystem::path& path, const std::string& extra) override {
+    require_no_step_in_flight("save_checkpoint");
     const size_t n = model_.param_count();
     std::vector<float> params(n), m(n), v(n);
     model_.read_params(params.data());
@@ -173,6 +204,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   }
 
   std::string load_checkpoint(const std::filesystem::path& path) override {
+    require_no_step_in_flight("load_checkpoint");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(ErrorKind::io, "cannot open checkpoint " + path.string());
     const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -228,9 +260,16 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
     const double total = wait_seconds_ + compute_seconds_;
     return total > 0 ? wait_seconds_ / total : 0.0;
   }
-  void note_data_wait(double seconds) override { wait_seconds_ += seconds; }
+  void note_data_wait(double seconds) override {
+    if (!backend_->device_clock()) wait_seconds_ += seconds;
+  }
 
  private:
+  // The model and steps_ agree only between steps.
+  void require_no_step_in_flight(const char* what) const {
+    if (in_flight_)
+      throw Error(ErrorKind::internal, std::string(what) + " while a step is in flight (finish_step first)");
+  }
   std::array<uint64_t, kHeaderWords> header_words() const {
     const auto& s = model_.spec();
     const auto& g = model_.grid();
@@ -301,7 +340,14 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   Model model_;
   double peak_flops_;  // of the backend's device for its dtype; 0 unknown
   int64_t steps_ = 0;
+  // Device time on GPU backends (busy steps, idle between them), host time on cpu.
   double compute_seconds_ = 0, wait_seconds_ = 0;
+  bool staged_ = false, in_flight_ = false;
+  int staged_batch_ = 0;
+  struct Flight {
+    int batch = 0;
+    double lr = 0, reduce_seconds = 0, host_seconds = 0;
+  } flight_;  // the step begun last
   struct Window {
     int steps = 0;
     double seconds = 0, tokens = 0, flops = 0;
@@ -311,6 +357,12 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
 };
 
 }  // namespace
+
+StepResult Trainer::step(const uint8_t* windows, int batch) {
+  stage(windows, batch);
+  begin_step();
+  return finish_step();
+}
 
 double learning_rate(const TrainConfig& config, int64_t step) {
   if (step < config.warmup_steps) return config.lr * static_cast<double>(step + 1) / config.warmup_steps;

@@ -14,8 +14,8 @@ namespace kaio::train {
 struct StepResult {
   double loss;
   double lr;
-  double grad_norm;  // before clipping
-  double compute_seconds;
+  double grad_norm;              // before clipping
+  double compute_seconds;        // GPU backends: the device's time from the step's begin to its end
   double allreduce_seconds = 0;  // of compute_seconds: summing over the ranks (0 alone)
 };
 
@@ -43,7 +43,25 @@ class Trainer {
   // the loss is the global one). Rank r masks its windows as samples
   // r*batch_size.. of the global batch, so with full batches the masks are
   // those of one rank stepping on all of them.
-  virtual StepResult step(const uint8_t* windows, int batch) = 0;
+  //
+  // A caller that overlaps feeding with the GPU's work calls stage(n+1)
+  // between begin_step() and finish_step() of step n: the device then never
+  // waits for the host between steps. The mask of a staged batch is that of
+  // the step it will be trained at (steps_done() + 1 if a step is in flight).
+
+  // Copies `batch` windows (the caller's buffer is free on return) and starts their upload
+  // (GPU: pinned buffer, copy stream, into the device buffer the step in flight is not using);
+  // the next begin_step() trains on them. At most one staged batch at a time.
+  virtual void stage(const uint8_t* windows, int batch) = 0;
+  // Starts the optimizer step on the staged batch: GPU backends enqueue it and return without
+  // waiting for the device; the cpu backend computes it here. One step in flight at a time.
+  // In a job of several ranks the step runs whole here (the all-reduce needs the gradients).
+  virtual void begin_step() = 0;
+  // Waits for the step begun last and returns its figures (throws kaio::Error(internal) on a
+  // non-finite loss or gradient; the weights are then left as they were).
+  virtual StepResult finish_step() = 0;
+  // stage + begin_step + finish_step (tests, benchmarks, callers that do not overlap).
+  StepResult step(const uint8_t* windows, int batch);
   // Every rank takes rank 0's weights, AdamW moments and step; throws
   // kaio::Error(corrupt) on every rank when the ranks resumed at different
   // steps. Call on every rank after start-up's resume. Alone: nothing.
@@ -64,7 +82,13 @@ class Trainer {
   // The dense peak FLOP/s of the backend's device for the step's dtype
   // (train/throughput.h); 0 when unknown.
   virtual double peak_flops() const = 0;
+  // The share of time the device waited for the next step: on GPU backends its
+  // idle time between one step's end and the next one's begin (events) over
+  // idle plus busy; on the cpu backend the host's noted data waits over those
+  // plus step time.
   virtual double data_wait_fraction() const = 0;
+  // Host time spent waiting for data (the cpu backend's data-wait figure; GPU
+  // backends measure the device's idle time instead).
   virtual void note_data_wait(double seconds) = 0;
   virtual ~Trainer() = default;
 };

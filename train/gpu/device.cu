@@ -10,7 +10,6 @@ namespace {
 std::string g_last_error;
 std::string g_device_name;
 gpuStream_t g_compute = nullptr, g_copy = nullptr;
-gpuEvent_t g_uploaded = nullptr;
 float* g_scratch = nullptr;
 size_t g_scratch_count = 0;
 
@@ -66,7 +65,7 @@ const char* last_error() {
 int init() {
   if (g_compute) return 0;
   if (check(gpuSetDevice(0), "set device 0") || check(gpuStreamCreate(&g_compute), "create compute stream") ||
-      check(gpuStreamCreate(&g_copy), "create copy stream") || check(gpuEventCreate(&g_uploaded), "create event"))
+      check(gpuStreamCreate(&g_copy), "create copy stream"))
     return -1;
   gpuDeviceProp prop{};
   if (check(gpuGetDeviceProperties(&prop, 0), "device properties")) return -1;
@@ -107,14 +106,34 @@ int zero(void* dst, size_t bytes) {
 }
 
 int upload_pinned(void* dst, const void* pinned_src, size_t bytes) {
-  if (check(gpuMemcpyAsync(dst, pinned_src, bytes, gpuMemcpyHostToDevice, g_copy), "batch upload") ||
-      check(gpuEventRecord(g_uploaded, g_copy), "batch upload event"))
-    return -1;
-  return check(gpuStreamWaitEvent(g_compute, g_uploaded, 0), "wait for batch upload");
+  return check(gpuMemcpyAsync(dst, pinned_src, bytes, gpuMemcpyHostToDevice, g_copy), "batch upload");
 }
 
 int synchronize() {
   return check(gpuStreamSynchronize(g_compute), "synchronize");
+}
+
+gpuEvent_t as_event(void* event) {
+  return static_cast<gpuEvent_t>(event);
+}
+void* event_create() {
+  gpuEvent_t event = nullptr;
+  return check(gpuEventCreate(&event), "create event") ? nullptr : event;
+}
+void event_destroy(void* event) {
+  (void)gpuEventDestroy(as_event(event));
+}
+int event_record(void* event, int on_copy_stream) {
+  return check(gpuEventRecord(as_event(event), on_copy_stream ? g_copy : g_compute), "record event");
+}
+int event_synchronize(void* event) {
+  return check(gpuEventSynchronize(as_event(event)), "wait for event");
+}
+int event_elapsed_ms(float* ms, void* start, void* end) {
+  return check(gpuEventElapsedTime(ms, as_event(start), as_event(end)), "event elapsed time");
+}
+int compute_wait(void* event) {
+  return check(gpuStreamWaitEvent(g_compute, as_event(event), 0), "compute stream waits for event");
 }
 
 const KaioGpuOps kOps = {last_error,
@@ -145,7 +164,16 @@ const KaioGpuOps kOps = {last_error,
                          KAIO_GPU_FN(add),
                          KAIO_GPU_FN(masked_mse),
                          KAIO_GPU_FN(sum_squares),
-                         KAIO_GPU_FN(adamw)};
+                         KAIO_GPU_FN(adamw),
+                         event_create,
+                         event_destroy,
+                         event_record,
+                         event_synchronize,
+                         event_elapsed_ms,
+                         compute_wait,
+                         KAIO_GPU_FN(masked_mse_figures),
+                         KAIO_GPU_FN(grad_figures),
+                         KAIO_GPU_FN(adamw_figures)};
 
 }  // namespace
 

@@ -20,6 +20,14 @@ typedef struct KaioGpuGrid {
   int frames, size, tubelet_frames, tubelet_size;
 } KaioGpuGrid;
 
+// A step's figures in device memory (train/backend.h StepFigures mirrors it).
+typedef struct KaioStepFigures {
+  double loss;
+  double grad_norm;
+  float clip;
+  int finite;
+} KaioStepFigures;
+
 typedef struct KaioGpuOps {
   const char* (*last_error)(void);
   int (*init)(void);                 // picks device 0, creates the compute and copy streams
@@ -32,7 +40,8 @@ typedef struct KaioGpuOps {
   int (*to_device)(void* dst, const void* src, size_t bytes);
   int (*to_host)(void* dst, const void* src, size_t bytes);
   int (*zero)(void* dst, size_t bytes);
-  // Async copy from pinned memory on the copy stream; the compute stream waits for it.
+  // Async copy from pinned memory on the copy stream; an event recorded there
+  // after it and compute_wait order the compute stream after it.
   int (*upload_pinned)(void* dst, const void* pinned_src, size_t bytes);
   int (*synchronize)(void);
   int (*patchify)(float* patches, const uint8_t* windows, int batch, KaioGpuGrid g);
@@ -64,6 +73,25 @@ typedef struct KaioGpuOps {
   int (*sum_squares)(double* result_host, const float* x, size_t n);
   int (*adamw)(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1, float beta2,
                float eps, float weight_decay, float grad_scale, float bias_correction1, float bias_correction2_sqrt);
+  // Events on the library's streams: batch copies that overlap steps, and
+  // step time on the device's clock. null from event_create on failure.
+  void* (*event_create)(void);
+  void (*event_destroy)(void* event);
+  int (*event_record)(void* event, int on_copy_stream);  // else on the compute stream
+  int (*event_synchronize)(void* event);                 // the host waits for it
+  int (*event_elapsed_ms)(float* ms, void* start, void* end);
+  int (*compute_wait)(void* event);  // the compute stream waits for it; the host does not
+  // A step's ops with their figures in device memory, so the step never waits
+  // for the host: masked_mse_figures writes the loss; grad_figures the norm,
+  // clip factor (max_norm / (norm + 1e-6) above max_norm > 0, else 1) and
+  // finite; adamw_figures scales the gradient by figures->clip and leaves
+  // everything alone unless figures->finite.
+  int (*masked_mse_figures)(KaioStepFigures* figures, float* dpred, const float* pred, const float* patches,
+                            const uint8_t* mask, int rows, int patch_dim);
+  int (*grad_figures)(KaioStepFigures* figures, const float* grad, size_t n, double max_norm);
+  int (*adamw_figures)(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1,
+                       float beta2, float eps, float weight_decay, const KaioStepFigures* figures,
+                       float bias_correction1, float bias_correction2_sqrt);
 } KaioGpuOps;
 
 int kaio_hip_device_count(void);

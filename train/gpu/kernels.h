@@ -31,6 +31,22 @@ inline unsigned blocks_for(size_t n, unsigned threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
+// The sum of x[0..n) in double by one block of kSumThreads threads, returned
+// to thread 0: the device-side end of a reduction the host used to finish.
+constexpr unsigned kSumThreads = 256;
+__device__ inline double block_sum_double(const float* x, size_t n) {
+  __shared__ double partial[kSumThreads];
+  double acc = 0.0;
+  for (size_t i = threadIdx.x; i < n; i += blockDim.x) acc += x[i];
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half >>= 1) {
+    if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  return partial[0];
+}
+
 // Sum over the block, returned to every thread. Works for any warpSize (32 on
 // NVIDIA, 64 on CDNA) and blockDim.x up to 1024.
 __device__ inline float block_sum(float v) {
@@ -96,4 +112,8 @@ int KAIO_GPU_FN(masked_mse)(double*, float*, const float*, const float*, const u
 int KAIO_GPU_FN(sum_squares)(double*, const float*, size_t);
 int KAIO_GPU_FN(adamw)(float*, const float*, float*, float*, size_t, float, float, float, float, float, float, float,
                        float);
+int KAIO_GPU_FN(masked_mse_figures)(KaioStepFigures*, float*, const float*, const float*, const uint8_t*, int, int);
+int KAIO_GPU_FN(grad_figures)(KaioStepFigures*, const float*, size_t, double);
+int KAIO_GPU_FN(adamw_figures)(float*, const float*, float*, float*, size_t, float, float, float, float, float,
+                               const KaioStepFigures*, float, float);
 }

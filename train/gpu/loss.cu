@@ -1,5 +1,7 @@
-// Masked MSE against per-tubelet-normalised targets: one block per row writes
-// its squared-error sum; the host adds the rows in double.
+// Masked MSE against per-tubelet-normalised targets: one block counts the
+// masked rows, one block per row writes its squared-error sum, and the rows
+// are added in double (on the host for masked_mse, on the device for
+// masked_mse_figures, which never waits for the host).
 #include <math.h>
 
 #include <vector>
@@ -9,14 +11,23 @@
 namespace kaio_gpu {
 namespace {
 
+// counts[0] = the number of masked rows (exact in a float up to 2^24 rows).
+__global__ void count_masked_kernel(float* counts, const uint8_t* mask, int rows) {
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < rows; i += blockDim.x) sum += mask[i] ? 1.0f : 0.0f;
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) counts[0] = sum;
+}
+
 __global__ void masked_mse_kernel(float* row_loss, float* dpred, const float* pred, const float* patches,
-                                  const uint8_t* mask, int pd, float grad_scale) {
+                                  const uint8_t* mask, int pd, const float* masked) {
   const long at = (long)blockIdx.x * pd;
   if (!mask[blockIdx.x]) {
     for (int i = threadIdx.x; i < pd; i += blockDim.x) dpred[at + i] = 0.0f;
     if (threadIdx.x == 0) row_loss[blockIdx.x] = 0.0f;
     return;
   }
+  const float grad_scale = 2.0f / (*masked * pd);
   float sum = 0.0f;
   for (int i = threadIdx.x; i < pd; i += blockDim.x) sum += patches[at + i];
   const float mean = block_sum(sum) / pd;
@@ -33,6 +44,22 @@ __global__ void masked_mse_kernel(float* row_loss, float* dpred, const float* pr
   if (threadIdx.x == 0) row_loss[blockIdx.x] = err;
 }
 
+__global__ void loss_figure_kernel(KaioStepFigures* figures, const float* counts, int rows, int pd) {
+  const double total = block_sum_double(counts + 1, rows);
+  if (threadIdx.x == 0) figures->loss = counts[0] > 0 ? total / ((double)counts[0] * pd) : 0.0;
+}
+
+// Queues the count and the rows: returns scratch with the masked-row count at
+// [0] and the rows' squared-error sums at [1, rows], or null on failure.
+const float* masked_rows(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows, int pd) {
+  float* counts = scratch(static_cast<size_t>(rows) + 1);
+  if (!counts) return nullptr;
+  count_masked_kernel<<<1, 256, 0, compute_stream()>>>(counts, mask, rows);
+  if (check_launch("masked_mse count")) return nullptr;
+  masked_mse_kernel<<<rows, 128, 0, compute_stream()>>>(counts + 1, dpred, pred, patches, mask, pd, counts);
+  return check_launch("masked_mse") ? nullptr : counts;
+}
+
 }  // namespace
 }  // namespace kaio_gpu
 
@@ -40,24 +67,23 @@ using namespace kaio_gpu;
 
 extern "C" int KAIO_GPU_FN(masked_mse)(double* loss_host, float* dpred, const float* pred, const float* patches,
                                        const uint8_t* mask, int rows, int pd) {
-  std::vector<uint8_t> host_mask(rows);
-  if (check(gpuMemcpyAsync(host_mask.data(), mask, rows, gpuMemcpyDeviceToHost, compute_stream()), "mask readback") ||
-      check(gpuStreamSynchronize(compute_stream()), "mask readback"))
-    return -1;
-  long masked = 0;
-  for (uint8_t m : host_mask) masked += m ? 1 : 0;
-  const float grad_scale = masked ? 2.0f / ((float)masked * pd) : 0.0f;
-  float* row_loss = scratch(rows);
-  if (!row_loss) return -1;
-  masked_mse_kernel<<<rows, 128, 0, compute_stream()>>>(row_loss, dpred, pred, patches, mask, pd, grad_scale);
-  if (check_launch("masked_mse")) return -1;
-  std::vector<float> host(rows);
-  if (check(gpuMemcpyAsync(host.data(), row_loss, rows * sizeof(float), gpuMemcpyDeviceToHost, compute_stream()),
+  const float* counts = masked_rows(dpred, pred, patches, mask, rows, pd);
+  if (!counts) return -1;
+  std::vector<float> host(static_cast<size_t>(rows) + 1);
+  if (check(gpuMemcpyAsync(host.data(), counts, host.size() * sizeof(float), gpuMemcpyDeviceToHost, compute_stream()),
             "loss readback") ||
       check(gpuStreamSynchronize(compute_stream()), "loss readback"))
     return -1;
   double total = 0.0;
-  for (float v : host) total += v;
-  *loss_host = masked ? total / ((double)masked * pd) : 0.0;
+  for (size_t i = 1; i < host.size(); ++i) total += host[i];
+  *loss_host = host[0] > 0 ? total / ((double)host[0] * pd) : 0.0;
   return 0;
+}
+
+extern "C" int KAIO_GPU_FN(masked_mse_figures)(KaioStepFigures* figures, float* dpred, const float* pred,
+                                               const float* patches, const uint8_t* mask, int rows, int pd) {
+  const float* counts = masked_rows(dpred, pred, patches, mask, rows, pd);
+  if (!counts) return -1;
+  loss_figure_kernel<<<1, kSumThreads, 0, compute_stream()>>>(figures, counts, rows, pd);
+  return check_launch("masked_mse loss");
 }
