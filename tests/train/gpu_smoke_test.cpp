@@ -68,10 +68,10 @@ std::vector<float> probs_from_lse(const std::vector<float>& qkv, const std::vect
   for (int b = 0; b < batch; ++b)
     for (int h = 0; h < heads; ++h)
       for (int i = 0; i < tokens; ++i) {
-        const size_t row = (static_cast<size_t>(b) * heads + h) * tokens + i;
+        const size_t row = (static_cast<size_t>(b) * heads + h) * tokens + i, q_col = static_cast<size_t>(h) * head_dim;
         for (int j = 0; j < tokens; ++j) {
           double s = 0;
-          for (int c = 0; c < head_dim; ++c) s += at(b, i, h * head_dim + c) * at(b, j, d + h * head_dim + c);
+          for (int c = 0; c < head_dim; ++c) s += at(b, i, q_col + c) * at(b, j, d + q_col + c);
           probs[row * tokens + j] = static_cast<float>(std::exp(s * scale - lse[row]));
         }
       }
