@@ -113,7 +113,7 @@ else
       fi
     done
   done
-  # The fused attention forward (docs/training.md, off by default) on the second case.
+  # The fused attention, forward and backward (docs/training.md, off by default), on the second case.
   read -r model frames size batch steps <<<"${bench_cases[1]:-${bench_cases[0]}}"
   name="bench-$model-bf16-fused-attention"
   if run "$name" 45 env KAIO_FUSED_ATTENTION=1 "$build/bench/train/kaio_train_bench" "$model" "$frames" "$size" \

@@ -68,9 +68,15 @@ class Backend {
                                  const float* bias, int rows, int dim) = 0;
   virtual void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
                                   const float* weight, const float* mean, const float* rstd, int rows, int dim) = 0;
-  virtual void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) = 0;
-  virtual void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
-                                  const cpu::AttentionShape& s) = 0;
+  // Attention keeps `saved` from forward to backward: attention_saved_floats(s)
+  // floats (the probabilities, B*H*T*T, on cpu and the GPUs' naive path; one
+  // log-sum-exp per query row, B*H*T, on the fused path). The backward also
+  // reads the forward's `out` and uses `scratch` of attention_scratch_floats(s).
+  virtual size_t attention_saved_floats(const cpu::AttentionShape& s) const { return probs_floats(s); }
+  virtual size_t attention_scratch_floats(const cpu::AttentionShape& s) const { return probs_floats(s); }
+  virtual void attention_forward(float* out, float* saved, const float* qkv, const cpu::AttentionShape& s) = 0;
+  virtual void attention_backward(float* dqkv, float* scratch, const float* dout, const float* out, const float* qkv,
+                                  const float* saved, const cpu::AttentionShape& s) = 0;
   virtual void gelu_forward(float* out, const float* in, size_t n) = 0;
   virtual void gelu_backward(float* din, const float* dout, const float* in, size_t n) = 0;
   virtual void add(float* out, const float* a, const float* b, size_t n) = 0;
@@ -99,6 +105,11 @@ class Backend {
   // Waits for the last step's end mark: its busy time and the idle time since
   // the end mark before it (0 for the first step).
   virtual DeviceStepTime step_time() = 0;
+
+ protected:
+  static size_t probs_floats(const cpu::AttentionShape& s) {
+    return static_cast<size_t>(s.batch) * s.heads * s.tokens * s.tokens;
+  }
 };
 
 // Owns backend memory; frees it through the backend that allocated it.

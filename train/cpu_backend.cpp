@@ -77,8 +77,8 @@ class CpuBackend final : public Backend {
   void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) override {
     cpu::attention_forward(out, probs, qkv, s);
   }
-  void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
-                          const cpu::AttentionShape& s) override {
+  void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* /*out*/, const float* qkv,
+                          const float* probs, const cpu::AttentionShape& s) override {
     cpu::attention_backward(dqkv, dprobs, dout, qkv, probs, s);
   }
   void gelu_forward(float* out, const float* in, size_t n) override { cpu::gelu_forward(out, in, n); }

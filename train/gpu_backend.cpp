@@ -131,14 +131,25 @@ class GpuBackend final : public Backend {
                           const float* weight, const float* mean, const float* rstd, int rows, int dim) override {
     check(ops_->layernorm_backward(din, dweight, dbias, dout, in, weight, mean, rstd, rows, dim), "layernorm_backward");
   }
-  void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) override {
-    const auto forward = fused_attention_ ? ops_->attention_forward_fused : ops_->attention_forward;
-    check(forward(out, probs, qkv, s.batch, s.tokens, s.heads, s.head_dim, bf16_), "attention_forward");
+  size_t attention_saved_floats(const cpu::AttentionShape& s) const override {
+    return fused(s) ? lse_floats(s) : Backend::attention_saved_floats(s);
   }
-  void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
-                          const cpu::AttentionShape& s) override {
-    check(ops_->attention_backward(dqkv, dprobs, dout, qkv, probs, s.batch, s.tokens, s.heads, s.head_dim, bf16_),
-          "attention_backward");
+  size_t attention_scratch_floats(const cpu::AttentionShape& s) const override {
+    return fused(s) ? lse_floats(s) : Backend::attention_scratch_floats(s);
+  }
+  void attention_forward(float* out, float* saved, const float* qkv, const cpu::AttentionShape& s) override {
+    const auto forward = fused(s) ? ops_->attention_forward_fused : ops_->attention_forward;
+    check(forward(out, saved, qkv, s.batch, s.tokens, s.heads, s.head_dim, bf16_), "attention_forward");
+  }
+  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* out, const float* qkv,
+                          const float* saved, const cpu::AttentionShape& s) override {
+    if (fused(s))
+      check(ops_->attention_backward_fused(dqkv, scratch, dout, out, qkv, saved, s.batch, s.tokens, s.heads, s.head_dim,
+                                           bf16_),
+            "attention_backward");
+    else
+      check(ops_->attention_backward(dqkv, scratch, dout, qkv, saved, s.batch, s.tokens, s.heads, s.head_dim, bf16_),
+            "attention_backward");
   }
   void gelu_forward(float* out, const float* in, size_t n) override {
     check(ops_->gelu_forward(out, in, n), "gelu_forward");
@@ -214,12 +225,18 @@ class GpuBackend final : public Backend {
     if (!event) throw Error(ErrorKind::internal, vendor_ + " create event failed: " + ops_->last_error());
     return event;
   }
-  // KAIO_FUSED_ATTENTION=1: attention's forward through the fused kernel
-  // (docs/training.md); the naive path stays the default and the reference.
+  // KAIO_FUSED_ATTENTION=1: attention through the fused kernels where they
+  // are built for the head width (docs/training.md); the naive path stays the
+  // default and the reference.
   static bool fused_attention_wanted() {
     const char* v = std::getenv("KAIO_FUSED_ATTENTION");
     return v && std::string(v) == "1";
   }
+  bool fused(const cpu::AttentionShape& s) const {
+    return fused_attention_ && ops_->attention_fused_supports(s.head_dim) != 0;
+  }
+  // One log-sum-exp (forward) or row dot (backward scratch) per (sample, head, query row).
+  static size_t lse_floats(const cpu::AttentionShape& s) { return static_cast<size_t>(s.batch) * s.heads * s.tokens; }
   void check(int rc, const char* op) const {
     if (rc != 0) throw Error(ErrorKind::internal, vendor_ + " " + op + " failed: " + ops_->last_error());
   }

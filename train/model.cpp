@@ -144,7 +144,10 @@ const ParamInfo& Model::param(std::string_view name) const {
 
 void Model::allocate_activations() {
   const size_t rows = static_cast<size_t>(max_batch_) * grid_.tokens(), d = spec_.dim;
-  const size_t probs = static_cast<size_t>(max_batch_) * spec_.heads * grid_.tokens() * grid_.tokens();
+  // Per layer only what the backend's attention keeps (probabilities or one
+  // log-sum-exp per row), sized for the largest batch.
+  const cpu::AttentionShape attention{max_batch_, grid_.tokens(), spec_.heads, spec_.dim / spec_.heads};
+  const size_t saved = backend_.attention_saved_floats(attention);
   auto f = [&](size_t n) { return allocate_buffer<float>(backend_, n); };
   for (int slot = 0; slot < 2; ++slot) {
     windows_[slot] = allocate_buffer<uint8_t>(backend_, max_batch_ * grid_.window_bytes());
@@ -155,7 +158,7 @@ void Model::allocate_activations() {
   patches_ = f(rows * grid_.patch_dim());
   emb_ = f(rows * d);
   for (int l = 0; l < spec_.depth; ++l)
-    acts_.push_back({f(rows * d), f(rows * d), f(rows), f(rows), f(rows * 3 * d), f(rows * d), f(probs), f(rows * d),
+    acts_.push_back({f(rows * d), f(rows * d), f(rows), f(rows), f(rows * 3 * d), f(rows * d), f(saved), f(rows * d),
                      f(rows * d), f(rows), f(rows), f(rows * 4 * d), f(rows * 4 * d)});
   final_x_ = f(rows * d);
   lnf_ = f(rows * d);
@@ -166,7 +169,7 @@ void Model::allocate_activations() {
   dres_ = f(rows * d);
   scratch_d_ = f(rows * d);
   dqkv_ = f(rows * 3 * d);
-  dprobs_ = f(probs);
+  attn_scratch_ = f(backend_.attention_scratch_floats(attention));
   dh_ = f(rows * 4 * d);
 }
 
@@ -250,7 +253,7 @@ void Model::forward(int batch) {
     backend_.layernorm_forward(a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), a.x.get(), p(w.ln1_w), p(w.ln1_b), rows,
                                d);
     backend_.linear_forward(a.qkv.get(), a.ln1.get(), p(w.qkv_w), p(w.qkv_b), rows, d, 3 * d);
-    backend_.attention_forward(a.att.get(), a.probs.get(), a.qkv.get(), shape);
+    backend_.attention_forward(a.att.get(), a.attn_saved.get(), a.qkv.get(), shape);
     backend_.linear_forward(scratch_d_.get(), a.att.get(), p(w.proj_w), p(w.proj_b), rows, d, d);
     backend_.add(a.res.get(), a.x.get(), scratch_d_.get(), n);
     backend_.layernorm_forward(a.ln2.get(), a.ln2_mean.get(), a.ln2_rstd.get(), a.res.get(), p(w.ln2_w), p(w.ln2_b),
@@ -285,7 +288,8 @@ void Model::backward(int batch) {
                                 a.ln2_mean.get(), a.ln2_rstd.get(), rows, d);
     backend_.linear_backward(scratch_d_.get(), gp(w.proj_w), gp(w.proj_b), dres_.get(), a.att.get(), p(w.proj_w), rows,
                              d, d);
-    backend_.attention_backward(dqkv_.get(), dprobs_.get(), scratch_d_.get(), a.qkv.get(), a.probs.get(), shape);
+    backend_.attention_backward(dqkv_.get(), attn_scratch_.get(), scratch_d_.get(), a.att.get(), a.qkv.get(),
+                                a.attn_saved.get(), shape);
     backend_.linear_backward(scratch_d_.get(), gp(w.qkv_w), gp(w.qkv_b), dqkv_.get(), a.ln1.get(), p(w.qkv_w), rows, d,
                              3 * d);
     backend_.layernorm_backward(dres_.get(), gp(w.ln1_w), gp(w.ln1_b), scratch_d_.get(), a.x.get(), p(w.ln1_w),

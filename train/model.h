@@ -80,7 +80,7 @@ class Model {
     const ParamInfo *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
   };
   struct BlockActs {
-    BackendBuffer<float> x, ln1, ln1_mean, ln1_rstd, qkv, att, probs, res, ln2, ln2_mean, ln2_rstd, h, g;
+    BackendBuffer<float> x, ln1, ln1_mean, ln1_rstd, qkv, att, attn_saved, res, ln2, ln2_mean, ln2_rstd, h, g;
   };
   void add_param(std::string name, std::vector<int64_t> shape, bool decay);
   void layout_params();
@@ -104,7 +104,7 @@ class Model {
   int staged_slot_ = 0, active_slot_ = 1, staged_batch_ = 0;
   BackendBuffer<StepFigures> figures_;
   BackendBuffer<float> patches_, emb_, final_x_, lnf_, lnf_mean_, lnf_rstd_, pred_, dpred_;
-  BackendBuffer<float> dres_, scratch_d_, dqkv_, dprobs_,
+  BackendBuffer<float> dres_, scratch_d_, dqkv_, attn_scratch_,
       dh_;  // scratch_d_: projection outputs forward, [rows, dim] gradients backward
   std::vector<BlockActs> acts_;
 };

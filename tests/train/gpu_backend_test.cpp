@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 
 #include "tests/train/moving_shapes.h"
@@ -61,9 +62,40 @@ void expect_close(const char* what, const std::vector<float>& cpu, const std::ve
   EXPECT_LT(rel, tol) << what;
 }
 
+// Sets KAIO_FUSED_ATTENTION (read when a GPU backend is made) for one scope
+// and restores what was there, so the other tests keep the naive path.
+class FusedAttentionEnv {
+ public:
+  explicit FusedAttentionEnv(const char* value) {
+    if (const char* old = std::getenv(kName)) old_ = old;
+    ::setenv(kName, value, 1);
+  }
+  ~FusedAttentionEnv() {
+    if (old_.empty())
+      ::unsetenv(kName);
+    else
+      ::setenv(kName, old_.c_str(), 1);
+  }
+  FusedAttentionEnv(const FusedAttentionEnv&) = delete;
+  FusedAttentionEnv& operator=(const FusedAttentionEnv&) = delete;
+
+ private:
+  static constexpr const char* kName = "KAIO_FUSED_ATTENTION";
+  std::string old_;
+};
+
+std::unique_ptr<Backend> make_fused_backend(const std::string& vendor, bool bf16) {
+  const FusedAttentionEnv fused("1");
+  std::string why;
+  auto backend = make_gpu_backend(vendor, bf16, why);
+  EXPECT_TRUE(backend) << why;
+  return backend;
+}
+
 class GpuBackendTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    const FusedAttentionEnv naive("0");
     std::string why;
     gpu_ = make_gpu_backend(GetParam(), false, why);
     if (!gpu_) GTEST_SKIP() << "skipped: no GPU (" << why << ")";
@@ -87,19 +119,20 @@ std::vector<std::vector<float>> linear_results(Backend& be, int rows, int in, in
   return {m.get(py, y.size()), m.get(pdx, dx.size()), m.get(pdw, w.size()), m.get(pdb, out)};
 }
 
-// Attention forward and backward on `be`: out, probs, dqkv.
+// Attention forward and backward on `be`: out, what the forward saved (the
+// probabilities on cpu and the naive path), dqkv.
 std::vector<std::vector<float>> attention_results(Backend& be, const cpu::AttentionShape& s, unsigned seed) {
   const size_t qkv_n = static_cast<size_t>(s.batch) * s.tokens * 3 * s.dim(),
                out_n = static_cast<size_t>(s.batch) * s.tokens * s.dim();
-  const size_t probs_n = static_cast<size_t>(s.batch) * s.heads * s.tokens * s.tokens;
+  const size_t saved_n = be.attention_saved_floats(s);
   const auto qkv = random_vector(qkv_n, seed), dout = random_vector(out_n, seed + 1);
-  std::vector<float> out(out_n), probs(probs_n), dqkv(qkv_n);
+  std::vector<float> out(out_n), saved(saved_n), scratch(be.attention_scratch_floats(s)), dqkv(qkv_n);
   Mirror m(be);
-  float *pq = m.put(qkv), *pdo = m.put(dout), *po = m.put(out), *pp = m.put(probs), *pdp = m.put(probs),
+  float *pq = m.put(qkv), *pdo = m.put(dout), *po = m.put(out), *pp = m.put(saved), *pdp = m.put(scratch),
         *pdq = m.put(dqkv);
   be.attention_forward(po, pp, pq, s);
-  be.attention_backward(pdq, pdp, pdo, pq, pp, s);
-  return {m.get(po, out_n), m.get(pp, probs_n), m.get(pdq, qkv_n)};
+  be.attention_backward(pdq, pdp, pdo, po, pq, pp, s);
+  return {m.get(po, out_n), m.get(pp, saved_n), m.get(pdq, qkv_n)};
 }
 
 }  // namespace
@@ -137,6 +170,70 @@ TEST_P(GpuBackendTest, MatrixProductsOnOddShapesInFp32AndBf16) {
       expect_close((what + " bf16").c_str(), want[i], got_bf16[i], 2e-2);
     }
   }
+}
+
+// KAIO_FUSED_ATTENTION=1: the fused forward and backward against the cpu
+// backend on odd token counts (not multiples of the 32-row tiles or 64-row
+// blocks) and every head width they are built for; a width they are not built
+// for (24) goes down the naive path and keeps the full probabilities.
+TEST_P(GpuBackendTest, FusedAttentionMatchesCpuInFp32AndBf16) {
+  const auto fused = make_fused_backend(GetParam(), false), fused_bf16 = make_fused_backend(GetParam(), true);
+  ASSERT_TRUE(fused && fused_bf16);
+  for (const cpu::AttentionShape& s :
+       {cpu::AttentionShape{1, 1, 1, 16}, cpu::AttentionShape{2, 37, 3, 16}, cpu::AttentionShape{3, 53, 5, 32},
+        cpu::AttentionShape{2, 65, 2, 64}, cpu::AttentionShape{2, 197, 6, 64}, cpu::AttentionShape{1, 70, 2, 128},
+        cpu::AttentionShape{3, 53, 5, 24}}) {
+    const size_t per_row = static_cast<size_t>(s.batch) * s.heads * s.tokens;
+    const size_t want_saved = s.head_dim == 24 ? per_row * s.tokens : per_row;
+    EXPECT_EQ(fused->attention_saved_floats(s), want_saved) << s.head_dim;
+    EXPECT_EQ(fused->attention_scratch_floats(s), want_saved) << s.head_dim;
+    const auto want = attention_results(*cpu_, s, 40);
+    const auto got = attention_results(*fused, s, 40);
+    const auto got_bf16 = attention_results(*fused_bf16, s, 40);
+    const std::string what = "fused attention " + std::to_string(s.batch) + "x" + std::to_string(s.tokens) + "x" +
+                             std::to_string(s.heads) + "x" + std::to_string(s.head_dim);
+    expect_close((what + " out fp32").c_str(), want[0], got[0]);
+    expect_close((what + " out bf16").c_str(), want[0], got_bf16[0], 2e-2);
+    expect_close((what + " dqkv fp32").c_str(), want[2], got[2]);
+    expect_close((what + " dqkv bf16").c_str(), want[2], got_bf16[2], 2e-2);
+  }
+}
+
+// One forward and backward of the whole model (tiny: head width 16, on 75
+// tokens) with KAIO_FUSED_ATTENTION=1 against the cpu backend: the loss and
+// every parameter's gradient in fp32, the loss in bf16.
+TEST_P(GpuBackendTest, WholeStepWithFusedAttentionMatchesCpu) {
+  const auto fused = make_fused_backend(GetParam(), false), fused_bf16 = make_fused_backend(GetParam(), true);
+  ASSERT_TRUE(fused && fused_bf16);
+  const ModelSpec spec = model_spec("tiny");
+  const TubeletGrid grid = make_grid(spec, 6, 40);
+  const int batch = 2;
+  std::vector<uint8_t> windows(batch * grid.window_bytes());
+  for (size_t i = 0; i < windows.size(); ++i) windows[i] = static_cast<uint8_t>((i * 31 + i / 97) % 256);
+  const std::vector<uint8_t> mask = tube_mask(grid, batch, 0.75, 7, 0);
+  Backend* backends[3] = {cpu_.get(), fused.get(), fused_bf16.get()};
+  double losses[3];
+  std::vector<float> grads[3];
+  std::vector<ParamInfo> params;
+  for (int k = 0; k < 3; ++k) {
+    Model model(*backends[k], spec, grid, batch);
+    model.init_weights(11);
+    losses[k] = model.forward_backward(windows.data(), mask.data(), batch);
+    grads[k].resize(model.param_count());
+    model.read_grads(grads[k].data());
+    params = model.params();
+  }
+  for (const ParamInfo& info : params) {
+    auto slice = [&](const std::vector<float>& all) {
+      const auto first = all.begin() + static_cast<std::ptrdiff_t>(info.offset);
+      return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(info.count));
+    };
+    expect_close(("fused grad " + info.name).c_str(), slice(grads[0]), slice(grads[1]));
+  }
+  std::printf("%s fused attention loss: cpu %.7f, fp32 %.7f, bf16 %.7f\n", GetParam().c_str(), losses[0], losses[1],
+              losses[2]);
+  EXPECT_LT(std::abs(losses[1] - losses[0]) / losses[0], 1e-4);
+  EXPECT_LT(std::abs(losses[2] - losses[0]) / losses[0], 3e-2);
 }
 
 TEST_P(GpuBackendTest, LayerNormForwardBackward) {

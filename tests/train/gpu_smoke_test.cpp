@@ -1,12 +1,15 @@
 // Runs the smoke kernel on each vendor's GPU that is present, checked against
 // the same arithmetic on the CPU, checks that a build with the vendor BLAS
 // runs its matrix products on it, and the fused attention forward against the
-// naive one; reports "skipped" where there is none.
+// naive one (the backward is checked in gpu_backend_test.cpp); reports
+// "skipped" where there is none.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
@@ -42,9 +45,43 @@ double relative_error(const std::vector<float>& want, const std::vector<float>& 
   return max_abs / std::max(max_ref, 1e-12);
 }
 
-// Output and probabilities of the fused forward against the naive path's, in
-// fp32 (1e-4) and bf16 (2e-2), on odd token counts and every head width the
-// fused kernel is built for.
+float round_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  std::memcpy(&x, &u, sizeof u);
+  return x;
+}
+
+// The probabilities the fused forward implies, exp(scale q.k - lse) with q and
+// k rounded as the kernels round them, in the naive path's [batch, heads,
+// tokens, tokens] layout.
+std::vector<float> probs_from_lse(const std::vector<float>& qkv, const std::vector<float>& lse, int batch, int tokens,
+                                  int heads, int head_dim, bool bf16) {
+  const size_t d = static_cast<size_t>(heads) * head_dim, ld = 3 * d;
+  const double scale = 1.0 / std::sqrt(double(head_dim));
+  auto at = [&](int b, int row, size_t col) {
+    const float x = qkv[(static_cast<size_t>(b) * tokens + row) * ld + col];
+    return double(bf16 ? round_bf16(x) : x);
+  };
+  std::vector<float> probs(static_cast<size_t>(batch) * heads * tokens * tokens);
+  for (int b = 0; b < batch; ++b)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < tokens; ++i) {
+        const size_t row = (static_cast<size_t>(b) * heads + h) * tokens + i, q_col = static_cast<size_t>(h) * head_dim;
+        for (int j = 0; j < tokens; ++j) {
+          double s = 0;
+          for (int c = 0; c < head_dim; ++c) s += at(b, i, q_col + c) * at(b, j, d + q_col + c);
+          probs[row * tokens + j] = static_cast<float>(std::exp(s * scale - lse[row]));
+        }
+      }
+  return probs;
+}
+
+// The fused forward against the naive path, in fp32 (1e-4) and bf16 (2e-2), on
+// odd token counts and every head width the fused kernels are built for: the
+// output, and the probabilities its saved log-sum-exp implies (what the fused
+// backward recomputes) against the naive path's.
 [[maybe_unused]] void check_fused_attention(const KaioGpuOps* ops) {
   ASSERT_EQ(ops->init(), 0) << ops->last_error();
   struct Shape {
@@ -52,40 +89,44 @@ double relative_error(const std::vector<float>& want, const std::vector<float>& 
   };
   for (const Shape& s :
        {Shape{1, 1, 1, 16}, Shape{2, 37, 3, 16}, Shape{3, 53, 5, 32}, Shape{2, 197, 6, 64}, Shape{1, 70, 2, 128}}) {
+    ASSERT_TRUE(ops->attention_fused_supports(s.head_dim)) << s.head_dim;
     const size_t d = static_cast<size_t>(s.heads) * s.head_dim, rows = static_cast<size_t>(s.batch) * s.tokens;
-    const size_t probs_n = static_cast<size_t>(s.batch) * s.heads * s.tokens * s.tokens;
+    const size_t probs_n = static_cast<size_t>(s.batch) * s.heads * s.tokens * s.tokens,
+                 lse_n = static_cast<size_t>(s.batch) * s.heads * s.tokens;
     std::vector<float> qkv(rows * 3 * d);
     std::mt19937 rng(s.tokens);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     for (float& x : qkv) x = normal(rng);
     auto buffer = [&](size_t floats) { return DeviceBuffer(ops->malloc_device(floats * sizeof(float)), {ops}); };
-    DeviceBuffer dqkv = buffer(qkv.size()), out[2] = {buffer(rows * d), buffer(rows * d)},
-                 probs[2] = {buffer(probs_n), buffer(probs_n)};
+    DeviceBuffer dqkv = buffer(qkv.size()), out[2] = {buffer(rows * d), buffer(rows * d)}, probs = buffer(probs_n),
+                 lse = buffer(lse_n);
     ASSERT_EQ(ops->to_device(dqkv.get(), qkv.data(), qkv.size() * sizeof(float)), 0) << ops->last_error();
     for (int bf16 : {0, 1}) {
       auto* q = static_cast<const float*>(dqkv.get());
-      ASSERT_EQ(ops->attention_forward(static_cast<float*>(out[0].get()), static_cast<float*>(probs[0].get()), q,
-                                       s.batch, s.tokens, s.heads, s.head_dim, bf16),
+      ASSERT_EQ(ops->attention_forward(static_cast<float*>(out[0].get()), static_cast<float*>(probs.get()), q, s.batch,
+                                       s.tokens, s.heads, s.head_dim, bf16),
                 0)
           << ops->last_error();
-      ASSERT_EQ(ops->attention_forward_fused(static_cast<float*>(out[1].get()), static_cast<float*>(probs[1].get()), q,
+      ASSERT_EQ(ops->attention_forward_fused(static_cast<float*>(out[1].get()), static_cast<float*>(lse.get()), q,
                                              s.batch, s.tokens, s.heads, s.head_dim, bf16),
                 0)
           << ops->last_error();
       std::vector<float> o[2] = {std::vector<float>(rows * d), std::vector<float>(rows * d)};
-      std::vector<float> p[2] = {std::vector<float>(probs_n), std::vector<float>(probs_n)};
-      for (int k = 0; k < 2; ++k) {
+      std::vector<float> naive_probs(probs_n), lse_host(lse_n);
+      for (int k = 0; k < 2; ++k)
         ASSERT_EQ(ops->to_host(o[k].data(), out[k].get(), o[k].size() * sizeof(float)), 0) << ops->last_error();
-        ASSERT_EQ(ops->to_host(p[k].data(), probs[k].get(), p[k].size() * sizeof(float)), 0) << ops->last_error();
-      }
+      ASSERT_EQ(ops->to_host(naive_probs.data(), probs.get(), probs_n * sizeof(float)), 0) << ops->last_error();
+      ASSERT_EQ(ops->to_host(lse_host.data(), lse.get(), lse_n * sizeof(float)), 0) << ops->last_error();
       const double tol = bf16 ? 2e-2 : 1e-4, out_err = relative_error(o[0], o[1]),
-                   probs_err = relative_error(p[0], p[1]);
-      std::printf("fused attention %dx%dx%dx%d %s: out rel error %.3g, probs rel error %.3g\n", s.batch, s.tokens,
-                  s.heads, s.head_dim, bf16 ? "bf16" : "fp32", out_err, probs_err);
+                   probs_err = relative_error(
+                       naive_probs, probs_from_lse(qkv, lse_host, s.batch, s.tokens, s.heads, s.head_dim, bf16));
+      std::printf("fused attention %dx%dx%dx%d %s: out rel error %.3g, probs (from lse) rel error %.3g\n", s.batch,
+                  s.tokens, s.heads, s.head_dim, bf16 ? "bf16" : "fp32", out_err, probs_err);
       EXPECT_LT(out_err, tol) << s.tokens << " tokens, head width " << s.head_dim;
       EXPECT_LT(probs_err, tol) << s.tokens << " tokens, head width " << s.head_dim;
     }
   }
+  EXPECT_FALSE(ops->attention_fused_supports(24));
 }
 
 }  // namespace

@@ -1,11 +1,16 @@
-// Multi-head attention core: batched GEMMs over every (sample, head) plus a
-// row softmax, forward and backward; layout as train/layers/attention.h.
+// Multi-head attention core, forward and backward; layout as
+// train/layers/attention.h. The naive path (batched GEMMs over every (sample,
+// head) plus a row softmax, keeping the probabilities) is the reference; the
+// fused path keeps one log-sum-exp per query row instead.
 #include <math.h>
 
 #include "kernels.h"
+// After kernels.h: the fused kernels use its bf16 rounding and vendor names.
+#include "fused_attention.h"
 
 namespace kaio_gpu {
 namespace {
+using namespace fused_attention;
 
 __global__ void softmax_rows_kernel(float* p, int cols) {
   float* row = p + (long)blockIdx.x * cols;
@@ -47,77 +52,32 @@ GemmBatch batch(int count, int inner, long ao, long ai, long bo, long bi, long c
   return g;
 }
 
-// Fused forward: one thread per query row of one (sample, head); keys and
-// values stream through shared memory in tiles and an online softmax (running
-// max and sum) folds each tile into the output, so no score reaches memory
-// before the output is done. A second pass over the keys writes the
-// normalised probabilities that the backward pass reads.
-constexpr int kFusedRows = 64, kFusedKeys = 32;
-
-__device__ inline float operand(float x, bool bf16) {
-  return bf16 ? round_bf16(x) : x;
+dim3 fused_grid(int b, int n, int h) {
+  return dim3((n + kRowsPerBlock - 1) / kRowsPerBlock, b * h);
 }
 
 template <int HD>
-__global__ void fused_attention_forward_kernel(float* out, float* probs, const float* qkv, int n, int h, float scale,
-                                               bool bf16) {
-  __shared__ float keys[kFusedKeys][HD];
-  __shared__ float values[kFusedKeys][HD];
-  const int bh = blockIdx.y, d = h * HD, ld = 3 * d;
-  const int row = blockIdx.x * kFusedRows + threadIdx.x;
-  const bool active = row < n;
-  const float* base = qkv + (long)(bh / h) * n * ld + (bh % h) * HD;
-  float q[HD], acc[HD];
-  for (int j = 0; j < HD; ++j) {
-    q[j] = active ? operand(base[(long)row * ld + j], bf16) : 0.0f;
-    acc[j] = 0.0f;
-  }
-  float top = -INFINITY, sum = 0.0f;
-  for (int k0 = 0; k0 < n; k0 += kFusedKeys) {
-    for (int i = threadIdx.x; i < kFusedKeys * HD; i += blockDim.x) {
-      const int key = k0 + i / HD, j = i % HD;
-      keys[i / HD][j] = key < n ? operand(base[(long)key * ld + d + j], bf16) : 0.0f;
-      values[i / HD][j] = key < n ? operand(base[(long)key * ld + 2 * d + j], bf16) : 0.0f;
-    }
-    __syncthreads();
-    const int tile = min(kFusedKeys, n - k0);
-    for (int t = 0; t < tile; ++t) {
-      float s = 0.0f;
-      for (int j = 0; j < HD; ++j) s += q[j] * keys[t][j];
-      s *= scale;
-      const float new_top = fmaxf(top, s), rescale = expf(top - new_top), p = expf(s - new_top);
-      sum = sum * rescale + p;
-      for (int j = 0; j < HD; ++j) acc[j] = acc[j] * rescale + p * values[t][j];
-      top = new_top;
-    }
-    __syncthreads();
-  }
-  const float inv = active ? 1.0f / sum : 0.0f;
-  if (active)
-    for (int j = 0; j < HD; ++j) out[((long)(bh / h) * n + row) * d + (bh % h) * HD + j] = acc[j] * inv;
-  float* prow = probs + ((long)bh * n + row) * n;
-  for (int k0 = 0; k0 < n; k0 += kFusedKeys) {
-    for (int i = threadIdx.x; i < kFusedKeys * HD; i += blockDim.x) {
-      const int key = k0 + i / HD, j = i % HD;
-      keys[i / HD][j] = key < n ? operand(base[(long)key * ld + d + j], bf16) : 0.0f;
-    }
-    __syncthreads();
-    const int tile = min(kFusedKeys, n - k0);
-    for (int t = 0; active && t < tile; ++t) {
-      float s = 0.0f;
-      for (int j = 0; j < HD; ++j) s += q[j] * keys[t][j];
-      prow[k0 + t] = expf(s * scale - top) * inv;
-    }
-    __syncthreads();
-  }
-}
-
-template <int HD>
-int launch_fused_attention(float* out, float* probs, const float* qkv, int b, int n, int h, bool bf16) {
-  const dim3 grid((n + kFusedRows - 1) / kFusedRows, b * h);
-  fused_attention_forward_kernel<HD>
-      <<<grid, kFusedRows, 0, compute_stream()>>>(out, probs, qkv, n, h, 1.0f / sqrtf((float)HD), bf16);
+int launch_fused_forward(float* out, float* lse, const float* qkv, int b, int n, int h, bool bf16) {
+  fused_forward_kernel<HD>
+      <<<fused_grid(b, n, h), kRowsPerBlock, 0, compute_stream()>>>(out, lse, qkv, n, h, 1.0f / sqrtf((float)HD), bf16);
   return check_launch("fused attention forward");
+}
+
+// D first, then dK and dV, then dQ: each output element is written by one
+// thread of one kernel, so no atomics.
+template <int HD>
+int launch_fused_backward(float* dqkv, float* row_dots, const float* dout, const float* out, const float* qkv,
+                          const float* lse, int b, int n, int h, bool bf16) {
+  const long rows = (long)b * h * n;
+  row_dots_kernel<HD><<<blocks_for(rows, 256), 256, 0, compute_stream()>>>(row_dots, dout, out, n, h, rows);
+  if (check_launch("attention row dots")) return -1;
+  const float scale = 1.0f / sqrtf((float)HD);
+  fused_backward_keys_kernel<HD>
+      <<<fused_grid(b, n, h), kRowsPerBlock, 0, compute_stream()>>>(dqkv, dout, qkv, lse, row_dots, n, h, scale, bf16);
+  if (check_launch("fused attention backward (keys)")) return -1;
+  fused_backward_queries_kernel<HD>
+      <<<fused_grid(b, n, h), kRowsPerBlock, 0, compute_stream()>>>(dqkv, dout, qkv, lse, row_dots, n, h, scale, bf16);
+  return check_launch("fused attention backward (queries)");
 }
 
 // At least 64 so a block is never narrower than a CDNA wavefront.
@@ -166,20 +126,41 @@ extern "C" int KAIO_GPU_FN(attention_backward)(float* dqkv, float* dprobs, const
               batch(bh, h, po, pi, qo, hd, qo, hd), bf16);
 }
 
-// The fused forward for the head widths it is built for (16, 32, 64, 128);
-// other widths take the naive path.
-extern "C" int KAIO_GPU_FN(attention_forward_fused)(float* out, float* probs, const float* qkv, int b, int n, int h,
+// The fused kernels exist for these head widths (the switches below); the
+// backend sends other widths down the naive path.
+extern "C" int KAIO_GPU_FN(attention_fused_supports)(int head_dim) {
+  return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
+
+extern "C" int KAIO_GPU_FN(attention_forward_fused)(float* out, float* lse, const float* qkv, int b, int n, int h,
                                                     int hd, int bf16) {
   switch (hd) {
     case 16:
-      return launch_fused_attention<16>(out, probs, qkv, b, n, h, bf16);
+      return launch_fused_forward<16>(out, lse, qkv, b, n, h, bf16);
     case 32:
-      return launch_fused_attention<32>(out, probs, qkv, b, n, h, bf16);
+      return launch_fused_forward<32>(out, lse, qkv, b, n, h, bf16);
     case 64:
-      return launch_fused_attention<64>(out, probs, qkv, b, n, h, bf16);
+      return launch_fused_forward<64>(out, lse, qkv, b, n, h, bf16);
     case 128:
-      return launch_fused_attention<128>(out, probs, qkv, b, n, h, bf16);
+      return launch_fused_forward<128>(out, lse, qkv, b, n, h, bf16);
     default:
-      return KAIO_GPU_FN(attention_forward)(out, probs, qkv, b, n, h, hd, bf16);
+      return fail("fused attention forward", "head width not built");
+  }
+}
+
+extern "C" int KAIO_GPU_FN(attention_backward_fused)(float* dqkv, float* row_dots, const float* dout, const float* out,
+                                                     const float* qkv, const float* lse, int b, int n, int h, int hd,
+                                                     int bf16) {
+  switch (hd) {
+    case 16:
+      return launch_fused_backward<16>(dqkv, row_dots, dout, out, qkv, lse, b, n, h, bf16);
+    case 32:
+      return launch_fused_backward<32>(dqkv, row_dots, dout, out, qkv, lse, b, n, h, bf16);
+    case 64:
+      return launch_fused_backward<64>(dqkv, row_dots, dout, out, qkv, lse, b, n, h, bf16);
+    case 128:
+      return launch_fused_backward<128>(dqkv, row_dots, dout, out, qkv, lse, b, n, h, bf16);
+    default:
+      return fail("fused attention backward", "head width not built");
   }
 }

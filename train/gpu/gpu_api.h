@@ -57,14 +57,22 @@ typedef struct KaioGpuOps {
                            const float* bias, int rows, int dim);
   int (*layernorm_backward)(float* din, float* dweight, float* dbias, const float* dout, const float* in,
                             const float* weight, const float* mean, const float* rstd, int rows, int dim);
+  // The naive path, the reference: probs is [batch, heads, tokens, tokens]
+  // and dprobs scratch of that size.
   int (*attention_forward)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads, int head_dim,
                            int bf16);
-  // The same result through one fused kernel with an online softmax (head
-  // widths 16, 32, 64, 128; others take the naive path).
-  int (*attention_forward_fused)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads,
-                                 int head_dim, int bf16);
   int (*attention_backward)(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
                             int batch, int tokens, int heads, int head_dim, int bf16);
+  // The fused path (flash-style, no tokens x tokens matrix), for the head
+  // widths attention_fused_supports() accepts: the forward keeps lse, the
+  // log-sum-exp of each query row's scaled scores ([batch, heads, tokens]);
+  // the backward reads it and the forward's output, with row_dots as scratch
+  // of lse's size.
+  int (*attention_fused_supports)(int head_dim);
+  int (*attention_forward_fused)(float* out, float* lse, const float* qkv, int batch, int tokens, int heads,
+                                 int head_dim, int bf16);
+  int (*attention_backward_fused)(float* dqkv, float* row_dots, const float* dout, const float* out, const float* qkv,
+                                  const float* lse, int batch, int tokens, int heads, int head_dim, int bf16);
   int (*gelu_forward)(float* out, const float* in, size_t n);
   int (*gelu_backward)(float* din, const float* dout, const float* in, size_t n);
   int (*add)(float* out, const float* a, const float* b, size_t n);

@@ -103,8 +103,11 @@ int KAIO_GPU_FN(layernorm_forward)(float*, float*, float*, const float*, const f
 int KAIO_GPU_FN(layernorm_backward)(float*, float*, float*, const float*, const float*, const float*, const float*,
                                     const float*, int, int);
 int KAIO_GPU_FN(attention_forward)(float*, float*, const float*, int, int, int, int, int);
-int KAIO_GPU_FN(attention_forward_fused)(float*, float*, const float*, int, int, int, int, int);
 int KAIO_GPU_FN(attention_backward)(float*, float*, const float*, const float*, const float*, int, int, int, int, int);
+int KAIO_GPU_FN(attention_fused_supports)(int);
+int KAIO_GPU_FN(attention_forward_fused)(float*, float*, const float*, int, int, int, int, int);
+int KAIO_GPU_FN(attention_backward_fused)(float*, float*, const float*, const float*, const float*, const float*, int,
+                                          int, int, int, int);
 int KAIO_GPU_FN(gelu_forward)(float*, const float*, size_t);
 int KAIO_GPU_FN(gelu_backward)(float*, const float*, const float*, size_t);
 int KAIO_GPU_FN(add)(float*, const float*, const float*, size_t);

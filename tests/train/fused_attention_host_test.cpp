@@ -1,0 +1,196 @@
+// The fused attention kernels (train/gpu/fused_attention.h) run on the host:
+// every GPU thread of a block is a std::thread, __syncthreads a barrier,
+// __shared__ arrays static (blocks run one at a time). The forward, row dots
+// and both backward kernels must match attention computed in double on odd
+// token counts (not multiples of the 32-row tiles or 64-row blocks) and every
+// head width they are built for: fp32 within 1e-4, bf16 within 2e-2 (max abs
+// error over the largest reference value). Outputs start as NaN, so an
+// element no thread writes fails. This checks the arithmetic and the index
+// bounds of the real kernel code where no GPU is present; it cannot see
+// what only a GPU does (warp scheduling, memory limits).
+#include <gtest/gtest.h>
+#include <math.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <thread>
+#include <vector>
+
+namespace host_shim {
+struct Dim {
+  unsigned x = 0, y = 0, z = 0;
+};
+thread_local Dim threadIdx, blockIdx;
+Dim blockDim;
+std::barrier<>* block_barrier = nullptr;
+}  // namespace host_shim
+using host_shim::blockDim;
+using host_shim::blockIdx;
+using host_shim::threadIdx;
+using std::min;
+inline void __syncthreads() {  // NOLINT(bugprone-reserved-identifier)
+  host_shim::block_barrier->arrive_and_wait();
+}
+#define __global__         // NOLINT(bugprone-reserved-identifier)
+#define __device__         // NOLINT(bugprone-reserved-identifier)
+#define __shared__ static  // NOLINT(bugprone-reserved-identifier)
+
+namespace kaio_gpu {
+// As kernels.h's: nearest bf16, ties to even, kept in a float.
+inline float round_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  std::memcpy(&x, &u, sizeof u);
+  return x;
+}
+}  // namespace kaio_gpu
+
+#include "train/gpu/fused_attention.h"
+
+namespace {
+
+using namespace kaio_gpu::fused_attention;
+
+// Runs `kernel` for every block of `grid` (x, y), `threads` host threads a block.
+void launch(unsigned grid_x, unsigned grid_y, unsigned threads, const std::function<void()>& kernel) {
+  blockDim = {threads, 1, 1};
+  for (unsigned by = 0; by < grid_y; ++by)
+    for (unsigned bx = 0; bx < grid_x; ++bx) {
+      std::barrier<> barrier(threads);
+      host_shim::block_barrier = &barrier;
+      std::vector<std::thread> block;
+      for (unsigned t = 0; t < threads; ++t)
+        block.emplace_back([&, t] {
+          threadIdx = {t, 0, 0};
+          blockIdx = {bx, by, 0};
+          kernel();
+        });
+      for (auto& thread : block) thread.join();
+    }
+}
+
+struct Shape {
+  int batch, tokens, heads;
+};
+
+struct Results {
+  std::vector<double> out, lse, dqkv;
+};
+
+// Attention forward and backward in double: out, lse, dqkv (dq, dk, dv in qkv's layout).
+Results reference(const std::vector<float>& qkv, const std::vector<float>& dout, const Shape& s, int hd) {
+  const int n = s.tokens;
+  const size_t d = size_t(s.heads) * hd, ld = 3 * d;
+  const double scale = 1.0 / std::sqrt(double(hd));
+  Results r{std::vector<double>(dout.size()), std::vector<double>(size_t(s.batch) * s.heads * n),
+            std::vector<double>(qkv.size())};
+  std::vector<double> p(size_t(n) * n), ds(size_t(n) * n);
+  for (int b = 0; b < s.batch; ++b)
+    for (int h = 0; h < s.heads; ++h) {
+      const size_t col = size_t(h) * hd;
+      auto in = [&](int row, int part, int c) { return double(qkv[(size_t(b) * n + row) * ld + part * d + col + c]); };
+      auto grad = [&](int row, int c) { return double(dout[(size_t(b) * n + row) * d + col + c]); };
+      for (int i = 0; i < n; ++i) {
+        double top = -INFINITY, sum = 0, row_dot = 0;
+        for (int j = 0; j < n; ++j) {
+          double dot = 0;
+          for (int c = 0; c < hd; ++c) dot += in(i, 0, c) * in(j, 1, c);
+          p[size_t(i) * n + j] = dot * scale;
+          top = std::max(top, dot * scale);
+        }
+        for (int j = 0; j < n; ++j) sum += std::exp(p[size_t(i) * n + j] - top);
+        r.lse[(size_t(b) * s.heads + h) * n + i] = top + std::log(sum);
+        for (int j = 0; j < n; ++j) p[size_t(i) * n + j] = std::exp(p[size_t(i) * n + j] - top) / sum;
+        for (int c = 0; c < hd; ++c) {
+          double o = 0;
+          for (int j = 0; j < n; ++j) o += p[size_t(i) * n + j] * in(j, 2, c);
+          r.out[(size_t(b) * n + i) * d + col + c] = o;
+        }
+        std::vector<double> dp(n);
+        for (int j = 0; j < n; ++j) {
+          for (int c = 0; c < hd; ++c) dp[j] += grad(i, c) * in(j, 2, c);
+          row_dot += dp[j] * p[size_t(i) * n + j];
+        }
+        for (int j = 0; j < n; ++j) ds[size_t(i) * n + j] = p[size_t(i) * n + j] * (dp[j] - row_dot);
+      }
+      for (int i = 0; i < n; ++i)
+        for (int c = 0; c < hd; ++c) {
+          double dq = 0, dk = 0, dv = 0;
+          for (int j = 0; j < n; ++j) {
+            dq += ds[size_t(i) * n + j] * in(j, 1, c);
+            dk += ds[size_t(j) * n + i] * in(j, 0, c);
+            dv += p[size_t(j) * n + i] * grad(j, c);
+          }
+          const size_t at = (size_t(b) * n + i) * ld + col + c;
+          r.dqkv[at] = dq * scale;
+          r.dqkv[at + d] = dk * scale;
+          r.dqkv[at + 2 * d] = dv;
+        }
+    }
+  return r;
+}
+
+double relative_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double max_abs = 0, max_ref = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    max_abs = std::max(max_abs, std::isnan(got[i]) ? INFINITY : std::abs(got[i] - want[i]));
+    max_ref = std::max(max_ref, std::abs(want[i]));
+  }
+  return max_abs / std::max(max_ref, 1e-12);
+}
+
+// The launches of attention.cu's launch_fused_forward and launch_fused_backward.
+template <int HD>
+void check(const Shape& s) {
+  const int n = s.tokens, d = s.heads * HD;
+  const size_t rows = size_t(s.batch) * n, per_row = size_t(s.batch) * s.heads * n;
+  std::mt19937 rng(n * 131 + HD);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> qkv(rows * 3 * d), dout(rows * d);
+  for (float& x : qkv) x = normal(rng);
+  for (float& x : dout) x = normal(rng);
+  const Results want = reference(qkv, dout, s, HD);
+  const float scale = 1.0f / std::sqrt(float(HD));
+  const unsigned grid_x = unsigned((n + kRowsPerBlock - 1) / kRowsPerBlock), grid_y = unsigned(s.batch * s.heads);
+  for (bool bf16 : {false, true}) {
+    std::vector<float> out(rows * d, NAN), lse(per_row, NAN), row_dots(per_row, NAN), dqkv(qkv.size(), NAN);
+    launch(grid_x, grid_y, kRowsPerBlock,
+           [&] { fused_forward_kernel<HD>(out.data(), lse.data(), qkv.data(), n, s.heads, scale, bf16); });
+    launch(unsigned((per_row + 255) / 256), 1, 256,
+           [&] { row_dots_kernel<HD>(row_dots.data(), dout.data(), out.data(), n, s.heads, long(per_row)); });
+    launch(grid_x, grid_y, kRowsPerBlock, [&] {
+      fused_backward_keys_kernel<HD>(dqkv.data(), dout.data(), qkv.data(), lse.data(), row_dots.data(), n, s.heads,
+                                     scale, bf16);
+    });
+    launch(grid_x, grid_y, kRowsPerBlock, [&] {
+      fused_backward_queries_kernel<HD>(dqkv.data(), dout.data(), qkv.data(), lse.data(), row_dots.data(), n, s.heads,
+                                        scale, bf16);
+    });
+    const double tol = bf16 ? 2e-2 : 1e-4;
+    const double out_err = relative_error(out, want.out), lse_err = relative_error(lse, want.lse),
+                 grad_err = relative_error(dqkv, want.dqkv);
+    std::printf("fused attention %dx%dx%dx%d %s: out %.3g, lse %.3g, dqkv %.3g\n", s.batch, n, s.heads, HD,
+                bf16 ? "bf16" : "fp32", out_err, lse_err, grad_err);
+    EXPECT_LT(out_err, tol) << n << " tokens, head width " << HD << (bf16 ? " bf16" : " fp32");
+    EXPECT_LT(lse_err, tol) << n << " tokens, head width " << HD << (bf16 ? " bf16" : " fp32");
+    EXPECT_LT(grad_err, tol) << n << " tokens, head width " << HD << (bf16 ? " bf16" : " fp32");
+  }
+}
+
+}  // namespace
+
+TEST(TrainFusedAttention, KernelsOnHostMatchDoubleReferenceOnOddShapes) {
+  check<16>({1, 1, 1});
+  check<16>({1, 5, 1});
+  check<16>({2, 37, 3});
+  check<32>({3, 53, 5});
+  check<64>({2, 65, 2});
+  check<64>({1, 197, 2});
+  check<128>({1, 70, 2});
+}
