@@ -93,8 +93,8 @@ class TrainingLoop {
   cache::PlanCursor batch_cursor_;
   bool batch_ready_ = false;   // batch_ is complete and waits for the other ranks' turn
   bool batch_staged_ = false;  // batch_'s windows are with the trainer for its next step
-  bool job_paused_ = false;   // the job's pause checkpoint is written
-  double own_data_wait_ = 0;  // seconds this rank waited for its own windows
+  bool job_paused_ = false;    // the job's pause checkpoint is written
+  double own_data_wait_ = 0;   // seconds this rank waited for its own windows
 };
 
 }  // namespace kaio::daemon

@@ -68,9 +68,9 @@ inline rocblas_status gpublasGemmStridedBatchedEx(rocblas_handle handle, rocblas
                                                   const float* beta, void* c, rocblas_datatype c_type, int ldc,
                                                   long stride_c, int count, rocblas_datatype compute_type,
                                                   rocblas_gemm_algo algo) {
-  return rocblas_gemm_strided_batched_ex(handle, trans_a, trans_b, m, n, k, alpha, a, a_type, lda, stride_a, b,
-                                         b_type, ldb, stride_b, beta, c, c_type, ldc, stride_c, c, c_type, ldc,
-                                         stride_c, count, compute_type, algo, 0, 0);
+  return rocblas_gemm_strided_batched_ex(handle, trans_a, trans_b, m, n, k, alpha, a, a_type, lda, stride_a, b, b_type,
+                                         ldb, stride_b, beta, c, c_type, ldc, stride_c, c, c_type, ldc, stride_c, count,
+                                         compute_type, algo, 0, 0);
 }
 #endif
 #elif defined(KAIO_VENDOR_CUDA)
