@@ -8,16 +8,21 @@ cd "$(dirname "$0")/.."
 mkdir -p bench/results
 status=0
 # The 1-minute load average before and after each component, for the rows
-# that do not record their own (bench/collect.py shows it beside them).
+# that do not record their own, and the share of CPU time the hypervisor gave
+# to other guests while it ran (steal, which the load average does not show;
+# bench/collect.py shows both beside the rows).
 : > bench/results/loads.tsv
 load() { cut -d' ' -f1 /proc/loadavg; }
+cpu_ticks() { awk '/^cpu /{print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 component() {
   local name="$1"
   shift
-  local before
+  local before ticks_before steal
   before=$(load)
+  ticks_before=$(cpu_ticks)
   "$@" || { echo "FAILED: $name"; status=1; }
-  printf '%s\t%s\t%s\n' "$name" "$before" "$(load)" >> bench/results/loads.tsv
+  steal=$(echo "$ticks_before $(cpu_ticks)" | awk '{d = $4 - $2; print (d > 0 ? sprintf("%.2f", ($3 - $1) / d) : 0)}')
+  printf '%s\t%s\t%s\t%s\n' "$name" "$before" "$(load)" "$steal" >> bench/results/loads.tsv
 }
 for script in bench/*.sh; do
   [ "$(basename "$script")" = run.sh ] && continue

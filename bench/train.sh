@@ -10,6 +10,7 @@ bin="$build/bench/train/kaio_train_bench"
 mkdir -p bench/results
 threads="${KAIO_BENCH_THREADS:-$(nproc)}"
 py="${KAIO_BENCH_PYTHON:-/usr/bin/python3}"
+repeat="${TRAIN_BENCH_REPEAT:-3}"
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 results=()
 
@@ -20,12 +21,19 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 else
   for c in "${cases[@]}"; do
     read -r name model frames size batch steps <<<"$c"
-    kaio=$(field "$("$bin" "$model" "$frames" "$size" "$batch" "$steps" "$threads" cpu)" ms)
-    peer=$(field "$("$py" bench/train/torch_peer.py "$model" "$frames" "$size" "$batch" "$steps" "$threads")" ms)
-    peer=$(python3 -c "print(round($peer, 3))")
+    # Alternating runs, the best of each counts: on a shared machine one run's
+    # step can take 4x another's (steal, other guests), for either contender.
+    kaio_runs=() peer_runs=()
+    for _ in $(seq "$repeat"); do
+      kaio_runs+=("$(field "$("$bin" "$model" "$frames" "$size" "$batch" "$steps" "$threads" cpu)" ms)")
+      peer_runs+=("$(field "$("$py" bench/train/torch_peer.py "$model" "$frames" "$size" "$batch" "$steps" "$threads")" ms)")
+    done
+    kaio=$(python3 -c "import sys; print(round(min(map(float, sys.argv[1:])), 3))" "${kaio_runs[@]}")
+    peer=$(python3 -c "import sys; print(round(min(map(float, sys.argv[1:])), 3))" "${peer_runs[@]}")
+    echo "$name runs (ms): kaio ${kaio_runs[*]}; peer ${peer_runs[*]}"
     ratio=$(python3 -c "print(round($kaio / $peer, 3))")
-    echo "$name: kaio $kaio ms, peer $peer ms, ratio $ratio (batch $batch, window ${frames}x${size}, $threads threads, goal <= 1.0)"
-    results+=("{\"name\":\"$name\",\"kaio\":$kaio,\"peer\":$peer,\"ratio\":$ratio,\"goal\":1.0}")
+    echo "$name: kaio $kaio ms, peer $peer ms, ratio $ratio (batch $batch, window ${frames}x${size}, $threads threads, best of $repeat each, goal <= 0.65)"
+    results+=("{\"name\":\"$name\",\"kaio\":$kaio,\"peer\":$peer,\"ratio\":$ratio,\"goal\":\"<= 0.65\"}")
   done
 fi
 
