@@ -12,6 +12,7 @@ threads="${KAIO_BENCH_THREADS:-$(nproc)}"
 py="${KAIO_BENCH_PYTHON:-/usr/bin/python3}"
 repeat="${TRAIN_BENCH_REPEAT:-3}"
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+best() { python3 -c "import sys; print(round(min(map(float, sys.argv[1:])), 3))" "$@"; }
 results=()
 
 # name model frames size batch steps
@@ -28,8 +29,8 @@ else
       kaio_runs+=("$(field "$("$bin" "$model" "$frames" "$size" "$batch" "$steps" "$threads" cpu)" ms)")
       peer_runs+=("$(field "$("$py" bench/train/torch_peer.py "$model" "$frames" "$size" "$batch" "$steps" "$threads")" ms)")
     done
-    kaio=$(python3 -c "import sys; print(round(min(map(float, sys.argv[1:])), 3))" "${kaio_runs[@]}")
-    peer=$(python3 -c "import sys; print(round(min(map(float, sys.argv[1:])), 3))" "${peer_runs[@]}")
+    kaio=$(best "${kaio_runs[@]}")
+    peer=$(best "${peer_runs[@]}")
     echo "$name runs (ms): kaio ${kaio_runs[*]}; peer ${peer_runs[*]}"
     ratio=$(python3 -c "print(round($kaio / $peer, 3))")
     echo "$name: kaio $kaio ms, peer $peer ms, ratio $ratio (batch $batch, window ${frames}x${size}, $threads threads, best of $repeat each, goal <= 0.65)"
