@@ -59,16 +59,18 @@ std::string next_try(const fetch::NetworkStatus& net) {
 }
 
 // A rank ready to step while others are not waits for them at the
-// all-reduce: "waiting at the all-reduce for rank 1 (waiting-network)".
+// all-reduce: "waiting at the all-reduce for rank 1 (waiting-network)". A rank
+// whose own batch is not ready either still names the others, since the job
+// waits for them too.
 std::string job_wait_detail(const ServiceStatus::Job& job) {
-  if (job.waiting_for.empty() || job.waiting_for.count(job.rank)) return "";
-  std::string detail = "waiting at the all-reduce for";
-  const char* separator = " ";
-  for (const auto& [rank, reason] : job.waiting_for) {
-    detail += separator + ("rank " + std::to_string(rank)) + " (" + reason + ")";
-    separator = ", ";
-  }
-  return detail;
+  auto own = job.waiting_for.find(job.rank);
+  std::string others;
+  for (const auto& [rank, reason] : job.waiting_for)
+    if (rank != job.rank)
+      others += (others.empty() ? "" : ", ") + ("rank " + std::to_string(rank)) + " (" + reason + ")";
+  if (others.empty()) return "";
+  if (own == job.waiting_for.end()) return "waiting at the all-reduce for " + others;
+  return "own batch not ready (" + own->second + "); the all-reduce waits for " + others + " as well";
 }
 
 // The state and its detail, the most pressing first.

@@ -82,6 +82,25 @@ TEST(StatusOfAnEpoch, PercentAndEtaShareAnEstimateAndAPausedRunMovesNothing) {
   EXPECT_EQ(done.epoch_eta_seconds, 0);
 }
 
+// A running rank's detail names the ranks the job waits for at the
+// all-reduce, and says so as well when its own batch is not ready either.
+TEST(StatusOfAJob, TheDetailNamesTheRanksTheAllReduceWaitsFor) {
+  daemon::StatusInputs in;
+  in.job.rank = 0;
+  in.job.world = 3;
+  in.job.waiting_for = {{1, "waiting-network"}, {2, "budget-wait"}};
+  EXPECT_EQ(daemon::derive_status(in).state_detail,
+            "waiting at the all-reduce for rank 1 (waiting-network), rank 2 (budget-wait)");
+  in.job.waiting_for = {{0, "waiting-data"}, {2, "paused"}};
+  EXPECT_EQ(daemon::derive_status(in).state_detail,
+            "own batch not ready (waiting-data); the all-reduce waits for rank 2 (paused) as well");
+  in.job.waiting_for = {{0, "waiting-data"}};
+  EXPECT_EQ(daemon::derive_status(in).state_detail, "") << "its own wait alone is a running rank's business";
+  in.job.waiting_for = {{1, "waiting-network"}};
+  in.paused = true;
+  EXPECT_EQ(daemon::derive_status(in).state, "paused") << "a more pressing state comes first";
+}
+
 // keep_checkpoints 1 with max_steps: the last step was checkpointed twice and
 // the rotation deleted the file (and ledger row) it had just written, after
 // retention had deleted the shards it covered; every restart then died.
