@@ -234,6 +234,7 @@ class ModelTrainer final : public Trainer, public TrainerInternals {
   }
 
   void export_safetensors(const std::filesystem::path& path) const override {
+    require_no_step_in_flight("export_safetensors");
     std::vector<float> params(model_.param_count());
     model_.read_params(params.data());
     TensorMap tensors;

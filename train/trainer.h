@@ -75,7 +75,8 @@ class Trainer {
   virtual void save_checkpoint(const std::filesystem::path& path, const std::string& extra) = 0;
   // Throws kaio::Error(corrupt) naming the file when it is damaged or for another model.
   virtual std::string load_checkpoint(const std::filesystem::path& path) = 0;
-  // Weights as .safetensors, named like the PyTorch module in tests/train/make_reference.py.
+  // Weights as .safetensors, named like the PyTorch module in tests/train/make_reference.py;
+  // between steps only, like the checkpoints.
   virtual void export_safetensors(const std::filesystem::path& path) const = 0;
 
   virtual Throughput throughput() const = 0;

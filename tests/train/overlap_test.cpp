@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <vector>
 
@@ -140,6 +141,8 @@ TEST(TrainOverlap, OneStagedBatchAndOneStepInFlightAtATime) {
   trainer->stage(data[0].data(), kBatch);
   EXPECT_THROW(trainer->begin_step(), kaio::Error) << "a second step in flight";
   EXPECT_THROW(trainer->save_checkpoint("unused", ""), kaio::Error) << "checkpoint of a step in flight";
+  EXPECT_THROW(trainer->export_safetensors("unused"), kaio::Error) << "weights of a step in flight";
+  EXPECT_FALSE(std::filesystem::exists("unused")) << "nothing written for a step in flight";
   trainer->finish_step();
   trainer->begin_step();
   trainer->finish_step();
