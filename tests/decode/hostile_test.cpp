@@ -374,11 +374,13 @@ TEST(DecodeHostile, StopAndTimeoutEndAGap) {
   {
     int windows = 0;
     DecodeOptions opts;
-    opts.timeout = std::chrono::milliseconds(2000);
+    // Window 2 waits out the whole timeout; the timeout is long enough that a
+    // busy machine reaches window 2 well before it.
+    opts.timeout = std::chrono::milliseconds(6000);
     opts.max_samples = int64_t{1} << 40;
     opts.shard_space = [&](uint64_t need) -> uint64_t {
       if (++windows > 50) throw Error(ErrorKind::internal, "still writing windows after decode.timeout");
-      if (windows == 2) std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+      if (windows == 2) std::this_thread::sleep_for(opts.timeout + std::chrono::milliseconds(100));
       return need;
     };
     try {

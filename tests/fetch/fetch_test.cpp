@@ -325,12 +325,13 @@ TEST_F(HubFixture, DownloaderPausesKeepsPartsAndResumesSplit) {
   ASSERT_GT(downloader.progress().done, 0u) << "no byte arrived in 300 s";
   downloader.pause();
   // The pause takes effect when the transfer loop sees it: wait until the
-  // count holds still over two polls 300 ms apart (bounded: if it never
-  // stops, the pause does not work).
+  // count holds still over two polls 2 s apart, longer than a busy machine
+  // leaves a running transfer without a byte (bounded: if it never stops,
+  // the pause does not work).
   uint64_t last = downloader.progress().done;
   limit = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   for (;;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::this_thread::sleep_for(std::chrono::seconds(2));
     uint64_t now = downloader.progress().done;
     if (now == last) break;
     ASSERT_LT(std::chrono::steady_clock::now(), limit) << "bytes kept arriving for 120 s after pause()";

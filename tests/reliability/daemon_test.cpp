@@ -205,15 +205,17 @@ class TlsServer {
 TEST(Daemon, NotifyReadyStatusWatchdogStopping) {
   Fixture f("notify", {}, long_spec());
   ASSERT_TRUE(f.hub->ok());
-  // Slow enough that training is still going when SIGTERM comes; no periodic checkpoint.
+  // Training still going when SIGTERM comes, however fast the machine: more
+  // epochs than the test waits for; no periodic checkpoint.
   f.hub->faults({{"throttle_bps", 200000}});
-  f.s.train = {{"checkpoint_every", 100000}};
+  f.s.train = {{"checkpoint_every", 100000}, {"epochs", 1000}};
   f.s.write_config();
   FakeNotifySocket systemd(f.dir / "notify.sock", &f.s);
   Child kaiod;
-  // 4 s: pings every 2 s, so a late datagram on a loaded machine has 2 s of
-  // slack before a gap would trip systemd.
-  const int64_t watchdog_usec = 4'000'000;
+  // 6 s: pings every 3 s, so a late datagram on a busy 2-core machine (a
+  // tick's status waiting on a checkpoint's fsync) has 3 s of slack before a
+  // gap would trip systemd.
+  const int64_t watchdog_usec = 6'000'000;
   start_kaiod(kaiod, f.s, true,
               {{"NOTIFY_SOCKET", (f.dir / "notify.sock").string()}, {"WATCHDOG_USEC", std::to_string(watchdog_usec)}},
               {"WATCHDOG_PID", "HF_TOKEN", "HF_ENDPOINT", "JOURNAL_STREAM"});
