@@ -167,7 +167,9 @@ TEST_F(HubExpiry, DownloadPartsOutlivingTheUrlResolveAgainFirst) {
   config.stall_timeout = 5s;
   config.max_backoff = 1s;
   fetch::HubTuning tuning;
-  tuning.url_expiry_margin = 300ms;  // kaio-hub's URLs live 2 s, not an hour
+  // kaio-hub's URLs live 2 s, not an hour; 1 s of margin covers a busy
+  // machine's delay between the check and the request reaching kaio-hub.
+  tuning.url_expiry_margin = 1s;
   fetch::Downloader downloader(hub.url(), std::nullopt, config, nullptr, tuning);
   auto result = submit(downloader, sha, big, out_ / "big.bin");
   ASSERT_TRUE(wait_until([&] { return file_done(downloader, "big.bin") > 0; }, 60s)) << "no byte arrived";
@@ -281,7 +283,7 @@ TEST_F(HubExpiry, StreamPausedLongerThanTheUrlLifetimeContinues) {
       {"--faults", R"({"url_lifetime_ms": 3000, "send_timeout_ms": 5000, "drop_after": 2000000, "drop_count": 2})"});
   ASSERT_TRUE(hub.ok());
   fetch::HubTuning tuning;
-  tuning.url_expiry_margin = 300ms;
+  tuning.url_expiry_margin = 1s;  // as above: a busy machine's delay
   fetch::HubClient client(hub.url(), std::nullopt, FetchConfig{}, tuning);
   std::string sha = client.resolve_revision("org/ds", "main");
   auto huge = listed(client, sha, "huge.bin");
