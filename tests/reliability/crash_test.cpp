@@ -527,7 +527,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
       "kills survived %d, windows lost %lld, repeated %lld, peak disk %llu / budget %s (%lld samples every 20 ms), "
       "order mismatches %lld, loss mismatches %lld\n",
       kills, static_cast<long long>(lost), static_cast<long long>(repeated), static_cast<unsigned long long>(peak),
-      budget_text.c_str(), static_cast<long long>(reference.samples + crash_samples),
+      budget_text.c_str(), static_cast<long long>(reference.samples) + static_cast<long long>(crash_samples),
       static_cast<long long>(order_mismatches), static_cast<long long>(loss_mismatches));
   std::fflush(stdout);
 
@@ -544,7 +544,7 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
   uint64_t budget_limit = 0;
   {
     // The budget as kaiod reads it: sizes in powers of 1000 or 1024.
-    std::string b = budget_text;
+    const std::string& b = budget_text;
     double n = std::stod(b);
     uint64_t unit = b.find("GiB") != std::string::npos   ? 1ull << 30
                     : b.find("MiB") != std::string::npos ? 1ull << 20
