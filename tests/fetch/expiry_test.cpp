@@ -92,7 +92,7 @@ class HubExpiry : public ::testing::Test {
 
   static std::string read_all(kaio::ByteSource& source, size_t limit = SIZE_MAX) {
     std::string data;
-    std::vector<std::byte> buf(64 * 1024);
+    std::vector<std::byte> buf(size_t{64} * 1024);
     while (data.size() < limit) {
       size_t n = source.read(std::span(buf.data(), std::min(buf.size(), limit - data.size())));
       if (n == 0) break;
