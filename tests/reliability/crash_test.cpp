@@ -322,9 +322,9 @@ TEST(Crash, KilledAtRandomMomentsTrainsTheSameSequence) {
                         << "\nlog tail: " << tail(read_text(crash.log()), 1500);
           return false;
         }
-        // A pause stored during start-up answers at once and shows as
-        // `starting` until start-up ends (the resumed step is set then); the
-        // trainer then holds before its first step.
+        // A pause stored during start-up answers at once (no trainer yet to
+        // acknowledge it), and status says `starting` until start-up ends;
+        // the trainer then holds before its first step.
         std::optional<json> st;
         wait_until(
             [&] {
