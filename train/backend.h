@@ -5,6 +5,12 @@
 // gpu/*.cu the GPU one. Conventions follow the layers: parameter gradients
 // accumulate, LayerNorm's input gradient accumulates, other input gradients
 // are overwritten.
+//
+// Activations and their gradients (Activation*) are fp32, or bf16 on a GPU
+// with train.bf16 (activation_bytes() 2): the model only passes them between
+// ops, and tests move them as fp32 through activations_to_device/_to_host.
+// Parameters, their gradients and moments, LayerNorm's statistics and
+// attention's saved rows are fp32 (float*) on every backend.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -15,6 +21,10 @@
 #include "train/layers/tubelet_embed.h"
 
 namespace kaio::train {
+
+// An element of activation memory: its type is the backend's (see above), so
+// it is never dereferenced outside the backend.
+struct Activation;
 
 // A step's figures where the step computes them (device memory on GPUs), so a
 // GPU step runs to its end without the host: the optimizer reads the clip
@@ -45,6 +55,11 @@ class Backend {
   virtual void to_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* dst, size_t bytes) = 0;
+  virtual size_t activation_bytes() const { return sizeof(float); }
+  // `count` fp32 host values into activation memory and back, converted where
+  // the backend keeps bf16.
+  virtual void activations_to_device(Activation* dst, const float* src, size_t count) = 0;
+  virtual void activations_to_host(float* dst, const Activation* src, size_t count) = 0;
   // Copies one batch of windows and masks into backend memory; GPUs go through
   // two pinned host buffers in turn (the host waits only for the copy that last
   // used the buffer it fills) and copy on a separate stream, so the copy runs
@@ -55,33 +70,35 @@ class Backend {
   // compute stream waits on its event; the host does not wait).
   virtual void await_upload() = 0;
 
-  virtual void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) = 0;
-  virtual void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos,
+  virtual void patchify(Activation* patches, const uint8_t* windows, int batch, const TubeletGrid& g) = 0;
+  virtual void embed_combine_forward(Activation* x, const Activation* emb, const float* mask_token, const float* pos,
                                      const uint8_t* mask, int batch, int tokens, int dim) = 0;
-  virtual void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx,
+  virtual void embed_combine_backward(Activation* demb, float* dmask_token, float* dpos, const Activation* dx,
                                       const uint8_t* mask, int batch, int tokens, int dim) = 0;
-  virtual void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
-                              int out_dim) = 0;
-  virtual void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
-                               const float* weight, int rows, int in_dim, int out_dim) = 0;
-  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight,
+  virtual void linear_forward(Activation* out, const Activation* in, const float* weight, const float* bias, int rows,
+                              int in_dim, int out_dim) = 0;
+  virtual void linear_backward(Activation* din, float* dweight, float* dbias, const Activation* dout,
+                               const Activation* in, const float* weight, int rows, int in_dim, int out_dim) = 0;
+  virtual void layernorm_forward(Activation* out, float* mean, float* rstd, const Activation* in, const float* weight,
                                  const float* bias, int rows, int dim) = 0;
-  virtual void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
-                                  const float* weight, const float* mean, const float* rstd, int rows, int dim) = 0;
+  virtual void layernorm_backward(Activation* din, float* dweight, float* dbias, const Activation* dout,
+                                  const Activation* in, const float* weight, const float* mean, const float* rstd,
+                                  int rows, int dim) = 0;
   // Attention keeps `saved` from forward to backward: attention_saved_floats(s)
   // floats (the probabilities, B*H*T*T, on cpu and the GPUs' naive path; one
   // log-sum-exp per query row, B*H*T, on the fused path). The backward also
   // reads the forward's `out` and uses `scratch` of attention_scratch_floats(s).
   virtual size_t attention_saved_floats(const cpu::AttentionShape& s) const { return probs_floats(s); }
   virtual size_t attention_scratch_floats(const cpu::AttentionShape& s) const { return probs_floats(s); }
-  virtual void attention_forward(float* out, float* saved, const float* qkv, const cpu::AttentionShape& s) = 0;
-  virtual void attention_backward(float* dqkv, float* scratch, const float* dout, const float* out, const float* qkv,
-                                  const float* saved, const cpu::AttentionShape& s) = 0;
-  virtual void gelu_forward(float* out, const float* in, size_t n) = 0;
-  virtual void gelu_backward(float* din, const float* dout, const float* in, size_t n) = 0;
-  virtual void add(float* out, const float* a, const float* b, size_t n) = 0;
-  virtual double masked_mse(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
-                            int patch_dim) = 0;
+  virtual void attention_forward(Activation* out, float* saved, const Activation* qkv,
+                                 const cpu::AttentionShape& s) = 0;
+  virtual void attention_backward(Activation* dqkv, float* scratch, const Activation* dout, const Activation* out,
+                                  const Activation* qkv, const float* saved, const cpu::AttentionShape& s) = 0;
+  virtual void gelu_forward(Activation* out, const Activation* in, size_t n) = 0;
+  virtual void gelu_backward(Activation* din, const Activation* dout, const Activation* in, size_t n) = 0;
+  virtual void add(Activation* out, const Activation* a, const Activation* b, size_t n) = 0;
+  virtual double masked_mse(Activation* dpred, const Activation* pred, const Activation* patches, const uint8_t* mask,
+                            int rows, int patch_dim) = 0;
   virtual double sum_squares(const float* x, size_t n) = 0;
   virtual void adamw(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s) = 0;
   virtual void synchronize() = 0;
@@ -91,8 +108,8 @@ class Backend {
   // norm of `grad`, the clip factor for max_norm (<= 0: no clipping) and
   // finite; adamw_figures is adamw with s.grad_scale replaced by figures->clip
   // and nothing changed unless figures->finite.
-  virtual void masked_mse_figures(StepFigures* figures, float* dpred, const float* pred, const float* patches,
-                                  const uint8_t* mask, int rows, int patch_dim) = 0;
+  virtual void masked_mse_figures(StepFigures* figures, Activation* dpred, const Activation* pred,
+                                  const Activation* patches, const uint8_t* mask, int rows, int patch_dim) = 0;
   virtual void grad_figures(StepFigures* figures, const float* grad, size_t n, double max_norm) = 0;
   virtual void adamw_figures(float* param, const float* grad, float* m, float* v, size_t n, const AdamWStep& s,
                              const StepFigures* figures) = 0;
@@ -129,6 +146,10 @@ using BackendBuffer = std::unique_ptr<T[], BackendDeleter>;
 template <typename T>
 BackendBuffer<T> allocate_buffer(Backend& backend, size_t count) {
   return BackendBuffer<T>(static_cast<T*>(backend.allocate(count * sizeof(T))), BackendDeleter(&backend));
+}
+inline BackendBuffer<Activation> allocate_activations(Backend& backend, size_t count) {
+  return BackendBuffer<Activation>(static_cast<Activation*>(backend.allocate(count * backend.activation_bytes())),
+                                   BackendDeleter(&backend));
 }
 
 // threads = 0 uses every core.

@@ -47,51 +47,60 @@ class CpuBackend final : public Backend {
   }
   void await_upload() override {}
 
-  void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
-    cpu::patchify(patches, windows, batch, g);
+  void activations_to_device(Activation* dst, const float* src, size_t count) override {
+    std::memcpy(dst, src, count * sizeof(float));
   }
-  void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos, const uint8_t* mask,
-                             int batch, int tokens, int dim) override {
-    cpu::embed_combine_forward(x, emb, mask_token, pos, mask, batch, tokens, dim);
+  void activations_to_host(float* dst, const Activation* src, size_t count) override {
+    std::memcpy(dst, src, count * sizeof(float));
   }
-  void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
-                              int batch, int tokens, int dim) override {
-    cpu::embed_combine_backward(demb, dmask_token, dpos, dx, mask, batch, tokens, dim);
+
+  void patchify(Activation* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
+    cpu::patchify(f(patches), windows, batch, g);
   }
-  void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
-                      int out_dim) override {
-    cpu::linear_forward(out, in, weight, bias, rows, in_dim, out_dim);
+  void embed_combine_forward(Activation* x, const Activation* emb, const float* mask_token, const float* pos,
+                             const uint8_t* mask, int batch, int tokens, int dim) override {
+    cpu::embed_combine_forward(f(x), f(emb), mask_token, pos, mask, batch, tokens, dim);
   }
-  void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+  void embed_combine_backward(Activation* demb, float* dmask_token, float* dpos, const Activation* dx,
+                              const uint8_t* mask, int batch, int tokens, int dim) override {
+    cpu::embed_combine_backward(f(demb), dmask_token, dpos, f(dx), mask, batch, tokens, dim);
+  }
+  void linear_forward(Activation* out, const Activation* in, const float* weight, const float* bias, int rows,
+                      int in_dim, int out_dim) override {
+    cpu::linear_forward(f(out), f(in), weight, bias, rows, in_dim, out_dim);
+  }
+  void linear_backward(Activation* din, float* dweight, float* dbias, const Activation* dout, const Activation* in,
                        const float* weight, int rows, int in_dim, int out_dim) override {
-    cpu::linear_backward(din, dweight, dbias, dout, in, weight, rows, in_dim, out_dim);
+    cpu::linear_backward(f(din), dweight, dbias, f(dout), f(in), weight, rows, in_dim, out_dim);
   }
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight, const float* bias,
-                         int rows, int dim) override {
-    cpu::layernorm_forward(out, mean, rstd, in, weight, bias, rows, dim);
+  void layernorm_forward(Activation* out, float* mean, float* rstd, const Activation* in, const float* weight,
+                         const float* bias, int rows, int dim) override {
+    cpu::layernorm_forward(f(out), mean, rstd, f(in), weight, bias, rows, dim);
   }
-  void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+  void layernorm_backward(Activation* din, float* dweight, float* dbias, const Activation* dout, const Activation* in,
                           const float* weight, const float* mean, const float* rstd, int rows, int dim) override {
-    cpu::layernorm_backward(din, dweight, dbias, dout, in, weight, mean, rstd, rows, dim);
+    cpu::layernorm_backward(f(din), dweight, dbias, f(dout), f(in), weight, mean, rstd, rows, dim);
   }
-  void attention_forward(float* out, float* probs, const float* qkv, const cpu::AttentionShape& s) override {
-    cpu::attention_forward(out, probs, qkv, s);
+  void attention_forward(Activation* out, float* probs, const Activation* qkv, const cpu::AttentionShape& s) override {
+    cpu::attention_forward(f(out), probs, f(qkv), s);
   }
-  void attention_backward(float* dqkv, float* dprobs, const float* dout, const float* /*out*/, const float* qkv,
-                          const float* probs, const cpu::AttentionShape& s) override {
-    cpu::attention_backward(dqkv, dprobs, dout, qkv, probs, s);
+  void attention_backward(Activation* dqkv, float* dprobs, const Activation* dout, const Activation* /*out*/,
+                          const Activation* qkv, const float* probs, const cpu::AttentionShape& s) override {
+    cpu::attention_backward(f(dqkv), dprobs, f(dout), f(qkv), probs, s);
   }
-  void gelu_forward(float* out, const float* in, size_t n) override { cpu::gelu_forward(out, in, n); }
-  void gelu_backward(float* din, const float* dout, const float* in, size_t n) override {
-    cpu::gelu_backward(din, dout, in, n);
+  void gelu_forward(Activation* out, const Activation* in, size_t n) override { cpu::gelu_forward(f(out), f(in), n); }
+  void gelu_backward(Activation* din, const Activation* dout, const Activation* in, size_t n) override {
+    cpu::gelu_backward(f(din), f(dout), f(in), n);
   }
-  void add(float* out, const float* a, const float* b, size_t n) override {
+  void add(Activation* out, const Activation* a, const Activation* b, size_t n) override {
+    float* y = f(out);
+    const float *x0 = f(a), *x1 = f(b);
 #pragma omp parallel for
-    for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+    for (size_t i = 0; i < n; ++i) y[i] = x0[i] + x1[i];
   }
-  double masked_mse(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
+  double masked_mse(Activation* dpred, const Activation* pred, const Activation* patches, const uint8_t* mask, int rows,
                     int patch_dim) override {
-    return cpu::masked_mse_forward_backward(dpred, pred, patches, mask, rows, patch_dim);
+    return cpu::masked_mse_forward_backward(f(dpred), f(pred), f(patches), mask, rows, patch_dim);
   }
   double sum_squares(const float* x, size_t n) override {
     double sum = 0.0;
@@ -105,7 +114,7 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
   // The same arithmetic as the trainer's host figures before them, so cpu steps stay bit-identical.
-  void masked_mse_figures(StepFigures* figures, float* dpred, const float* pred, const float* patches,
+  void masked_mse_figures(StepFigures* figures, Activation* dpred, const Activation* pred, const Activation* patches,
                           const uint8_t* mask, int rows, int patch_dim) override {
     figures->loss = masked_mse(dpred, pred, patches, mask, rows, patch_dim);
   }
@@ -130,6 +139,15 @@ class CpuBackend final : public Backend {
   void mark_step_end() override {}
   DeviceStepTime step_time() override {
     return {};
+  }
+
+ private:
+  // Activations are fp32 here.
+  static float* f(Activation* a) {
+    return reinterpret_cast<float*>(a);
+  }
+  static const float* f(const Activation* a) {
+    return reinterpret_cast<const float*>(a);
   }
 };
 

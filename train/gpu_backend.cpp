@@ -6,10 +6,12 @@
 #include <cstring>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "common/error.h"
 #include "gpu_api.h"
 #include "train/backend.h"
+#include "train/bf16.h"
 
 namespace kaio::train {
 namespace {
@@ -77,6 +79,19 @@ class GpuBackend final : public Backend {
   }
   void to_host(void* dst, const void* src, size_t bytes) override { check(ops_->to_host(dst, src, bytes), "to_host"); }
   void zero(void* dst, size_t bytes) override { check(ops_->zero(dst, bytes), "zero"); }
+  size_t activation_bytes() const override { return bf16_ ? sizeof(uint16_t) : sizeof(float); }
+  void activations_to_device(Activation* dst, const float* src, size_t count) override {
+    if (!bf16_) return to_device(dst, src, count * sizeof(float));
+    std::vector<uint16_t> bits(count);
+    for (size_t i = 0; i < count; ++i) bits[i] = bf16_bits(src[i]);
+    to_device(dst, bits.data(), count * sizeof(uint16_t));
+  }
+  void activations_to_host(float* dst, const Activation* src, size_t count) override {
+    if (!bf16_) return to_host(dst, src, count * sizeof(float));
+    std::vector<uint16_t> bits(count);
+    to_host(bits.data(), src, count * sizeof(uint16_t));
+    for (size_t i = 0; i < count; ++i) dst[i] = bf16_value(bits[i]);
+  }
 
   // Two pinned staging buffers used in turn: the copy of batch n+1 goes into
   // the buffer batch n is not using, on the copy stream; the host waits only
@@ -102,34 +117,37 @@ class GpuBackend final : public Backend {
     if (last_upload_) check(ops_->compute_wait(last_upload_), "wait for upload");
   }
 
-  void patchify(float* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
-    check(ops_->patchify(patches, windows, batch, {g.frames, g.size, g.tubelet_frames, g.tubelet_size}), "patchify");
+  void patchify(Activation* patches, const uint8_t* windows, int batch, const TubeletGrid& g) override {
+    check(ops_->patchify(patches, windows, batch, {g.frames, g.size, g.tubelet_frames, g.tubelet_size}, bf16_),
+          "patchify");
   }
-  void embed_combine_forward(float* x, const float* emb, const float* mask_token, const float* pos, const uint8_t* mask,
-                             int batch, int tokens, int dim) override {
-    check(ops_->embed_combine_forward(x, emb, mask_token, pos, mask, batch, tokens, dim), "embed_combine_forward");
+  void embed_combine_forward(Activation* x, const Activation* emb, const float* mask_token, const float* pos,
+                             const uint8_t* mask, int batch, int tokens, int dim) override {
+    check(ops_->embed_combine_forward(x, emb, mask_token, pos, mask, batch, tokens, dim, bf16_),
+          "embed_combine_forward");
   }
-  void embed_combine_backward(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
-                              int batch, int tokens, int dim) override {
-    check(ops_->embed_combine_backward(demb, dmask_token, dpos, dx, mask, batch, tokens, dim),
+  void embed_combine_backward(Activation* demb, float* dmask_token, float* dpos, const Activation* dx,
+                              const uint8_t* mask, int batch, int tokens, int dim) override {
+    check(ops_->embed_combine_backward(demb, dmask_token, dpos, dx, mask, batch, tokens, dim, bf16_),
           "embed_combine_backward");
   }
-  void linear_forward(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
-                      int out_dim) override {
+  void linear_forward(Activation* out, const Activation* in, const float* weight, const float* bias, int rows,
+                      int in_dim, int out_dim) override {
     check(ops_->linear_forward(out, in, weight, bias, rows, in_dim, out_dim, bf16_), "linear_forward");
   }
-  void linear_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+  void linear_backward(Activation* din, float* dweight, float* dbias, const Activation* dout, const Activation* in,
                        const float* weight, int rows, int in_dim, int out_dim) override {
     check(ops_->linear_backward(din, dweight, dbias, dout, in, weight, rows, in_dim, out_dim, bf16_),
           "linear_backward");
   }
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* weight, const float* bias,
-                         int rows, int dim) override {
-    check(ops_->layernorm_forward(out, mean, rstd, in, weight, bias, rows, dim), "layernorm_forward");
+  void layernorm_forward(Activation* out, float* mean, float* rstd, const Activation* in, const float* weight,
+                         const float* bias, int rows, int dim) override {
+    check(ops_->layernorm_forward(out, mean, rstd, in, weight, bias, rows, dim, bf16_), "layernorm_forward");
   }
-  void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout, const float* in,
+  void layernorm_backward(Activation* din, float* dweight, float* dbias, const Activation* dout, const Activation* in,
                           const float* weight, const float* mean, const float* rstd, int rows, int dim) override {
-    check(ops_->layernorm_backward(din, dweight, dbias, dout, in, weight, mean, rstd, rows, dim), "layernorm_backward");
+    check(ops_->layernorm_backward(din, dweight, dbias, dout, in, weight, mean, rstd, rows, dim, bf16_),
+          "layernorm_backward");
   }
   size_t attention_saved_floats(const cpu::AttentionShape& s) const override {
     return fused(s) ? lse_floats(s) : Backend::attention_saved_floats(s);
@@ -137,12 +155,12 @@ class GpuBackend final : public Backend {
   size_t attention_scratch_floats(const cpu::AttentionShape& s) const override {
     return fused(s) ? lse_floats(s) : Backend::attention_scratch_floats(s);
   }
-  void attention_forward(float* out, float* saved, const float* qkv, const cpu::AttentionShape& s) override {
+  void attention_forward(Activation* out, float* saved, const Activation* qkv, const cpu::AttentionShape& s) override {
     const auto forward = fused(s) ? ops_->attention_forward_fused : ops_->attention_forward;
     check(forward(out, saved, qkv, s.batch, s.tokens, s.heads, s.head_dim, bf16_), "attention_forward");
   }
-  void attention_backward(float* dqkv, float* scratch, const float* dout, const float* out, const float* qkv,
-                          const float* saved, const cpu::AttentionShape& s) override {
+  void attention_backward(Activation* dqkv, float* scratch, const Activation* dout, const Activation* out,
+                          const Activation* qkv, const float* saved, const cpu::AttentionShape& s) override {
     if (fused(s))
       check(ops_->attention_backward_fused(dqkv, scratch, dout, out, qkv, saved, s.batch, s.tokens, s.heads, s.head_dim,
                                            bf16_),
@@ -151,17 +169,19 @@ class GpuBackend final : public Backend {
       check(ops_->attention_backward(dqkv, scratch, dout, qkv, saved, s.batch, s.tokens, s.heads, s.head_dim, bf16_),
             "attention_backward");
   }
-  void gelu_forward(float* out, const float* in, size_t n) override {
-    check(ops_->gelu_forward(out, in, n), "gelu_forward");
+  void gelu_forward(Activation* out, const Activation* in, size_t n) override {
+    check(ops_->gelu_forward(out, in, n, bf16_), "gelu_forward");
   }
-  void gelu_backward(float* din, const float* dout, const float* in, size_t n) override {
-    check(ops_->gelu_backward(din, dout, in, n), "gelu_backward");
+  void gelu_backward(Activation* din, const Activation* dout, const Activation* in, size_t n) override {
+    check(ops_->gelu_backward(din, dout, in, n, bf16_), "gelu_backward");
   }
-  void add(float* out, const float* a, const float* b, size_t n) override { check(ops_->add(out, a, b, n), "add"); }
-  double masked_mse(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows,
+  void add(Activation* out, const Activation* a, const Activation* b, size_t n) override {
+    check(ops_->add(out, a, b, n, bf16_), "add");
+  }
+  double masked_mse(Activation* dpred, const Activation* pred, const Activation* patches, const uint8_t* mask, int rows,
                     int patch_dim) override {
     double loss = 0;
-    check(ops_->masked_mse(&loss, dpred, pred, patches, mask, rows, patch_dim), "masked_mse");
+    check(ops_->masked_mse(&loss, dpred, pred, patches, mask, rows, patch_dim, bf16_), "masked_mse");
     return loss;
   }
   double sum_squares(const float* x, size_t n) override {
@@ -176,9 +196,9 @@ class GpuBackend final : public Backend {
   }
   void synchronize() override { check(ops_->synchronize(), "synchronize"); }
 
-  void masked_mse_figures(StepFigures* figures, float* dpred, const float* pred, const float* patches,
+  void masked_mse_figures(StepFigures* figures, Activation* dpred, const Activation* pred, const Activation* patches,
                           const uint8_t* mask, int rows, int patch_dim) override {
-    check(ops_->masked_mse_figures(kaio_figures(figures), dpred, pred, patches, mask, rows, patch_dim),
+    check(ops_->masked_mse_figures(kaio_figures(figures), dpred, pred, patches, mask, rows, patch_dim, bf16_),
           "masked_mse_figures");
   }
   void grad_figures(StepFigures* figures, const float* grad, size_t n, double max_norm) override {

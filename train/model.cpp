@@ -149,28 +149,42 @@ void Model::allocate_activations() {
   const cpu::AttentionShape attention{max_batch_, grid_.tokens(), spec_.heads, spec_.dim / spec_.heads};
   const size_t saved = backend_.attention_saved_floats(attention);
   auto f = [&](size_t n) { return allocate_buffer<float>(backend_, n); };
+  auto act = [&](size_t n) { return train::allocate_activations(backend_, n); };
   for (int slot = 0; slot < 2; ++slot) {
     windows_[slot] = allocate_buffer<uint8_t>(backend_, max_batch_ * grid_.window_bytes());
     mask_[slot] = allocate_buffer<uint8_t>(backend_, rows);
   }
   figures_ = allocate_buffer<StepFigures>(backend_, 1);
   backend_.zero(figures_.get(), sizeof(StepFigures));
-  patches_ = f(rows * grid_.patch_dim());
-  emb_ = f(rows * d);
-  for (int l = 0; l < spec_.depth; ++l)
-    acts_.push_back({f(rows * d), f(rows * d), f(rows), f(rows), f(rows * 3 * d), f(rows * d), f(saved), f(rows * d),
-                     f(rows * d), f(rows), f(rows), f(rows * 4 * d), f(rows * 4 * d)});
-  final_x_ = f(rows * d);
-  lnf_ = f(rows * d);
+  patches_ = act(rows * grid_.patch_dim());
+  emb_ = act(rows * d);
+  for (int l = 0; l < spec_.depth; ++l) {
+    BlockActs& a = acts_.emplace_back();
+    a.x = act(rows * d);
+    a.ln1 = act(rows * d);
+    a.ln1_mean = f(rows);
+    a.ln1_rstd = f(rows);
+    a.qkv = act(rows * 3 * d);
+    a.att = act(rows * d);
+    a.attn_saved = f(saved);
+    a.res = act(rows * d);
+    a.ln2 = act(rows * d);
+    a.ln2_mean = f(rows);
+    a.ln2_rstd = f(rows);
+    a.h = act(rows * 4 * d);
+    a.g = act(rows * 4 * d);
+  }
+  final_x_ = act(rows * d);
+  lnf_ = act(rows * d);
   lnf_mean_ = f(rows);
   lnf_rstd_ = f(rows);
-  pred_ = f(rows * grid_.patch_dim());
-  dpred_ = f(rows * grid_.patch_dim());
-  dres_ = f(rows * d);
-  scratch_d_ = f(rows * d);
-  dqkv_ = f(rows * 3 * d);
+  pred_ = act(rows * grid_.patch_dim());
+  dpred_ = act(rows * grid_.patch_dim());
+  dres_ = act(rows * d);
+  scratch_d_ = act(rows * d);
+  dqkv_ = act(rows * 3 * d);
   attn_scratch_ = f(backend_.attention_scratch_floats(attention));
-  dh_ = f(rows * 4 * d);
+  dh_ = act(rows * 4 * d);
 }
 
 void Model::init_weights(uint64_t seed) {
@@ -249,7 +263,7 @@ void Model::forward(int batch) {
   for (int l = 0; l < spec_.depth; ++l) {
     BlockActs& a = acts_[l];
     const BlockParams& w = block_params_[l];
-    float* next_x = l + 1 < spec_.depth ? acts_[l + 1].x.get() : final_x_.get();
+    Activation* next_x = l + 1 < spec_.depth ? acts_[l + 1].x.get() : final_x_.get();
     backend_.layernorm_forward(a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), a.x.get(), p(w.ln1_w), p(w.ln1_b), rows,
                                d);
     backend_.linear_forward(a.qkv.get(), a.ln1.get(), p(w.qkv_w), p(w.qkv_b), rows, d, 3 * d);
@@ -274,7 +288,7 @@ void Model::backward(int batch) {
   const cpu::AttentionShape shape{batch, grid_.tokens(), spec_.heads, d / spec_.heads};
   backend_.linear_backward(scratch_d_.get(), gp(head_w_), gp(head_b_), dpred_.get(), lnf_.get(), p(head_w_), rows, d,
                            pd);
-  backend_.zero(dres_.get(), n * sizeof(float));
+  backend_.zero(dres_.get(), n * backend_.activation_bytes());
   backend_.layernorm_backward(dres_.get(), gp(norm_w_), gp(norm_b_), scratch_d_.get(), final_x_.get(), p(norm_w_),
                               lnf_mean_.get(), lnf_rstd_.get(), rows, d);
   for (int l = spec_.depth - 1; l >= 0; --l) {

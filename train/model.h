@@ -79,8 +79,11 @@ class Model {
   struct BlockParams {
     const ParamInfo *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
   };
+  // Activations in the backend's type; LayerNorm's statistics and what
+  // attention saves stay fp32.
   struct BlockActs {
-    BackendBuffer<float> x, ln1, ln1_mean, ln1_rstd, qkv, att, attn_saved, res, ln2, ln2_mean, ln2_rstd, h, g;
+    BackendBuffer<Activation> x, ln1, qkv, att, res, ln2, h, g;
+    BackendBuffer<float> ln1_mean, ln1_rstd, attn_saved, ln2_mean, ln2_rstd;
   };
   void add_param(std::string name, std::vector<int64_t> shape, bool decay);
   void layout_params();
@@ -103,9 +106,10 @@ class Model {
   BackendBuffer<uint8_t> windows_[2], mask_[2];
   int staged_slot_ = 0, active_slot_ = 1, staged_batch_ = 0;
   BackendBuffer<StepFigures> figures_;
-  BackendBuffer<float> patches_, emb_, final_x_, lnf_, lnf_mean_, lnf_rstd_, pred_, dpred_;
-  BackendBuffer<float> dres_, scratch_d_, dqkv_, attn_scratch_,
-      dh_;  // scratch_d_: projection outputs forward, [rows, dim] gradients backward
+  BackendBuffer<Activation> patches_, emb_, final_x_, lnf_, pred_, dpred_;
+  BackendBuffer<float> lnf_mean_, lnf_rstd_, attn_scratch_;
+  // scratch_d_: projection outputs forward, [rows, dim] gradients backward.
+  BackendBuffer<Activation> dres_, scratch_d_, dqkv_, dh_;
   std::vector<BlockActs> acts_;
 };
 

@@ -7,7 +7,9 @@
 // error over the largest reference value). Outputs start as NaN, so an
 // element no thread writes fails. This checks the arithmetic and the index
 // bounds of the real kernel code where no GPU is present; it cannot see
-// what only a GPU does (warp scheduling, memory limits).
+// what only a GPU does (warp scheduling, memory limits). bf16 runs the
+// kernels as kaiod runs them with train.bf16: activations stored as bf16
+// (element.h's Bf16), in and out.
 #include <gtest/gtest.h>
 #include <math.h>
 
@@ -40,16 +42,17 @@ inline void __syncthreads() {  // NOLINT(bugprone-reserved-identifier)
 #define __device__         // NOLINT(bugprone-reserved-identifier)
 #define __shared__ static  // NOLINT(bugprone-reserved-identifier)
 
-namespace kaio_gpu {
-// As kernels.h's: nearest bf16, ties to even, kept in a float.
-inline float round_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  std::memcpy(&x, &u, sizeof u);
+// The device's bit casts.
+inline float __uint_as_float(unsigned u) {  // NOLINT(bugprone-reserved-identifier)
+  float x = 0;
+  std::memcpy(&x, &u, sizeof x);
   return x;
 }
-}  // namespace kaio_gpu
+inline unsigned __float_as_uint(float x) {  // NOLINT(bugprone-reserved-identifier)
+  unsigned u = 0;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
 
 #include "train/gpu/fused_attention.h"
 
@@ -145,33 +148,61 @@ double relative_error(const std::vector<float>& got, const std::vector<double>& 
   return max_abs / std::max(max_ref, 1e-12);
 }
 
-// The launches of attention.cu's launch_fused_forward and launch_fused_backward.
+// Host values as the kernels' element type T (a NaN stays a NaN), and back.
+template <typename T>
+std::vector<T> stored(const std::vector<float>& values) {
+  std::vector<T> out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = kaio_gpu::from_float<T>(values[i]);
+  return out;
+}
+template <typename T>
+std::vector<float> loaded(const std::vector<T>& elements) {
+  std::vector<float> out(elements.size());
+  for (size_t i = 0; i < elements.size(); ++i) out[i] = kaio_gpu::to_float(elements[i]);
+  return out;
+}
+
+// The launches of attention.cu's launch_fused_forward and launch_fused_backward
+// with activations of type T; returns out, lse and dqkv.
+template <int HD, typename T>
+std::vector<std::vector<float>> run_kernels(const std::vector<float>& qkv_values, const std::vector<float>& dout_values,
+                                            const Shape& s) {
+  const int n = s.tokens, d = s.heads * HD;
+  const size_t rows = size_t(s.batch) * n, per_row = size_t(s.batch) * s.heads * n;
+  const float scale = 1.0f / std::sqrt(float(HD));
+  const unsigned grid_x = unsigned((n + kRowsPerBlock - 1) / kRowsPerBlock), grid_y = unsigned(s.batch * s.heads);
+  const std::vector<T> qkv = stored<T>(qkv_values), dout = stored<T>(dout_values);
+  std::vector<T> out = stored<T>(std::vector<float>(rows * d, NAN)),
+                 dqkv = stored<T>(std::vector<float>(qkv.size(), NAN));
+  std::vector<float> lse(per_row, NAN), row_dots(per_row, NAN);
+  launch(grid_x, grid_y, kRowsPerBlock,
+         [&] { fused_forward_kernel<HD>(out.data(), lse.data(), qkv.data(), n, s.heads, scale); });
+  launch(unsigned((per_row + 255) / 256), 1, 256,
+         [&] { row_dots_kernel<HD>(row_dots.data(), dout.data(), out.data(), n, s.heads, long(per_row)); });
+  launch(grid_x, grid_y, kRowsPerBlock, [&] {
+    fused_backward_keys_kernel<HD>(dqkv.data(), dout.data(), qkv.data(), lse.data(), row_dots.data(), n, s.heads,
+                                   scale);
+  });
+  launch(grid_x, grid_y, kRowsPerBlock, [&] {
+    fused_backward_queries_kernel<HD>(dqkv.data(), dout.data(), qkv.data(), lse.data(), row_dots.data(), n, s.heads,
+                                      scale);
+  });
+  return {loaded(out), lse, loaded(dqkv)};
+}
+
 template <int HD>
 void check(const Shape& s) {
   const int n = s.tokens, d = s.heads * HD;
-  const size_t rows = size_t(s.batch) * n, per_row = size_t(s.batch) * s.heads * n;
+  const size_t rows = size_t(s.batch) * n;
   std::mt19937 rng(n * 131 + HD);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> qkv(rows * 3 * d), dout(rows * d);
   for (float& x : qkv) x = normal(rng);
   for (float& x : dout) x = normal(rng);
   const Results want = reference(qkv, dout, s, HD);
-  const float scale = 1.0f / std::sqrt(float(HD));
-  const unsigned grid_x = unsigned((n + kRowsPerBlock - 1) / kRowsPerBlock), grid_y = unsigned(s.batch * s.heads);
   for (bool bf16 : {false, true}) {
-    std::vector<float> out(rows * d, NAN), lse(per_row, NAN), row_dots(per_row, NAN), dqkv(qkv.size(), NAN);
-    launch(grid_x, grid_y, kRowsPerBlock,
-           [&] { fused_forward_kernel<HD>(out.data(), lse.data(), qkv.data(), n, s.heads, scale, bf16); });
-    launch(unsigned((per_row + 255) / 256), 1, 256,
-           [&] { row_dots_kernel<HD>(row_dots.data(), dout.data(), out.data(), n, s.heads, long(per_row)); });
-    launch(grid_x, grid_y, kRowsPerBlock, [&] {
-      fused_backward_keys_kernel<HD>(dqkv.data(), dout.data(), qkv.data(), lse.data(), row_dots.data(), n, s.heads,
-                                     scale, bf16);
-    });
-    launch(grid_x, grid_y, kRowsPerBlock, [&] {
-      fused_backward_queries_kernel<HD>(dqkv.data(), dout.data(), qkv.data(), lse.data(), row_dots.data(), n, s.heads,
-                                        scale, bf16);
-    });
+    const auto got = bf16 ? run_kernels<HD, kaio_gpu::Bf16>(qkv, dout, s) : run_kernels<HD, float>(qkv, dout, s);
+    const std::vector<float>&out = got[0], &lse = got[1], &dqkv = got[2];
     const double tol = bf16 ? 2e-2 : 1e-4;
     const double out_err = relative_error(out, want.out), lse_err = relative_error(lse, want.lse),
                  grad_err = relative_error(dqkv, want.dqkv);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gpu_api.h"
+#include "train/bf16.h"
 
 namespace {
 
@@ -45,24 +46,31 @@ double relative_error(const std::vector<float>& want, const std::vector<float>& 
   return max_abs / std::max(max_ref, 1e-12);
 }
 
-float round_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  std::memcpy(&x, &u, sizeof u);
-  return x;
+// Activations as the ops take them: fp32, or bf16 when bf16.
+int put_activations(const KaioGpuOps* ops, void* dst, const std::vector<float>& values, int bf16) {
+  if (!bf16) return ops->to_device(dst, values.data(), values.size() * sizeof(float));
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = kaio::train::bf16_bits(values[i]);
+  return ops->to_device(dst, bits.data(), bits.size() * sizeof(uint16_t));
+}
+int get_activations(const KaioGpuOps* ops, std::vector<float>& values, const void* src, int bf16) {
+  if (!bf16) return ops->to_host(values.data(), src, values.size() * sizeof(float));
+  std::vector<uint16_t> bits(values.size());
+  const int rc = ops->to_host(bits.data(), src, bits.size() * sizeof(uint16_t));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = kaio::train::bf16_value(bits[i]);
+  return rc;
 }
 
 // The probabilities the fused forward implies, exp(scale q.k - lse) with q and
-// k rounded as the kernels round them, in the naive path's [batch, heads,
-// tokens, tokens] layout.
+// k as the kernels read them (bf16-rounded when bf16), in the naive path's
+// [batch, heads, tokens, tokens] layout.
 std::vector<float> probs_from_lse(const std::vector<float>& qkv, const std::vector<float>& lse, int batch, int tokens,
                                   int heads, int head_dim, bool bf16) {
   const size_t d = static_cast<size_t>(heads) * head_dim, ld = 3 * d;
   const double scale = 1.0 / std::sqrt(double(head_dim));
   auto at = [&](int b, int row, size_t col) {
     const float x = qkv[(static_cast<size_t>(b) * tokens + row) * ld + col];
-    return double(bf16 ? round_bf16(x) : x);
+    return double(bf16 ? kaio::train::bf16_value(kaio::train::bf16_bits(x)) : x);
   };
   std::vector<float> probs(static_cast<size_t>(batch) * heads * tokens * tokens);
   for (int b = 0; b < batch; ++b)
@@ -100,21 +108,19 @@ std::vector<float> probs_from_lse(const std::vector<float>& qkv, const std::vect
     auto buffer = [&](size_t floats) { return DeviceBuffer(ops->malloc_device(floats * sizeof(float)), {ops}); };
     DeviceBuffer dqkv = buffer(qkv.size()), out[2] = {buffer(rows * d), buffer(rows * d)}, probs = buffer(probs_n),
                  lse = buffer(lse_n);
-    ASSERT_EQ(ops->to_device(dqkv.get(), qkv.data(), qkv.size() * sizeof(float)), 0) << ops->last_error();
     for (int bf16 : {0, 1}) {
-      auto* q = static_cast<const float*>(dqkv.get());
-      ASSERT_EQ(ops->attention_forward(static_cast<float*>(out[0].get()), static_cast<float*>(probs.get()), q, s.batch,
-                                       s.tokens, s.heads, s.head_dim, bf16),
+      ASSERT_EQ(put_activations(ops, dqkv.get(), qkv, bf16), 0) << ops->last_error();
+      ASSERT_EQ(ops->attention_forward(out[0].get(), static_cast<float*>(probs.get()), dqkv.get(), s.batch, s.tokens,
+                                       s.heads, s.head_dim, bf16),
                 0)
           << ops->last_error();
-      ASSERT_EQ(ops->attention_forward_fused(static_cast<float*>(out[1].get()), static_cast<float*>(lse.get()), q,
-                                             s.batch, s.tokens, s.heads, s.head_dim, bf16),
+      ASSERT_EQ(ops->attention_forward_fused(out[1].get(), static_cast<float*>(lse.get()), dqkv.get(), s.batch,
+                                             s.tokens, s.heads, s.head_dim, bf16),
                 0)
           << ops->last_error();
       std::vector<float> o[2] = {std::vector<float>(rows * d), std::vector<float>(rows * d)};
       std::vector<float> naive_probs(probs_n), lse_host(lse_n);
-      for (int k = 0; k < 2; ++k)
-        ASSERT_EQ(ops->to_host(o[k].data(), out[k].get(), o[k].size() * sizeof(float)), 0) << ops->last_error();
+      for (int k = 0; k < 2; ++k) ASSERT_EQ(get_activations(ops, o[k], out[k].get(), bf16), 0) << ops->last_error();
       ASSERT_EQ(ops->to_host(naive_probs.data(), probs.get(), probs_n * sizeof(float)), 0) << ops->last_error();
       ASSERT_EQ(ops->to_host(lse_host.data(), lse.get(), lse_n * sizeof(float)), 0) << ops->last_error();
       const double tol = bf16 ? 2e-2 : 1e-4, out_err = relative_error(o[0], o[1]),

@@ -9,7 +9,8 @@ namespace {
 __constant__ float kMean[3] = {0.485f, 0.456f, 0.406f};
 __constant__ float kStd[3] = {0.229f, 0.224f, 0.225f};
 
-__global__ void patchify_kernel(float* patches, const uint8_t* windows, long total, KaioGpuGrid g) {
+template <typename T>
+__global__ void patchify_kernel(T* patches, const uint8_t* windows, long total, KaioGpuGrid g) {
   const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const int gs = g.size / g.tubelet_size, ts = g.tubelet_size;
@@ -22,38 +23,42 @@ __global__ void patchify_kernel(float* patches, const uint8_t* windows, long tot
   const int ti = n / (gs * gs), yi = (n / gs) % gs, xi = n % gs;
   const long pixel = (((long)(ti * g.tubelet_frames + dt) * g.size + yi * ts + dy) * g.size + xi * ts + dx) * 3 + c;
   const long window = (long)g.frames * g.size * g.size * 3;
-  patches[i] = (windows[b * window + pixel] / 255.0f - kMean[c]) / kStd[c];
+  patches[i] = from_float<T>((windows[b * window + pixel] / 255.0f - kMean[c]) / kStd[c]);
 }
 
-__global__ void combine_forward_kernel(float* x, const float* emb, const float* token, const float* pos,
-                                       const uint8_t* mask, long total, int tokens, int dim) {
+template <typename T>
+__global__ void combine_forward_kernel(T* x, const T* emb, const float* token, const float* pos, const uint8_t* mask,
+                                       long total, int tokens, int dim) {
   const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= total) return;
   const long bn = i / dim;
   const int k = (int)(i % dim);
-  x[i] = (mask[bn] ? token[k] : emb[i]) + pos[(bn % tokens) * dim + k];
+  x[i] = from_float<T>((mask[bn] ? token[k] : to_float(emb[i])) + pos[(bn % tokens) * dim + k]);
 }
 
 // One thread per (token, channel): sums over the batch, no atomics needed.
-__global__ void combine_backward_kernel(float* demb, float* dpos, const float* dx, const uint8_t* mask, int batch,
-                                        int tokens, int dim) {
+template <typename T>
+__global__ void combine_backward_kernel(T* demb, float* dpos, const T* dx, const uint8_t* mask, int batch, int tokens,
+                                        int dim) {
   const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (long)tokens * dim) return;
   float acc = 0.0f;
   for (int b = 0; b < batch; ++b) {
     const long at = (long)b * tokens * dim + i;
-    acc += dx[at];
-    demb[at] = mask[at / dim] ? 0.0f : dx[at];
+    const float g = to_float(dx[at]);
+    acc += g;
+    demb[at] = from_float<T>(mask[at / dim] ? 0.0f : g);
   }
   dpos[i] += acc;
 }
 
-__global__ void mask_token_grad_kernel(float* dtoken, const float* dx, const uint8_t* mask, long rows, int dim) {
+template <typename T>
+__global__ void mask_token_grad_kernel(float* dtoken, const T* dx, const uint8_t* mask, long rows, int dim) {
   const int k = blockIdx.x * blockDim.x + threadIdx.x;
   if (k >= dim) return;
   float acc = 0.0f;
   for (long r = 0; r < rows; ++r)
-    if (mask[r]) acc += dx[r * dim + k];
+    if (mask[r]) acc += to_float(dx[r * dim + k]);
   dtoken[k] += acc;
 }
 
@@ -62,25 +67,35 @@ __global__ void mask_token_grad_kernel(float* dtoken, const float* dx, const uin
 
 using namespace kaio_gpu;
 
-extern "C" int KAIO_GPU_FN(patchify)(float* patches, const uint8_t* windows, int batch, KaioGpuGrid g) {
+extern "C" int KAIO_GPU_FN(patchify)(void* patches, const uint8_t* windows, int batch, KaioGpuGrid g, int bf16) {
   const long tokens = (long)(g.frames / g.tubelet_frames) * (g.size / g.tubelet_size) * (g.size / g.tubelet_size);
   const long total = batch * tokens * g.tubelet_frames * g.tubelet_size * g.tubelet_size * 3;
-  patchify_kernel<<<blocks_for(total, 256), 256, 0, compute_stream()>>>(patches, windows, total, g);
-  return check_launch("patchify");
+  return with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    patchify_kernel<<<blocks_for(total, 256), 256, 0, compute_stream()>>>(as<T>(patches), windows, total, g);
+    return check_launch("patchify");
+  });
 }
 
-extern "C" int KAIO_GPU_FN(embed_combine_forward)(float* x, const float* emb, const float* token, const float* pos,
-                                                  const uint8_t* mask, int batch, int tokens, int dim) {
+extern "C" int KAIO_GPU_FN(embed_combine_forward)(void* x, const void* emb, const float* token, const float* pos,
+                                                  const uint8_t* mask, int batch, int tokens, int dim, int bf16) {
   const long total = (long)batch * tokens * dim;
-  combine_forward_kernel<<<blocks_for(total, 256), 256, 0, compute_stream()>>>(x, emb, token, pos, mask, total, tokens,
-                                                                               dim);
-  return check_launch("embed_combine_forward");
+  return with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    combine_forward_kernel<<<blocks_for(total, 256), 256, 0, compute_stream()>>>(as<T>(x), as<T>(emb), token, pos, mask,
+                                                                                 total, tokens, dim);
+    return check_launch("embed_combine_forward");
+  });
 }
 
-extern "C" int KAIO_GPU_FN(embed_combine_backward)(float* demb, float* dtoken, float* dpos, const float* dx,
-                                                   const uint8_t* mask, int batch, int tokens, int dim) {
-  combine_backward_kernel<<<blocks_for((size_t)tokens * dim, 256), 256, 0, compute_stream()>>>(demb, dpos, dx, mask,
-                                                                                               batch, tokens, dim);
-  mask_token_grad_kernel<<<blocks_for(dim, 64), 64, 0, compute_stream()>>>(dtoken, dx, mask, (long)batch * tokens, dim);
-  return check_launch("embed_combine_backward");
+extern "C" int KAIO_GPU_FN(embed_combine_backward)(void* demb, float* dtoken, float* dpos, const void* dx,
+                                                   const uint8_t* mask, int batch, int tokens, int dim, int bf16) {
+  return with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    combine_backward_kernel<<<blocks_for((size_t)tokens * dim, 256), 256, 0, compute_stream()>>>(
+        as<T>(demb), dpos, as<T>(dx), mask, batch, tokens, dim);
+    mask_token_grad_kernel<<<blocks_for(dim, 64), 64, 0, compute_stream()>>>(dtoken, as<T>(dx), mask,
+                                                                             (long)batch * tokens, dim);
+    return check_launch("embed_combine_backward");
+  });
 }

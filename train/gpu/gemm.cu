@@ -1,8 +1,10 @@
 // Matrix products and the linear layer on top of them. One call site,
 // gemm(): the vendor BLAS where the build found it (cuBLAS or rocBLAS
-// strided-batched products, fp32 accumulation; bf16 operands when bf16), else
-// a tiled GEMM (shared-memory 16x16 tiles, fp32 accumulation; bf16 rounds the
-// operands), which is also the only path for Debian's hipcc 5.2 (no rocBLAS).
+// strided-batched products, fp32 accumulation; bf16 operands when any matrix
+// is bf16, reading bf16 activations in place and bf16 copies of fp32 weights),
+// else a tiled GEMM (shared-memory 16x16 tiles, fp32 accumulation; bf16
+// rounds the operands), which is also the only path for Debian's hipcc 5.2
+// (no rocBLAS).
 #include <memory>
 #include <type_traits>
 
@@ -13,8 +15,10 @@ namespace {
 
 constexpr int kTile = 16;
 
-__global__ void tiled_gemm_kernel(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
-                                  const float* b, int ldb, float beta, float* c, int ldc, GemmBatch batch, bool bf16) {
+template <typename A, typename B, typename C>
+__global__ void tiled_gemm_kernel(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const A* a, int lda,
+                                  const B* b, int ldb, float beta, C* c, int ldc, GemmBatch batch) {
+  constexpr bool bf16 = is_bf16<A> || is_bf16<B> || is_bf16<C>;
   __shared__ float as[kTile][kTile + 1];
   __shared__ float bs[kTile][kTile + 1];
   const int z = blockIdx.z;
@@ -26,8 +30,8 @@ __global__ void tiled_gemm_kernel(bool trans_a, bool trans_b, int m, int n, int 
   for (int t = 0; t < k; t += kTile) {
     const int ka = t + threadIdx.x, kb = t + threadIdx.y;
     float av = 0.0f, bv = 0.0f;
-    if (row < m && ka < k) av = trans_a ? a[(long)ka * lda + row] : a[(long)row * lda + ka];
-    if (col < n && kb < k) bv = trans_b ? b[(long)col * ldb + kb] : b[(long)kb * ldb + col];
+    if (row < m && ka < k) av = to_float(trans_a ? a[(long)ka * lda + row] : a[(long)row * lda + ka]);
+    if (col < n && kb < k) bv = to_float(trans_b ? b[(long)col * ldb + kb] : b[(long)kb * ldb + col]);
     as[threadIdx.y][threadIdx.x] = bf16 ? round_bf16(av) : av;
     bs[threadIdx.y][threadIdx.x] = bf16 ? round_bf16(bv) : bv;
     __syncthreads();
@@ -35,29 +39,32 @@ __global__ void tiled_gemm_kernel(bool trans_a, bool trans_b, int m, int n, int 
     __syncthreads();
   }
   if (row < m && col < n) {
-    float* out = c + (long)row * ldc + col;
-    *out = alpha * acc + (beta != 0.0f ? beta * *out : 0.0f);
+    C* out = c + (long)row * ldc + col;
+    *out = from_float<C>(alpha * acc + (beta != 0.0f ? beta * to_float(*out) : 0.0f));
   }
 }
 
-__global__ void broadcast_bias_kernel(float* out, const float* bias, int rows, int cols) {
+template <typename T>
+__global__ void broadcast_bias_kernel(T* out, const float* bias, int rows, int cols) {
   const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < (long)rows * cols) out[i] = bias[i % cols];
+  if (i < (long)rows * cols) out[i] = from_float<T>(bias[i % cols]);
 }
 
-__global__ void column_sum_kernel(float* sums, const float* x, int rows, int cols) {
+template <typename T>
+__global__ void column_sum_kernel(float* sums, const T* x, int rows, int cols) {
   const int col = blockIdx.x * blockDim.x + threadIdx.x;
   if (col >= cols) return;
   float acc = 0.0f;
-  for (int r = 0; r < rows; ++r) acc += x[(long)r * cols + col];
+  for (int r = 0; r < rows; ++r) acc += to_float(x[(long)r * cols + col]);
   sums[col] += acc;
 }
 
-int tiled_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-               int ldb, float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
+template <typename A, typename B, typename C>
+int tiled_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const A* a, int lda, const B* b, int ldb,
+               float beta, C* c, int ldc, const GemmBatch& batch) {
   const dim3 block(kTile, kTile), grid((n + kTile - 1) / kTile, (m + kTile - 1) / kTile, batch.count);
   tiled_gemm_kernel<<<grid, block, 0, compute_stream()>>>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                                                          ldc, batch, bf16);
+                                                          ldc, batch);
   return check_launch("gemm");
 }
 
@@ -82,30 +89,30 @@ struct DeviceFree {
 
 std::unique_ptr<std::remove_pointer_t<gpublasHandle_t>, BlasDestroy> g_blas;
 
-// bf16 copies of the operands, grown on demand: the BLAS reads bf16 while
-// the model keeps fp32 buffers.
+// bf16 copies of fp32 operands (the weights, attention's probabilities) for
+// bf16 products, grown on demand.
 class Bf16Scratch {
  public:
-  gpu_bfloat16* reserve(size_t count) {
+  Bf16* reserve(size_t count) {
     if (count <= count_) return buffer_.get();
     buffer_.reset();
     count_ = 0;
     void* ptr = nullptr;
-    if (check(gpuMalloc(&ptr, count * sizeof(gpu_bfloat16)), "bf16 operand allocation")) return nullptr;
-    buffer_.reset(static_cast<gpu_bfloat16*>(ptr));
+    if (check(gpuMalloc(&ptr, count * sizeof(Bf16)), "bf16 operand allocation")) return nullptr;
+    buffer_.reset(static_cast<Bf16*>(ptr));
     count_ = count;
     return buffer_.get();
   }
 
  private:
-  std::unique_ptr<gpu_bfloat16, DeviceFree> buffer_;
+  std::unique_ptr<Bf16, DeviceFree> buffer_;
   size_t count_ = 0;
 };
 Bf16Scratch g_bf16_a, g_bf16_b;
 
-__global__ void to_bf16_kernel(gpu_bfloat16* out, const float* in, size_t n) {
+__global__ void to_bf16_kernel(Bf16* out, const float* in, size_t n) {
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = gpuFloat2Bfloat16(in[i]);
+  if (i < n) out[i] = bf16_of(in[i]);
 }
 
 int check_blas(gpublasStatus_t status, const char* what) {
@@ -121,42 +128,53 @@ size_t operand_span(int stored_rows, int stored_cols, int ld, const GemmBatch& b
 
 // The operand as bf16: a converted copy in `scratch`, same offsets.
 const void* as_bf16(Bf16Scratch& scratch, const float* src, size_t span) {
-  gpu_bfloat16* dst = scratch.reserve(span);
+  Bf16* dst = scratch.reserve(span);
   if (!dst) return nullptr;
   to_bf16_kernel<<<blocks_for(span, 256), 256, 0, compute_stream()>>>(dst, src, span);
   return check_launch("bf16 operand") ? nullptr : dst;
+}
+
+// The operand as the BLAS reads it: a Bf16 matrix as it is, an fp32 one as it
+// is in fp32 products and as a bf16 copy in bf16 ones.
+const void* blas_operand(Bf16Scratch&, const Bf16* src, size_t, bool) {
+  return src;
+}
+const void* blas_operand(Bf16Scratch& scratch, const float* src, size_t span, bool bf16) {
+  return bf16 ? as_bf16(scratch, src, span) : src;
 }
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the
 // operands swap and each keeps its own transpose flag. `count` products,
 // each operand `stride` elements after the last.
 int blas_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const void* a, int lda, long stride_a,
-              const void* b, int ldb, long stride_b, float beta, float* c, int ldc, long stride_c, int count,
-              bool bf16) {
+              const void* b, int ldb, long stride_b, float beta, void* c, bool c_bf16, int ldc, long stride_c,
+              int count, bool bf16) {
   const auto type = bf16 ? GPUBLAS_R_16BF : GPUBLAS_R_32F;
-  return check_blas(gpublasGemmStridedBatchedEx(g_blas.get(), trans_b ? GPUBLAS_OP_T : GPUBLAS_OP_N,
-                                                trans_a ? GPUBLAS_OP_T : GPUBLAS_OP_N, n, m, k, &alpha, b, type, ldb,
-                                                stride_b, a, type, lda, stride_a, &beta, c, GPUBLAS_R_32F, ldc,
-                                                stride_c, count, GPUBLAS_COMPUTE_32F, GPUBLAS_GEMM_DEFAULT),
-                    "gemm (vendor BLAS)");
+  return check_blas(
+      gpublasGemmStridedBatchedEx(g_blas.get(), trans_b ? GPUBLAS_OP_T : GPUBLAS_OP_N,
+                                  trans_a ? GPUBLAS_OP_T : GPUBLAS_OP_N, n, m, k, &alpha, b, type, ldb, stride_b, a,
+                                  type, lda, stride_a, &beta, c, c_bf16 ? GPUBLAS_R_16BF : GPUBLAS_R_32F, ldc, stride_c,
+                                  count, GPUBLAS_COMPUTE_32F, GPUBLAS_GEMM_DEFAULT),
+      "gemm (vendor BLAS)");
 }
 
 // Offsets `ptr` by `elements` of fp32 or bf16.
 const void* advance(const void* ptr, long elements, bool bf16) {
-  return static_cast<const char*>(ptr) + elements * (bf16 ? sizeof(gpu_bfloat16) : sizeof(float));
+  return static_cast<const char*>(ptr) + elements * (bf16 ? sizeof(Bf16) : sizeof(float));
 }
 
 // A one-stride batch (every linear layer; attention's probabilities) is one
 // call; attention's (sample, head) batches over the packed qkv rows are one
 // call per sample, strided over the heads.
-int vendor_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
-                int ldb, float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
-  const void *pa = a, *pb = b;
-  if (bf16) {
-    pa = as_bf16(g_bf16_a, a, operand_span(trans_a ? k : m, trans_a ? m : k, lda, batch, batch.a_outer, batch.a_inner));
-    pb = as_bf16(g_bf16_b, b, operand_span(trans_b ? n : k, trans_b ? k : n, ldb, batch, batch.b_outer, batch.b_inner));
-    if (!pa || !pb) return -1;
-  }
+template <typename A, typename B, typename C>
+int vendor_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const A* a, int lda, const B* b, int ldb,
+                float beta, C* c, int ldc, const GemmBatch& batch) {
+  constexpr bool bf16 = is_bf16<A> || is_bf16<B> || is_bf16<C>;
+  const void* pa = blas_operand(
+      g_bf16_a, a, operand_span(trans_a ? k : m, trans_a ? m : k, lda, batch, batch.a_outer, batch.a_inner), bf16);
+  const void* pb = blas_operand(
+      g_bf16_b, b, operand_span(trans_b ? n : k, trans_b ? k : n, ldb, batch, batch.b_outer, batch.b_inner), bf16);
+  if (!pa || !pb) return -1;
   auto one_stride = [&](long outer, long inner_stride) {
     return batch.inner == 1 || outer == batch.inner * inner_stride;
   };
@@ -164,13 +182,13 @@ int vendor_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, co
       one_stride(batch.c_outer, batch.c_inner)) {
     auto stride = [&](long outer, long inner_stride) { return batch.inner == 1 ? outer : inner_stride; };
     return blas_gemm(trans_a, trans_b, m, n, k, alpha, pa, lda, stride(batch.a_outer, batch.a_inner), pb, ldb,
-                     stride(batch.b_outer, batch.b_inner), beta, c, ldc, stride(batch.c_outer, batch.c_inner),
-                     batch.count, bf16);
+                     stride(batch.b_outer, batch.b_inner), beta, c, is_bf16<C>, ldc,
+                     stride(batch.c_outer, batch.c_inner), batch.count, bf16);
   }
   for (int q = 0; q < batch.count / batch.inner; ++q)
     if (blas_gemm(trans_a, trans_b, m, n, k, alpha, advance(pa, q * batch.a_outer, bf16), lda, batch.a_inner,
-                  advance(pb, q * batch.b_outer, bf16), ldb, batch.b_inner, beta, c + q * batch.c_outer, ldc,
-                  batch.c_inner, batch.inner, bf16))
+                  advance(pb, q * batch.b_outer, bf16), ldb, batch.b_inner, beta, c + q * batch.c_outer, is_bf16<C>,
+                  ldc, batch.c_inner, batch.inner, bf16))
       return -1;
   return 0;
 }
@@ -198,37 +216,68 @@ const char* gemm_engine() {
   return "tiled kernel";
 }
 
-int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
-         float beta, float* c, int ldc, const GemmBatch& batch, bool bf16) {
+template <typename A, typename B, typename C>
+int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const A* a, int lda, const B* b, int ldb,
+         float beta, C* c, int ldc, const GemmBatch& batch) {
 #if defined(KAIO_VENDOR_BLAS)
-  if (g_blas) return vendor_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, bf16);
+  if (g_blas) return vendor_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch);
 #endif
-  return tiled_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, bf16);
+  return tiled_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch);
 }
+
+// fp32 throughout; and with bf16 activations: activation x weight into an
+// activation, activation x activation into a weight gradient or attention's
+// scores, probabilities x activation into an activation.
+#define KAIO_GEMM(A, B, C)                                                                                   \
+  template int gemm<A, B, C>(bool, bool, int, int, int, float, const A*, int, const B*, int, float, C*, int, \
+                             const GemmBatch&);
+KAIO_GEMM(float, float, float)
+KAIO_GEMM(Bf16, float, Bf16)
+KAIO_GEMM(Bf16, Bf16, float)
+KAIO_GEMM(float, Bf16, Bf16)
+#undef KAIO_GEMM
 
 }  // namespace kaio_gpu
 
 using namespace kaio_gpu;
 
-extern "C" int KAIO_GPU_FN(linear_forward)(float* out, const float* in, const float* weight, const float* bias,
-                                           int rows, int in_dim, int out_dim, int bf16) {
+namespace {
+
+template <typename T>
+int linear_forward_as(T* out, const T* in, const float* weight, const float* bias, int rows, int in_dim, int out_dim) {
   float beta = 0.0f;
   if (bias) {
     const size_t n = (size_t)rows * out_dim;
     broadcast_bias_kernel<<<blocks_for(n, 256), 256, 0, compute_stream()>>>(out, bias, rows, out_dim);
     beta = 1.0f;
   }
-  return gemm(false, true, rows, out_dim, in_dim, 1.0f, in, in_dim, weight, in_dim, beta, out, out_dim, {}, bf16);
+  return gemm(false, true, rows, out_dim, in_dim, 1.0f, in, in_dim, weight, in_dim, beta, out, out_dim, {});
 }
 
-extern "C" int KAIO_GPU_FN(linear_backward)(float* din, float* dweight, float* dbias, const float* dout,
-                                            const float* in, const float* weight, int rows, int in_dim, int out_dim,
-                                            int bf16) {
-  if (din &&
-      gemm(false, false, rows, in_dim, out_dim, 1.0f, dout, out_dim, weight, in_dim, 0.0f, din, in_dim, {}, bf16))
+template <typename T>
+int linear_backward_as(T* din, float* dweight, float* dbias, const T* dout, const T* in, const float* weight, int rows,
+                       int in_dim, int out_dim) {
+  if (din && gemm(false, false, rows, in_dim, out_dim, 1.0f, dout, out_dim, weight, in_dim, 0.0f, din, in_dim, {}))
     return -1;
-  if (gemm(true, false, out_dim, in_dim, rows, 1.0f, dout, out_dim, in, in_dim, 1.0f, dweight, in_dim, {}, bf16))
-    return -1;
+  if (gemm(true, false, out_dim, in_dim, rows, 1.0f, dout, out_dim, in, in_dim, 1.0f, dweight, in_dim, {})) return -1;
   if (dbias) column_sum_kernel<<<blocks_for(out_dim, 256), 256, 0, compute_stream()>>>(dbias, dout, rows, out_dim);
   return check_launch("linear_backward");
+}
+
+}  // namespace
+
+extern "C" int KAIO_GPU_FN(linear_forward)(void* out, const void* in, const float* weight, const float* bias, int rows,
+                                           int in_dim, int out_dim, int bf16) {
+  return with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return linear_forward_as(as<T>(out), as<T>(in), weight, bias, rows, in_dim, out_dim);
+  });
+}
+
+extern "C" int KAIO_GPU_FN(linear_backward)(void* din, float* dweight, float* dbias, const void* dout, const void* in,
+                                            const float* weight, int rows, int in_dim, int out_dim, int bf16) {
+  return with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return linear_backward_as(as<T>(din), dweight, dbias, as<T>(dout), as<T>(in), weight, rows, in_dim, out_dim);
+  });
 }

@@ -44,40 +44,44 @@ typedef struct KaioGpuOps {
   // after it and compute_wait order the compute stream after it.
   int (*upload_pinned)(void* dst, const void* pinned_src, size_t bytes);
   int (*synchronize)(void);
-  int (*patchify)(float* patches, const uint8_t* windows, int batch, KaioGpuGrid g);
-  int (*embed_combine_forward)(float* x, const float* emb, const float* mask_token, const float* pos,
-                               const uint8_t* mask, int batch, int tokens, int dim);
-  int (*embed_combine_backward)(float* demb, float* dmask_token, float* dpos, const float* dx, const uint8_t* mask,
-                                int batch, int tokens, int dim);
-  int (*linear_forward)(float* out, const float* in, const float* weight, const float* bias, int rows, int in_dim,
+  // Activations and their gradients (the void pointers below) are fp32, or
+  // bf16 where `bf16` is set, and then the matrix products take bf16 operands
+  // (fp32 accumulation). Parameters, their gradients, LayerNorm's statistics
+  // and attention's saved rows stay fp32.
+  int (*patchify)(void* patches, const uint8_t* windows, int batch, KaioGpuGrid g, int bf16);
+  int (*embed_combine_forward)(void* x, const void* emb, const float* mask_token, const float* pos, const uint8_t* mask,
+                               int batch, int tokens, int dim, int bf16);
+  int (*embed_combine_backward)(void* demb, float* dmask_token, float* dpos, const void* dx, const uint8_t* mask,
+                                int batch, int tokens, int dim, int bf16);
+  int (*linear_forward)(void* out, const void* in, const float* weight, const float* bias, int rows, int in_dim,
                         int out_dim, int bf16);
-  int (*linear_backward)(float* din, float* dweight, float* dbias, const float* dout, const float* in,
-                         const float* weight, int rows, int in_dim, int out_dim, int bf16);
-  int (*layernorm_forward)(float* out, float* mean, float* rstd, const float* in, const float* weight,
-                           const float* bias, int rows, int dim);
-  int (*layernorm_backward)(float* din, float* dweight, float* dbias, const float* dout, const float* in,
-                            const float* weight, const float* mean, const float* rstd, int rows, int dim);
+  int (*linear_backward)(void* din, float* dweight, float* dbias, const void* dout, const void* in, const float* weight,
+                         int rows, int in_dim, int out_dim, int bf16);
+  int (*layernorm_forward)(void* out, float* mean, float* rstd, const void* in, const float* weight, const float* bias,
+                           int rows, int dim, int bf16);
+  int (*layernorm_backward)(void* din, float* dweight, float* dbias, const void* dout, const void* in,
+                            const float* weight, const float* mean, const float* rstd, int rows, int dim, int bf16);
   // The naive path, the reference: probs is [batch, heads, tokens, tokens]
   // and dprobs scratch of that size.
-  int (*attention_forward)(float* out, float* probs, const float* qkv, int batch, int tokens, int heads, int head_dim,
+  int (*attention_forward)(void* out, float* probs, const void* qkv, int batch, int tokens, int heads, int head_dim,
                            int bf16);
-  int (*attention_backward)(float* dqkv, float* dprobs, const float* dout, const float* qkv, const float* probs,
-                            int batch, int tokens, int heads, int head_dim, int bf16);
+  int (*attention_backward)(void* dqkv, float* dprobs, const void* dout, const void* qkv, const float* probs, int batch,
+                            int tokens, int heads, int head_dim, int bf16);
   // The fused path (flash-style, no tokens x tokens matrix), for the head
   // widths attention_fused_supports() accepts: the forward keeps lse, the
   // log-sum-exp of each query row's scaled scores ([batch, heads, tokens]);
   // the backward reads it and the forward's output, with row_dots as scratch
   // of lse's size.
   int (*attention_fused_supports)(int head_dim);
-  int (*attention_forward_fused)(float* out, float* lse, const float* qkv, int batch, int tokens, int heads,
-                                 int head_dim, int bf16);
-  int (*attention_backward_fused)(float* dqkv, float* row_dots, const float* dout, const float* out, const float* qkv,
+  int (*attention_forward_fused)(void* out, float* lse, const void* qkv, int batch, int tokens, int heads, int head_dim,
+                                 int bf16);
+  int (*attention_backward_fused)(void* dqkv, float* row_dots, const void* dout, const void* out, const void* qkv,
                                   const float* lse, int batch, int tokens, int heads, int head_dim, int bf16);
-  int (*gelu_forward)(float* out, const float* in, size_t n);
-  int (*gelu_backward)(float* din, const float* dout, const float* in, size_t n);
-  int (*add)(float* out, const float* a, const float* b, size_t n);
-  int (*masked_mse)(double* loss_host, float* dpred, const float* pred, const float* patches, const uint8_t* mask,
-                    int rows, int patch_dim);
+  int (*gelu_forward)(void* out, const void* in, size_t n, int bf16);
+  int (*gelu_backward)(void* din, const void* dout, const void* in, size_t n, int bf16);
+  int (*add)(void* out, const void* a, const void* b, size_t n, int bf16);
+  int (*masked_mse)(double* loss_host, void* dpred, const void* pred, const void* patches, const uint8_t* mask,
+                    int rows, int patch_dim, int bf16);
   int (*sum_squares)(double* result_host, const float* x, size_t n);
   int (*adamw)(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1, float beta2,
                float eps, float weight_decay, float grad_scale, float bias_correction1, float bias_correction2_sqrt);
@@ -94,8 +98,8 @@ typedef struct KaioGpuOps {
   // clip factor (max_norm / (norm + 1e-6) above max_norm > 0, else 1) and
   // finite; adamw_figures scales the gradient by figures->clip and leaves
   // everything alone unless figures->finite.
-  int (*masked_mse_figures)(KaioStepFigures* figures, float* dpred, const float* pred, const float* patches,
-                            const uint8_t* mask, int rows, int patch_dim);
+  int (*masked_mse_figures)(KaioStepFigures* figures, void* dpred, const void* pred, const void* patches,
+                            const uint8_t* mask, int rows, int patch_dim, int bf16);
   int (*grad_figures)(KaioStepFigures* figures, const float* grad, size_t n, double max_norm);
   int (*adamw_figures)(float* param, const float* grad, float* m, float* v, size_t n, float lr, float beta1,
                        float beta2, float eps, float weight_decay, const KaioStepFigures* figures,

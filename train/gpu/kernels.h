@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "gpu_api.h"
 #include "vendor.h"
 
@@ -14,6 +16,9 @@
 #else
 #define kaio_gpu kaio_gpu_cuda
 #endif
+
+// After the namespace's name: element.h opens namespace kaio_gpu too.
+#include "element.h"
 
 namespace kaio_gpu {
 
@@ -66,14 +71,6 @@ __device__ inline float block_sum(float v) {
   return total;
 }
 
-// Rounds to the nearest bf16 (ties to even), kept in a float: bf16 compute
-// with fp32 accumulation.
-__device__ inline float round_bf16(float x) {
-  unsigned u = __float_as_uint(x);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return __uint_as_float(u & 0xffff0000u);
-}
-
 // Batch z of a GEMM starts at (z / inner) * outer + (z % inner) * inner_stride
 // in each matrix: one launch covers every (sample, head) of attention.
 struct GemmBatch {
@@ -82,40 +79,59 @@ struct GemmBatch {
 };
 
 // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading
-// dimensions; fp32 in and out (bf16: the operands are rounded to bf16).
-int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
-         float beta, float* c, int ldc, const GemmBatch& batch, bool bf16);
+// dimensions, fp32 accumulation. Each matrix is fp32 or Bf16; with any Bf16
+// among them the product runs on bf16 operands (fp32 ones are rounded). Built
+// for the combinations the layers use (gemm.cu).
+template <typename A, typename B, typename C>
+int gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const A* a, int lda, const B* b, int ldb,
+         float beta, C* c, int ldc, const GemmBatch& batch);
 // Creates the vendor BLAS handle on the compute stream where the build has one.
 int gemm_init();
 // What gemm() runs on: the vendor BLAS's name or "tiled kernel".
 const char* gemm_engine();
 
+// Calls f with a null pointer of the activations' element type (Bf16 when
+// bf16, else float): the C entry points dispatch to their templates this way.
+template <typename F>
+int with_activations(int bf16, F&& f) {
+  return bf16 ? f(static_cast<Bf16*>(nullptr)) : f(static_cast<float*>(nullptr));
+}
+template <typename T>
+T* as(void* ptr) {
+  return static_cast<T*>(ptr);
+}
+template <typename T>
+const T* as(const void* ptr) {
+  return static_cast<const T*>(ptr);
+}
+
 }  // namespace kaio_gpu
 
 // Per-op entry points, assembled into the vendor's KaioGpuOps table in device.cu.
 extern "C" {
-int KAIO_GPU_FN(patchify)(float*, const uint8_t*, int, KaioGpuGrid);
-int KAIO_GPU_FN(embed_combine_forward)(float*, const float*, const float*, const float*, const uint8_t*, int, int, int);
-int KAIO_GPU_FN(embed_combine_backward)(float*, float*, float*, const float*, const uint8_t*, int, int, int);
-int KAIO_GPU_FN(linear_forward)(float*, const float*, const float*, const float*, int, int, int, int);
-int KAIO_GPU_FN(linear_backward)(float*, float*, float*, const float*, const float*, const float*, int, int, int, int);
-int KAIO_GPU_FN(layernorm_forward)(float*, float*, float*, const float*, const float*, const float*, int, int);
-int KAIO_GPU_FN(layernorm_backward)(float*, float*, float*, const float*, const float*, const float*, const float*,
-                                    const float*, int, int);
-int KAIO_GPU_FN(attention_forward)(float*, float*, const float*, int, int, int, int, int);
-int KAIO_GPU_FN(attention_backward)(float*, float*, const float*, const float*, const float*, int, int, int, int, int);
+int KAIO_GPU_FN(patchify)(void*, const uint8_t*, int, KaioGpuGrid, int);
+int KAIO_GPU_FN(embed_combine_forward)(void*, const void*, const float*, const float*, const uint8_t*, int, int, int,
+                                       int);
+int KAIO_GPU_FN(embed_combine_backward)(void*, float*, float*, const void*, const uint8_t*, int, int, int, int);
+int KAIO_GPU_FN(linear_forward)(void*, const void*, const float*, const float*, int, int, int, int);
+int KAIO_GPU_FN(linear_backward)(void*, float*, float*, const void*, const void*, const float*, int, int, int, int);
+int KAIO_GPU_FN(layernorm_forward)(void*, float*, float*, const void*, const float*, const float*, int, int, int);
+int KAIO_GPU_FN(layernorm_backward)(void*, float*, float*, const void*, const void*, const float*, const float*,
+                                    const float*, int, int, int);
+int KAIO_GPU_FN(attention_forward)(void*, float*, const void*, int, int, int, int, int);
+int KAIO_GPU_FN(attention_backward)(void*, float*, const void*, const void*, const float*, int, int, int, int, int);
 int KAIO_GPU_FN(attention_fused_supports)(int);
-int KAIO_GPU_FN(attention_forward_fused)(float*, float*, const float*, int, int, int, int, int);
-int KAIO_GPU_FN(attention_backward_fused)(float*, float*, const float*, const float*, const float*, const float*, int,
-                                          int, int, int, int);
-int KAIO_GPU_FN(gelu_forward)(float*, const float*, size_t);
-int KAIO_GPU_FN(gelu_backward)(float*, const float*, const float*, size_t);
-int KAIO_GPU_FN(add)(float*, const float*, const float*, size_t);
-int KAIO_GPU_FN(masked_mse)(double*, float*, const float*, const float*, const uint8_t*, int, int);
+int KAIO_GPU_FN(attention_forward_fused)(void*, float*, const void*, int, int, int, int, int);
+int KAIO_GPU_FN(attention_backward_fused)(void*, float*, const void*, const void*, const void*, const float*, int, int,
+                                          int, int, int);
+int KAIO_GPU_FN(gelu_forward)(void*, const void*, size_t, int);
+int KAIO_GPU_FN(gelu_backward)(void*, const void*, const void*, size_t, int);
+int KAIO_GPU_FN(add)(void*, const void*, const void*, size_t, int);
+int KAIO_GPU_FN(masked_mse)(double*, void*, const void*, const void*, const uint8_t*, int, int, int);
 int KAIO_GPU_FN(sum_squares)(double*, const float*, size_t);
 int KAIO_GPU_FN(adamw)(float*, const float*, float*, float*, size_t, float, float, float, float, float, float, float,
                        float);
-int KAIO_GPU_FN(masked_mse_figures)(KaioStepFigures*, float*, const float*, const float*, const uint8_t*, int, int);
+int KAIO_GPU_FN(masked_mse_figures)(KaioStepFigures*, void*, const void*, const void*, const uint8_t*, int, int, int);
 int KAIO_GPU_FN(grad_figures)(KaioStepFigures*, const float*, size_t, double);
 int KAIO_GPU_FN(adamw_figures)(float*, const float*, float*, float*, size_t, float, float, float, float, float,
                                const KaioStepFigures*, float, float);

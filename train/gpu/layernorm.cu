@@ -9,47 +9,52 @@ namespace {
 
 constexpr float kEps = 1e-5f;
 
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* in, const float* w,
-                                         const float* b, int dim) {
-  const float* x = in + (long)blockIdx.x * dim;
-  float* y = out + (long)blockIdx.x * dim;
+template <typename T>
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* in, const float* w, const float* b,
+                                         int dim) {
+  const T* x = in + (long)blockIdx.x * dim;
+  T* y = out + (long)blockIdx.x * dim;
   float sum = 0.0f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) sum += x[i];
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) sum += to_float(x[i]);
   const float m = block_sum(sum) / dim;
   float var = 0.0f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) var += (x[i] - m) * (x[i] - m);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) var += (to_float(x[i]) - m) * (to_float(x[i]) - m);
   const float s = rsqrtf(block_sum(var) / dim + kEps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) y[i] = (x[i] - m) * s * w[i] + b[i];
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) y[i] = from_float<T>((to_float(x[i]) - m) * s * w[i] + b[i]);
   if (threadIdx.x == 0) {
     mean[blockIdx.x] = m;
     rstd[blockIdx.x] = s;
   }
 }
 
-__global__ void layernorm_input_grad_kernel(float* din, const float* dout, const float* in, const float* w,
-                                            const float* mean, const float* rstd, int dim) {
+template <typename T>
+__global__ void layernorm_input_grad_kernel(T* din, const T* dout, const T* in, const float* w, const float* mean,
+                                            const float* rstd, int dim) {
   const long at = (long)blockIdx.x * dim;
   const float m = mean[blockIdx.x], s = rstd[blockIdx.x];
   float a = 0.0f, c = 0.0f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float dxhat = dout[at + i] * w[i];
+    const float dxhat = to_float(dout[at + i]) * w[i];
     a += dxhat;
-    c += dxhat * (in[at + i] - m) * s;
+    c += dxhat * (to_float(in[at + i]) - m) * s;
   }
   a = block_sum(a) / dim;
   c = block_sum(c) / dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x)
-    din[at + i] += s * (dout[at + i] * w[i] - a - (in[at + i] - m) * s * c);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float g = s * (to_float(dout[at + i]) * w[i] - a - (to_float(in[at + i]) - m) * s * c);
+    din[at + i] = from_float<T>(to_float(din[at + i]) + g);
+  }
 }
 
-__global__ void layernorm_param_grad_kernel(float* dw, float* db, const float* dout, const float* in, const float* mean,
+template <typename T>
+__global__ void layernorm_param_grad_kernel(float* dw, float* db, const T* dout, const T* in, const float* mean,
                                             const float* rstd, int rows, int dim) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= dim) return;
   float gw = 0.0f, gb = 0.0f;
   for (int r = 0; r < rows; ++r) {
-    const float dy = dout[(long)r * dim + i];
-    gw += dy * (in[(long)r * dim + i] - mean[r]) * rstd[r];
+    const float dy = to_float(dout[(long)r * dim + i]);
+    gw += dy * (to_float(in[(long)r * dim + i]) - mean[r]) * rstd[r];
     gb += dy;
   }
   dw[i] += gw;
@@ -61,17 +66,24 @@ __global__ void layernorm_param_grad_kernel(float* dw, float* db, const float* d
 
 using namespace kaio_gpu;
 
-extern "C" int KAIO_GPU_FN(layernorm_forward)(float* out, float* mean, float* rstd, const float* in, const float* w,
-                                              const float* b, int rows, int dim) {
-  layernorm_forward_kernel<<<rows, 256, 0, compute_stream()>>>(out, mean, rstd, in, w, b, dim);
-  return check_launch("layernorm_forward");
+extern "C" int KAIO_GPU_FN(layernorm_forward)(void* out, float* mean, float* rstd, const void* in, const float* w,
+                                              const float* b, int rows, int dim, int bf16) {
+  return with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    layernorm_forward_kernel<<<rows, 256, 0, compute_stream()>>>(as<T>(out), mean, rstd, as<T>(in), w, b, dim);
+    return check_launch("layernorm_forward");
+  });
 }
 
-extern "C" int KAIO_GPU_FN(layernorm_backward)(float* din, float* dw, float* db, const float* dout, const float* in,
-                                               const float* w, const float* mean, const float* rstd, int rows,
-                                               int dim) {
-  layernorm_input_grad_kernel<<<rows, 256, 0, compute_stream()>>>(din, dout, in, w, mean, rstd, dim);
-  layernorm_param_grad_kernel<<<blocks_for(dim, 128), 128, 0, compute_stream()>>>(dw, db, dout, in, mean, rstd, rows,
-                                                                                  dim);
-  return check_launch("layernorm_backward");
+extern "C" int KAIO_GPU_FN(layernorm_backward)(void* din, float* dw, float* db, const void* dout, const void* in,
+                                               const float* w, const float* mean, const float* rstd, int rows, int dim,
+                                               int bf16) {
+  return with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    layernorm_input_grad_kernel<<<rows, 256, 0, compute_stream()>>>(as<T>(din), as<T>(dout), as<T>(in), w, mean, rstd,
+                                                                    dim);
+    layernorm_param_grad_kernel<<<blocks_for(dim, 128), 128, 0, compute_stream()>>>(dw, db, as<T>(dout), as<T>(in),
+                                                                                    mean, rstd, rows, dim);
+    return check_launch("layernorm_backward");
+  });
 }

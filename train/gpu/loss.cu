@@ -19,26 +19,30 @@ __global__ void count_masked_kernel(float* counts, const uint8_t* mask, int rows
   if (threadIdx.x == 0) counts[0] = sum;
 }
 
-__global__ void masked_mse_kernel(float* row_loss, float* dpred, const float* pred, const float* patches,
-                                  const uint8_t* mask, int pd, const float* masked) {
+template <typename T>
+__global__ void masked_mse_kernel(float* row_loss, T* dpred, const T* pred, const T* patches, const uint8_t* mask,
+                                  int pd, const float* masked) {
   const long at = (long)blockIdx.x * pd;
   if (!mask[blockIdx.x]) {
-    for (int i = threadIdx.x; i < pd; i += blockDim.x) dpred[at + i] = 0.0f;
+    for (int i = threadIdx.x; i < pd; i += blockDim.x) dpred[at + i] = from_float<T>(0.0f);
     if (threadIdx.x == 0) row_loss[blockIdx.x] = 0.0f;
     return;
   }
   const float grad_scale = 2.0f / (*masked * pd);
   float sum = 0.0f;
-  for (int i = threadIdx.x; i < pd; i += blockDim.x) sum += patches[at + i];
+  for (int i = threadIdx.x; i < pd; i += blockDim.x) sum += to_float(patches[at + i]);
   const float mean = block_sum(sum) / pd;
   float var = 0.0f;
-  for (int i = threadIdx.x; i < pd; i += blockDim.x) var += (patches[at + i] - mean) * (patches[at + i] - mean);
+  for (int i = threadIdx.x; i < pd; i += blockDim.x) {
+    const float centred = to_float(patches[at + i]) - mean;
+    var += centred * centred;
+  }
   const float inv_std = rsqrtf(block_sum(var) / pd + 1e-6f);
   float err = 0.0f;
   for (int i = threadIdx.x; i < pd; i += blockDim.x) {
-    const float diff = pred[at + i] - (patches[at + i] - mean) * inv_std;
+    const float diff = to_float(pred[at + i]) - (to_float(patches[at + i]) - mean) * inv_std;
     err += diff * diff;
-    dpred[at + i] = grad_scale * diff;
+    dpred[at + i] = from_float<T>(grad_scale * diff);
   }
   err = block_sum(err);
   if (threadIdx.x == 0) row_loss[blockIdx.x] = err;
@@ -51,7 +55,8 @@ __global__ void loss_figure_kernel(KaioStepFigures* figures, const float* counts
 
 // Queues the count and the rows: returns scratch with the masked-row count at
 // [0] and the rows' squared-error sums at [1, rows], or null on failure.
-const float* masked_rows(float* dpred, const float* pred, const float* patches, const uint8_t* mask, int rows, int pd) {
+template <typename T>
+const float* masked_rows(T* dpred, const T* pred, const T* patches, const uint8_t* mask, int rows, int pd) {
   float* counts = scratch(static_cast<size_t>(rows) + 1);
   if (!counts) return nullptr;
   count_masked_kernel<<<1, 256, 0, compute_stream()>>>(counts, mask, rows);
@@ -65,9 +70,23 @@ const float* masked_rows(float* dpred, const float* pred, const float* patches, 
 
 using namespace kaio_gpu;
 
-extern "C" int KAIO_GPU_FN(masked_mse)(double* loss_host, float* dpred, const float* pred, const float* patches,
-                                       const uint8_t* mask, int rows, int pd) {
-  const float* counts = masked_rows(dpred, pred, patches, mask, rows, pd);
+namespace {
+// masked_rows for activations of either type.
+const float* masked_rows_of(void* dpred, const void* pred, const void* patches, const uint8_t* mask, int rows, int pd,
+                            int bf16) {
+  const float* counts = nullptr;
+  with_activations(bf16, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    counts = masked_rows(as<T>(dpred), as<T>(pred), as<T>(patches), mask, rows, pd);
+    return 0;
+  });
+  return counts;
+}
+}  // namespace
+
+extern "C" int KAIO_GPU_FN(masked_mse)(double* loss_host, void* dpred, const void* pred, const void* patches,
+                                       const uint8_t* mask, int rows, int pd, int bf16) {
+  const float* counts = masked_rows_of(dpred, pred, patches, mask, rows, pd, bf16);
   if (!counts) return -1;
   std::vector<float> host(static_cast<size_t>(rows) + 1);
   if (check(gpuMemcpyAsync(host.data(), counts, host.size() * sizeof(float), gpuMemcpyDeviceToHost, compute_stream()),
@@ -80,9 +99,9 @@ extern "C" int KAIO_GPU_FN(masked_mse)(double* loss_host, float* dpred, const fl
   return 0;
 }
 
-extern "C" int KAIO_GPU_FN(masked_mse_figures)(KaioStepFigures* figures, float* dpred, const float* pred,
-                                               const float* patches, const uint8_t* mask, int rows, int pd) {
-  const float* counts = masked_rows(dpred, pred, patches, mask, rows, pd);
+extern "C" int KAIO_GPU_FN(masked_mse_figures)(KaioStepFigures* figures, void* dpred, const void* pred,
+                                               const void* patches, const uint8_t* mask, int rows, int pd, int bf16) {
+  const float* counts = masked_rows_of(dpred, pred, patches, mask, rows, pd, bf16);
   if (!counts) return -1;
   loss_figure_kernel<<<1, kSumThreads, 0, compute_stream()>>>(figures, counts, rows, pd);
   return check_launch("masked_mse loss");

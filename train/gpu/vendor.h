@@ -41,7 +41,6 @@
 // strided-batched product writes a separate D; kaio passes C for both, so it
 // takes cuBLAS's argument list.
 #if defined(KAIO_HAVE_ROCBLAS)
-#include <hip/hip_bfloat16.h>
 #include <rocblas/rocblas.h>
 #define KAIO_VENDOR_BLAS 1
 #define KAIO_VENDOR_BLAS_NAME "rocBLAS"
@@ -59,8 +58,6 @@
 #define GPUBLAS_R_16BF rocblas_datatype_bf16_r
 #define GPUBLAS_COMPUTE_32F rocblas_datatype_f32_r
 #define GPUBLAS_GEMM_DEFAULT rocblas_gemm_algo_standard
-#define gpu_bfloat16 hip_bfloat16
-#define gpuFloat2Bfloat16(x) hip_bfloat16(x)
 inline rocblas_status gpublasGemmStridedBatchedEx(rocblas_handle handle, rocblas_operation trans_a,
                                                   rocblas_operation trans_b, int m, int n, int k, const float* alpha,
                                                   const void* a, rocblas_datatype a_type, int lda, long stride_a,
@@ -112,7 +109,6 @@ inline rocblas_status gpublasGemmStridedBatchedEx(rocblas_handle handle, rocblas
 // The vendor BLAS for the matrix products (gemm.cu), where CMake found it.
 #if defined(KAIO_HAVE_CUBLAS)
 #include <cublas_v2.h>
-#include <cuda_bf16.h>
 #define KAIO_VENDOR_BLAS 1
 #define KAIO_VENDOR_BLAS_NAME "cuBLAS"
 #define gpublasHandle_t cublasHandle_t
@@ -130,8 +126,6 @@ inline rocblas_status gpublasGemmStridedBatchedEx(rocblas_handle handle, rocblas
 #define GPUBLAS_R_16BF CUDA_R_16BF
 #define GPUBLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
 #define GPUBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
-#define gpu_bfloat16 __nv_bfloat16
-#define gpuFloat2Bfloat16 __float2bfloat16
 #endif
 #else
 #error "define KAIO_VENDOR_HIP or KAIO_VENDOR_CUDA"
