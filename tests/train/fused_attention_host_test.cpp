@@ -54,6 +54,7 @@ inline unsigned __float_as_uint(float x) {  // NOLINT(bugprone-reserved-identifi
   return u;
 }
 
+#include "train/bf16.h"
 #include "train/gpu/fused_attention.h"
 
 namespace {
@@ -224,4 +225,42 @@ TEST(TrainFusedAttention, KernelsOnHostMatchDoubleReferenceOnOddShapes) {
   check<64>({2, 65, 2});
   check<64>({1, 197, 2});
   check<128>({1, 70, 2});
+}
+
+// The host's bf16 conversion (train/bf16.h: what the GPU backends upload and
+// read back) and the kernels' (element.h) agree on every value: ties to
+// even, overflow to infinity, subnormals, infinities and NaNs; and a value
+// goes back to the fp32 it stands for.
+TEST(TrainBf16, HostAndKernelConversionsAgree) {
+  std::vector<uint32_t> patterns = {0x00000000u, 0x80000000u, 0x3f808000u, 0x3f818000u, 0x3f80ffffu,
+                                    0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u,
+                                    0xff800001u, 0x00000001u, 0x00008000u, 0x00018000u, 0x807fffffu};
+  std::mt19937 rng(2026);
+  for (int i = 0; i < 200000; ++i) patterns.push_back(static_cast<uint32_t>(rng()));
+  for (uint32_t u : patterns) {
+    const float x = __uint_as_float(u);
+    const uint16_t host = kaio::train::bf16_bits(x);
+    ASSERT_EQ(host, kaio_gpu::bf16_of(x).bits) << std::hex << u;
+    ASSERT_EQ(__float_as_uint(kaio::train::bf16_value(host)), __float_as_uint(kaio_gpu::to_float(kaio_gpu::Bf16{host})))
+        << std::hex << u;
+    if (std::isnan(x)) {
+      EXPECT_TRUE(std::isnan(kaio::train::bf16_value(host))) << std::hex << u;
+    } else {
+      // Nearest: no other bf16 is closer (an overflow past the largest bf16 rounds to infinity).
+      const double got = kaio::train::bf16_value(host), err = std::abs(got - double(x));
+      if (std::isfinite(got)) {
+        const double up = kaio::train::bf16_value(static_cast<uint16_t>(host + 1)),
+                     down = kaio::train::bf16_value(static_cast<uint16_t>(host - 1));
+        if (std::isfinite(up)) {
+          EXPECT_LE(err, std::abs(up - double(x))) << std::hex << u;
+        }
+        if (std::isfinite(down)) {
+          EXPECT_LE(err, std::abs(down - double(x))) << std::hex << u;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(kaio::train::bf16_bits(1.00390625f), 0x3f80) << "a tie goes to the even neighbour";
+  EXPECT_EQ(kaio::train::bf16_bits(1.01171875f), 0x3f82) << "a tie goes to the even neighbour";
+  EXPECT_EQ(kaio::train::bf16_bits(3.4e38f), 0x7f80) << "past the largest bf16: infinity";
 }

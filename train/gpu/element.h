@@ -44,8 +44,8 @@ __device__ inline float round_bf16(float x) {
 }
 
 template <typename T>
-constexpr bool is_bf16 = false;
+inline constexpr bool is_bf16 = false;
 template <>
-constexpr bool is_bf16<Bf16> = true;
+inline constexpr bool is_bf16<Bf16> = true;
 
 }  // namespace kaio_gpu
