@@ -1,59 +1,21 @@
-// The fused attention kernels (train/gpu/fused_attention.h) run on the host:
-// every GPU thread of a block is a std::thread, __syncthreads a barrier,
-// __shared__ arrays static (blocks run one at a time). The forward, row dots
-// and both backward kernels must match attention computed in double on odd
-// token counts (not multiples of the 32-row tiles or 64-row blocks) and every
-// head width they are built for: fp32 within 1e-4, bf16 within 2e-2 (max abs
-// error over the largest reference value). Outputs start as NaN, so an
-// element no thread writes fails. This checks the arithmetic and the index
-// bounds of the real kernel code where no GPU is present; it cannot see
-// what only a GPU does (warp scheduling, memory limits). bf16 runs the
-// kernels as kaiod runs them with train.bf16: activations stored as bf16
-// (element.h's Bf16), in and out.
+// The fused attention kernels (train/gpu/fused_attention.h) run on the host
+// (tests/train/host_shim.h). The forward, row dots and both backward kernels
+// must match attention computed in double on odd token counts (not multiples
+// of the 32-row tiles or 64-row blocks) and every head width they are built
+// for: fp32 within 1e-4, bf16 within 2e-2 (max abs error over the largest
+// reference value). Outputs start as NaN, so an element no thread writes
+// fails. bf16 runs the kernels as kaiod runs them with train.bf16:
+// activations stored as bf16 (element.h's Bf16), in and out.
 #include <gtest/gtest.h>
 #include <math.h>
 
-#include <algorithm>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <random>
-#include <thread>
 #include <vector>
 
-namespace host_shim {
-struct Dim {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local Dim threadIdx, blockIdx;
-Dim blockDim;
-std::barrier<>* block_barrier = nullptr;
-}  // namespace host_shim
-using host_shim::blockDim;
-using host_shim::blockIdx;
-using host_shim::threadIdx;
-using std::min;
-inline void __syncthreads() {  // NOLINT(bugprone-reserved-identifier)
-  host_shim::block_barrier->arrive_and_wait();
-}
-#define __global__         // NOLINT(bugprone-reserved-identifier)
-#define __device__         // NOLINT(bugprone-reserved-identifier)
-#define __shared__ static  // NOLINT(bugprone-reserved-identifier)
-
-// The device's bit casts.
-inline float __uint_as_float(unsigned u) {  // NOLINT(bugprone-reserved-identifier)
-  float x = 0;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-inline unsigned __float_as_uint(float x) {  // NOLINT(bugprone-reserved-identifier)
-  unsigned u = 0;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
-
+#include "tests/train/host_shim.h"
 #include "train/bf16.h"
 #include "train/gpu/fused_attention.h"
 
@@ -61,22 +23,9 @@ namespace {
 
 using namespace kaio_gpu::fused_attention;
 
-// Runs `kernel` for every block of `grid` (x, y), `threads` host threads a block.
+// A launch of `threads` threads a block over a grid_x by grid_y grid.
 void launch(unsigned grid_x, unsigned grid_y, unsigned threads, const std::function<void()>& kernel) {
-  blockDim = {threads, 1, 1};
-  for (unsigned by = 0; by < grid_y; ++by)
-    for (unsigned bx = 0; bx < grid_x; ++bx) {
-      std::barrier<> barrier(threads);
-      host_shim::block_barrier = &barrier;
-      std::vector<std::thread> block;
-      for (unsigned t = 0; t < threads; ++t)
-        block.emplace_back([&, t] {
-          threadIdx = {t, 0, 0};
-          blockIdx = {bx, by, 0};
-          kernel();
-        });
-      for (auto& thread : block) thread.join();
-    }
+  host_shim::launch({grid_x, grid_y, 1}, {threads, 1, 1}, kernel);
 }
 
 struct Shape {

@@ -2,9 +2,9 @@
 // The activations' element type on the device: fp32, or bf16 under
 // train.bf16. Bf16 is kept as its 16 bits (the upper half of the fp32
 // pattern), the layout cuBLAS's CUDA_R_16BF and rocBLAS's bf16_r read, so the
-// kernels need no vendor type and tests/train/fused_attention_host_test.cpp can
-// run them on the host. Kernels load every element to float, compute in
-// float, and store through from_float.
+// kernels need no vendor type and the host tests (tests/train/host_shim.h)
+// can run them. Kernels load every element to float, compute in float, and
+// store through from_float.
 namespace kaio_gpu {
 
 struct Bf16 {

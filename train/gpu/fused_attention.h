@@ -1,7 +1,7 @@
 #pragma once
 // The fused attention kernels' device code, one source for hip and cuda.
 // attention.cu includes it after kernels.h; tests/train/fused_attention_host_test.cpp
-// includes it after a host shim that runs every GPU thread of a block as a
+// after tests/train/host_shim.h, which runs every GPU thread of a block as a
 // std::thread (__syncthreads a barrier), so CPU builds check the arithmetic
 // and the index bounds of the real kernels.
 #include "element.h"

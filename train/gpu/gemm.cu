@@ -13,37 +13,6 @@
 namespace kaio_gpu {
 namespace {
 
-constexpr int kTile = 16;
-
-template <typename A, typename B, typename C>
-__global__ void tiled_gemm_kernel(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const A* a, int lda,
-                                  const B* b, int ldb, float beta, C* c, int ldc, GemmBatch batch) {
-  constexpr bool bf16 = is_bf16<A> || is_bf16<B> || is_bf16<C>;
-  __shared__ float as[kTile][kTile + 1];
-  __shared__ float bs[kTile][kTile + 1];
-  const int z = blockIdx.z;
-  a += (z / batch.inner) * batch.a_outer + (z % batch.inner) * batch.a_inner;
-  b += (z / batch.inner) * batch.b_outer + (z % batch.inner) * batch.b_inner;
-  c += (z / batch.inner) * batch.c_outer + (z % batch.inner) * batch.c_inner;
-  const int row = blockIdx.y * kTile + threadIdx.y, col = blockIdx.x * kTile + threadIdx.x;
-  float acc = 0.0f;
-  for (int t = 0; t < k; t += kTile) {
-    const int ka = t + threadIdx.x, kb = t + threadIdx.y;
-    float av = 0.0f, bv = 0.0f;
-    if (row < m && ka < k) av = to_float(trans_a ? a[(long)ka * lda + row] : a[(long)row * lda + ka]);
-    if (col < n && kb < k) bv = to_float(trans_b ? b[(long)col * ldb + kb] : b[(long)kb * ldb + col]);
-    as[threadIdx.y][threadIdx.x] = bf16 ? round_bf16(av) : av;
-    bs[threadIdx.y][threadIdx.x] = bf16 ? round_bf16(bv) : bv;
-    __syncthreads();
-    for (int i = 0; i < kTile; ++i) acc += as[threadIdx.y][i] * bs[i][threadIdx.x];
-    __syncthreads();
-  }
-  if (row < m && col < n) {
-    C* out = c + (long)row * ldc + col;
-    *out = from_float<C>(alpha * acc + (beta != 0.0f ? beta * to_float(*out) : 0.0f));
-  }
-}
-
 template <typename T>
 __global__ void broadcast_bias_kernel(T* out, const float* bias, int rows, int cols) {
   const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;

@@ -17,8 +17,9 @@
 #define kaio_gpu kaio_gpu_cuda
 #endif
 
-// After the namespace's name: element.h opens namespace kaio_gpu too.
+// After the namespace's name: these open namespace kaio_gpu too.
 #include "element.h"
+#include "tiled_gemm.h"
 
 namespace kaio_gpu {
 
@@ -70,13 +71,6 @@ __device__ inline float block_sum(float v) {
   __syncthreads();
   return total;
 }
-
-// Batch z of a GEMM starts at (z / inner) * outer + (z % inner) * inner_stride
-// in each matrix: one launch covers every (sample, head) of attention.
-struct GemmBatch {
-  int count = 1, inner = 1;
-  long a_outer = 0, a_inner = 0, b_outer = 0, b_inner = 0, c_outer = 0, c_inner = 0;
-};
 
 // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading
 // dimensions, fp32 accumulation. Each matrix is fp32 or Bf16; with any Bf16
