@@ -1,7 +1,7 @@
 #pragma once
 // Shared by the kernel sources (device side only): the library's streams, error
-// recording, launch helpers, block reductions sized by warpSize, and the batched
-// tiled GEMM every matrix product goes through.
+// recording, launch helpers, the activations' element type, block reductions
+// sized by warpSize, and gemm(), the one call site of every matrix product.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +18,7 @@
 #endif
 
 // After the namespace's name: these open namespace kaio_gpu too.
+#include "block_reduce.h"
 #include "element.h"
 #include "tiled_gemm.h"
 
@@ -35,41 +36,6 @@ float* scratch(size_t count);
 
 inline unsigned blocks_for(size_t n, unsigned threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
-}
-
-// The sum of x[0..n) in double by one block of kSumThreads threads, returned
-// to thread 0: the device-side end of a reduction the host used to finish.
-constexpr unsigned kSumThreads = 256;
-__device__ inline double block_sum_double(const float* x, size_t n) {
-  __shared__ double partial[kSumThreads];
-  double acc = 0.0;
-  for (size_t i = threadIdx.x; i < n; i += blockDim.x) acc += x[i];
-  partial[threadIdx.x] = acc;
-  __syncthreads();
-  for (unsigned half = blockDim.x / 2; half > 0; half >>= 1) {
-    if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-    __syncthreads();
-  }
-  return partial[0];
-}
-
-// Sum over the block, returned to every thread. Works for any warpSize (32 on
-// NVIDIA, 64 on CDNA) and blockDim.x up to 1024.
-__device__ inline float block_sum(float v) {
-  __shared__ float partial[32];
-  __shared__ float total;
-  for (int offset = warpSize / 2; offset > 0; offset >>= 1) v += gpuShflDown(v, offset);
-  const int lane = threadIdx.x % warpSize, warp = threadIdx.x / warpSize;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    const int warps = (blockDim.x + warpSize - 1) / warpSize;
-    v = lane < warps ? partial[lane] : 0.0f;
-    for (int offset = warpSize / 2; offset > 0; offset >>= 1) v += gpuShflDown(v, offset);
-    if (lane == 0) total = v;
-  }
-  __syncthreads();
-  return total;
 }
 
 // C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, row-major with leading
