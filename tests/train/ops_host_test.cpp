@@ -1,4 +1,5 @@
-// The element-wise, normalisation, loss, embedding and softmax kernels
+// The linear layer (bias, tiled GEMM, bias gradient), element-wise,
+// normalisation, loss, embedding, softmax, AdamW and gradient-norm kernels
 // (train/gpu/*_kernels.h), every GPU thread a host thread
 // (tests/train/host_shim.h, warp shuffles included), launched as the .cu
 // entry points launch them, against the cpu backend's layers on sizes that
@@ -16,13 +17,19 @@
 #include <vector>
 
 #include "tests/train/host_shim.h"
+#include "train/gpu/adamw_kernels.h"
 #include "train/gpu/embed_kernels.h"
 #include "train/gpu/gelu_kernels.h"
 #include "train/gpu/layernorm_kernels.h"
+#include "train/gpu/linear_kernels.h"
 #include "train/gpu/loss_kernels.h"
+#include "train/gpu/reductions_kernels.h"
 #include "train/gpu/softmax_kernels.h"
+#include "train/gpu/tiled_gemm.h"
+#include "train/layers/adamw.h"
 #include "train/layers/gelu.h"
 #include "train/layers/layernorm.h"
+#include "train/layers/linear.h"
 #include "train/layers/masked_mse.h"
 #include "train/layers/tubelet_embed.h"
 
@@ -208,7 +215,124 @@ void check_embed() {
   expect_close<float>("embed dmask_token", want_dtoken, dtoken);
 }
 
+// gemm.cu's linear_forward_as and linear_backward_as: the bias broadcast,
+// the tiled products (16x16 blocks, bias through beta = 1, the weight
+// gradient accumulating) and the bias gradient's column sums.
+template <typename T>
+void check_linear() {
+  const int rows = 29, in = 37, out = 21, tile = kaio_gpu::kTile;
+  const auto x = random_values(size_t(rows) * in, 17), w = random_values(size_t(out) * in, 18),
+             b = random_values(out, 19), dy = random_values(size_t(rows) * out, 20),
+             dw0 = random_values(size_t(out) * in, 21), db0 = random_values(out, 22);
+  const auto in_t = stored<T>(x), dout_t = stored<T>(dy);
+  auto y = stored<T>(nans(size_t(rows) * out)), dx = stored<T>(nans(size_t(rows) * in));
+  std::vector<float> dw = dw0, db = db0;
+  const kaio_gpu::GemmBatch one;
+  auto product = [&](bool ta, bool tb, int m, int n, int k, auto* a, int lda, auto* bm, int ldb, float beta, auto* c,
+                     int ldc) {
+    host_shim::launch({unsigned((n + tile - 1) / tile), unsigned((m + tile - 1) / tile), 1},
+                      {unsigned(tile), unsigned(tile), 1},
+                      [&] { kaio_gpu::tiled_gemm_kernel(ta, tb, m, n, k, 1.0f, a, lda, bm, ldb, beta, c, ldc, one); });
+  };
+  host_shim::launch({blocks(size_t(rows) * out, 256)}, {256},
+                    [&] { kaio_gpu::broadcast_bias_kernel(y.data(), b.data(), rows, out); });
+  product(false, true, rows, out, in, in_t.data(), in, w.data(), in, 1.0f, y.data(), out);
+  product(false, false, rows, in, out, dout_t.data(), out, w.data(), in, 0.0f, dx.data(), in);
+  product(true, false, out, in, rows, dout_t.data(), out, in_t.data(), in, 1.0f, dw.data(), in);
+  host_shim::launch({blocks(out, 256)}, {256},
+                    [&] { kaio_gpu::column_sum_kernel(db.data(), dout_t.data(), rows, out); });
+  const auto x_read = loaded(in_t), dy_read = loaded(dout_t);
+  std::vector<float> want_y(size_t(rows) * out), want_dx(size_t(rows) * in), want_dw = dw0, want_db = db0;
+  kaio::train::cpu::linear_forward(want_y.data(), x_read.data(), w.data(), b.data(), rows, in, out);
+  kaio::train::cpu::linear_backward(want_dx.data(), want_dw.data(), want_db.data(), dy_read.data(), x_read.data(),
+                                    w.data(), rows, in, out);
+  expect_close<T>("linear out", want_y, loaded(y));
+  expect_close<T>("linear din", want_dx, loaded(dx));
+  // The weight gradient is fp32 but its product ran on bf16 operands.
+  const double dw_tol = kaio_gpu::is_bf16<T> ? 2e-2 : 1e-5;
+  double max_abs = 0, max_ref = 0;
+  for (size_t i = 0; i < dw.size(); ++i) {
+    max_abs = std::max(max_abs, std::abs(double(dw[i]) - want_dw[i]));
+    max_ref = std::max(max_ref, std::abs(double(want_dw[i])));
+  }
+  std::printf("%-24s %s: max rel error %.3g\n", "linear dweight (+=)", type_name<T>(), max_abs / max_ref);
+  EXPECT_LT(max_abs / max_ref, dw_tol) << type_name<T>();
+  expect_close<float>("linear dbias (+=)", want_db, db);
+}
+
 }  // namespace
+
+TEST(TrainOpsOnHost, LinearLayerMatchesTheCpuLayer) {
+  check_linear<float>();
+  check_linear<Bf16>();
+}
+
+// adamw.cu: three AdamW steps against the cpu update; the figures' variant
+// scales by their clip factor, and changes nothing when they are not finite.
+TEST(TrainOpsOnHost, AdamWMatchesTheCpuUpdate) {
+  const size_t n = 1001;
+  const auto p0 = random_values(n, 23), grad = random_values(n, 24);
+  std::vector<float> p = p0, m(n, 0.0f), v(n, 0.0f), want_p = p0, want_m(n, 0.0f), want_v(n, 0.0f);
+  for (int step = 1; step <= 3; ++step) {
+    const kaio::train::AdamWStep s{1e-2f, 0.9f, 0.95f, 1e-8f, 0.05f, 0.5f, step};
+    const kaio_gpu::AdamWArgs a{s.lr,
+                                s.beta1,
+                                s.beta2,
+                                s.eps,
+                                s.weight_decay,
+                                float(1.0 - std::pow(0.9, step)),
+                                float(std::sqrt(1.0 - std::pow(0.95, step)))};
+    host_shim::launch({blocks(n, 256)}, {256},
+                      [&] { kaio_gpu::adamw_kernel(p.data(), grad.data(), m.data(), v.data(), n, a, s.grad_scale); });
+    kaio::train::cpu::adamw_update(want_p.data(), grad.data(), want_m.data(), want_v.data(), n, s);
+  }
+  expect_close<float>("adamw param", want_p, p);
+  expect_close<float>("adamw m", want_m, m);
+  expect_close<float>("adamw v", want_v, v);
+
+  const kaio_gpu::AdamWArgs a{1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f, 0.1f, float(std::sqrt(0.05))};
+  std::vector<float> q = p0, qm(n, 0.0f), qv(n, 0.0f);
+  KaioStepFigures figures{1.0, 2.0, 0.25f, 0};
+  host_shim::launch({blocks(n, 256)}, {256}, [&] {
+    kaio_gpu::adamw_figures_kernel(q.data(), grad.data(), qm.data(), qv.data(), n, a, &figures);
+  });
+  EXPECT_EQ(q, p0) << "a step that is not finite changes nothing";
+  figures.finite = 1;
+  host_shim::launch({blocks(n, 256)}, {256}, [&] {
+    kaio_gpu::adamw_figures_kernel(q.data(), grad.data(), qm.data(), qv.data(), n, a, &figures);
+  });
+  std::vector<float> r = p0, rm(n, 0.0f), rv(n, 0.0f);
+  host_shim::launch({blocks(n, 256)}, {256},
+                    [&] { kaio_gpu::adamw_kernel(r.data(), grad.data(), rm.data(), rv.data(), n, a, 0.25f); });
+  EXPECT_EQ(q, r) << "the figures' clip factor scales the gradient";
+}
+
+// reductions.cu: kBlocks partial sums of squares, then the norm, the clip
+// factor and finiteness from them (one block of kSumThreads).
+TEST(TrainOpsOnHost, GradientFiguresMatchDouble) {
+  const size_t n = 70001;
+  const auto grad = random_values(n, 25);
+  double want = 0;
+  for (float g : grad) want += double(g) * g;
+  std::vector<float> partial(kaio_gpu::kBlocks, NAN);
+  host_shim::launch({kaio_gpu::kBlocks}, {kaio_gpu::kThreads},
+                    [&] { kaio_gpu::sum_squares_kernel(partial.data(), grad.data(), n); });
+  for (const double max_norm : {0.0, 1.0, 1e9}) {
+    KaioStepFigures figures{1.5, 0, 0, 0};
+    host_shim::launch({1}, {kaio_gpu::kSumThreads},
+                      [&] { kaio_gpu::grad_figures_kernel(&figures, partial.data(), max_norm); });
+    const double norm = std::sqrt(want);
+    std::printf("gradient norm: double %.8f, kernels %.8f, clip %.6g at max_norm %g\n", norm, figures.grad_norm,
+                figures.clip, max_norm);
+    EXPECT_LT(std::abs(figures.grad_norm - norm) / norm, 1e-6);
+    EXPECT_FLOAT_EQ(figures.clip, max_norm > 0 && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f);
+    EXPECT_EQ(figures.finite, 1);
+  }
+  KaioStepFigures not_finite{NAN, 0, 0, 1};
+  host_shim::launch({1}, {kaio_gpu::kSumThreads},
+                    [&] { kaio_gpu::grad_figures_kernel(&not_finite, partial.data(), 1.0); });
+  EXPECT_EQ(not_finite.finite, 0) << "a NaN loss makes the step not finite";
+}
 
 TEST(TrainOpsOnHost, GeluAndAddMatchTheCpuLayers) {
   check_gelu_and_add<float>();

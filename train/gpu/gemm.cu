@@ -10,23 +10,11 @@
 
 #include "kernels.h"
 
+// After kernels.h, which names the namespace per vendor.
+#include "linear_kernels.h"
+
 namespace kaio_gpu {
 namespace {
-
-template <typename T>
-__global__ void broadcast_bias_kernel(T* out, const float* bias, int rows, int cols) {
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < (long)rows * cols) out[i] = from_float<T>(bias[i % cols]);
-}
-
-template <typename T>
-__global__ void column_sum_kernel(float* sums, const T* x, int rows, int cols) {
-  const int col = blockIdx.x * blockDim.x + threadIdx.x;
-  if (col >= cols) return;
-  float acc = 0.0f;
-  for (int r = 0; r < rows; ++r) acc += to_float(x[(long)r * cols + col]);
-  sums[col] += acc;
-}
 
 template <typename A, typename B, typename C>
 int tiled_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const A* a, int lda, const B* b, int ldb,
