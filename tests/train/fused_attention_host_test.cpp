@@ -18,10 +18,15 @@
 #include "tests/train/host_shim.h"
 #include "train/bf16.h"
 #include "train/gpu/fused_attention.h"
+// After the shim and the kernels.
+#include "tests/train/host_elements.h"
 
 namespace {
 
 using namespace kaio_gpu::fused_attention;
+using host_elements::loaded;
+using host_elements::relative_error;
+using host_elements::stored;
 
 // A launch of `threads` threads a block over a grid_x by grid_y grid.
 void launch(unsigned grid_x, unsigned grid_y, unsigned threads, const std::function<void()>& kernel) {
@@ -87,29 +92,6 @@ Results reference(const std::vector<float>& qkv, const std::vector<float>& dout,
         }
     }
   return r;
-}
-
-double relative_error(const std::vector<float>& got, const std::vector<double>& want) {
-  double max_abs = 0, max_ref = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    max_abs = std::max(max_abs, std::isnan(got[i]) ? INFINITY : std::abs(got[i] - want[i]));
-    max_ref = std::max(max_ref, std::abs(want[i]));
-  }
-  return max_abs / std::max(max_ref, 1e-12);
-}
-
-// Host values as the kernels' element type T (a NaN stays a NaN), and back.
-template <typename T>
-std::vector<T> stored(const std::vector<float>& values) {
-  std::vector<T> out(values.size());
-  for (size_t i = 0; i < values.size(); ++i) out[i] = kaio_gpu::from_float<T>(values[i]);
-  return out;
-}
-template <typename T>
-std::vector<float> loaded(const std::vector<T>& elements) {
-  std::vector<float> out(elements.size());
-  for (size_t i = 0; i < elements.size(); ++i) out[i] = kaio_gpu::to_float(elements[i]);
-  return out;
 }
 
 // The launches of attention.cu's launch_fused_forward and launch_fused_backward

@@ -32,31 +32,16 @@
 #include "train/layers/linear.h"
 #include "train/layers/masked_mse.h"
 #include "train/layers/tubelet_embed.h"
+// After the shim and the kernels.
+#include "tests/train/host_elements.h"
 
 namespace {
 
+using host_elements::loaded;
+using host_elements::random_values;
+using host_elements::stored;
 using kaio_gpu::Bf16;
 
-std::vector<float> random_values(size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
-
-template <typename T>
-std::vector<T> stored(const std::vector<float>& values) {
-  std::vector<T> out(values.size());
-  for (size_t i = 0; i < values.size(); ++i) out[i] = kaio_gpu::from_float<T>(values[i]);
-  return out;
-}
-template <typename T>
-std::vector<float> loaded(const std::vector<T>& elements) {
-  std::vector<float> out(elements.size());
-  for (size_t i = 0; i < elements.size(); ++i) out[i] = kaio_gpu::to_float(elements[i]);
-  return out;
-}
 std::vector<float> nans(size_t n) {
   return std::vector<float>(n, NAN);
 }
@@ -73,12 +58,7 @@ const char* type_name() {
 template <typename T>
 void expect_close(const std::string& what, const std::vector<float>& want, const std::vector<float>& got) {
   ASSERT_EQ(want.size(), got.size()) << what;
-  double max_abs = 0, max_ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_abs = std::max(max_abs, std::isnan(got[i]) ? INFINITY : std::abs(double(got[i]) - want[i]));
-    max_ref = std::max(max_ref, std::abs(double(want[i])));
-  }
-  const double rel = max_abs / std::max(max_ref, 1e-12), tol = kaio_gpu::is_bf16<T> ? 2e-2 : 1e-5;
+  const double rel = host_elements::relative_error(got, want), tol = kaio_gpu::is_bf16<T> ? 2e-2 : 1e-5;
   std::printf("%-24s %s: max rel error %.3g\n", what.c_str(), type_name<T>(), rel);
   EXPECT_LT(rel, tol) << what << " " << type_name<T>();
 }
@@ -249,14 +229,9 @@ void check_linear() {
   expect_close<T>("linear out", want_y, loaded(y));
   expect_close<T>("linear din", want_dx, loaded(dx));
   // The weight gradient is fp32 but its product ran on bf16 operands.
-  const double dw_tol = kaio_gpu::is_bf16<T> ? 2e-2 : 1e-5;
-  double max_abs = 0, max_ref = 0;
-  for (size_t i = 0; i < dw.size(); ++i) {
-    max_abs = std::max(max_abs, std::abs(double(dw[i]) - want_dw[i]));
-    max_ref = std::max(max_ref, std::abs(double(want_dw[i])));
-  }
-  std::printf("%-24s %s: max rel error %.3g\n", "linear dweight (+=)", type_name<T>(), max_abs / max_ref);
-  EXPECT_LT(max_abs / max_ref, dw_tol) << type_name<T>();
+  const double dw_tol = kaio_gpu::is_bf16<T> ? 2e-2 : 1e-5, dw_err = host_elements::relative_error(dw, want_dw);
+  std::printf("%-24s %s: max rel error %.3g\n", "linear dweight (+=)", type_name<T>(), dw_err);
+  EXPECT_LT(dw_err, dw_tol) << type_name<T>();
   expect_close<float>("linear dbias (+=)", want_db, db);
 }
 

@@ -20,9 +20,13 @@
 
 #include "tests/train/host_shim.h"
 #include "train/gpu/tiled_gemm.h"
+// After the shim and the kernels.
+#include "tests/train/host_elements.h"
 
 namespace {
 
+using host_elements::random_values;
+using host_elements::stored;
 using kaio_gpu::Bf16;
 using kaio_gpu::GemmBatch;
 
@@ -35,14 +39,6 @@ struct Product {
   size_t a_offset, b_offset;  // into the A and B arrays (attention reads K and V inside qkv)
   GemmBatch batch;
 };
-
-GemmBatch batch_of(int count, int inner, long ao, long ai, long bo, long bi, long co, long ci) {
-  GemmBatch g;
-  g.count = count;
-  g.inner = inner;
-  g.a_outer = ao, g.a_inner = ai, g.b_outer = bo, g.b_inner = bi, g.c_outer = co, g.c_inner = ci;
-  return g;
-}
 
 long start(const GemmBatch& g, int z, long outer, long inner) {
   return (z / g.inner) * outer + (z % g.inner) * inner;
@@ -73,13 +69,6 @@ std::vector<double> reference(const Product& p, const std::vector<float>& a, con
   return c;
 }
 
-template <typename T>
-std::vector<T> stored(const std::vector<float>& values) {
-  std::vector<T> out(values.size());
-  for (size_t i = 0; i < values.size(); ++i) out[i] = kaio_gpu::from_float<T>(values[i]);
-  return out;
-}
-
 // gemm.cu's tiled_gemm launch: a 16x16 block per tile of C, the batch in z.
 template <typename A, typename B, typename C>
 std::vector<float> run(const Product& p, const std::vector<float>& a, const std::vector<float>& b,
@@ -97,14 +86,6 @@ std::vector<float> run(const Product& p, const std::vector<float>& a, const std:
   return out;
 }
 
-std::vector<float> random_values(size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
-
 template <typename A, typename B, typename C>
 void check(const Product& p, size_t a_size, size_t b_size, size_t c_size, unsigned seed) {
   constexpr bool bf16 = kaio_gpu::is_bf16<A> || kaio_gpu::is_bf16<B> || kaio_gpu::is_bf16<C>;
@@ -112,12 +93,7 @@ void check(const Product& p, size_t a_size, size_t b_size, size_t c_size, unsign
   const auto c0 = p.beta != 0.0f ? random_values(c_size, seed + 2) : std::vector<float>(c_size, NAN);
   const std::vector<float> got = run<A, B, C>(p, a, b, c0);
   const std::vector<double> want = reference(p, a, b, c0, bf16, kaio_gpu::is_bf16<C>);
-  double max_abs = 0, max_ref = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_abs = std::max(max_abs, std::isnan(got[i]) ? INFINITY : std::abs(got[i] - want[i]));
-    max_ref = std::max(max_ref, std::abs(want[i]));
-  }
-  const double rel = max_abs / std::max(max_ref, 1e-12), tol = kaio_gpu::is_bf16<C> ? 4e-3 : 1e-5;
+  const double rel = host_elements::relative_error(got, want), tol = kaio_gpu::is_bf16<C> ? 4e-3 : 1e-5;
   std::printf("tiled gemm %-22s %s: max rel error %.3g\n", p.name.c_str(),
               bf16 ? (kaio_gpu::is_bf16<C> ? "bf16 -> bf16" : "bf16 -> fp32") : "fp32", rel);
   EXPECT_LT(rel, tol) << p.name << (bf16 ? " bf16" : " fp32");
@@ -162,7 +138,7 @@ TEST(TrainTiledGemm, AttentionBatchedProductsOnHostMatchDouble) {
                        n,
                        0,
                        size_t(d),
-                       batch_of(bh, h, qo, hd, qo, hd, po, pi)};
+                       kaio_gpu::gemm_batch(bh, h, qo, hd, qo, hd, po, pi)};
   check<float, float, float>(scores, qkv, qkv, probs, 4);
   check<Bf16, Bf16, float>(scores, qkv, qkv, probs, 4);
   const Product values{"attention out",
@@ -178,7 +154,7 @@ TEST(TrainTiledGemm, AttentionBatchedProductsOnHostMatchDouble) {
                        d,
                        0,
                        size_t(2 * d),
-                       batch_of(bh, h, po, pi, qo, hd, oo, hd)};
+                       kaio_gpu::gemm_batch(bh, h, po, pi, qo, hd, oo, hd)};
   check<float, float, float>(values, probs, qkv, out, 5);
   check<float, Bf16, Bf16>(values, probs, qkv, out, 5);
 }

@@ -13,14 +13,6 @@ namespace kaio_gpu {
 namespace {
 using namespace fused_attention;
 
-GemmBatch batch(int count, int inner, long ao, long ai, long bo, long bi, long co, long ci) {
-  GemmBatch g;
-  g.count = count;
-  g.inner = inner;
-  g.a_outer = ao, g.a_inner = ai, g.b_outer = bo, g.b_inner = bi, g.c_outer = co, g.c_inner = ci;
-  return g;
-}
-
 // At least 64 so a block is never narrower than a CDNA wavefront.
 unsigned row_threads(int cols) {
   return cols >= 256 ? 256 : 64;
@@ -59,12 +51,13 @@ int attention_forward_as(T* out, float* probs, const T* qkv, int b, int n, int h
   const int d = h * hd, ld = 3 * d, bh = b * h;
   const long qo = (long)n * ld, po = (long)h * n * n, pi = (long)n * n, oo = (long)n * d;
   const float scale = 1.0f / sqrtf((float)hd);
-  if (gemm(false, true, n, n, hd, scale, qkv, ld, qkv + d, ld, 0.0f, probs, n, batch(bh, h, qo, hd, qo, hd, po, pi)))
+  if (gemm(false, true, n, n, hd, scale, qkv, ld, qkv + d, ld, 0.0f, probs, n,
+           gemm_batch(bh, h, qo, hd, qo, hd, po, pi)))
     return -1;
   softmax_rows_kernel<<<bh * n, row_threads(n), 0, compute_stream()>>>(probs, n);
   if (check_launch("softmax")) return -1;
   return gemm(false, false, n, hd, n, 1.0f, probs, n, qkv + 2 * d, ld, 0.0f, out, d,
-              batch(bh, h, po, pi, qo, hd, oo, hd));
+              gemm_batch(bh, h, po, pi, qo, hd, oo, hd));
 }
 
 template <typename T>
@@ -75,18 +68,19 @@ int attention_backward_as(T* dqkv, float* dprobs, const T* dout, const T* qkv, c
   const float scale = 1.0f / sqrtf((float)hd);
   // dP = dO V^T ; dV = P^T dO
   if (gemm(false, true, n, n, hd, 1.0f, dout, d, qkv + 2 * d, ld, 0.0f, dprobs, n,
-           batch(bh, h, oo, hd, qo, hd, po, pi)))
+           gemm_batch(bh, h, oo, hd, qo, hd, po, pi)))
     return -1;
   if (gemm(true, false, n, hd, n, 1.0f, probs, n, dout, d, 0.0f, dqkv + 2 * d, ld,
-           batch(bh, h, po, pi, oo, hd, qo, hd)))
+           gemm_batch(bh, h, po, pi, oo, hd, qo, hd)))
     return -1;
   softmax_backward_rows_kernel<<<bh * n, row_threads(n), 0, compute_stream()>>>(dprobs, probs, n);
   if (check_launch("softmax_backward")) return -1;
   // dQ = scale dS K ; dK = scale dS^T Q
-  if (gemm(false, false, n, hd, n, scale, dprobs, n, qkv + d, ld, 0.0f, dqkv, ld, batch(bh, h, po, pi, qo, hd, qo, hd)))
+  if (gemm(false, false, n, hd, n, scale, dprobs, n, qkv + d, ld, 0.0f, dqkv, ld,
+           gemm_batch(bh, h, po, pi, qo, hd, qo, hd)))
     return -1;
   return gemm(true, false, n, hd, n, scale, dprobs, n, qkv, ld, 0.0f, dqkv + d, ld,
-              batch(bh, h, po, pi, qo, hd, qo, hd));
+              gemm_batch(bh, h, po, pi, qo, hd, qo, hd));
 }
 
 }  // namespace

@@ -14,6 +14,16 @@ struct GemmBatch {
   long a_outer = 0, a_inner = 0, b_outer = 0, b_inner = 0, c_outer = 0, c_inner = 0;
 };
 
+inline GemmBatch gemm_batch(int count, int inner, long a_outer, long a_inner, long b_outer, long b_inner, long c_outer,
+                            long c_inner) {
+  GemmBatch g;
+  g.count = count;
+  g.inner = inner;
+  g.a_outer = a_outer, g.a_inner = a_inner, g.b_outer = b_outer, g.b_inner = b_inner;
+  g.c_outer = c_outer, g.c_inner = c_inner;
+  return g;
+}
+
 constexpr int kTile = 16;
 
 // One 16x16 block per 16x16 tile of C, one thread per element; z is the batch.
