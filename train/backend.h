@@ -154,8 +154,9 @@ inline BackendBuffer<Activation> allocate_activations(Backend& backend, size_t c
 
 // threads = 0 uses every core.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
-// Returns null with a reason in `why_not` when the vendor's backend is not
-// built or no device is present.
+// bf16: activations stored as bf16 and bf16 products (train.bf16). Returns
+// null with a reason in `why_not` when the vendor's backend is not built or
+// no device is present.
 std::unique_ptr<Backend> make_gpu_backend(const std::string& vendor, bool bf16, std::string& why_not);
 
 }  // namespace kaio::train
