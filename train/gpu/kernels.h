@@ -51,9 +51,10 @@ int gemm_init();
 const char* gemm_engine();
 
 // Calls f with a null pointer of the activations' element type (Bf16 when
-// bf16, else float): the C entry points dispatch to their templates this way.
+// bf16, else float) and returns what it returns: the C entry points dispatch
+// to their templates this way.
 template <typename F>
-int with_activations(int bf16, F&& f) {
+auto with_activations(int bf16, F&& f) {
   return bf16 ? f(static_cast<Bf16*>(nullptr)) : f(static_cast<float*>(nullptr));
 }
 template <typename T>

@@ -35,13 +35,10 @@ namespace {
 // masked_rows for activations of either type.
 const float* masked_rows_of(void* dpred, const void* pred, const void* patches, const uint8_t* mask, int rows, int pd,
                             int bf16) {
-  const float* counts = nullptr;
-  with_activations(bf16, [&](auto* tag) {
+  return with_activations(bf16, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    counts = masked_rows(as<T>(dpred), as<T>(pred), as<T>(patches), mask, rows, pd);
-    return 0;
+    return masked_rows(as<T>(dpred), as<T>(pred), as<T>(patches), mask, rows, pd);
   });
-  return counts;
 }
 }  // namespace
 
